@@ -1,0 +1,216 @@
+//! Change batches: rows for one table, in the table's Arrow schema, with one operation per row.
+
+use std::sync::Arc;
+
+use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+use crate::schema::TableSchema;
+
+/// What a row does to its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Insert,
+    Upsert,
+    Delete,
+}
+
+/// A validated batch of changes for one table.
+///
+/// Invariant: `rows` has exactly the table's Arrow schema (same fields, order and types), no
+/// null in a non-nullable column, and `operations.len() == rows.num_rows()`.
+#[derive(Debug, Clone)]
+pub struct ChangeBatch {
+    operations: Vec<Operation>,
+    rows: RecordBatch,
+}
+
+impl ChangeBatch {
+    /// Builds a batch from named columns, checking them against `schema`.
+    ///
+    /// Columns may come in any order; a nullable column may be missing (all null). Errors name
+    /// the column, and the first offending row where there is one.
+    pub fn from_columns(
+        schema: &TableSchema,
+        operations: Vec<Operation>,
+        columns: Vec<(String, ArrayRef)>,
+    ) -> Result<Self> {
+        let num_rows = operations.len();
+        let arrow_schema = schema.arrow_schema();
+        let mut slots: Vec<Option<ArrayRef>> = vec![None; schema.columns.len()];
+        for (name, array) in columns {
+            let Some(index) = schema.column_index(&name) else {
+                return Err(EngineError::invalid_batch(
+                    Some(&name),
+                    "no such column in the table",
+                ));
+            };
+            if slots[index].is_some() {
+                return Err(EngineError::invalid_batch(Some(&name), "column given twice"));
+            }
+            if array.len() != num_rows {
+                return Err(EngineError::invalid_batch(
+                    Some(&name),
+                    format!("has {} values but the batch has {num_rows} rows", array.len()),
+                ));
+            }
+            let expected = arrow_schema.field(index).data_type();
+            if array.data_type() != expected {
+                return Err(EngineError::invalid_batch(
+                    Some(&name),
+                    format!(
+                        "expected {} values, got Arrow type {}",
+                        schema.columns[index].data_type.name(),
+                        array.data_type()
+                    ),
+                ));
+            }
+            slots[index] = Some(array);
+        }
+        let mut arrays = Vec::with_capacity(slots.len());
+        for (index, slot) in slots.into_iter().enumerate() {
+            let column = &schema.columns[index];
+            let array = match slot {
+                Some(a) => a,
+                None if column.nullable => {
+                    new_null_array(&column.data_type.arrow_type(), num_rows)
+                }
+                None => {
+                    // A delete needs only the key: other columns are filled with nulls, which
+                    // never reach a data file.
+                    let all_deletes = operations.iter().all(|o| *o == Operation::Delete);
+                    if all_deletes && !schema.primary_key.contains(&column.name) {
+                        new_null_array(&column.data_type.arrow_type(), num_rows)
+                    } else {
+                        return Err(EngineError::invalid_batch(
+                            Some(&column.name),
+                            "missing value for a non-nullable column",
+                        ));
+                    }
+                }
+            };
+            if !column.nullable && array.null_count() > 0 {
+                let deletes_only_nulls = (0..num_rows).all(|r| {
+                    array.is_valid(r) || operations[r] == Operation::Delete
+                }) && !schema.primary_key.contains(&column.name);
+                if !deletes_only_nulls {
+                    let row = (0..num_rows)
+                        .find(|&r| array.is_null(r) && operations[r] != Operation::Delete)
+                        .or_else(|| (0..num_rows).find(|&r| array.is_null(r)));
+                    return Err(EngineError::InvalidBatch {
+                        row,
+                        column: Some(column.name.clone()),
+                        message: "null in a non-nullable column".into(),
+                    });
+                }
+            }
+            arrays.push(array);
+        }
+        // Nullability is enforced above per operation; the stored schema keeps declared
+        // nullability, so build the record batch against a relaxed copy when deletes carry nulls.
+        let relaxed = Arc::new(arrow_schema::Schema::new(
+            arrow_schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        let has_null_in_required = arrays
+            .iter()
+            .zip(arrow_schema.fields())
+            .any(|(a, f)| !f.is_nullable() && a.null_count() > 0);
+        let rows = RecordBatch::try_new(
+            if has_null_in_required { relaxed } else { arrow_schema },
+            arrays,
+        )?;
+        Ok(ChangeBatch { operations, rows })
+    }
+
+    /// Wraps an already-shaped record batch (e.g. replayed from the write-ahead log).
+    pub(crate) fn from_parts(operations: Vec<Operation>, rows: RecordBatch) -> Self {
+        debug_assert_eq!(operations.len(), rows.num_rows());
+        ChangeBatch { operations, rows }
+    }
+
+    pub fn operations(&self) -> &[Operation] {
+        &self.operations
+    }
+
+    pub fn rows(&self) -> &RecordBatch {
+        &self.rows
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.operations.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.operations.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{ColumnSchema, ColumnType};
+    use arrow_array::{Int64Array, StringArray};
+
+    fn schema() -> TableSchema {
+        TableSchema {
+            columns: vec![
+                ColumnSchema { name: "id".into(), data_type: ColumnType::Int64, nullable: false },
+                ColumnSchema { name: "name".into(), data_type: ColumnType::Utf8, nullable: true },
+            ],
+            primary_key: vec![],
+        }
+    }
+
+    #[test]
+    fn missing_nullable_column_becomes_nulls() {
+        let b = ChangeBatch::from_columns(
+            &schema(),
+            vec![Operation::Insert; 2],
+            vec![("id".into(), Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef)],
+        )
+        .unwrap();
+        assert_eq!(b.rows().column(1).null_count(), 2);
+    }
+
+    #[test]
+    fn null_in_required_column_names_row_and_column() {
+        let err = ChangeBatch::from_columns(
+            &schema(),
+            vec![Operation::Insert; 3],
+            vec![("id".into(), Arc::new(Int64Array::from(vec![Some(1), Some(2), None])) as ArrayRef)],
+        )
+        .unwrap_err();
+        match err {
+            EngineError::InvalidBatch { row, column, .. } => {
+                assert_eq!(row, Some(2));
+                assert_eq!(column.as_deref(), Some("id"));
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn wrong_type_and_unknown_column_are_rejected() {
+        let wrong = ChangeBatch::from_columns(
+            &schema(),
+            vec![Operation::Insert],
+            vec![("id".into(), Arc::new(StringArray::from(vec!["x"])) as ArrayRef)],
+        );
+        assert!(matches!(wrong, Err(EngineError::InvalidBatch { .. })));
+        let unknown = ChangeBatch::from_columns(
+            &schema(),
+            vec![Operation::Insert],
+            vec![
+                ("id".into(), Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+                ("nope".into(), Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+            ],
+        );
+        assert!(matches!(unknown, Err(EngineError::InvalidBatch { .. })));
+    }
+}

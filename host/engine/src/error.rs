@@ -1,0 +1,104 @@
+//! The engine's one error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong inside the engine.
+///
+/// Variants are split by *who* must act: the caller (bad input, unknown table), or the operator
+/// (I/O, catalog, Iceberg). The server maps the first group to 4xx and the rest to 5xx.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No table with this name exists.
+    #[error("table '{0}' does not exist")]
+    TableNotFound(String),
+
+    /// A table with this name (or Iceberg identifier) already exists.
+    #[error("table '{0}' already exists")]
+    TableExists(String),
+
+    /// The table definition is unusable (bad name, duplicate column, unknown key column, ...).
+    #[error("invalid table definition: {0}")]
+    InvalidSchema(String),
+
+    /// A batch does not fit the table's schema. `row` is 0-based within the batch.
+    #[error("{}", describe_invalid_batch(.row, .column, .message))]
+    InvalidBatch {
+        row: Option<usize>,
+        column: Option<String>,
+        message: String,
+    },
+
+    /// The operation needs something this table or build does not have yet.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+
+    /// The engine is shutting down or a background task has died.
+    #[error("engine unavailable: {0}")]
+    Unavailable(String),
+
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("write-ahead log is corrupt at {path} offset {offset}: {message}")]
+    WalCorrupt {
+        path: PathBuf,
+        offset: u64,
+        message: String,
+    },
+
+    #[error("catalog error: {0}")]
+    Catalog(String),
+
+    /// Another writer changed the table's metadata pointer first.
+    #[error("commit conflict on table '{0}': the metadata pointer moved")]
+    CommitConflict(String),
+
+    #[error("object store error: {0}")]
+    ObjectStore(#[from] object_store::Error),
+
+    #[error("iceberg error: {0}")]
+    Iceberg(#[from] iceberg::Error),
+
+    #[error("arrow error: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+
+    #[error("parquet error: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+}
+
+fn describe_invalid_batch(row: &Option<usize>, column: &Option<String>, message: &str) -> String {
+    match (row, column) {
+        (Some(r), Some(c)) => format!("row {r}, column '{c}': {message}"),
+        (Some(r), None) => format!("row {r}: {message}"),
+        (None, Some(c)) => format!("column '{c}': {message}"),
+        (None, None) => message.to_string(),
+    }
+}
+
+impl EngineError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        EngineError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn catalog(e: impl std::fmt::Display) -> Self {
+        EngineError::Catalog(e.to_string())
+    }
+
+    /// An error about a batch, not tied to a row.
+    pub fn invalid_batch(column: Option<&str>, message: impl Into<String>) -> Self {
+        EngineError::InvalidBatch {
+            row: None,
+            column: column.map(str::to_string),
+            message: message.into(),
+        }
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,0 +1,311 @@
+//! Table schemas: the column types users declare, and how they map to Arrow and Iceberg.
+//!
+//! One logical type has exactly one Arrow type in the engine (what buffers and Parquet files
+//! hold) and one Iceberg type in the table metadata. Iceberg has no 16-bit integer, so `int16`
+//! columns are widened to 32 bits on entry: every reader then sees a plain Iceberg `int`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema as ArrowSchema, SchemaRef, TimeUnit};
+use iceberg::spec::{NestedField, PrimitiveType, Schema as IcebergSchema, Type};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+
+/// A column's logical type, as declared by users and plugins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    Int16,
+    Int32,
+    Int64,
+    Float32,
+    Float64,
+    Boolean,
+    Utf8,
+    Date32,
+    Decimal { precision: u8, scale: u8 },
+    Timestamp,
+    TimestampTz,
+    Binary,
+    Uuid,
+}
+
+impl ColumnType {
+    /// Parses the names the HTTP API accepts (Moonlink's, plus a few aliases):
+    /// `int16 int32 int64 float32 float64 bool boolean string text date32 decimal(p,s)
+    /// timestamp timestamptz binary uuid`.
+    pub fn parse(name: &str) -> Result<Self> {
+        let lower = name.trim().to_ascii_lowercase();
+        let ty = match lower.as_str() {
+            "int16" | "smallint" => ColumnType::Int16,
+            "int32" | "int" | "integer" => ColumnType::Int32,
+            "int64" | "bigint" | "long" => ColumnType::Int64,
+            "float32" | "float" | "real" => ColumnType::Float32,
+            "float64" | "double" => ColumnType::Float64,
+            "bool" | "boolean" => ColumnType::Boolean,
+            "string" | "text" | "utf8" => ColumnType::Utf8,
+            "date32" | "date" => ColumnType::Date32,
+            "timestamp" => ColumnType::Timestamp,
+            "timestamptz" => ColumnType::TimestampTz,
+            "binary" | "bytes" | "bytea" => ColumnType::Binary,
+            "uuid" => ColumnType::Uuid,
+            other => return parse_decimal(other).ok_or_else(|| {
+                EngineError::InvalidSchema(format!(
+                    "unknown data type '{name}' (expected one of int16, int32, int64, float32, \
+                     float64, bool, string, date32, decimal(p,s), timestamp, timestamptz, binary, uuid)"
+                ))
+            })?,
+        };
+        Ok(ty)
+    }
+
+    /// The canonical name, accepted back by [`ColumnType::parse`].
+    pub fn name(&self) -> String {
+        match self {
+            ColumnType::Int16 => "int16".into(),
+            ColumnType::Int32 => "int32".into(),
+            ColumnType::Int64 => "int64".into(),
+            ColumnType::Float32 => "float32".into(),
+            ColumnType::Float64 => "float64".into(),
+            ColumnType::Boolean => "boolean".into(),
+            ColumnType::Utf8 => "string".into(),
+            ColumnType::Date32 => "date32".into(),
+            ColumnType::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
+            ColumnType::Timestamp => "timestamp".into(),
+            ColumnType::TimestampTz => "timestamptz".into(),
+            ColumnType::Binary => "binary".into(),
+            ColumnType::Uuid => "uuid".into(),
+        }
+    }
+
+    /// The Arrow type the engine stores this column as.
+    pub fn arrow_type(&self) -> DataType {
+        match self {
+            ColumnType::Int16 | ColumnType::Int32 => DataType::Int32,
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float32 => DataType::Float32,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::Utf8 => DataType::Utf8,
+            ColumnType::Date32 => DataType::Date32,
+            ColumnType::Decimal { precision, scale } => {
+                DataType::Decimal128(*precision, *scale as i8)
+            }
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            ColumnType::TimestampTz => {
+                DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
+            }
+            ColumnType::Binary => DataType::Binary,
+            ColumnType::Uuid => DataType::FixedSizeBinary(16),
+        }
+    }
+
+    fn iceberg_type(&self) -> PrimitiveType {
+        match self {
+            ColumnType::Int16 | ColumnType::Int32 => PrimitiveType::Int,
+            ColumnType::Int64 => PrimitiveType::Long,
+            ColumnType::Float32 => PrimitiveType::Float,
+            ColumnType::Float64 => PrimitiveType::Double,
+            ColumnType::Boolean => PrimitiveType::Boolean,
+            ColumnType::Utf8 => PrimitiveType::String,
+            ColumnType::Date32 => PrimitiveType::Date,
+            ColumnType::Decimal { precision, scale } => PrimitiveType::Decimal {
+                precision: *precision as u32,
+                scale: *scale as u32,
+            },
+            ColumnType::Timestamp => PrimitiveType::Timestamp,
+            ColumnType::TimestampTz => PrimitiveType::Timestamptz,
+            ColumnType::Binary => PrimitiveType::Binary,
+            ColumnType::Uuid => PrimitiveType::Uuid,
+        }
+    }
+}
+
+fn parse_decimal(s: &str) -> Option<ColumnType> {
+    let inner = s
+        .strip_prefix("decimal")
+        .or_else(|| s.strip_prefix("numeric"))?
+        .trim();
+    let inner = inner.strip_prefix('(')?.strip_suffix(')')?;
+    let (p, sc) = inner.split_once(',')?;
+    let precision: u8 = p.trim().parse().ok()?;
+    let scale: u8 = sc.trim().parse().ok()?;
+    (1..=38).contains(&precision).then_some(())?;
+    (scale <= precision).then_some(())?;
+    Some(ColumnType::Decimal { precision, scale })
+}
+
+/// One column of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnSchema {
+    pub name: String,
+    pub data_type: ColumnType,
+    pub nullable: bool,
+}
+
+/// A table's columns and optional primary key (by column name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableSchema {
+    pub columns: Vec<ColumnSchema>,
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+}
+
+/// Arrow field metadata key that carries the Iceberg field id into Parquet files; readers match
+/// Parquet columns to table columns by this id, not by name.
+pub const PARQUET_FIELD_ID_KEY: &str = "PARQUET:field_id";
+
+impl TableSchema {
+    /// Checks names, duplicates and the primary key.
+    pub fn validate(&self) -> Result<()> {
+        if self.columns.is_empty() {
+            return Err(EngineError::InvalidSchema("a table needs at least one column".into()));
+        }
+        let mut seen = HashSet::new();
+        for c in &self.columns {
+            if c.name.is_empty() {
+                return Err(EngineError::InvalidSchema("a column name is empty".into()));
+            }
+            if !seen.insert(c.name.as_str()) {
+                return Err(EngineError::InvalidSchema(format!(
+                    "column '{}' is declared twice",
+                    c.name
+                )));
+            }
+        }
+        let mut key_seen = HashSet::new();
+        for k in &self.primary_key {
+            let Some(col) = self.column(k) else {
+                return Err(EngineError::InvalidSchema(format!(
+                    "primary key column '{k}' is not a column of the table"
+                )));
+            };
+            if col.nullable {
+                return Err(EngineError::InvalidSchema(format!(
+                    "primary key column '{k}' must be declared \"nullable\": false"
+                )));
+            }
+            if !key_seen.insert(k.as_str()) {
+                return Err(EngineError::InvalidSchema(format!(
+                    "primary key column '{k}' is listed twice"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn column(&self, name: &str) -> Option<&ColumnSchema> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    /// The Iceberg field id of column `index`: ids are 1-based positions, fixed at creation.
+    pub fn field_id(index: usize) -> i32 {
+        index as i32 + 1
+    }
+
+    /// The Arrow schema of buffers and Parquet files, with Iceberg field ids attached.
+    pub fn arrow_schema(&self) -> SchemaRef {
+        let fields: Vec<Field> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                Field::new(&c.name, c.data_type.arrow_type(), c.nullable).with_metadata(
+                    HashMap::from([(
+                        PARQUET_FIELD_ID_KEY.to_string(),
+                        Self::field_id(i).to_string(),
+                    )]),
+                )
+            })
+            .collect();
+        Arc::new(ArrowSchema::new(fields))
+    }
+
+    /// The Iceberg schema (schema id 0); primary key columns become identifier fields.
+    pub fn iceberg_schema(&self) -> Result<IcebergSchema> {
+        let fields = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let ty = Type::Primitive(c.data_type.iceberg_type());
+                let id = Self::field_id(i);
+                Arc::new(if c.nullable {
+                    NestedField::optional(id, &c.name, ty)
+                } else {
+                    NestedField::required(id, &c.name, ty)
+                })
+            })
+            .collect::<Vec<_>>();
+        let identifier_ids = self
+            .primary_key
+            .iter()
+            .filter_map(|k| self.column_index(k).map(Self::field_id));
+        Ok(IcebergSchema::builder()
+            .with_schema_id(0)
+            .with_fields(fields)
+            .with_identifier_field_ids(identifier_ids)
+            .build()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_documented_type_name() {
+        for (name, ty) in [
+            ("int16", ColumnType::Int16),
+            ("int32", ColumnType::Int32),
+            ("int64", ColumnType::Int64),
+            ("float32", ColumnType::Float32),
+            ("float64", ColumnType::Float64),
+            ("bool", ColumnType::Boolean),
+            ("boolean", ColumnType::Boolean),
+            ("string", ColumnType::Utf8),
+            ("text", ColumnType::Utf8),
+            ("date32", ColumnType::Date32),
+            ("timestamp", ColumnType::Timestamp),
+            ("timestamptz", ColumnType::TimestampTz),
+            ("binary", ColumnType::Binary),
+            ("uuid", ColumnType::Uuid),
+        ] {
+            assert_eq!(ColumnType::parse(name).unwrap(), ty, "{name}");
+        }
+        assert_eq!(
+            ColumnType::parse("decimal(10, 2)").unwrap(),
+            ColumnType::Decimal { precision: 10, scale: 2 }
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_and_out_of_range_types() {
+        assert!(ColumnType::parse("varchar").is_err());
+        assert!(ColumnType::parse("decimal(39,2)").is_err());
+        assert!(ColumnType::parse("decimal(5,6)").is_err());
+    }
+
+    #[test]
+    fn primary_key_must_name_non_null_columns() {
+        let mut schema = TableSchema {
+            columns: vec![ColumnSchema {
+                name: "id".into(),
+                data_type: ColumnType::Int64,
+                nullable: true,
+            }],
+            primary_key: vec!["id".into()],
+        };
+        assert!(schema.validate().is_err());
+        schema.columns[0].nullable = false;
+        schema.validate().unwrap();
+        schema.primary_key = vec!["nope".into()];
+        assert!(schema.validate().is_err());
+    }
+}
