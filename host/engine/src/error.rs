@@ -28,7 +28,11 @@ pub enum EngineError {
         message: String,
     },
 
-    /// The operation needs something this table or build does not have yet.
+    /// The operation is not valid for this table (e.g. an upsert on a table without a key).
+    #[error("{0}")]
+    OperationNotAllowed(String),
+
+    /// The operation needs something this build does not have yet.
     #[error("unsupported: {0}")]
     Unsupported(String),
 

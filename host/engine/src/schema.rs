@@ -51,7 +51,7 @@ impl ColumnType {
             "timestamptz" => ColumnType::TimestampTz,
             "binary" | "bytes" | "bytea" => ColumnType::Binary,
             "uuid" => ColumnType::Uuid,
-            other => return parse_decimal(other).ok_or_else(|| {
+            other => parse_decimal(other).ok_or_else(|| {
                 EngineError::InvalidSchema(format!(
                     "unknown data type '{name}' (expected one of int16, int32, int64, float32, \
                      float64, bool, string, date32, decimal(p,s), timestamp, timestamptz, binary, uuid)"

@@ -1,1 +1,146 @@
-fn main() {}
+//! `moonlink-host`: the HTTP API and CLI over the engine and the plugin runtime.
+
+mod api;
+mod error;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use moonlink_engine::{Engine, EngineConfig, TableConfig};
+use moonlink_runtime::{PluginRuntime, RestDecoder, RuntimeConfig};
+
+/// Ingest inserts, updates and deletes into Apache Iceberg v3 tables.
+///
+/// Starts the HTTP API (`GET /health`, `POST /tables/{name}`, `POST /ingest/{name}`, ...) on
+/// `--listen`, keeps tables under `--data-dir`, and decodes HTTP bodies with the
+/// `rest_ingest.wasm` plugin found in `--plugin-dir`.
+#[derive(Debug, Parser)]
+#[command(name = "moonlink-host", version, about, long_about = None)]
+struct Cli {
+    /// Data directory: SQLite catalog (`catalog.db`), Iceberg warehouse (`warehouse/`) and the
+    /// local cache with the write-ahead log (`cache/`). Created if missing.
+    #[arg(long, env = "MOONLINK_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+
+    /// Address the HTTP API listens on. Binding beyond loopback requires --auth-token.
+    #[arg(long, env = "MOONLINK_LISTEN", default_value = "127.0.0.1:3030")]
+    listen: SocketAddr,
+
+    /// Directory holding the plugins (`rest_ingest.wasm`, ...). Defaults to where
+    /// `cargo build --target wasm32-wasip2 --release` puts them.
+    #[arg(long, env = "MOONLINK_PLUGIN_DIR", default_value_os_t = default_plugin_dir())]
+    plugin_dir: PathBuf,
+
+    /// Milliseconds between commits of buffered rows to Iceberg (at most one snapshot per
+    /// table per interval, plus one per `sync` request batch or explicit commit).
+    #[arg(long, env = "MOONLINK_COMMIT_INTERVAL_MS", default_value_t = 2000)]
+    commit_interval_ms: u64,
+
+    /// Target size of Parquet data files, in bytes; small files are merged toward it.
+    #[arg(long, env = "MOONLINK_TARGET_FILE_SIZE", default_value_t = 128 * 1024 * 1024)]
+    target_file_size: u64,
+
+    /// Largest accepted request body, in bytes; larger requests get 413.
+    #[arg(long, env = "MOONLINK_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    max_body_bytes: usize,
+
+    /// Bearer token required on every route but /health. Required when --listen is not a
+    /// loopback address.
+    #[arg(long, env = "MOONLINK_AUTH_TOKEN")]
+    auth_token: Option<String>,
+
+    /// Memory limit per plugin instance, in MiB.
+    #[arg(long, default_value_t = 256)]
+    plugin_memory_mib: u64,
+
+    /// Time limit per plugin call, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    plugin_timeout_ms: u64,
+}
+
+fn default_plugin_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    target.join("wasm32-wasip2").join("release")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+
+    if !cli.listen.ip().is_loopback() && cli.auth_token.is_none() {
+        bail!(
+            "--listen {} is reachable beyond this machine: set --auth-token (or MOONLINK_AUTH_TOKEN)",
+            cli.listen
+        );
+    }
+
+    let runtime = PluginRuntime::new(RuntimeConfig {
+        memory_limit_bytes: cli.plugin_memory_mib * 1024 * 1024,
+        call_timeout: Duration::from_millis(cli.plugin_timeout_ms),
+        cache_dir: Some(cli.data_dir.join("cache").join("plugins")),
+    })
+    .context("starting the plugin runtime")?;
+    let decoder_path = cli.plugin_dir.join("rest_ingest.wasm");
+    if !decoder_path.exists() {
+        bail!(
+            "{} not found: build the plugins with `cargo build -p rest_ingest --target wasm32-wasip2 --release` or pass --plugin-dir",
+            decoder_path.display()
+        );
+    }
+    let decoder = RestDecoder::load(&runtime, &decoder_path)
+        .with_context(|| format!("loading {}", decoder_path.display()))?;
+
+    let engine = Engine::open(EngineConfig {
+        data_dir: cli.data_dir.clone(),
+        table: TableConfig {
+            commit_interval: Duration::from_millis(cli.commit_interval_ms.max(10)),
+            target_file_size: cli.target_file_size,
+            ..TableConfig::default()
+        },
+    })
+    .await
+    .with_context(|| format!("opening data directory {}", cli.data_dir.display()))?;
+
+    let app = api::router(api::AppState {
+        engine: engine.clone(),
+        decoder,
+        max_body_bytes: cli.max_body_bytes,
+        auth_token: cli.auth_token.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("binding {}", cli.listen))?;
+    tracing::info!(listen = %cli.listen, data_dir = %cli.data_dir.display(), "moonlink-host ready");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shutting down: committing buffered rows");
+    engine.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,250 @@
+//! The embedded catalog: SQLite in the Iceberg JDBC catalog layout.
+//!
+//! Tables are rows of `iceberg_tables` exactly as Iceberg's `JdbcCatalog` and PyIceberg's
+//! `SqlCatalog` write them (catalog name `moonlink`), so both open our warehouse directly. The
+//! engine's own bookkeeping (HTTP name, declared schema, table id) lives in a separate
+//! `moonlink_tables` table that other readers ignore.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::{EngineError, Result};
+
+pub const CATALOG_NAME: &str = "moonlink";
+
+/// One table as the catalog records it.
+#[derive(Debug, Clone)]
+pub struct CatalogEntry {
+    pub name: String,
+    pub id: String,
+    pub namespace: String,
+    pub table: String,
+    pub schema_json: String,
+    pub metadata_location: String,
+}
+
+/// The SQLite catalog. Calls are short; a mutex serialises them.
+pub struct Catalog {
+    conn: Mutex<Connection>,
+}
+
+impl Catalog {
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path).map_err(EngineError::catalog)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(EngineError::catalog)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             CREATE TABLE IF NOT EXISTS iceberg_tables (
+                 catalog_name VARCHAR(255) NOT NULL,
+                 table_namespace VARCHAR(255) NOT NULL,
+                 table_name VARCHAR(255) NOT NULL,
+                 metadata_location VARCHAR(1000),
+                 previous_metadata_location VARCHAR(1000),
+                 iceberg_type VARCHAR(5),
+                 PRIMARY KEY (catalog_name, table_namespace, table_name));
+             CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (
+                 catalog_name VARCHAR(255) NOT NULL,
+                 namespace VARCHAR(255) NOT NULL,
+                 property_key VARCHAR(255),
+                 property_value VARCHAR(1000),
+                 PRIMARY KEY (catalog_name, namespace, property_key));
+             CREATE TABLE IF NOT EXISTS moonlink_tables (
+                 name TEXT PRIMARY KEY,
+                 id TEXT NOT NULL,
+                 table_namespace TEXT NOT NULL,
+                 table_name TEXT NOT NULL,
+                 schema_json TEXT NOT NULL);",
+        )
+        .map_err(EngineError::catalog)?;
+        Ok(Catalog {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
+        // back), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a new table atomically; fails with `TableExists` if the name or the Iceberg
+    /// identifier is taken.
+    pub fn create(&self, entry: &CatalogEntry) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(EngineError::catalog)?;
+        let taken: Option<String> = tx
+            .query_row(
+                "SELECT table_name FROM iceberg_tables
+                 WHERE catalog_name = ?1 AND table_namespace = ?2 AND table_name = ?3",
+                params![CATALOG_NAME, entry.namespace, entry.table],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(EngineError::catalog)?;
+        if taken.is_some() {
+            return Err(EngineError::TableExists(format!(
+                "{}.{}",
+                entry.namespace, entry.table
+            )));
+        }
+        let inserted = tx
+            .execute(
+                "INSERT OR IGNORE INTO moonlink_tables
+                     (name, id, table_namespace, table_name, schema_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    entry.name,
+                    entry.id,
+                    entry.namespace,
+                    entry.table,
+                    entry.schema_json
+                ],
+            )
+            .map_err(EngineError::catalog)?;
+        if inserted == 0 {
+            return Err(EngineError::TableExists(entry.name.clone()));
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO iceberg_namespace_properties
+                 (catalog_name, namespace, property_key, property_value)
+             VALUES (?1, ?2, 'exists', 'true')",
+            params![CATALOG_NAME, entry.namespace],
+        )
+        .map_err(EngineError::catalog)?;
+        tx.execute(
+            "INSERT INTO iceberg_tables
+                 (catalog_name, table_namespace, table_name, metadata_location,
+                  previous_metadata_location, iceberg_type)
+             VALUES (?1, ?2, ?3, ?4, NULL, 'TABLE')",
+            params![
+                CATALOG_NAME,
+                entry.namespace,
+                entry.table,
+                entry.metadata_location
+            ],
+        )
+        .map_err(EngineError::catalog)?;
+        tx.commit().map_err(EngineError::catalog)
+    }
+
+    /// All tables the engine manages.
+    pub fn list(&self) -> Result<Vec<CatalogEntry>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT m.name, m.id, m.table_namespace, m.table_name, m.schema_json,
+                        t.metadata_location
+                 FROM moonlink_tables m JOIN iceberg_tables t
+                   ON t.catalog_name = ?1 AND t.table_namespace = m.table_namespace
+                  AND t.table_name = m.table_name
+                 ORDER BY m.name",
+            )
+            .map_err(EngineError::catalog)?;
+        let rows = stmt
+            .query_map(params![CATALOG_NAME], |r| {
+                Ok(CatalogEntry {
+                    name: r.get(0)?,
+                    id: r.get(1)?,
+                    namespace: r.get(2)?,
+                    table: r.get(3)?,
+                    schema_json: r.get(4)?,
+                    metadata_location: r.get(5)?,
+                })
+            })
+            .map_err(EngineError::catalog)?;
+        rows.collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(EngineError::catalog)
+    }
+
+    /// Compare-and-swap of the metadata pointer: succeeds only if the pointer is still
+    /// `expected`, so two writers can never silently overwrite each other's commit.
+    pub fn swap_metadata(
+        &self,
+        namespace: &str,
+        table: &str,
+        expected: &str,
+        new_location: &str,
+    ) -> Result<()> {
+        let updated = self
+            .conn()
+            .execute(
+                "UPDATE iceberg_tables
+                 SET metadata_location = ?4, previous_metadata_location = ?5
+                 WHERE catalog_name = ?1 AND table_namespace = ?2 AND table_name = ?3
+                   AND metadata_location = ?5",
+                params![CATALOG_NAME, namespace, table, new_location, expected],
+            )
+            .map_err(EngineError::catalog)?;
+        if updated == 1 {
+            Ok(())
+        } else {
+            Err(EngineError::CommitConflict(format!("{namespace}.{table}")))
+        }
+    }
+
+    /// Removes a table from both the Iceberg and the engine tables.
+    pub fn remove(&self, entry: &CatalogEntry) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(EngineError::catalog)?;
+        tx.execute(
+            "DELETE FROM moonlink_tables WHERE name = ?1",
+            params![entry.name],
+        )
+        .map_err(EngineError::catalog)?;
+        tx.execute(
+            "DELETE FROM iceberg_tables
+             WHERE catalog_name = ?1 AND table_namespace = ?2 AND table_name = ?3",
+            params![CATALOG_NAME, entry.namespace, entry.table],
+        )
+        .map_err(EngineError::catalog)?;
+        tx.commit().map_err(EngineError::catalog)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, table: &str) -> CatalogEntry {
+        CatalogEntry {
+            name: name.into(),
+            id: format!("id-{name}"),
+            namespace: "demo".into(),
+            table: table.into(),
+            schema_json: "{}".into(),
+            metadata_location: "/m/0.json".into(),
+        }
+    }
+
+    #[test]
+    fn create_list_swap_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&dir.path().join("catalog.db")).unwrap();
+        catalog.create(&entry("demo.users", "users")).unwrap();
+        assert!(matches!(
+            catalog.create(&entry("other", "users")),
+            Err(EngineError::TableExists(_))
+        ));
+        assert!(matches!(
+            catalog.create(&entry("demo.users", "users2")),
+            Err(EngineError::TableExists(_))
+        ));
+        catalog
+            .swap_metadata("demo", "users", "/m/0.json", "/m/1.json")
+            .unwrap();
+        // A writer that read the old pointer loses the race instead of overwriting.
+        assert!(matches!(
+            catalog.swap_metadata("demo", "users", "/m/0.json", "/m/2.json"),
+            Err(EngineError::CommitConflict(_))
+        ));
+        let listed = catalog.list().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].metadata_location, "/m/1.json");
+        catalog.remove(&listed[0]).unwrap();
+        assert!(catalog.list().unwrap().is_empty());
+    }
+}

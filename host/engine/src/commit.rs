@@ -1,0 +1,305 @@
+//! Our Iceberg commit layer: one snapshot per commit, written with the `iceberg` crate's public
+//! manifest, manifest-list and metadata builders, published by a compare-and-swap of the
+//! metadata pointer in the catalog.
+//!
+//! iceberg 0.10 cannot commit a custom snapshot (its transaction actions are crate-private and
+//! know no deletion vectors), so this module does what a row-delta commit does: carry unchanged
+//! manifests over, rewrite manifests that lose files, add a manifest for new files, and keep
+//! v3 row lineage (`first-row-id`, `next-row-id`) and summary totals right.
+
+use std::collections::{HashMap, HashSet};
+
+use iceberg::io::FileIO;
+use iceberg::spec::{
+    DataFile, FormatVersion, ManifestFile, ManifestList, ManifestListWriter,
+    ManifestWriterBuilder, Operation as SnapshotOperation, PartitionSpec, Snapshot, SortOrder,
+    Summary, TableMetadata, TableMetadataBuilder, MAIN_BRANCH,
+};
+use uuid::Uuid;
+
+use crate::error::{EngineError, Result};
+
+/// Snapshot-summary key holding the last write-ahead-log LSN the snapshot contains.
+pub const CHECKPOINT_SUMMARY_KEY: &str = "moonlink.checkpoint";
+
+/// A live data file of the current snapshot, with what is needed to carry it forward.
+#[derive(Debug, Clone)]
+pub struct LiveDataFile {
+    pub data_file: DataFile,
+}
+
+/// What one commit changes.
+#[derive(Debug, Default)]
+pub struct SnapshotChanges {
+    pub added: Vec<DataFile>,
+    /// Paths of live data files this snapshot removes (merged into an added file).
+    pub removed: HashSet<String>,
+    /// The checkpoint (WAL LSN) the snapshot makes durable.
+    pub checkpoint: u64,
+}
+
+/// Metadata file name for version `version` of a table.
+fn metadata_file_location(table_location: &str, version: u64) -> String {
+    format!(
+        "{table_location}/metadata/{version:05}-{}.metadata.json",
+        Uuid::new_v4()
+    )
+}
+
+/// Parses the version out of `.../metadata/00042-<uuid>.metadata.json`.
+fn metadata_version(location: &str) -> u64 {
+    location
+        .rsplit('/')
+        .next()
+        .and_then(|name| name.split('-').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Creates the metadata of a new, empty, format-version-3 table and writes its first file.
+pub async fn create_table_metadata(
+    file_io: &FileIO,
+    schema: iceberg::spec::Schema,
+    table_location: &str,
+) -> Result<(TableMetadata, String)> {
+    let properties = HashMap::from([
+        ("write.format.default".to_string(), "parquet".to_string()),
+        ("write.parquet.compression-codec".to_string(), "zstd".to_string()),
+    ]);
+    let metadata = TableMetadataBuilder::new(
+        schema,
+        PartitionSpec::unpartition_spec(),
+        SortOrder::unsorted_order(),
+        table_location.to_string(),
+        FormatVersion::V3,
+        properties,
+    )?
+    .build()?
+    .metadata;
+    let location = metadata_file_location(table_location, 0);
+    write_metadata(file_io, &location, &metadata).await?;
+    Ok((metadata, location))
+}
+
+async fn write_metadata(file_io: &FileIO, location: &str, metadata: &TableMetadata) -> Result<()> {
+    let json = serde_json::to_vec_pretty(metadata)
+        .map_err(|e| EngineError::Catalog(format!("cannot serialize table metadata: {e}")))?;
+    file_io.new_output(location)?.write(json.into()).await?;
+    Ok(())
+}
+
+/// Reads a metadata file.
+pub async fn load_metadata(file_io: &FileIO, location: &str) -> Result<TableMetadata> {
+    let bytes = file_io.new_input(location)?.read().await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        EngineError::Catalog(format!("cannot parse table metadata {location}: {e}"))
+    })
+}
+
+/// The checkpoint recorded in the current snapshot (0 for a table without snapshots).
+pub fn committed_checkpoint(metadata: &TableMetadata) -> u64 {
+    metadata
+        .current_snapshot()
+        .and_then(|s| s.summary().additional_properties.get(CHECKPOINT_SUMMARY_KEY))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn current_manifests(file_io: &FileIO, metadata: &TableMetadata) -> Result<Vec<ManifestFile>> {
+    let Some(snapshot) = metadata.current_snapshot() else {
+        return Ok(Vec::new());
+    };
+    let bytes = file_io.new_input(snapshot.manifest_list())?.read().await?;
+    let list = ManifestList::parse_with_version(&bytes, metadata.format_version())?;
+    Ok(list.consume_entries().into_iter().collect())
+}
+
+/// The live data files of the current snapshot.
+pub async fn live_data_files(file_io: &FileIO, metadata: &TableMetadata) -> Result<Vec<LiveDataFile>> {
+    let mut files = Vec::new();
+    for manifest in current_manifests(file_io, metadata).await? {
+        for entry in manifest.load_manifest(file_io).await?.entries() {
+            if entry.is_alive() {
+                files.push(LiveDataFile {
+                    data_file: entry.data_file().clone(),
+                });
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// The result of a commit: the new metadata and where it is written.
+pub struct Committed {
+    pub metadata: TableMetadata,
+    pub location: String,
+}
+
+/// Writes a snapshot applying `changes` on top of `metadata` (stored at `metadata_location`)
+/// and returns the new metadata. The caller publishes it with a catalog compare-and-swap.
+pub async fn write_snapshot(
+    file_io: &FileIO,
+    metadata: &TableMetadata,
+    metadata_location: &str,
+    changes: SnapshotChanges,
+) -> Result<Committed> {
+    let table_location = metadata.location().trim_end_matches('/').to_string();
+    let schema = metadata.current_schema().clone();
+    let spec = metadata.default_partition_spec().as_ref().clone();
+    let snapshot_id = new_snapshot_id(metadata);
+    let parent = metadata.current_snapshot().map(|s| s.snapshot_id());
+    let sequence_number = metadata.last_sequence_number() + 1;
+    let commit_uuid = Uuid::new_v4();
+    let manifest_location =
+        |n: usize| format!("{table_location}/metadata/{commit_uuid}-m{n}.avro");
+
+    let mut manifests = Vec::new();
+    let mut removed_records = 0u64;
+    let mut removed_size = 0u64;
+    let mut removed_files = 0u64;
+    for manifest in current_manifests(file_io, metadata).await? {
+        if changes.removed.is_empty() {
+            manifests.push(manifest);
+            continue;
+        }
+        let loaded = manifest.load_manifest(file_io).await?;
+        let touches = loaded
+            .entries()
+            .iter()
+            .any(|e| e.is_alive() && changes.removed.contains(e.data_file().file_path()));
+        if !touches {
+            manifests.push(manifest);
+            continue;
+        }
+        // Rewrite: removed files become DELETED entries of this snapshot, the rest EXISTING.
+        let mut writer = ManifestWriterBuilder::new(
+            file_io.new_output(manifest_location(manifests.len() + 1000))?,
+            Some(snapshot_id),
+            schema.clone(),
+            spec.clone(),
+        )
+        .build_v3_data();
+        for entry in loaded.entries().iter().filter(|e| e.is_alive()) {
+            let data_file = entry.data_file().clone();
+            let seq = entry.sequence_number().unwrap_or(0);
+            let file_seq = entry.file_sequence_number.or(Some(seq));
+            if changes.removed.contains(data_file.file_path()) {
+                removed_records += data_file.record_count();
+                removed_size += data_file.file_size_in_bytes();
+                removed_files += 1;
+                writer.add_delete_file(data_file, seq, file_seq)?;
+            } else {
+                let added_in = entry.snapshot_id().unwrap_or(snapshot_id);
+                writer.add_existing_file(data_file, added_in, seq, file_seq)?;
+            }
+        }
+        manifests.push(writer.write_manifest_file().await?);
+    }
+
+    let added_records: u64 = changes.added.iter().map(|f| f.record_count()).sum();
+    let added_size: u64 = changes.added.iter().map(|f| f.file_size_in_bytes()).sum();
+    let added_files = changes.added.len() as u64;
+    if !changes.added.is_empty() {
+        let mut writer = ManifestWriterBuilder::new(
+            file_io.new_output(manifest_location(0))?,
+            Some(snapshot_id),
+            schema.clone(),
+            spec.clone(),
+        )
+        .build_v3_data();
+        for file in changes.added {
+            writer.add_file(file, sequence_number)?;
+        }
+        // New files first: readers plan newest data first.
+        manifests.insert(0, writer.write_manifest_file().await?);
+    }
+
+    let manifest_list_location =
+        format!("{table_location}/metadata/snap-{snapshot_id}-1-{commit_uuid}.avro");
+    let first_row_id = metadata.next_row_id();
+    let mut list_writer = ManifestListWriter::v3(
+        file_io.new_output(&manifest_list_location)?.writer().await?,
+        snapshot_id,
+        parent,
+        sequence_number,
+        Some(first_row_id),
+    );
+    list_writer.add_manifests(manifests.into_iter())?;
+    let next_row_id = list_writer.next_row_id().unwrap_or(first_row_id);
+    list_writer.close().await?;
+
+    let previous = metadata
+        .current_snapshot()
+        .map(|s| s.summary().additional_properties.clone())
+        .unwrap_or_default();
+    let total = |key: &str| -> u64 {
+        previous.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    let mut props = HashMap::new();
+    let mut set = |k: &str, v: u64| {
+        props.insert(k.to_string(), v.to_string());
+    };
+    set("added-data-files", added_files);
+    set("added-records", added_records);
+    set("added-files-size", added_size);
+    if removed_files > 0 {
+        set("deleted-data-files", removed_files);
+        set("deleted-records", removed_records);
+        set("removed-files-size", removed_size);
+    }
+    set("total-data-files", total("total-data-files") + added_files - removed_files);
+    set("total-records", total("total-records") + added_records - removed_records);
+    set("total-files-size", total("total-files-size") + added_size - removed_size);
+    set("total-delete-files", total("total-delete-files"));
+    set("total-position-deletes", total("total-position-deletes"));
+    set("total-equality-deletes", 0);
+    set("changed-partition-count", u64::from(added_files + removed_files > 0));
+    props.insert(
+        CHECKPOINT_SUMMARY_KEY.to_string(),
+        changes.checkpoint.to_string(),
+    );
+    let operation = if removed_files > 0 {
+        SnapshotOperation::Overwrite
+    } else {
+        SnapshotOperation::Append
+    };
+
+    let snapshot = Snapshot::builder()
+        .with_snapshot_id(snapshot_id)
+        .with_parent_snapshot_id(parent)
+        .with_sequence_number(sequence_number)
+        .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
+        .with_manifest_list(manifest_list_location)
+        .with_summary(Summary {
+            operation,
+            additional_properties: props,
+        })
+        .with_schema_id(schema.schema_id())
+        .with_row_range(first_row_id, next_row_id - first_row_id)
+        .build();
+    let new_metadata = TableMetadataBuilder::new_from_metadata(
+        metadata.clone(),
+        Some(metadata_location.to_string()),
+    )
+    .set_branch_snapshot(snapshot, MAIN_BRANCH)?
+    .build()?
+    .metadata;
+    let location =
+        metadata_file_location(&table_location, metadata_version(metadata_location) + 1);
+    write_metadata(file_io, &location, &new_metadata).await?;
+    Ok(Committed {
+        metadata: new_metadata,
+        location,
+    })
+}
+
+fn new_snapshot_id(metadata: &TableMetadata) -> i64 {
+    loop {
+        let (hi, lo) = Uuid::new_v4().as_u64_pair();
+        let id = ((hi ^ lo) & (i64::MAX as u64)) as i64;
+        if id != 0 && metadata.snapshot_by_id(id).is_none() {
+            return id;
+        }
+    }
+}
+

@@ -1,0 +1,273 @@
+//! The engine facade: a set of tables over one data directory.
+//!
+//! Layout of the data directory:
+//! ```text
+//! DATA-DIR/catalog.db          SQLite catalog, Iceberg JDBC layout (catalog name `moonlink`)
+//! DATA-DIR/warehouse/NS/TABLE  Iceberg tables: data/*.parquet, metadata/*.json|avro
+//! DATA-DIR/cache/wal/TABLE-ID  write-ahead log segments (local disk; Iceberg is the truth)
+//! ```
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use crate::batch::ChangeBatch;
+use crate::catalog::{Catalog, CatalogEntry};
+use crate::commit;
+use crate::error::{EngineError, Result};
+use crate::schema::TableSchema;
+use crate::storage::Warehouse;
+use crate::table::{ApplyReceipt, CommitState, Durability, OpenTable, Table, TableConfig, TableInfo};
+
+/// Where the engine keeps its state, and how tables behave.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    pub table: TableConfig,
+}
+
+/// Which Iceberg table a new table becomes.
+#[derive(Debug, Clone)]
+pub struct CreateTable {
+    /// The name used in the API (`POST /ingest/{name}`).
+    pub name: String,
+    pub namespace: String,
+    pub table: String,
+    pub schema: TableSchema,
+}
+
+/// The result of an explicit commit.
+#[derive(Debug, Clone)]
+pub struct CommitInfo {
+    pub snapshot_id: Option<i64>,
+    pub metadata_location: String,
+    pub committed_lsn: u64,
+}
+
+impl From<CommitState> for CommitInfo {
+    fn from(s: CommitState) -> Self {
+        CommitInfo {
+            snapshot_id: s.metadata.current_snapshot_id(),
+            metadata_location: s.metadata_location,
+            committed_lsn: s.committed_lsn,
+        }
+    }
+}
+
+/// The ingestion engine. Cheap to clone; all clones share the tables.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: EngineConfig,
+    catalog: Arc<Catalog>,
+    warehouse: Warehouse,
+    tables: RwLock<HashMap<String, Arc<Table>>>,
+    /// Serialises create and drop so names and directories never race.
+    ddl: tokio::sync::Mutex<()>,
+}
+
+fn valid_identifier_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+impl Engine {
+    /// Opens (or creates) the data directory and recovers every table: committed state from
+    /// Iceberg, then the write-ahead log past the committed checkpoint.
+    pub async fn open(config: EngineConfig) -> Result<Engine> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| EngineError::io(&config.data_dir, e))?;
+        let catalog = Arc::new(Catalog::open(&config.data_dir.join("catalog.db"))?);
+        let warehouse = Warehouse::local(&config.data_dir.join("warehouse"))?;
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                config,
+                catalog,
+                warehouse,
+                tables: RwLock::new(HashMap::new()),
+                ddl: tokio::sync::Mutex::new(()),
+            }),
+        };
+        let file_io = engine.inner.warehouse.file_io();
+        for entry in engine.inner.catalog.list()? {
+            let schema: TableSchema = serde_json::from_str(&entry.schema_json).map_err(|e| {
+                EngineError::Catalog(format!("bad stored schema for '{}': {e}", entry.name))
+            })?;
+            let metadata = commit::load_metadata(&file_io, &entry.metadata_location).await?;
+            let table = engine.open_table(entry, schema, metadata).await?;
+            engine.tables_mut().insert(table.name.clone(), table);
+        }
+        Ok(engine)
+    }
+
+    async fn open_table(
+        &self,
+        entry: CatalogEntry,
+        schema: TableSchema,
+        metadata: iceberg::spec::TableMetadata,
+    ) -> Result<Arc<Table>> {
+        let wal_dir = self.wal_dir(&entry.id);
+        Table::open(
+            OpenTable {
+                name: entry.name,
+                id: entry.id,
+                namespace: entry.namespace,
+                table: entry.table,
+                schema,
+                metadata,
+                metadata_location: entry.metadata_location,
+            },
+            self.inner.catalog.clone(),
+            self.inner.warehouse.clone(),
+            &wal_dir,
+            self.inner.config.table.clone(),
+        )
+        .await
+    }
+
+    fn wal_dir(&self, table_id: &str) -> PathBuf {
+        self.inner.config.data_dir.join("cache").join("wal").join(table_id)
+    }
+
+    fn tables_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Table>>> {
+        self.inner.tables.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn table(&self, name: &str) -> Result<Arc<Table>> {
+        self.inner
+            .tables
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::TableNotFound(name.to_string()))
+    }
+
+    /// Creates an Iceberg v3 table and registers it under `request.name`.
+    pub async fn create_table(&self, request: CreateTable) -> Result<TableInfo> {
+        request.schema.validate()?;
+        if request.name.is_empty() || request.name.len() > 255 || request.name.contains('/') {
+            return Err(EngineError::InvalidSchema(format!(
+                "invalid table name '{}'",
+                request.name
+            )));
+        }
+        for part in [&request.namespace, &request.table] {
+            if !valid_identifier_part(part) {
+                return Err(EngineError::InvalidSchema(format!(
+                    "invalid database or table name '{part}': use letters, digits, '_' or '-'"
+                )));
+            }
+        }
+        let _ddl = self.inner.ddl.lock().await;
+        if self.table(&request.name).is_ok() {
+            return Err(EngineError::TableExists(request.name));
+        }
+        let file_io = self.inner.warehouse.file_io();
+        let table_location = format!(
+            "{}/{}/{}",
+            self.inner.warehouse.root(),
+            request.namespace,
+            request.table
+        );
+        let (metadata, metadata_location) = commit::create_table_metadata(
+            &file_io,
+            request.schema.iceberg_schema()?,
+            &table_location,
+        )
+        .await?;
+        let entry = CatalogEntry {
+            name: request.name.clone(),
+            id: uuid::Uuid::new_v4().to_string(),
+            namespace: request.namespace,
+            table: request.table,
+            schema_json: serde_json::to_string(&request.schema)
+                .map_err(|e| EngineError::Catalog(e.to_string()))?,
+            metadata_location,
+        };
+        self.inner.catalog.create(&entry)?;
+        let table = self.open_table(entry, request.schema, metadata).await?;
+        let info = table.info();
+        self.tables_mut().insert(table.name.clone(), table);
+        Ok(info)
+    }
+
+    /// Drops a table: stops its writer, removes it from the catalog, deletes its files and log.
+    pub async fn drop_table(&self, name: &str) -> Result<()> {
+        let _ddl = self.inner.ddl.lock().await;
+        let table = self.table(name)?;
+        table.destroy().await?;
+        let location = table.info().metadata_location;
+        self.inner.catalog.remove(&CatalogEntry {
+            name: table.name.clone(),
+            id: table.id.clone(),
+            namespace: table.namespace.clone(),
+            table: table.table.clone(),
+            schema_json: String::new(),
+            metadata_location: location,
+        })?;
+        self.tables_mut().remove(name);
+        let table_root = format!(
+            "{}/{}/{}",
+            self.inner.warehouse.root(),
+            table.namespace,
+            table.table
+        );
+        if let Err(e) = self.inner.warehouse.delete_prefix(&table_root).await {
+            tracing::warn!(table = name, error = %e, "dropped table's files could not all be deleted");
+        }
+        Ok(())
+    }
+
+    pub fn list_tables(&self) -> Vec<TableInfo> {
+        let tables = self.inner.tables.read().unwrap_or_else(|p| p.into_inner());
+        let mut infos: Vec<TableInfo> = tables.values().map(|t| t.info()).collect();
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        infos
+    }
+
+    pub fn table_info(&self, name: &str) -> Result<TableInfo> {
+        Ok(self.table(name)?.info())
+    }
+
+    pub fn table_schema(&self, name: &str) -> Result<TableSchema> {
+        Ok(self.table(name)?.schema.clone())
+    }
+
+    /// Applies a batch to a table; returns once it is durable per `durability`.
+    pub async fn apply(
+        &self,
+        name: &str,
+        batch: ChangeBatch,
+        durability: Durability,
+    ) -> Result<ApplyReceipt> {
+        self.table(name)?.apply(batch, durability).await
+    }
+
+    /// Commits everything a table has accepted so far, now.
+    pub async fn commit(&self, name: &str) -> Result<CommitInfo> {
+        Ok(self.table(name)?.commit().await?.into())
+    }
+
+    /// Commits every table and stops their writers (graceful shutdown).
+    pub async fn shutdown(&self) {
+        let tables: Vec<Arc<Table>> = self
+            .inner
+            .tables
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for table in tables {
+            if let Err(e) = table.shutdown(true).await {
+                tracing::warn!(table = %table.name, error = %e, "final commit failed; the log keeps the rows");
+            }
+        }
+    }
+}

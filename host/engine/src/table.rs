@@ -1,0 +1,522 @@
+//! One table's writer: accepts batches (WAL first, then the Arrow buffer), and commits the
+//! buffer as Iceberg snapshots on an interval, on demand, and when the buffer grows large.
+//!
+//! File sizing: a commit writes its buffered rows as one Parquet file. Files below a quarter
+//! of the target size count as small; once `merge_fanout` of them would exist, the commit
+//! instead merges all small files and the new rows into one file, removing the small ones in
+//! the same snapshot. Trickle traffic therefore keeps at most `merge_fanout` small files
+//! alive, and files grow toward the target without a separate compaction job.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use iceberg::spec::{DataFile, Schema as IcebergSchema, TableMetadata};
+use tokio::sync::{watch, Notify};
+use uuid::Uuid;
+
+use crate::batch::{ChangeBatch, Operation};
+use crate::catalog::Catalog;
+use crate::commit::{self, SnapshotChanges};
+use crate::data_files;
+use crate::error::{EngineError, Result};
+use crate::schema::TableSchema;
+use crate::storage::Warehouse;
+use crate::wal::{self, Wal};
+
+/// Tuning shared by all tables.
+#[derive(Debug, Clone)]
+pub struct TableConfig {
+    /// How often buffered rows are committed.
+    pub commit_interval: Duration,
+    /// Size data files grow toward (bytes of Parquet).
+    pub target_file_size: u64,
+    /// How many small files may be alive before a commit merges them.
+    pub merge_fanout: usize,
+    /// Buffered Arrow bytes that trigger a commit before the interval is up.
+    pub max_buffer_bytes: usize,
+    /// How long a `sync` request waits for its commit.
+    pub sync_timeout: Duration,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        TableConfig {
+            commit_interval: Duration::from_secs(2),
+            target_file_size: 128 * 1024 * 1024,
+            merge_fanout: 8,
+            max_buffer_bytes: 256 * 1024 * 1024,
+            sync_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// When `apply` may return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Once the batch is fsynced in the write-ahead log.
+    Logged,
+    /// Once the Iceberg snapshot containing the batch is committed.
+    Committed,
+}
+
+/// The committed state of a table, published to readers and `sync` waiters.
+#[derive(Debug, Clone)]
+pub struct CommitState {
+    pub metadata: Arc<TableMetadata>,
+    pub metadata_location: String,
+    pub committed_lsn: u64,
+    pub last_error: Option<String>,
+    /// Incremented on every failed commit, so waiters can tell a failure after their request.
+    pub failures: u64,
+}
+
+/// What the engine reports about a table.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub name: String,
+    pub namespace: String,
+    pub table: String,
+    pub schema: TableSchema,
+    pub metadata_location: String,
+    pub snapshot_id: Option<i64>,
+    pub committed_lsn: u64,
+    pub last_lsn: u64,
+    pub buffered_rows: usize,
+    pub data_files: u64,
+    pub total_records: u64,
+    pub last_error: Option<String>,
+}
+
+/// What `apply` reports back.
+#[derive(Debug, Clone)]
+pub struct ApplyReceipt {
+    pub rows: usize,
+    pub lsn: u64,
+    /// Set for `Durability::Committed`: the snapshot that made the rows visible.
+    pub snapshot_id: Option<i64>,
+    pub metadata_location: Option<String>,
+}
+
+struct Buffer {
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    bytes: usize,
+    next_lsn: u64,
+    dropped: bool,
+}
+
+/// Rows taken from the buffer but not yet in a committed snapshot; kept across failed
+/// attempts so a retry commits them.
+struct Pending {
+    batches: Vec<RecordBatch>,
+    through_lsn: u64,
+    live_files: Vec<DataFile>,
+}
+
+pub(crate) struct Table {
+    pub name: String,
+    pub id: String,
+    pub namespace: String,
+    pub table: String,
+    pub schema: TableSchema,
+    arrow_schema: SchemaRef,
+    iceberg_schema: Arc<IcebergSchema>,
+    catalog: Arc<Catalog>,
+    warehouse: Warehouse,
+    config: TableConfig,
+    wal: Mutex<Option<Wal>>,
+    buffer: Mutex<Buffer>,
+    pending: tokio::sync::Mutex<Pending>,
+    committed: watch::Sender<CommitState>,
+    wake: Notify,
+    stop: watch::Sender<bool>,
+}
+
+pub(crate) struct OpenTable {
+    pub name: String,
+    pub id: String,
+    pub namespace: String,
+    pub table: String,
+    pub schema: TableSchema,
+    pub metadata: TableMetadata,
+    pub metadata_location: String,
+}
+
+impl Table {
+    /// Opens a table from its committed state and replays its write-ahead log.
+    pub async fn open(
+        open: OpenTable,
+        catalog: Arc<Catalog>,
+        warehouse: Warehouse,
+        wal_dir: &std::path::Path,
+        config: TableConfig,
+    ) -> Result<Arc<Table>> {
+        let file_io = warehouse.file_io();
+        let committed_lsn = commit::committed_checkpoint(&open.metadata);
+        let live_files = commit::live_data_files(&file_io, &open.metadata)
+            .await?
+            .into_iter()
+            .map(|f| f.data_file)
+            .collect();
+        let (wal, replay) = Wal::open(wal_dir, committed_lsn)?;
+        let arrow_schema = open.schema.arrow_schema();
+        let mut buffer = Buffer {
+            batches: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            next_lsn: committed_lsn + 1,
+            dropped: false,
+        };
+        if !replay.is_empty() {
+            tracing::info!(table = %open.name, records = replay.len(), after_lsn = committed_lsn,
+                "replaying write-ahead log");
+        }
+        for record in replay {
+            buffer.rows += record.batch.num_rows();
+            buffer.bytes += record.batch.rows().get_array_memory_size();
+            buffer.next_lsn = record.lsn + 1;
+            buffer
+                .batches
+                .push(RecordBatch::try_new(arrow_schema.clone(), record.batch.rows().columns().to_vec())?);
+        }
+        let iceberg_schema = open.metadata.current_schema().clone();
+        let (stop, _) = watch::channel(false);
+        let table = Arc::new(Table {
+            name: open.name,
+            id: open.id,
+            namespace: open.namespace,
+            table: open.table,
+            schema: open.schema,
+            arrow_schema,
+            iceberg_schema,
+            catalog,
+            warehouse,
+            config,
+            wal: Mutex::new(Some(wal)),
+            buffer: Mutex::new(buffer),
+            pending: tokio::sync::Mutex::new(Pending {
+                batches: Vec::new(),
+                through_lsn: committed_lsn,
+                live_files,
+            }),
+            committed: watch::channel(CommitState {
+                metadata: Arc::new(open.metadata),
+                metadata_location: open.metadata_location,
+                committed_lsn,
+                last_error: None,
+                failures: 0,
+            })
+            .0,
+            wake: Notify::new(),
+            stop,
+        });
+        tokio::spawn(Table::commit_loop(table.clone()));
+        Ok(table)
+    }
+
+    fn lock_buffer(&self) -> std::sync::MutexGuard<'_, Buffer> {
+        self.buffer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes a batch durable per `durability` and buffers it for the next commit.
+    pub async fn apply(&self, batch: ChangeBatch, durability: Durability) -> Result<ApplyReceipt> {
+        if let Some(op) = batch.operations().iter().find(|o| **o != Operation::Insert) {
+            let op = match op {
+                Operation::Upsert => "upsert",
+                _ => "delete",
+            };
+            return Err(if self.schema.primary_key.is_empty() {
+                EngineError::OperationNotAllowed(format!(
+                    "'{op}' needs a primary key, and table '{}' has none (it is append-only)",
+                    self.name
+                ))
+            } else {
+                EngineError::Unsupported(format!(
+                    "'{op}' on keyed tables is not implemented yet"
+                ))
+            });
+        }
+        let rows = batch.num_rows();
+        if rows == 0 {
+            let state = self.committed.borrow().clone();
+            return Ok(ApplyReceipt {
+                rows,
+                lsn: state.committed_lsn,
+                snapshot_id: None,
+                metadata_location: None,
+            });
+        }
+        let payload = wal::encode_batch(&batch)?;
+        let bytes = batch.rows().get_array_memory_size();
+        // Stored batches carry the table's declared schema exactly.
+        let stored = RecordBatch::try_new(self.arrow_schema.clone(), batch.rows().columns().to_vec())?;
+        let (lsn, logged, over_limit) = {
+            let mut buffer = self.lock_buffer();
+            if buffer.dropped {
+                return Err(EngineError::TableNotFound(self.name.clone()));
+            }
+            let lsn = buffer.next_lsn;
+            let wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(wal) = wal.as_ref() else {
+                return Err(EngineError::TableNotFound(self.name.clone()));
+            };
+            // Appending under the buffer lock keeps log order equal to LSN order.
+            let logged = wal.append(lsn, payload);
+            buffer.next_lsn += 1;
+            buffer.batches.push(stored);
+            buffer.rows += rows;
+            buffer.bytes += bytes;
+            (lsn, logged, buffer.bytes >= self.config.max_buffer_bytes)
+        };
+        if over_limit {
+            self.wake.notify_one();
+        }
+        logged
+            .await
+            .map_err(|_| EngineError::Unavailable("write-ahead log writer stopped".into()))??;
+        let mut receipt = ApplyReceipt {
+            rows,
+            lsn,
+            snapshot_id: None,
+            metadata_location: None,
+        };
+        if durability == Durability::Committed {
+            let state = self.wait_committed(lsn).await?;
+            receipt.snapshot_id = state.metadata.current_snapshot_id();
+            receipt.metadata_location = Some(state.metadata_location);
+        }
+        Ok(receipt)
+    }
+
+    /// Waits until a snapshot containing `lsn` is committed, asking for a commit now.
+    async fn wait_committed(&self, lsn: u64) -> Result<CommitState> {
+        let mut rx = self.committed.subscribe();
+        let failures_before = rx.borrow().failures;
+        self.wake.notify_one();
+        let wait = async {
+            loop {
+                {
+                    let state = rx.borrow_and_update();
+                    if state.committed_lsn >= lsn {
+                        return Ok(state.clone());
+                    }
+                    if state.failures > failures_before + 1 {
+                        return Err(EngineError::Unavailable(format!(
+                            "commit failed: {}",
+                            state.last_error.clone().unwrap_or_default()
+                        )));
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return Err(EngineError::TableNotFound(self.name.clone()));
+                }
+            }
+        };
+        tokio::time::timeout(self.config.sync_timeout, wait)
+            .await
+            .map_err(|_| {
+                EngineError::Unavailable(format!(
+                    "no commit within {:?}",
+                    self.config.sync_timeout
+                ))
+            })?
+    }
+
+    async fn commit_loop(table: Arc<Table>) {
+        let mut stop = table.stop.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(table.config.commit_interval) => {}
+                _ = table.wake.notified() => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            if let Err(e) = table.commit().await {
+                tracing::warn!(table = %table.name, error = %e, "commit failed; will retry");
+            }
+        }
+    }
+
+    /// Commits everything accepted so far as one snapshot (no-op if there is nothing new).
+    pub async fn commit(&self) -> Result<CommitState> {
+        let mut pending = self.pending.lock().await;
+        {
+            let mut buffer = self.lock_buffer();
+            if !buffer.batches.is_empty() {
+                pending.batches.append(&mut buffer.batches);
+                pending.through_lsn = buffer.next_lsn - 1;
+                buffer.rows = 0;
+                buffer.bytes = 0;
+                if let Some(wal) = self.wal.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    wal.rotate(buffer.next_lsn);
+                }
+            }
+        }
+        if pending.batches.is_empty() {
+            return Ok(self.committed.borrow().clone());
+        }
+        match self.commit_pending(&mut pending).await {
+            Ok(state) => Ok(state),
+            Err(e) => {
+                self.committed.send_modify(|s| {
+                    s.last_error = Some(e.to_string());
+                    s.failures += 1;
+                });
+                Err(e)
+            }
+        }
+    }
+
+    async fn commit_pending(&self, pending: &mut Pending) -> Result<CommitState> {
+        let file_io = self.warehouse.file_io();
+        let current = self.committed.borrow().clone();
+        let table_location = current.metadata.location().trim_end_matches('/').to_string();
+
+        let small_limit = self.config.target_file_size / 4;
+        let small: Vec<&DataFile> = pending
+            .live_files
+            .iter()
+            .filter(|f| f.file_size_in_bytes() < small_limit)
+            .collect();
+        let mut to_write: Vec<RecordBatch> = Vec::new();
+        let mut removed = HashSet::new();
+        if small.len() + 1 >= self.config.merge_fanout.max(2) {
+            for file in &small {
+                to_write.extend(
+                    data_files::read_data_file(&self.warehouse, file.file_path(), &self.arrow_schema)
+                        .await?,
+                );
+                removed.insert(file.file_path().to_string());
+            }
+        }
+        to_write.extend(pending.batches.iter().cloned());
+
+        let mut added = Vec::new();
+        for chunk in chunk_by_size(&to_write, self.arrow_bytes_per_file()) {
+            let location = format!("{table_location}/data/{}.parquet", Uuid::now_v7());
+            added.push(
+                data_files::write_data_file(&file_io, &self.iceberg_schema, &location, chunk)
+                    .await?,
+            );
+        }
+        let changes = SnapshotChanges {
+            added: added.clone(),
+            removed: removed.clone(),
+            checkpoint: pending.through_lsn,
+        };
+        let committed = commit::write_snapshot(
+            &file_io,
+            &current.metadata,
+            &current.metadata_location,
+            changes,
+        )
+        .await?;
+        self.catalog.swap_metadata(
+            &self.namespace,
+            &self.table,
+            &current.metadata_location,
+            &committed.location,
+        )?;
+        tracing::debug!(table = %self.name, lsn = pending.through_lsn, files = added.len(),
+            merged = removed.len(), "committed snapshot");
+        pending.live_files.retain(|f| !removed.contains(f.file_path()));
+        pending.live_files.extend(added);
+        pending.batches.clear();
+        let through = pending.through_lsn;
+        let state = CommitState {
+            metadata: Arc::new(committed.metadata),
+            metadata_location: committed.location,
+            committed_lsn: through,
+            last_error: None,
+            failures: current.failures,
+        };
+        self.committed.send_replace(state.clone());
+        if let Some(wal) = self.wal.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            if let Err(e) = wal.truncate_through(through) {
+                tracing::warn!(table = %self.name, error = %e, "cannot delete committed log segments");
+            }
+        }
+        Ok(state)
+    }
+
+    /// Arrow bytes per output file: Parquet with zstd is typically 3-5x smaller than Arrow
+    /// in memory, so this aims the written file near the target.
+    fn arrow_bytes_per_file(&self) -> usize {
+        (self.config.target_file_size as usize).saturating_mul(3)
+    }
+
+    pub fn info(&self) -> TableInfo {
+        let state = self.committed.borrow().clone();
+        let (buffered_rows, last_lsn) = {
+            let buffer = self.lock_buffer();
+            (buffer.rows, buffer.next_lsn - 1)
+        };
+        let summary = state
+            .metadata
+            .current_snapshot()
+            .map(|s| s.summary().additional_properties.clone())
+            .unwrap_or_default();
+        let total = |k: &str| summary.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        TableInfo {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            table: self.table.clone(),
+            schema: self.schema.clone(),
+            metadata_location: state.metadata_location.clone(),
+            snapshot_id: state.metadata.current_snapshot_id(),
+            committed_lsn: state.committed_lsn,
+            last_lsn,
+            buffered_rows,
+            data_files: total("total-data-files"),
+            total_records: total("total-records"),
+            last_error: state.last_error,
+        }
+    }
+
+    /// Stops the commit loop, after one last commit if `flush`.
+    pub async fn shutdown(&self, flush: bool) -> Result<()> {
+        let _ = self.stop.send(true);
+        if flush {
+            self.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Stops accepting writes and removes the table's log (the caller drops the catalog entry
+    /// and the files).
+    pub async fn destroy(&self) -> Result<()> {
+        self.lock_buffer().dropped = true;
+        let _ = self.stop.send(true);
+        // Wait for an in-flight commit to finish before the files go away.
+        let _pending = self.pending.lock().await;
+        let wal = self.wal.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(wal) = wal {
+            wal.destroy()?;
+        }
+        Ok(())
+    }
+}
+
+/// Splits batches into consecutive groups of about `max_bytes` Arrow bytes each.
+fn chunk_by_size(batches: &[RecordBatch], max_bytes: usize) -> Vec<&[RecordBatch]> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, batch) in batches.iter().enumerate() {
+        bytes += batch.get_array_memory_size();
+        if bytes >= max_bytes {
+            chunks.push(&batches[start..=i]);
+            start = i + 1;
+            bytes = 0;
+        }
+    }
+    if start < batches.len() {
+        chunks.push(&batches[start..]);
+    }
+    chunks
+}

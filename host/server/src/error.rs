@@ -1,0 +1,102 @@
+//! The API's error body: `{"error": code, "message": ..., "row": n|null, "column": s|null}`
+//! with the status that says whose mistake it was (4xx: the caller's; 5xx: ours).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use moonlink_engine::EngineError;
+use moonlink_runtime::{DataErrorKind, RuntimeError};
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub message: String,
+    pub row: Option<u64>,
+    pub column: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error,
+            message: message.into(),
+            row: None,
+            column: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(error = self.error, message = %self.message, "request failed");
+        }
+        (self.status, Json(self)).into_response()
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let message = e.to_string();
+        let (status, code) = match &e {
+            EngineError::TableNotFound(_) => (StatusCode::NOT_FOUND, "table_not_found"),
+            EngineError::TableExists(_) => (StatusCode::CONFLICT, "table_exists"),
+            EngineError::InvalidSchema(_) => (StatusCode::BAD_REQUEST, "invalid_schema"),
+            EngineError::InvalidBatch { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value")
+            }
+            EngineError::OperationNotAllowed(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "operation_not_allowed")
+            }
+            EngineError::Unsupported(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
+            EngineError::Unavailable(_) | EngineError::CommitConflict(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        let mut api = ApiError::new(status, code, message);
+        if let EngineError::InvalidBatch { row, column, .. } = e {
+            api.row = row.map(|r| r as u64);
+            api.column = column;
+        }
+        api
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::Data {
+                kind,
+                row,
+                column,
+                message,
+            } => {
+                let (status, code) = match kind {
+                    DataErrorKind::Malformed => (StatusCode::BAD_REQUEST, "malformed_body"),
+                    DataErrorKind::InvalidRequest => (StatusCode::BAD_REQUEST, "invalid_request"),
+                    DataErrorKind::InvalidValue => {
+                        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value")
+                    }
+                };
+                ApiError {
+                    status,
+                    error: code,
+                    message,
+                    row: row.map(u64::from),
+                    column,
+                }
+            }
+            RuntimeError::InvalidBatch(engine) => engine.into(),
+            other => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "plugin_error",
+                format!("the rest_ingest plugin failed: {other}"),
+            ),
+        }
+    }
+}
