@@ -1,0 +1,273 @@
+//! Build columnar change batches one row at a time.
+//!
+//! Plugins think in rows; the host wants columns (one list per column crosses the wasm boundary
+//! in one copy). [`BatchBuilder`] bridges the two: set values by column, finish rows, and get a
+//! [`ChangeBatch`] whose columns have the physical form each logical type needs.
+
+use crate::{
+    ChangeBatch, Column, ColumnValues, DataError, DataType, Field, Int128, Operation, TableSchema,
+};
+
+/// A value as a plugin parsed it, before it is packed into its column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    /// Integers, and the integer forms of dates (days), timestamps (microseconds).
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    /// Binary and UUID (16 bytes) values.
+    Bytes(Vec<u8>),
+    /// Unscaled decimal values.
+    Int128(i128),
+}
+
+impl Value {
+    fn describe(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Int(_) => "integer",
+            Value::Float(_) => "number",
+            Value::Bool(_) => "boolean",
+            Value::Str(_) => "string",
+            Value::Bytes(_) => "bytes",
+            Value::Int128(_) => "decimal",
+        }
+    }
+}
+
+/// A column being built: values in physical form plus validity.
+enum Values {
+    I16(Vec<i16>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    Bool(Vec<bool>),
+    Utf8(Vec<String>),
+    Binary(Vec<Vec<u8>>),
+    I128(Vec<Int128>),
+}
+
+impl Values {
+    fn for_type(data_type: &DataType) -> Values {
+        match data_type {
+            DataType::Int16 => Values::I16(Vec::new()),
+            DataType::Int32 | DataType::Date32 => Values::I32(Vec::new()),
+            DataType::Int64 | DataType::Timestamp | DataType::Timestamptz => {
+                Values::I64(Vec::new())
+            }
+            DataType::Float32 => Values::F32(Vec::new()),
+            DataType::Float64 => Values::F64(Vec::new()),
+            DataType::Boolean => Values::Bool(Vec::new()),
+            DataType::Utf8 => Values::Utf8(Vec::new()),
+            DataType::Binary | DataType::Uuid => Values::Binary(Vec::new()),
+            DataType::Decimal(_) => Values::I128(Vec::new()),
+        }
+    }
+
+    fn push_default(&mut self) {
+        match self {
+            Values::I16(v) => v.push(0),
+            Values::I32(v) => v.push(0),
+            Values::I64(v) => v.push(0),
+            Values::F32(v) => v.push(0.0),
+            Values::F64(v) => v.push(0.0),
+            Values::Bool(v) => v.push(false),
+            Values::Utf8(v) => v.push(String::new()),
+            Values::Binary(v) => v.push(Vec::new()),
+            Values::I128(v) => v.push(Int128 { lo: 0, hi: 0 }),
+        }
+    }
+
+    /// Overwrites the last slot with `value`, or explains why it does not fit.
+    fn set_last(&mut self, value: Value) -> Result<(), String> {
+        let mismatch = |expected: &str, got: &Value| format!("expected {expected}, got {}", got.describe());
+        match (self, value) {
+            (Values::I16(v), Value::Int(i)) => {
+                *v.last_mut().unwrap() =
+                    i16::try_from(i).map_err(|_| format!("{i} is out of range for int16"))?
+            }
+            (Values::I32(v), Value::Int(i)) => {
+                *v.last_mut().unwrap() =
+                    i32::try_from(i).map_err(|_| format!("{i} is out of range for int32"))?
+            }
+            (Values::I64(v), Value::Int(i)) => *v.last_mut().unwrap() = i,
+            (Values::F32(v), Value::Float(f)) => *v.last_mut().unwrap() = f as f32,
+            (Values::F32(v), Value::Int(i)) => *v.last_mut().unwrap() = i as f32,
+            (Values::F64(v), Value::Float(f)) => *v.last_mut().unwrap() = f,
+            (Values::F64(v), Value::Int(i)) => *v.last_mut().unwrap() = i as f64,
+            (Values::Bool(v), Value::Bool(b)) => *v.last_mut().unwrap() = b,
+            (Values::Utf8(v), Value::Str(s)) => *v.last_mut().unwrap() = s,
+            (Values::Binary(v), Value::Bytes(b)) => *v.last_mut().unwrap() = b,
+            (Values::I128(v), Value::Int128(i)) => {
+                *v.last_mut().unwrap() = Int128 {
+                    lo: i as u64,
+                    hi: (i >> 64) as i64,
+                }
+            }
+            (Values::I128(v), Value::Int(i)) => {
+                *v.last_mut().unwrap() = Int128 {
+                    lo: i as u64,
+                    hi: if i < 0 { -1 } else { 0 },
+                }
+            }
+            (Values::I16(_) | Values::I32(_) | Values::I64(_), other) => {
+                return Err(mismatch("an integer", &other))
+            }
+            (Values::F32(_) | Values::F64(_), other) => return Err(mismatch("a number", &other)),
+            (Values::Bool(_), other) => return Err(mismatch("a boolean", &other)),
+            (Values::Utf8(_), other) => return Err(mismatch("a string", &other)),
+            (Values::Binary(_), other) => return Err(mismatch("bytes", &other)),
+            (Values::I128(_), other) => return Err(mismatch("a decimal", &other)),
+        }
+        Ok(())
+    }
+
+    fn into_wit(self) -> ColumnValues {
+        match self {
+            Values::I16(v) => ColumnValues::Int16(v),
+            Values::I32(v) => ColumnValues::Int32(v),
+            Values::I64(v) => ColumnValues::Int64(v),
+            Values::F32(v) => ColumnValues::Float32(v),
+            Values::F64(v) => ColumnValues::Float64(v),
+            Values::Bool(v) => ColumnValues::Boolean(v),
+            Values::Utf8(v) => ColumnValues::Utf8(v),
+            Values::Binary(v) => ColumnValues::Binary(v),
+            Values::I128(v) => ColumnValues::Int128(v),
+        }
+    }
+}
+
+struct ColumnBuilder {
+    field: Field,
+    values: Values,
+    validity: Vec<bool>,
+    has_null: bool,
+    set_in_row: bool,
+}
+
+/// Builds one [`ChangeBatch`] for a table, row by row.
+///
+/// ```
+/// use moonlink_sdk::{BatchBuilder, DataType, Field, Operation, TableSchema, Value, ColumnValues};
+/// let schema = TableSchema {
+///     fields: vec![Field { name: "id".into(), data_type: DataType::Int64, nullable: false }],
+///     primary_key: vec![],
+/// };
+/// let mut batch = BatchBuilder::new("demo.users", &schema);
+/// batch.start_row(Operation::Insert);
+/// batch.set(0, Value::Int(7)).unwrap();
+/// batch.finish_row().unwrap();
+/// let batch = batch.finish();
+/// assert!(matches!(&batch.columns[0].values, ColumnValues::Int64(v) if v == &vec![7]));
+/// ```
+pub struct BatchBuilder {
+    table: String,
+    operations: Vec<Operation>,
+    columns: Vec<ColumnBuilder>,
+}
+
+impl BatchBuilder {
+    pub fn new(table: &str, schema: &TableSchema) -> Self {
+        BatchBuilder {
+            table: table.to_string(),
+            operations: Vec::new(),
+            columns: schema
+                .fields
+                .iter()
+                .map(|f| ColumnBuilder {
+                    values: Values::for_type(&f.data_type),
+                    field: f.clone(),
+                    validity: Vec::new(),
+                    has_null: false,
+                    set_in_row: false,
+                })
+                .collect(),
+        }
+    }
+
+    /// The position of a column by name.
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.field.name == name)
+    }
+
+    /// The declared field of column `index`.
+    pub fn field(&self, index: usize) -> &Field {
+        &self.columns[index].field
+    }
+
+    /// Rows so far.
+    pub fn len(&self) -> usize {
+        self.operations.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.operations.is_empty()
+    }
+
+    /// Starts a row; every column is null until set.
+    pub fn start_row(&mut self, operation: Operation) {
+        self.operations.push(operation);
+        for c in &mut self.columns {
+            c.values.push_default();
+            c.validity.push(false);
+            c.set_in_row = false;
+        }
+    }
+
+    /// Sets column `index` of the current row. The error is a message for the caller
+    /// (e.g. `expected an integer, got string`); the plugin adds row and column.
+    pub fn set(&mut self, index: usize, value: Value) -> Result<(), String> {
+        let column = &mut self.columns[index];
+        if value == Value::Null {
+            column.set_in_row = true;
+            return Ok(());
+        }
+        column.values.set_last(value)?;
+        *column.validity.last_mut().expect("set() before start_row()") = true;
+        column.set_in_row = true;
+        Ok(())
+    }
+
+    /// Ends the current row, checking non-nullable columns. A delete needs only the primary
+    /// key, so non-key columns may stay null in delete rows.
+    pub fn finish_row(&mut self) -> Result<(), DataError> {
+        let row = self.operations.len() - 1;
+        let is_delete = matches!(self.operations[row], Operation::Delete);
+        for c in &mut self.columns {
+            let valid = *c.validity.last().unwrap();
+            if !valid {
+                if !c.field.nullable && !is_delete {
+                    let why = if c.set_in_row {
+                        "null in a non-nullable column"
+                    } else {
+                        "missing value for a non-nullable column"
+                    };
+                    return Err(DataError::invalid_value(row, &c.field.name, why));
+                }
+                c.has_null = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// The finished batch. Columns that are entirely null in every delete row are kept: the
+    /// host fills what deletes do not need.
+    pub fn finish(self) -> ChangeBatch {
+        ChangeBatch {
+            table: self.table,
+            operations: self.operations,
+            columns: self
+                .columns
+                .into_iter()
+                .map(|c| Column {
+                    name: c.field.name,
+                    values: c.values.into_wit(),
+                    validity: c.has_null.then_some(c.validity),
+                })
+                .collect(),
+        }
+    }
+}
