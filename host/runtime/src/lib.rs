@@ -1,1 +1,100 @@
+//! moonlink-runtime: runs moonlink plugins (WebAssembly components) with wasmtime.
+//!
+//! Every plugin call gets a fresh, sandboxed instance: no filesystem, no network, no
+//! environment, a memory limit and a time limit (epoch interruption). A plugin that traps,
+//! loops or exhausts memory fails that one call with a clear error; the host keeps running.
+//! The runtime knows nothing of HTTP.
 
+mod convert;
+mod error;
+mod sandbox;
+
+pub use error::{DataErrorKind, RuntimeError};
+pub use sandbox::{PluginRuntime, RuntimeConfig};
+
+use std::path::Path;
+use std::sync::Arc;
+
+use moonlink_engine::{ChangeBatch, TableSchema};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "rest-ingest",
+    });
+}
+
+use bindings::exports::moonlink::plugin::rest_decoder;
+
+/// When the host may answer an ingest request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestMode {
+    /// Once the rows are in the write-ahead log.
+    Async,
+    /// Once the Iceberg snapshot containing them is committed.
+    Sync,
+}
+
+/// A decoded ingest request: one validated batch and when to answer.
+#[derive(Debug)]
+pub struct DecodedRequest {
+    pub batch: ChangeBatch,
+    pub mode: RequestMode,
+}
+
+/// A loaded rest-ingest plugin. Cheap to clone; calls may run concurrently.
+#[derive(Clone)]
+pub struct RestDecoder {
+    runtime: PluginRuntime,
+    pre: Arc<bindings::RestIngestPre<sandbox::PluginState>>,
+}
+
+impl RestDecoder {
+    /// Loads and validates a component implementing the `rest-ingest` world.
+    pub fn load(runtime: &PluginRuntime, path: &Path) -> Result<Self, RuntimeError> {
+        let component = runtime.load_component(path)?;
+        let instance_pre = runtime.instantiate_pre(&component, path)?;
+        let pre = bindings::RestIngestPre::new(instance_pre).map_err(|e| RuntimeError::Load {
+            path: path.to_path_buf(),
+            message: format!("not a rest-ingest plugin: {e:#}"),
+        })?;
+        Ok(RestDecoder {
+            runtime: runtime.clone(),
+            pre: Arc::new(pre),
+        })
+    }
+
+    /// Decodes one request body for `table` into a batch the engine accepts.
+    pub fn decode(
+        &self,
+        table: &str,
+        schema: &TableSchema,
+        content_type: Option<&str>,
+        parameters: &[(String, String)],
+        body: &[u8],
+    ) -> Result<DecodedRequest, RuntimeError> {
+        let mut store = self.runtime.new_store();
+        let info = rest_decoder::RequestInfo {
+            table: table.to_string(),
+            schema: convert::schema_to_wit(schema),
+            content_type: content_type.map(str::to_string),
+            parameters: parameters.to_vec(),
+        };
+        let result = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| {
+                instance
+                    .moonlink_plugin_rest_decoder()
+                    .call_decode(&mut store, &info, body)
+            })
+            .map_err(|e| self.runtime.classify(e))?;
+        let request = result.map_err(convert::data_error)?;
+        let batch = convert::batch_from_wit(table, schema, request.batch)?;
+        let mode = match request.request_mode {
+            rest_decoder::RequestMode::Async => RequestMode::Async,
+            rest_decoder::RequestMode::Sync => RequestMode::Sync,
+        };
+        Ok(DecodedRequest { batch, mode })
+    }
+}

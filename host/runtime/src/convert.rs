@@ -1,0 +1,200 @@
+//! WIT values to engine types and back. Columns arrive as whole lists and become Arrow arrays
+//! in one move per column; nothing here runs per row except unavoidable copies.
+
+use std::sync::Arc;
+
+use arrow_array::{
+    ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
+    Float32Array, Float64Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+};
+use arrow_buffer::NullBuffer;
+use moonlink_engine::{ChangeBatch, ColumnType, Operation, TableSchema};
+
+use crate::bindings::moonlink::plugin::types as wit;
+use crate::error::{DataErrorKind, RuntimeError};
+
+pub(crate) fn schema_to_wit(schema: &TableSchema) -> wit::TableSchema {
+    wit::TableSchema {
+        fields: schema
+            .columns
+            .iter()
+            .map(|c| wit::Field {
+                name: c.name.clone(),
+                data_type: type_to_wit(c.data_type),
+                nullable: c.nullable,
+            })
+            .collect(),
+        primary_key: schema.primary_key.clone(),
+    }
+}
+
+fn type_to_wit(t: ColumnType) -> wit::DataType {
+    match t {
+        ColumnType::Int16 => wit::DataType::Int16,
+        ColumnType::Int32 => wit::DataType::Int32,
+        ColumnType::Int64 => wit::DataType::Int64,
+        ColumnType::Float32 => wit::DataType::Float32,
+        ColumnType::Float64 => wit::DataType::Float64,
+        ColumnType::Boolean => wit::DataType::Boolean,
+        ColumnType::Utf8 => wit::DataType::Utf8,
+        ColumnType::Date32 => wit::DataType::Date32,
+        ColumnType::Decimal { precision, scale } => {
+            wit::DataType::Decimal(wit::DecimalType { precision, scale })
+        }
+        ColumnType::Timestamp => wit::DataType::Timestamp,
+        ColumnType::TimestampTz => wit::DataType::Timestamptz,
+        ColumnType::Binary => wit::DataType::Binary,
+        ColumnType::Uuid => wit::DataType::Uuid,
+    }
+}
+
+pub(crate) fn data_error(e: wit::DataError) -> RuntimeError {
+    RuntimeError::Data {
+        kind: match e.kind {
+            wit::DataErrorKind::Malformed => DataErrorKind::Malformed,
+            wit::DataErrorKind::InvalidValue => DataErrorKind::InvalidValue,
+            wit::DataErrorKind::InvalidRequest => DataErrorKind::InvalidRequest,
+        },
+        row: e.row,
+        column: e.column,
+        message: e.message,
+    }
+}
+
+/// Converts a plugin's batch into an engine batch for `table`, validating it on the way.
+pub(crate) fn batch_from_wit(
+    table: &str,
+    schema: &TableSchema,
+    batch: wit::ChangeBatch,
+) -> Result<ChangeBatch, RuntimeError> {
+    if batch.table != table {
+        return Err(RuntimeError::MalformedBatch(format!(
+            "batch is for table '{}', expected '{table}'",
+            batch.table
+        )));
+    }
+    let rows = batch.operations.len();
+    let operations = batch
+        .operations
+        .into_iter()
+        .map(|op| match op {
+            wit::Operation::Insert => Operation::Insert,
+            wit::Operation::Upsert => Operation::Upsert,
+            wit::Operation::Delete => Operation::Delete,
+        })
+        .collect();
+    let mut columns = Vec::with_capacity(batch.columns.len());
+    for column in batch.columns {
+        let Some(declared) = schema.column(&column.name) else {
+            return Err(RuntimeError::MalformedBatch(format!(
+                "column '{}' is not in the table",
+                column.name
+            )));
+        };
+        let array = column_to_arrow(declared.data_type, column.values, column.validity, rows)
+            .map_err(|m| RuntimeError::MalformedBatch(format!("column '{}': {m}", column.name)))?;
+        columns.push((column.name, array));
+    }
+    ChangeBatch::from_columns(schema, operations, columns).map_err(RuntimeError::InvalidBatch)
+}
+
+fn column_to_arrow(
+    data_type: ColumnType,
+    values: wit::ColumnValues,
+    validity: Option<Vec<bool>>,
+    rows: usize,
+) -> Result<ArrayRef, String> {
+    use wit::ColumnValues as V;
+    let len = match &values {
+        V::Int16(v) => v.len(),
+        V::Int32(v) => v.len(),
+        V::Int64(v) => v.len(),
+        V::Float32(v) => v.len(),
+        V::Float64(v) => v.len(),
+        V::Boolean(v) => v.len(),
+        V::Utf8(v) => v.len(),
+        V::Binary(v) => v.len(),
+        V::Int128(v) => v.len(),
+    };
+    if len != rows {
+        return Err(format!("{len} values for {rows} rows"));
+    }
+    if validity.as_ref().is_some_and(|v| v.len() != rows) {
+        return Err("validity length differs from row count".into());
+    }
+    let nulls = validity.map(NullBuffer::from);
+    let array: ArrayRef = match (data_type, values) {
+        (ColumnType::Int16, V::Int16(v)) => Arc::new(Int32Array::new(
+            v.into_iter().map(i32::from).collect(),
+            nulls,
+        )),
+        (ColumnType::Int32, V::Int32(v)) => Arc::new(Int32Array::new(v.into(), nulls)),
+        (ColumnType::Date32, V::Int32(v)) => Arc::new(Date32Array::new(v.into(), nulls)),
+        (ColumnType::Int64, V::Int64(v)) => Arc::new(Int64Array::new(v.into(), nulls)),
+        (ColumnType::Timestamp, V::Int64(v)) => {
+            Arc::new(TimestampMicrosecondArray::new(v.into(), nulls))
+        }
+        (ColumnType::TimestampTz, V::Int64(v)) => Arc::new(
+            TimestampMicrosecondArray::new(v.into(), nulls).with_timezone("+00:00"),
+        ),
+        (ColumnType::Float32, V::Float32(v)) => Arc::new(Float32Array::new(v.into(), nulls)),
+        (ColumnType::Float64, V::Float64(v)) => Arc::new(Float64Array::new(v.into(), nulls)),
+        (ColumnType::Boolean, V::Boolean(v)) => {
+            Arc::new(BooleanArray::new(v.into_iter().collect(), nulls))
+        }
+        (ColumnType::Utf8, V::Utf8(v)) => Arc::new(
+            StringArray::from(v).with_nulls_from(nulls)?,
+        ),
+        (ColumnType::Binary, V::Binary(v)) => Arc::new(
+            BinaryArray::from_iter_values(v).with_nulls_from(nulls)?,
+        ),
+        (ColumnType::Uuid, V::Binary(v)) => {
+            let mut flat = Vec::with_capacity(v.len() * 16);
+            for (row, bytes) in v.iter().enumerate() {
+                let valid = nulls.as_ref().is_none_or(|n| n.is_valid(row));
+                match (valid, bytes.len()) {
+                    (_, 16) => flat.extend_from_slice(bytes),
+                    (false, _) => flat.extend_from_slice(&[0; 16]),
+                    (true, n) => return Err(format!("row {row}: a UUID has 16 bytes, got {n}")),
+                }
+            }
+            Arc::new(
+                FixedSizeBinaryArray::try_new(16, flat.into(), nulls).map_err(|e| e.to_string())?,
+            )
+        }
+        (ColumnType::Decimal { precision, scale }, V::Int128(v)) => {
+            let values: Vec<i128> = v
+                .into_iter()
+                .map(|x| ((x.hi as i128) << 64) | x.lo as i128)
+                .collect();
+            let array = Decimal128Array::new(values.into(), nulls)
+                .with_precision_and_scale(precision, scale as i8)
+                .map_err(|e| e.to_string())?;
+            array
+                .validate_decimal_precision(precision)
+                .map_err(|e| e.to_string())?;
+            Arc::new(array)
+        }
+        (t, _) => return Err(format!("wrong physical form for a {} column", t.name())),
+    };
+    Ok(array)
+}
+
+/// Attaches a validity buffer to an array built without one.
+trait WithNulls: Sized {
+    fn with_nulls_from(self, nulls: Option<NullBuffer>) -> Result<Self, String>;
+}
+
+impl WithNulls for StringArray {
+    fn with_nulls_from(self, nulls: Option<NullBuffer>) -> Result<Self, String> {
+        let (offsets, values, _) = self.into_parts();
+        StringArray::try_new(offsets, values, nulls).map_err(|e| e.to_string())
+    }
+}
+
+impl WithNulls for BinaryArray {
+    fn with_nulls_from(self, nulls: Option<NullBuffer>) -> Result<Self, String> {
+        let (offsets, values, _) = self.into_parts();
+        BinaryArray::try_new(offsets, values, nulls).map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,55 @@
+//! The runtime's one error type.
+
+use std::path::PathBuf;
+
+/// What kind of mistake a plugin found in its input (mirrors the WIT `data-error-kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataErrorKind {
+    /// Not syntactically valid.
+    Malformed,
+    /// A value does not fit its column.
+    InvalidValue,
+    /// The request envelope is wrong.
+    InvalidRequest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The file is missing, not a valid component, or not of the expected world.
+    #[error("cannot load plugin {path}: {message}")]
+    Load { path: PathBuf, message: String },
+
+    /// The plugin refused its input: the caller's mistake.
+    #[error("{message}")]
+    Data {
+        kind: DataErrorKind,
+        row: Option<u32>,
+        column: Option<String>,
+        message: String,
+    },
+
+    /// The engine refused the decoded batch (e.g. a null in a required column).
+    #[error(transparent)]
+    InvalidBatch(moonlink_engine::EngineError),
+
+    /// The plugin returned a batch that breaks the contract (wrong physical type, ragged
+    /// columns, another table): the plugin's fault.
+    #[error("plugin returned a malformed batch: {0}")]
+    MalformedBatch(String),
+
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+
+    #[error("plugin exceeded its time limit")]
+    Timeout,
+
+    #[error("plugin exceeded its memory limit")]
+    MemoryLimit,
+}
+
+impl RuntimeError {
+    /// Whether the caller's input, not the plugin or the host, is at fault.
+    pub fn is_caller_error(&self) -> bool {
+        matches!(self, RuntimeError::Data { .. } | RuntimeError::InvalidBatch(_))
+    }
+}

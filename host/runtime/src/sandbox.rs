@@ -1,0 +1,184 @@
+//! The wasmtime engine, the sandbox every plugin call runs in, and the compiled-component cache.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::error::RuntimeError;
+
+/// How often the epoch advances; per-call time limits are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits applied to every plugin call.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub memory_limit_bytes: u64,
+    pub call_timeout: Duration,
+    /// Where compiled components are cached; `None` compiles on every load.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            memory_limit_bytes: 256 * 1024 * 1024,
+            call_timeout: Duration::from_secs(5),
+            cache_dir: None,
+        }
+    }
+}
+
+/// The state of one sandboxed instance: WASI with no capabilities, and its limits.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A wasmtime engine configured for plugins. Cheap to clone.
+#[derive(Clone)]
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Arc<Linker<PluginState>>,
+    config: RuntimeConfig,
+}
+
+impl PluginRuntime {
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        let mut wasm_config = Config::new();
+        wasm_config.epoch_interruption(true);
+        let engine = Engine::new(&wasm_config).map_err(|e| RuntimeError::Load {
+            path: PathBuf::new(),
+            message: format!("cannot configure wasmtime: {e:#}"),
+        })?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| RuntimeError::Load {
+            path: PathBuf::new(),
+            message: format!("cannot link WASI: {e:#}"),
+        })?;
+        // The ticker only holds a weak reference, so it ends with the last engine clone.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("moonlink-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
+            })
+            .map_err(|e| RuntimeError::Load {
+                path: PathBuf::new(),
+                message: format!("cannot start the epoch ticker: {e}"),
+            })?;
+        Ok(PluginRuntime {
+            engine,
+            linker: Arc::new(linker),
+            config,
+        })
+    }
+
+    /// Compiles a component, or loads its compiled form from the cache.
+    pub(crate) fn load_component(&self, path: &Path) -> Result<Component, RuntimeError> {
+        let load_error = |message: String| RuntimeError::Load {
+            path: path.to_path_buf(),
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|e| load_error(e.to_string()))?;
+        let cached = self.config.cache_dir.as_ref().map(|dir| {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut hasher);
+            self.engine.precompile_compatibility_hash().hash(&mut hasher);
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
+            dir.join(format!("{stem}-{:016x}.cwasm", hasher.finish()))
+        });
+        if let Some(cached) = cached.as_ref().filter(|p| p.exists()) {
+            // SAFETY: the cache directory holds only artifacts this runtime serialized itself,
+            // keyed by the component bytes and the engine's compatibility hash.
+            if let Ok(component) = unsafe { Component::deserialize_file(&self.engine, cached) } {
+                return Ok(component);
+            }
+        }
+        let component = Component::from_binary(&self.engine, &bytes)
+            .map_err(|e| load_error(format!("not a valid WebAssembly component: {e:#}")))?;
+        if let Some(cached) = cached {
+            if let Err(e) = write_cache(&cached, &component) {
+                tracing::warn!(path = %cached.display(), error = %e, "cannot cache compiled plugin");
+            }
+        }
+        Ok(component)
+    }
+
+    pub(crate) fn instantiate_pre(
+        &self,
+        component: &Component,
+        path: &Path,
+    ) -> Result<InstancePre<PluginState>, RuntimeError> {
+        self.linker
+            .instantiate_pre(component)
+            .map_err(|e| RuntimeError::Load {
+                path: path.to_path_buf(),
+                message: format!("imports cannot be satisfied: {e:#}"),
+            })
+    }
+
+    /// A store for one call: no capabilities, bounded memory, a deadline.
+    pub(crate) fn new_store(&self) -> Store<PluginState> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.config.memory_limit_bytes as usize)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(
+            &self.engine,
+            PluginState {
+                wasi: WasiCtx::builder().build(),
+                table: ResourceTable::new(),
+                limits,
+            },
+        );
+        store.limiter(|state| &mut state.limits);
+        let ticks = (self.config.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Turns a wasmtime error from a call into the error the host reports.
+    pub(crate) fn classify(&self, error: wasmtime::Error) -> RuntimeError {
+        if let Some(trap) = error.downcast_ref::<Trap>() {
+            if *trap == Trap::Interrupt {
+                return RuntimeError::Timeout;
+            }
+        }
+        let text = format!("{error:#}");
+        if text.contains("growing memory") || text.contains("memory limit") {
+            return RuntimeError::MemoryLimit;
+        }
+        RuntimeError::Trap(text)
+    }
+}
+
+fn write_cache(path: &Path, component: &Component) -> Result<(), String> {
+    let bytes = component.serialize().map_err(|e| format!("{e:#}"))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    // Write-then-rename: a crash never leaves a half-written artifact under the final name.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+}
