@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or a warm one: installs what it needs (the wasm
+# target, a Python venv with DuckDB + iceberg/avro extensions and PyIceberg), then runs
+# fmt, clippy, the Rust tests, and the end-to-end tests against the real binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+ensure_wasm_target
+
+VENV="${MOONLINK_VENV:-$HOME/.cache/moonlink-venv}"
+REQS=tests/requirements.txt
+STAMP="$VENV/.requirements-$(sha256sum "$REQS" | cut -c1-16)"
+if [ ! -f "$STAMP" ]; then
+  section "python venv for the Iceberg readers ($VENV)"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --upgrade pip
+  "$VENV/bin/pip" install --quiet -r "$REQS"
+  touch "$STAMP"
+fi
+
+section "cargo fmt --check"
+cargo fmt --all -- --check
+
+build_plugins
+
+section "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p rest_ingest --target wasm32-wasip2 --release -- -D warnings
+
+section "cargo test (native crates and plugin logic)"
+cargo test --workspace
+cargo test -p rest_ingest
+
+section "build moonlink-host"
+cargo build -p moonlink-host
+
+section "end-to-end tests (real binary, DuckDB + PyIceberg)"
+MOONLINK_BIN="$CARGO_TARGET_DIR/debug/moonlink-host" MOONLINK_PLUGIN_DIR="$PLUGIN_DIR" \
+  "$VENV/bin/python" -m pytest tests/e2e -v

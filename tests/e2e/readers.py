@@ -1,0 +1,95 @@
+"""Independent Iceberg readers: DuckDB's iceberg extension and PyIceberg.
+
+Both read exactly what a user would: DuckDB the metadata file from `GET /tables`, PyIceberg the
+SQLite catalog in the data directory. Values are normalised to plain Python values so the two
+readers can be compared with each other and with what the test sent.
+"""
+import datetime
+import glob
+import os
+import sysconfig
+import uuid
+from decimal import Decimal
+
+import duckdb
+
+
+def _extension_path(name):
+    site = sysconfig.get_paths()["purelib"]
+    found = glob.glob(os.path.join(site, f"duckdb_extension_{name}", "**", f"{name}.duckdb_extension"), recursive=True)
+    if not found:
+        raise RuntimeError(f"duckdb-extension-{name} is not installed in {site}")
+    return found[0]
+
+
+def _duckdb():
+    # Extensions come from the pip wheels; nothing is downloaded.
+    con = duckdb.connect(config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"})
+    for name in ("avro", "iceberg"):
+        con.execute(f"LOAD '{_extension_path(name)}'")
+    return con
+
+
+def normalise(value):
+    if isinstance(value, datetime.datetime) and value.tzinfo is not None:
+        return value.astimezone(datetime.timezone.utc)
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, float) and value != value:
+        return "NaN"
+    return value
+
+
+def _sorted(rows):
+    return sorted((tuple(normalise(v) for v in row) for row in rows), key=lambda r: tuple((v is None, str(v)) for v in r))
+
+
+def duckdb_rows(metadata_location, columns="*"):
+    con = _duckdb()
+    try:
+        return _sorted(con.execute(f"SELECT {columns} FROM iceberg_scan('{metadata_location}')").fetchall())
+    finally:
+        con.close()
+
+
+def duckdb_count(metadata_location):
+    con = _duckdb()
+    try:
+        return con.execute(f"SELECT count(*) FROM iceberg_scan('{metadata_location}')").fetchone()[0]
+    finally:
+        con.close()
+
+
+def _catalog(data_dir):
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    data_dir = os.path.abspath(data_dir)
+    return SqlCatalog("moonlink", uri=f"sqlite:///{data_dir}/catalog.db", warehouse=f"file://{data_dir}/warehouse")
+
+
+def pyiceberg_table(data_dir, namespace, table):
+    return _catalog(data_dir).load_table((namespace, table))
+
+
+def pyiceberg_rows(data_dir, namespace, table):
+    arrow = pyiceberg_table(data_dir, namespace, table).scan().to_arrow()
+    names = arrow.column_names
+    return _sorted(tuple(row[n] for n in names) for row in arrow.to_pylist())
+
+
+def pyiceberg_data_files(data_dir, namespace, table):
+    tbl = pyiceberg_table(data_dir, namespace, table)
+    return [task.file.file_path for task in tbl.scan().plan_files()]
+
+
+def expect(*rows):
+    return _sorted(rows)
+
+
+def utc(*args):
+    return datetime.datetime(*args, tzinfo=datetime.timezone.utc)
+
+
+__all__ = ["duckdb_rows", "duckdb_count", "pyiceberg_rows", "pyiceberg_data_files", "pyiceberg_table", "expect", "utc", "Decimal"]
