@@ -27,9 +27,8 @@ section "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p rest_ingest --target wasm32-wasip2 --release -- -D warnings
 
-section "cargo test (native crates and plugin logic)"
+section "cargo test (native crates, plugin logic natively)"
 cargo test --workspace
-cargo test -p rest_ingest
 
 section "build moonlink-host"
 cargo build -p moonlink-host

@@ -83,7 +83,8 @@ impl Values {
 
     /// Overwrites the last slot with `value`, or explains why it does not fit.
     fn set_last(&mut self, value: Value) -> Result<(), String> {
-        let mismatch = |expected: &str, got: &Value| format!("expected {expected}, got {}", got.describe());
+        let mismatch =
+            |expected: &str, got: &Value| format!("expected {expected}, got {}", got.describe());
         match (self, value) {
             (Values::I16(v), Value::Int(i)) => {
                 *v.last_mut().unwrap() =
@@ -226,7 +227,10 @@ impl BatchBuilder {
             return Ok(());
         }
         column.values.set_last(value)?;
-        *column.validity.last_mut().expect("set() before start_row()") = true;
+        *column
+            .validity
+            .last_mut()
+            .expect("set() before start_row()") = true;
         column.set_in_row = true;
         Ok(())
     }

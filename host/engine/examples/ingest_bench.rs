@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use moonlink_engine::{
     ChangeBatch, ColumnSchema, ColumnType, CreateTable, Durability, Engine, EngineConfig,
     Operation, TableConfig, TableSchema,
@@ -18,7 +20,11 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 fn schema() -> TableSchema {
-    let col = |name: &str, data_type| ColumnSchema { name: name.into(), data_type, nullable: false };
+    let col = |name: &str, data_type| ColumnSchema {
+        name: name.into(),
+        data_type,
+        nullable: false,
+    };
     TableSchema {
         columns: vec![
             col("id", ColumnType::Int64),
@@ -33,14 +39,21 @@ fn schema() -> TableSchema {
 fn columns(start: i64, n: usize) -> Vec<(String, ArrayRef)> {
     let ids: Vec<i64> = (start..start + n as i64).collect();
     vec![
-        ("id".into(), Arc::new(Int64Array::from(ids.clone())) as ArrayRef),
+        (
+            "id".into(),
+            Arc::new(Int64Array::from(ids.clone())) as ArrayRef,
+        ),
         (
             "name".into(),
-            Arc::new(StringArray::from_iter_values(ids.iter().map(|i| format!("user-{i}")))),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|i| format!("user-{i}")),
+            )),
         ),
         (
             "value".into(),
-            Arc::new(Float64Array::from_iter_values(ids.iter().map(|i| *i as f64 * 0.5))),
+            Arc::new(Float64Array::from_iter_values(
+                ids.iter().map(|i| *i as f64 * 0.5),
+            )),
         ),
         (
             "ts".into(),
@@ -57,8 +70,12 @@ fn batches(rows: usize, batch_rows: usize) -> Vec<ChangeBatch> {
         .step_by(batch_rows)
         .map(|start| {
             let n = batch_rows.min(rows - start);
-            ChangeBatch::from_columns(&schema, vec![Operation::Insert; n], columns(start as i64, n))
-                .unwrap()
+            ChangeBatch::from_columns(
+                &schema,
+                vec![Operation::Insert; n],
+                columns(start as i64, n),
+            )
+            .unwrap()
         })
         .collect()
 }
@@ -81,7 +98,10 @@ fn raw_parquet(dir: &std::path::Path, batches: &[ChangeBatch]) -> Duration {
 async fn engine_path(dir: &std::path::Path, batches: Vec<ChangeBatch>) -> Duration {
     let engine = Engine::open(EngineConfig {
         data_dir: dir.to_path_buf(),
-        table: TableConfig { commit_interval: Duration::from_secs(3600), ..TableConfig::default() },
+        table: TableConfig {
+            commit_interval: Duration::from_secs(3600),
+            ..TableConfig::default()
+        },
     })
     .await
     .unwrap();
@@ -96,7 +116,10 @@ async fn engine_path(dir: &std::path::Path, batches: Vec<ChangeBatch>) -> Durati
         .unwrap();
     let start = Instant::now();
     for b in batches {
-        engine.apply("bench.rows", b, Durability::Logged).await.unwrap();
+        engine
+            .apply("bench.rows", b, Durability::Logged)
+            .await
+            .unwrap();
     }
     engine.commit("bench.rows").await.unwrap();
     start.elapsed()
@@ -104,7 +127,10 @@ async fn engine_path(dir: &std::path::Path, batches: Vec<ChangeBatch>) -> Durati
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().unwrap()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().unwrap())
+        .collect();
     let rows = args.first().copied().unwrap_or(1_000_000);
     let batch_rows = args.get(1).copied().unwrap_or(10_000);
     let data = batches(rows, batch_rows);

@@ -48,12 +48,18 @@ impl ChangeBatch {
                 ));
             };
             if slots[index].is_some() {
-                return Err(EngineError::invalid_batch(Some(&name), "column given twice"));
+                return Err(EngineError::invalid_batch(
+                    Some(&name),
+                    "column given twice",
+                ));
             }
             if array.len() != num_rows {
                 return Err(EngineError::invalid_batch(
                     Some(&name),
-                    format!("has {} values but the batch has {num_rows} rows", array.len()),
+                    format!(
+                        "has {} values but the batch has {num_rows} rows",
+                        array.len()
+                    ),
                 ));
             }
             let expected = arrow_schema.field(index).data_type();
@@ -74,9 +80,7 @@ impl ChangeBatch {
             let column = &schema.columns[index];
             let array = match slot {
                 Some(a) => a,
-                None if column.nullable => {
-                    new_null_array(&column.data_type.arrow_type(), num_rows)
-                }
+                None if column.nullable => new_null_array(&column.data_type.arrow_type(), num_rows),
                 None => {
                     // A delete needs only the key: other columns are filled with nulls, which
                     // never reach a data file.
@@ -92,9 +96,9 @@ impl ChangeBatch {
                 }
             };
             if !column.nullable && array.null_count() > 0 {
-                let deletes_only_nulls = (0..num_rows).all(|r| {
-                    array.is_valid(r) || operations[r] == Operation::Delete
-                }) && !schema.primary_key.contains(&column.name);
+                let deletes_only_nulls = (0..num_rows)
+                    .all(|r| array.is_valid(r) || operations[r] == Operation::Delete)
+                    && !schema.primary_key.contains(&column.name);
                 if !deletes_only_nulls {
                     let row = (0..num_rows)
                         .find(|&r| array.is_null(r) && operations[r] != Operation::Delete)
@@ -122,7 +126,11 @@ impl ChangeBatch {
             .zip(arrow_schema.fields())
             .any(|(a, f)| !f.is_nullable() && a.null_count() > 0);
         let rows = RecordBatch::try_new(
-            if has_null_in_required { relaxed } else { arrow_schema },
+            if has_null_in_required {
+                relaxed
+            } else {
+                arrow_schema
+            },
             arrays,
         )?;
         Ok(ChangeBatch { operations, rows })
@@ -160,8 +168,16 @@ mod tests {
     fn schema() -> TableSchema {
         TableSchema {
             columns: vec![
-                ColumnSchema { name: "id".into(), data_type: ColumnType::Int64, nullable: false },
-                ColumnSchema { name: "name".into(), data_type: ColumnType::Utf8, nullable: true },
+                ColumnSchema {
+                    name: "id".into(),
+                    data_type: ColumnType::Int64,
+                    nullable: false,
+                },
+                ColumnSchema {
+                    name: "name".into(),
+                    data_type: ColumnType::Utf8,
+                    nullable: true,
+                },
             ],
             primary_key: vec![],
         }
@@ -172,7 +188,10 @@ mod tests {
         let b = ChangeBatch::from_columns(
             &schema(),
             vec![Operation::Insert; 2],
-            vec![("id".into(), Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef)],
+            vec![(
+                "id".into(),
+                Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef,
+            )],
         )
         .unwrap();
         assert_eq!(b.rows().column(1).null_count(), 2);
@@ -183,7 +202,10 @@ mod tests {
         let err = ChangeBatch::from_columns(
             &schema(),
             vec![Operation::Insert; 3],
-            vec![("id".into(), Arc::new(Int64Array::from(vec![Some(1), Some(2), None])) as ArrayRef)],
+            vec![(
+                "id".into(),
+                Arc::new(Int64Array::from(vec![Some(1), Some(2), None])) as ArrayRef,
+            )],
         )
         .unwrap_err();
         match err {
@@ -200,7 +222,10 @@ mod tests {
         let wrong = ChangeBatch::from_columns(
             &schema(),
             vec![Operation::Insert],
-            vec![("id".into(), Arc::new(StringArray::from(vec!["x"])) as ArrayRef)],
+            vec![(
+                "id".into(),
+                Arc::new(StringArray::from(vec!["x"])) as ArrayRef,
+            )],
         );
         assert!(matches!(wrong, Err(EngineError::InvalidBatch { .. })));
         let unknown = ChangeBatch::from_columns(
@@ -208,7 +233,10 @@ mod tests {
             vec![Operation::Insert],
             vec![
                 ("id".into(), Arc::new(Int64Array::from(vec![1])) as ArrayRef),
-                ("nope".into(), Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+                (
+                    "nope".into(),
+                    Arc::new(Int64Array::from(vec![1])) as ArrayRef,
+                ),
             ],
         );
         assert!(matches!(unknown, Err(EngineError::InvalidBatch { .. })));

@@ -11,9 +11,9 @@ use std::collections::{HashMap, HashSet};
 
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    DataFile, FormatVersion, ManifestFile, ManifestList, ManifestListWriter,
-    ManifestWriterBuilder, Operation as SnapshotOperation, PartitionSpec, Snapshot, SortOrder,
-    Summary, TableMetadata, TableMetadataBuilder, MAIN_BRANCH,
+    DataFile, FormatVersion, ManifestFile, ManifestList, ManifestListWriter, ManifestWriterBuilder,
+    Operation as SnapshotOperation, PartitionSpec, Snapshot, SortOrder, Summary, TableMetadata,
+    TableMetadataBuilder, MAIN_BRANCH,
 };
 use uuid::Uuid;
 
@@ -64,7 +64,10 @@ pub async fn create_table_metadata(
 ) -> Result<(TableMetadata, String)> {
     let properties = HashMap::from([
         ("write.format.default".to_string(), "parquet".to_string()),
-        ("write.parquet.compression-codec".to_string(), "zstd".to_string()),
+        (
+            "write.parquet.compression-codec".to_string(),
+            "zstd".to_string(),
+        ),
     ]);
     let metadata = TableMetadataBuilder::new(
         schema,
@@ -91,21 +94,27 @@ async fn write_metadata(file_io: &FileIO, location: &str, metadata: &TableMetada
 /// Reads a metadata file.
 pub async fn load_metadata(file_io: &FileIO, location: &str) -> Result<TableMetadata> {
     let bytes = file_io.new_input(location)?.read().await?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        EngineError::Catalog(format!("cannot parse table metadata {location}: {e}"))
-    })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| EngineError::Catalog(format!("cannot parse table metadata {location}: {e}")))
 }
 
 /// The checkpoint recorded in the current snapshot (0 for a table without snapshots).
 pub fn committed_checkpoint(metadata: &TableMetadata) -> u64 {
     metadata
         .current_snapshot()
-        .and_then(|s| s.summary().additional_properties.get(CHECKPOINT_SUMMARY_KEY))
+        .and_then(|s| {
+            s.summary()
+                .additional_properties
+                .get(CHECKPOINT_SUMMARY_KEY)
+        })
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
 
-async fn current_manifests(file_io: &FileIO, metadata: &TableMetadata) -> Result<Vec<ManifestFile>> {
+async fn current_manifests(
+    file_io: &FileIO,
+    metadata: &TableMetadata,
+) -> Result<Vec<ManifestFile>> {
     let Some(snapshot) = metadata.current_snapshot() else {
         return Ok(Vec::new());
     };
@@ -115,7 +124,10 @@ async fn current_manifests(file_io: &FileIO, metadata: &TableMetadata) -> Result
 }
 
 /// The live data files of the current snapshot.
-pub async fn live_data_files(file_io: &FileIO, metadata: &TableMetadata) -> Result<Vec<LiveDataFile>> {
+pub async fn live_data_files(
+    file_io: &FileIO,
+    metadata: &TableMetadata,
+) -> Result<Vec<LiveDataFile>> {
     let mut files = Vec::new();
     for manifest in current_manifests(file_io, metadata).await? {
         for entry in manifest.load_manifest(file_io).await?.entries() {
@@ -150,8 +162,7 @@ pub async fn write_snapshot(
     let parent = metadata.current_snapshot().map(|s| s.snapshot_id());
     let sequence_number = metadata.last_sequence_number() + 1;
     let commit_uuid = Uuid::new_v4();
-    let manifest_location =
-        |n: usize| format!("{table_location}/metadata/{commit_uuid}-m{n}.avro");
+    let manifest_location = |n: usize| format!("{table_location}/metadata/{commit_uuid}-m{n}.avro");
 
     let mut manifests = Vec::new();
     let mut removed_records = 0u64;
@@ -218,7 +229,10 @@ pub async fn write_snapshot(
         format!("{table_location}/metadata/snap-{snapshot_id}-1-{commit_uuid}.avro");
     let first_row_id = metadata.next_row_id();
     let mut list_writer = ManifestListWriter::v3(
-        file_io.new_output(&manifest_list_location)?.writer().await?,
+        file_io
+            .new_output(&manifest_list_location)?
+            .writer()
+            .await?,
         snapshot_id,
         parent,
         sequence_number,
@@ -232,9 +246,7 @@ pub async fn write_snapshot(
         .current_snapshot()
         .map(|s| s.summary().additional_properties.clone())
         .unwrap_or_default();
-    let total = |key: &str| -> u64 {
-        previous.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
-    };
+    let total = |key: &str| -> u64 { previous.get(key).and_then(|v| v.parse().ok()).unwrap_or(0) };
     let mut props = HashMap::new();
     let mut set = |k: &str, v: u64| {
         props.insert(k.to_string(), v.to_string());
@@ -247,13 +259,25 @@ pub async fn write_snapshot(
         set("deleted-records", removed_records);
         set("removed-files-size", removed_size);
     }
-    set("total-data-files", total("total-data-files") + added_files - removed_files);
-    set("total-records", total("total-records") + added_records - removed_records);
-    set("total-files-size", total("total-files-size") + added_size - removed_size);
+    set(
+        "total-data-files",
+        total("total-data-files") + added_files - removed_files,
+    );
+    set(
+        "total-records",
+        total("total-records") + added_records - removed_records,
+    );
+    set(
+        "total-files-size",
+        total("total-files-size") + added_size - removed_size,
+    );
     set("total-delete-files", total("total-delete-files"));
     set("total-position-deletes", total("total-position-deletes"));
     set("total-equality-deletes", 0);
-    set("changed-partition-count", u64::from(added_files + removed_files > 0));
+    set(
+        "changed-partition-count",
+        u64::from(added_files + removed_files > 0),
+    );
     props.insert(
         CHECKPOINT_SUMMARY_KEY.to_string(),
         changes.checkpoint.to_string(),
@@ -284,8 +308,7 @@ pub async fn write_snapshot(
     .set_branch_snapshot(snapshot, MAIN_BRANCH)?
     .build()?
     .metadata;
-    let location =
-        metadata_file_location(&table_location, metadata_version(metadata_location) + 1);
+    let location = metadata_file_location(&table_location, metadata_version(metadata_location) + 1);
     write_metadata(file_io, &location, &new_metadata).await?;
     Ok(Committed {
         metadata: new_metadata,
@@ -302,4 +325,3 @@ fn new_snapshot_id(metadata: &TableMetadata) -> i64 {
         }
     }
 }
-

@@ -55,7 +55,10 @@ pub async fn read_data_file(
     let mut batches = Vec::new();
     for batch in reader {
         // Same columns, same order: re-label with the table schema (field ids, nullability).
-        batches.push(RecordBatch::try_new(schema.clone(), batch?.columns().to_vec())?);
+        batches.push(RecordBatch::try_new(
+            schema.clone(),
+            batch?.columns().to_vec(),
+        )?);
     }
     Ok(batches)
 }

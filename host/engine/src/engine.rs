@@ -17,7 +17,9 @@ use crate::commit;
 use crate::error::{EngineError, Result};
 use crate::schema::TableSchema;
 use crate::storage::Warehouse;
-use crate::table::{ApplyReceipt, CommitState, Durability, OpenTable, Table, TableConfig, TableInfo};
+use crate::table::{
+    ApplyReceipt, CommitState, Durability, OpenTable, Table, TableConfig, TableInfo,
+};
 
 /// Where the engine keeps its state, and how tables behave.
 #[derive(Debug, Clone)]
@@ -131,7 +133,12 @@ impl Engine {
     }
 
     fn wal_dir(&self, table_id: &str) -> PathBuf {
-        self.inner.config.data_dir.join("cache").join("wal").join(table_id)
+        self.inner
+            .config
+            .data_dir
+            .join("cache")
+            .join("wal")
+            .join(table_id)
     }
 
     fn tables_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Table>>> {

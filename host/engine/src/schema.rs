@@ -161,7 +161,9 @@ impl TableSchema {
     /// Checks names, duplicates and the primary key.
     pub fn validate(&self) -> Result<()> {
         if self.columns.is_empty() {
-            return Err(EngineError::InvalidSchema("a table needs at least one column".into()));
+            return Err(EngineError::InvalidSchema(
+                "a table needs at least one column".into(),
+            ));
         }
         let mut seen = HashSet::new();
         for c in &self.columns {
@@ -281,7 +283,10 @@ mod tests {
         }
         assert_eq!(
             ColumnType::parse("decimal(10, 2)").unwrap(),
-            ColumnType::Decimal { precision: 10, scale: 2 }
+            ColumnType::Decimal {
+                precision: 10,
+                scale: 2
+            }
         );
     }
 

@@ -282,9 +282,15 @@ mod tests {
         let location = format!("{}/t/metadata/x.bin", warehouse.root());
         let out = io.new_output(&location).unwrap();
         out.write(Bytes::from_static(b"hello")).await.unwrap();
-        assert_eq!(io.new_input(&location).unwrap().read().await.unwrap(), "hello");
+        assert_eq!(
+            io.new_input(&location).unwrap().read().await.unwrap(),
+            "hello"
+        );
         assert_eq!(warehouse.get(&location).await.unwrap(), "hello");
-        warehouse.delete_prefix(&format!("{}/t", warehouse.root())).await.unwrap();
+        warehouse
+            .delete_prefix(&format!("{}/t", warehouse.root()))
+            .await
+            .unwrap();
         assert!(!io.exists(&location).await.unwrap());
     }
 }

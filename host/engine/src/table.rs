@@ -178,9 +178,10 @@ impl Table {
             buffer.rows += record.batch.num_rows();
             buffer.bytes += record.batch.rows().get_array_memory_size();
             buffer.next_lsn = record.lsn + 1;
-            buffer
-                .batches
-                .push(RecordBatch::try_new(arrow_schema.clone(), record.batch.rows().columns().to_vec())?);
+            buffer.batches.push(RecordBatch::try_new(
+                arrow_schema.clone(),
+                record.batch.rows().columns().to_vec(),
+            )?);
         }
         let iceberg_schema = open.metadata.current_schema().clone();
         let (stop, _) = watch::channel(false);
@@ -234,9 +235,7 @@ impl Table {
                     self.name
                 ))
             } else {
-                EngineError::Unsupported(format!(
-                    "'{op}' on keyed tables is not implemented yet"
-                ))
+                EngineError::Unsupported(format!("'{op}' on keyed tables is not implemented yet"))
             });
         }
         let rows = batch.num_rows();
@@ -252,7 +251,8 @@ impl Table {
         let payload = wal::encode_batch(&batch)?;
         let bytes = batch.rows().get_array_memory_size();
         // Stored batches carry the table's declared schema exactly.
-        let stored = RecordBatch::try_new(self.arrow_schema.clone(), batch.rows().columns().to_vec())?;
+        let stored =
+            RecordBatch::try_new(self.arrow_schema.clone(), batch.rows().columns().to_vec())?;
         let (lsn, logged, over_limit) = {
             let mut buffer = self.lock_buffer();
             if buffer.dropped {
@@ -318,10 +318,7 @@ impl Table {
         tokio::time::timeout(self.config.sync_timeout, wait)
             .await
             .map_err(|_| {
-                EngineError::Unavailable(format!(
-                    "no commit within {:?}",
-                    self.config.sync_timeout
-                ))
+                EngineError::Unavailable(format!("no commit within {:?}", self.config.sync_timeout))
             })?
     }
 
@@ -375,7 +372,11 @@ impl Table {
     async fn commit_pending(&self, pending: &mut Pending) -> Result<CommitState> {
         let file_io = self.warehouse.file_io();
         let current = self.committed.borrow().clone();
-        let table_location = current.metadata.location().trim_end_matches('/').to_string();
+        let table_location = current
+            .metadata
+            .location()
+            .trim_end_matches('/')
+            .to_string();
 
         let small_limit = self.config.target_file_size / 4;
         let small: Vec<&DataFile> = pending
@@ -388,8 +389,12 @@ impl Table {
         if small.len() + 1 >= self.config.merge_fanout.max(2) {
             for file in &small {
                 to_write.extend(
-                    data_files::read_data_file(&self.warehouse, file.file_path(), &self.arrow_schema)
-                        .await?,
+                    data_files::read_data_file(
+                        &self.warehouse,
+                        file.file_path(),
+                        &self.arrow_schema,
+                    )
+                    .await?,
                 );
                 removed.insert(file.file_path().to_string());
             }
@@ -424,7 +429,9 @@ impl Table {
         )?;
         tracing::debug!(table = %self.name, lsn = pending.through_lsn, files = added.len(),
             merged = removed.len(), "committed snapshot");
-        pending.live_files.retain(|f| !removed.contains(f.file_path()));
+        pending
+            .live_files
+            .retain(|f| !removed.contains(f.file_path()));
         pending.live_files.extend(added);
         pending.batches.clear();
         let through = pending.through_lsn;

@@ -41,8 +41,8 @@ pub fn encode_batch(batch: &ChangeBatch) -> Result<Vec<u8>> {
 }
 
 fn decode_batch(payload: &[u8]) -> std::result::Result<ChangeBatch, String> {
-    let n = u32::from_le_bytes(payload.get(..4).ok_or("short payload")?.try_into().unwrap())
-        as usize;
+    let n =
+        u32::from_le_bytes(payload.get(..4).ok_or("short payload")?.try_into().unwrap()) as usize;
     let ops_bytes = payload.get(4..4 + n).ok_or("short payload")?;
     let operations = ops_bytes
         .iter()
@@ -53,13 +53,16 @@ fn decode_batch(payload: &[u8]) -> std::result::Result<ChangeBatch, String> {
             other => Err(format!("unknown operation byte {other}")),
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let reader =
-        StreamReader::try_new(&payload[4 + n..], None).map_err(|e| e.to_string())?;
+    let reader = StreamReader::try_new(&payload[4 + n..], None).map_err(|e| e.to_string())?;
     let batches = reader
         .collect::<std::result::Result<Vec<RecordBatch>, _>>()
         .map_err(|e| e.to_string())?;
-    let schema = batches.first().map(|b| b.schema()).ok_or("no batch in record")?;
-    let rows = arrow_select::concat::concat_batches(&schema, &batches).map_err(|e| e.to_string())?;
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .ok_or("no batch in record")?;
+    let rows =
+        arrow_select::concat::concat_batches(&schema, &batches).map_err(|e| e.to_string())?;
     if rows.num_rows() != operations.len() {
         return Err("row count does not match operations".into());
     }
@@ -360,7 +363,10 @@ mod tests {
     }
 
     fn ids(records: &[WalRecord]) -> Vec<(u64, usize)> {
-        records.iter().map(|r| (r.lsn, r.batch.num_rows())).collect()
+        records
+            .iter()
+            .map(|r| (r.lsn, r.batch.num_rows()))
+            .collect()
     }
 
     #[tokio::test]

@@ -15,8 +15,16 @@ use moonlink_engine::{
 fn schema() -> TableSchema {
     TableSchema {
         columns: vec![
-            ColumnSchema { name: "id".into(), data_type: ColumnType::Int64, nullable: false },
-            ColumnSchema { name: "name".into(), data_type: ColumnType::Utf8, nullable: true },
+            ColumnSchema {
+                name: "id".into(),
+                data_type: ColumnType::Int64,
+                nullable: false,
+            },
+            ColumnSchema {
+                name: "name".into(),
+                data_type: ColumnType::Utf8,
+                nullable: true,
+            },
         ],
         primary_key: vec![],
     }
@@ -28,8 +36,14 @@ fn batch(ids: std::ops::Range<i64>) -> ChangeBatch {
         &schema(),
         vec![Operation::Insert; ids.clone().count()],
         vec![
-            ("id".into(), Arc::new(Int64Array::from_iter_values(ids)) as ArrayRef),
-            ("name".into(), Arc::new(StringArray::from(names)) as ArrayRef),
+            (
+                "id".into(),
+                Arc::new(Int64Array::from_iter_values(ids)) as ArrayRef,
+            ),
+            (
+                "name".into(),
+                Arc::new(StringArray::from(names)) as ArrayRef,
+            ),
         ],
     )
     .unwrap()
@@ -67,9 +81,13 @@ async fn committed_ids(dir: &std::path::Path, engine: &Engine) -> Vec<i64> {
     let metadata = load_metadata(&io, &info.metadata_location).await.unwrap();
     let mut ids = Vec::new();
     for file in live_data_files(&io, &metadata).await.unwrap() {
-        for b in read_data_file(&warehouse, file.data_file.file_path(), &schema().arrow_schema())
-            .await
-            .unwrap()
+        for b in read_data_file(
+            &warehouse,
+            file.data_file.file_path(),
+            &schema().arrow_schema(),
+        )
+        .await
+        .unwrap()
         {
             let col = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
             ids.extend(col.values().iter().copied());
@@ -84,20 +102,34 @@ async fn committed_rows_are_in_a_v3_snapshot_with_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(config(dir.path(), 8)).await.unwrap();
     create(&engine).await;
-    engine.apply("demo.users", batch(0..10), Durability::Logged).await.unwrap();
+    engine
+        .apply("demo.users", batch(0..10), Durability::Logged)
+        .await
+        .unwrap();
     let receipt = engine
         .apply("demo.users", batch(10..20), Durability::Committed)
         .await
         .unwrap();
     assert_eq!(receipt.lsn, 2);
     assert!(receipt.snapshot_id.is_some());
-    assert_eq!(committed_ids(dir.path(), &engine).await, (0..20).collect::<Vec<_>>());
+    assert_eq!(
+        committed_ids(dir.path(), &engine).await,
+        (0..20).collect::<Vec<_>>()
+    );
 
-    let io = Warehouse::local(&dir.path().join("warehouse")).unwrap().file_io();
-    let metadata = load_metadata(&io, receipt.metadata_location.as_ref().unwrap()).await.unwrap();
+    let io = Warehouse::local(&dir.path().join("warehouse"))
+        .unwrap()
+        .file_io();
+    let metadata = load_metadata(&io, receipt.metadata_location.as_ref().unwrap())
+        .await
+        .unwrap();
     assert_eq!(metadata.format_version(), iceberg::spec::FormatVersion::V3);
     assert_eq!(metadata.next_row_id(), 20);
-    let summary = &metadata.current_snapshot().unwrap().summary().additional_properties;
+    let summary = &metadata
+        .current_snapshot()
+        .unwrap()
+        .summary()
+        .additional_properties;
     assert_eq!(summary[CHECKPOINT_SUMMARY_KEY], "2");
     assert_eq!(summary["total-records"], "20");
 }
@@ -140,20 +172,35 @@ async fn logged_rows_survive_a_crash_exactly_once() {
     {
         let engine = Engine::open(config(dir.path(), 8)).await.unwrap();
         create(&engine).await;
-        engine.apply("demo.users", batch(0..5), Durability::Committed).await.unwrap();
-        engine.apply("demo.users", batch(5..8), Durability::Logged).await.unwrap();
+        engine
+            .apply("demo.users", batch(0..5), Durability::Committed)
+            .await
+            .unwrap();
+        engine
+            .apply("demo.users", batch(5..8), Durability::Logged)
+            .await
+            .unwrap();
         // No shutdown: the process "dies" with rows 5..8 only in the write-ahead log.
     }
     let engine = Engine::open(config(dir.path(), 8)).await.unwrap();
     assert_eq!(engine.table_info("demo.users").unwrap().buffered_rows, 3);
     engine.commit("demo.users").await.unwrap();
-    assert_eq!(committed_ids(dir.path(), &engine).await, (0..8).collect::<Vec<_>>());
+    assert_eq!(
+        committed_ids(dir.path(), &engine).await,
+        (0..8).collect::<Vec<_>>()
+    );
     // A second restart must not replay the committed rows again.
     drop(engine);
     let engine = Engine::open(config(dir.path(), 8)).await.unwrap();
     assert_eq!(engine.table_info("demo.users").unwrap().buffered_rows, 0);
-    engine.apply("demo.users", batch(8..9), Durability::Committed).await.unwrap();
-    assert_eq!(committed_ids(dir.path(), &engine).await, (0..9).collect::<Vec<_>>());
+    engine
+        .apply("demo.users", batch(8..9), Durability::Committed)
+        .await
+        .unwrap();
+    assert_eq!(
+        committed_ids(dir.path(), &engine).await,
+        (0..9).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -163,13 +210,20 @@ async fn trickle_commits_merge_small_files() {
     create(&engine).await;
     for i in 0..20 {
         engine
-            .apply("demo.users", batch(i * 10..i * 10 + 10), Durability::Committed)
+            .apply(
+                "demo.users",
+                batch(i * 10..i * 10 + 10),
+                Durability::Committed,
+            )
             .await
             .unwrap();
         let files = engine.table_info("demo.users").unwrap().data_files;
         assert!(files < 4, "commit {i}: {files} data files alive");
     }
-    assert_eq!(committed_ids(dir.path(), &engine).await, (0..200).collect::<Vec<_>>());
+    assert_eq!(
+        committed_ids(dir.path(), &engine).await,
+        (0..200).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -177,7 +231,10 @@ async fn dropped_table_disappears_and_name_is_reusable() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(config(dir.path(), 8)).await.unwrap();
     create(&engine).await;
-    engine.apply("demo.users", batch(0..3), Durability::Committed).await.unwrap();
+    engine
+        .apply("demo.users", batch(0..3), Durability::Committed)
+        .await
+        .unwrap();
     engine.drop_table("demo.users").await.unwrap();
     assert!(engine.list_tables().is_empty());
     assert!(!dir.path().join("warehouse/demo/users/data").exists());

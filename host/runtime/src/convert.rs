@@ -134,20 +134,18 @@ fn column_to_arrow(
         (ColumnType::Timestamp, V::Int64(v)) => {
             Arc::new(TimestampMicrosecondArray::new(v.into(), nulls))
         }
-        (ColumnType::TimestampTz, V::Int64(v)) => Arc::new(
-            TimestampMicrosecondArray::new(v.into(), nulls).with_timezone("+00:00"),
-        ),
+        (ColumnType::TimestampTz, V::Int64(v)) => {
+            Arc::new(TimestampMicrosecondArray::new(v.into(), nulls).with_timezone("+00:00"))
+        }
         (ColumnType::Float32, V::Float32(v)) => Arc::new(Float32Array::new(v.into(), nulls)),
         (ColumnType::Float64, V::Float64(v)) => Arc::new(Float64Array::new(v.into(), nulls)),
         (ColumnType::Boolean, V::Boolean(v)) => {
             Arc::new(BooleanArray::new(v.into_iter().collect(), nulls))
         }
-        (ColumnType::Utf8, V::Utf8(v)) => Arc::new(
-            StringArray::from(v).with_nulls_from(nulls)?,
-        ),
-        (ColumnType::Binary, V::Binary(v)) => Arc::new(
-            BinaryArray::from_iter_values(v).with_nulls_from(nulls)?,
-        ),
+        (ColumnType::Utf8, V::Utf8(v)) => Arc::new(StringArray::from(v).with_nulls_from(nulls)?),
+        (ColumnType::Binary, V::Binary(v)) => {
+            Arc::new(BinaryArray::from_iter_values(v).with_nulls_from(nulls)?)
+        }
         (ColumnType::Uuid, V::Binary(v)) => {
             let mut flat = Vec::with_capacity(v.len() * 16);
             for (row, bytes) in v.iter().enumerate() {

@@ -50,6 +50,9 @@ pub enum RuntimeError {
 impl RuntimeError {
     /// Whether the caller's input, not the plugin or the host, is at fault.
     pub fn is_caller_error(&self) -> bool {
-        matches!(self, RuntimeError::Data { .. } | RuntimeError::InvalidBatch(_))
+        matches!(
+            self,
+            RuntimeError::Data { .. } | RuntimeError::InvalidBatch(_)
+        )
     }
 }

@@ -102,8 +102,13 @@ impl PluginRuntime {
         let cached = self.config.cache_dir.as_ref().map(|dir| {
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
             bytes.hash(&mut hasher);
-            self.engine.precompile_compatibility_hash().hash(&mut hasher);
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
+            self.engine
+                .precompile_compatibility_hash()
+                .hash(&mut hasher);
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("plugin");
             dir.join(format!("{stem}-{:016x}.cwasm", hasher.finish()))
         });
         if let Some(cached) = cached.as_ref().filter(|p| p.exists()) {

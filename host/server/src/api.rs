@@ -9,7 +9,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use moonlink_engine::{ColumnSchema, ColumnType, CreateTable, Durability, Engine, TableInfo, TableSchema};
+use moonlink_engine::{
+    ColumnSchema, ColumnType, CreateTable, Durability, Engine, TableInfo, TableSchema,
+};
 use moonlink_runtime::{RequestMode, RestDecoder};
 use serde::Deserialize;
 use serde_json::{json, Value};

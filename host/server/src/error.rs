@@ -46,9 +46,7 @@ impl From<EngineError> for ApiError {
             EngineError::TableNotFound(_) => (StatusCode::NOT_FOUND, "table_not_found"),
             EngineError::TableExists(_) => (StatusCode::CONFLICT, "table_exists"),
             EngineError::InvalidSchema(_) => (StatusCode::BAD_REQUEST, "invalid_schema"),
-            EngineError::InvalidBatch { .. } => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value")
-            }
+            EngineError::InvalidBatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value"),
             EngineError::OperationNotAllowed(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "operation_not_allowed")
             }

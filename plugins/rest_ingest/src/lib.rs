@@ -60,7 +60,12 @@ fn malformed(e: serde_json::Error, line_offset: usize) -> DataError {
 
 fn is_ndjson(content_type: Option<&str>) -> bool {
     content_type.is_some_and(|ct| {
-        let ct = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let ct = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         ct == "application/x-ndjson" || ct == "application/ndjson" || ct == "application/jsonl"
     })
 }
@@ -109,17 +114,26 @@ pub fn decode(info: &RequestInfo, body: &[u8]) -> Result<IngestRequest, DataErro
             )),
         }
     };
-    let operation = parse_operation(text_field("operation")?.or(param("operation")).unwrap_or("insert"))?;
+    let operation = parse_operation(
+        text_field("operation")?
+            .or(param("operation"))
+            .unwrap_or("insert"),
+    )?;
     let mode = parse_mode(
         text_field("request_mode")?
             .or(param("request_mode"))
             .unwrap_or("async"),
     )?;
     for key in envelope.keys() {
-        if !matches!(key.as_str(), "operation" | "request_mode" | "data" | "table") {
+        if !matches!(
+            key.as_str(),
+            "operation" | "request_mode" | "data" | "table"
+        ) {
             return Err(DataError::new(
                 DataErrorKind::InvalidRequest,
-                format!("unknown field \"{key}\" in request (expected operation, request_mode, data)"),
+                format!(
+                    "unknown field \"{key}\" in request (expected operation, request_mode, data)"
+                ),
             ));
         }
     }
@@ -179,9 +193,13 @@ fn set_fields(
 ) -> Result<(), DataError> {
     for (name, json) in fields {
         let Some(index) = builder.column_index(name) else {
-            return Err(DataError::invalid_value(row, name, "no such column in the table"));
+            return Err(DataError::invalid_value(
+                row,
+                name,
+                "no such column in the table",
+            ));
         };
-        let data_type = builder.field(index).data_type.clone();
+        let data_type = builder.field(index).data_type;
         let value = values::convert(&data_type, json)
             .map_err(|message| DataError::invalid_value(row, name, message))?;
         builder

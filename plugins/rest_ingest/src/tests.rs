@@ -5,13 +5,20 @@ use crate::decode;
 use crate::values::{parse_date, parse_decimal, parse_timestamp, parse_uuid};
 
 fn field(name: &str, data_type: DataType, nullable: bool) -> Field {
-    Field { name: name.into(), data_type, nullable }
+    Field {
+        name: name.into(),
+        data_type,
+        nullable,
+    }
 }
 
 fn info(fields: Vec<Field>) -> RequestInfo {
     RequestInfo {
         table: "demo.t".into(),
-        schema: TableSchema { fields, primary_key: vec![] },
+        schema: TableSchema {
+            fields,
+            primary_key: vec![],
+        },
         content_type: Some("application/json".into()),
         parameters: vec![],
     }
@@ -27,7 +34,14 @@ fn all_types() -> RequestInfo {
         field("b", DataType::Boolean, true),
         field("s", DataType::Utf8, true),
         field("d", DataType::Date32, true),
-        field("dec", DataType::Decimal(DecimalType { precision: 10, scale: 2 }), true),
+        field(
+            "dec",
+            DataType::Decimal(DecimalType {
+                precision: 10,
+                scale: 2,
+            }),
+            true,
+        ),
         field("ts", DataType::Timestamp, true),
         field("tz", DataType::Timestamptz, true),
         field("bin", DataType::Binary, true),
@@ -54,12 +68,23 @@ fn decodes_every_type() {
     assert!(matches!(&column(&req, "f64").values, ColumnValues::Float64(v) if v[0] == -2.0));
     assert!(matches!(&column(&req, "s").values, ColumnValues::Utf8(v) if v[0] == "héllo"));
     assert!(matches!(&column(&req, "d").values, ColumnValues::Int32(v) if v[0] == -1));
-    assert!(matches!(&column(&req, "dec").values, ColumnValues::Int128(v) if v[0].lo as i64 == -1234567890 && v[0].hi == -1));
-    assert!(matches!(&column(&req, "tz").values, ColumnValues::Int64(v) if v[0] == 1_704_067_200_000_000));
-    assert!(matches!(&column(&req, "bin").values, ColumnValues::Binary(v) if v[0] == vec![0, 1, 2]));
-    assert!(matches!(&column(&req, "u").values, ColumnValues::Binary(v) if v[0][0] == 0x12 && v[0][15] == 0x00));
+    assert!(
+        matches!(&column(&req, "dec").values, ColumnValues::Int128(v) if v[0].lo as i64 == -1234567890 && v[0].hi == -1)
+    );
+    assert!(
+        matches!(&column(&req, "tz").values, ColumnValues::Int64(v) if v[0] == 1_704_067_200_000_000)
+    );
+    assert!(
+        matches!(&column(&req, "bin").values, ColumnValues::Binary(v) if v[0] == vec![0, 1, 2])
+    );
+    assert!(
+        matches!(&column(&req, "u").values, ColumnValues::Binary(v) if v[0][0] == 0x12 && v[0][15] == 0x00)
+    );
     // Row 1 left everything but i32 out: nulls, marked in validity.
-    assert_eq!(column(&req, "s").validity.as_ref().unwrap(), &vec![true, false]);
+    assert_eq!(
+        column(&req, "s").validity.as_ref().unwrap(),
+        &vec![true, false]
+    );
     assert!(column(&req, "i32").validity.is_none());
 }
 
@@ -85,31 +110,123 @@ fn ndjson_takes_operation_and_mode_from_the_query() {
 
 #[test]
 fn errors_name_the_row_and_column() {
-    let cases: &[(&[u8], DataErrorKind, Option<u32>, Option<&str>)] = &[
+    /// (body, expected kind, expected row, expected column)
+    type Case<'a> = (&'a [u8], DataErrorKind, Option<u32>, Option<&'a str>);
+    let cases: &[Case] = &[
         (b"{not json", DataErrorKind::Malformed, None, None),
-        (br#"{"operation":"merge","data":[]}"#, DataErrorKind::InvalidRequest, None, None),
-        (br#"{"request_mode":"later","data":[]}"#, DataErrorKind::InvalidRequest, None, None),
-        (br#"{"operation":"insert"}"#, DataErrorKind::InvalidRequest, None, None),
+        (
+            br#"{"operation":"merge","data":[]}"#,
+            DataErrorKind::InvalidRequest,
+            None,
+            None,
+        ),
+        (
+            br#"{"request_mode":"later","data":[]}"#,
+            DataErrorKind::InvalidRequest,
+            None,
+            None,
+        ),
+        (
+            br#"{"operation":"insert"}"#,
+            DataErrorKind::InvalidRequest,
+            None,
+            None,
+        ),
         (br#"[1,2]"#, DataErrorKind::InvalidRequest, None, None),
-        (br#"{"data":[{"i32":1},{"i32":"abc"}]}"#, DataErrorKind::InvalidValue, Some(1), Some("i32")),
-        (br#"{"data":[{"i32":1},{"i32":2},{"i32":null}]}"#, DataErrorKind::InvalidValue, Some(2), Some("i32")),
-        (br#"{"data":[{"i64":1}]}"#, DataErrorKind::InvalidValue, Some(0), Some("i32")),
-        (br#"{"data":[{"i32":1,"nope":1}]}"#, DataErrorKind::InvalidValue, Some(0), Some("nope")),
-        (br#"{"data":[{"i32":1.5}]}"#, DataErrorKind::InvalidValue, Some(0), Some("i32")),
-        (br#"{"data":[{"i32":3000000000}]}"#, DataErrorKind::InvalidValue, Some(0), Some("i32")),
-        (br#"{"data":[{"i32":1,"i16":40000}]}"#, DataErrorKind::InvalidValue, Some(0), Some("i16")),
-        (br#"{"data":[{"i32":1,"dec":"1.234"}]}"#, DataErrorKind::InvalidValue, Some(0), Some("dec")),
-        (br#"{"data":[{"i32":1,"d":"2023-02-30"}]}"#, DataErrorKind::InvalidValue, Some(0), Some("d")),
-        (br#"{"data":[{"i32":1,"bin":"***"}]}"#, DataErrorKind::InvalidValue, Some(0), Some("bin")),
-        (br#"{"data":[{"i32":1,"u":"not-a-uuid"}]}"#, DataErrorKind::InvalidValue, Some(0), Some("u")),
-        (br#"{"data":[{"i32":1,"b":"true"}]}"#, DataErrorKind::InvalidValue, Some(0), Some("b")),
-        (br#"{"data":[{"i32":1,"ts":"2024-01-01T00:00:00+01:00"}]}"#, DataErrorKind::InvalidValue, Some(0), Some("ts")),
-        (br#"{"data":[{"i32":1},7]}"#, DataErrorKind::InvalidValue, Some(1), None),
+        (
+            br#"{"data":[{"i32":1},{"i32":"abc"}]}"#,
+            DataErrorKind::InvalidValue,
+            Some(1),
+            Some("i32"),
+        ),
+        (
+            br#"{"data":[{"i32":1},{"i32":2},{"i32":null}]}"#,
+            DataErrorKind::InvalidValue,
+            Some(2),
+            Some("i32"),
+        ),
+        (
+            br#"{"data":[{"i64":1}]}"#,
+            DataErrorKind::InvalidValue,
+            Some(0),
+            Some("i32"),
+        ),
+        (
+            br#"{"data":[{"i32":1,"nope":1}]}"#,
+            DataErrorKind::InvalidValue,
+            Some(0),
+            Some("nope"),
+        ),
+        (
+            br#"{"data":[{"i32":1.5}]}"#,
+            DataErrorKind::InvalidValue,
+            Some(0),
+            Some("i32"),
+        ),
+        (
+            br#"{"data":[{"i32":3000000000}]}"#,
+            DataErrorKind::InvalidValue,
+            Some(0),
+            Some("i32"),
+        ),
+        (
+            br#"{"data":[{"i32":1,"i16":40000}]}"#,
+            DataErrorKind::InvalidValue,
+            Some(0),
+            Some("i16"),
+        ),
+        (
+            br#"{"data":[{"i32":1,"dec":"1.234"}]}"#,
+            DataErrorKind::InvalidValue,
+            Some(0),
+            Some("dec"),
+        ),
+        (
+            br#"{"data":[{"i32":1,"d":"2023-02-30"}]}"#,
+            DataErrorKind::InvalidValue,
+            Some(0),
+            Some("d"),
+        ),
+        (
+            br#"{"data":[{"i32":1,"bin":"***"}]}"#,
+            DataErrorKind::InvalidValue,
+            Some(0),
+            Some("bin"),
+        ),
+        (
+            br#"{"data":[{"i32":1,"u":"not-a-uuid"}]}"#,
+            DataErrorKind::InvalidValue,
+            Some(0),
+            Some("u"),
+        ),
+        (
+            br#"{"data":[{"i32":1,"b":"true"}]}"#,
+            DataErrorKind::InvalidValue,
+            Some(0),
+            Some("b"),
+        ),
+        (
+            br#"{"data":[{"i32":1,"ts":"2024-01-01T00:00:00+01:00"}]}"#,
+            DataErrorKind::InvalidValue,
+            Some(0),
+            Some("ts"),
+        ),
+        (
+            br#"{"data":[{"i32":1},7]}"#,
+            DataErrorKind::InvalidValue,
+            Some(1),
+            None,
+        ),
     ];
     for (body, kind, row, column) in cases {
         let err = decode(&all_types(), body).unwrap_err();
         let text = String::from_utf8_lossy(body);
-        assert_eq!(std::mem::discriminant(&err.kind), std::mem::discriminant(kind), "{text}: {}", err.message);
+        assert_eq!(
+            std::mem::discriminant(&err.kind),
+            std::mem::discriminant(kind),
+            "{text}: {}",
+            err.message
+        );
         assert_eq!(err.row, *row, "{text}");
         assert_eq!(err.column.as_deref(), *column, "{text}");
     }
@@ -121,11 +238,23 @@ fn value_parsers_are_exact() {
     assert_eq!(parse_date("2000-03-01").unwrap(), 11017);
     assert_eq!(parse_date("1900-01-01").unwrap(), -25567);
     assert!(parse_date("2023-13-01").is_err());
-    assert_eq!(parse_timestamp("1970-01-01 00:00:01", false).unwrap(), 1_000_000);
-    assert_eq!(parse_timestamp("1969-12-31T23:59:59.999999", false).unwrap(), -1);
+    assert_eq!(
+        parse_timestamp("1970-01-01 00:00:01", false).unwrap(),
+        1_000_000
+    );
+    assert_eq!(
+        parse_timestamp("1969-12-31T23:59:59.999999", false).unwrap(),
+        -1
+    );
     assert_eq!(parse_timestamp("1970-01-01T00:00:00Z", true).unwrap(), 0);
-    assert_eq!(parse_timestamp("1970-01-01T01:00:00+01:00", true).unwrap(), 0);
-    assert_eq!(parse_timestamp("1970-01-01T00:00:00-0130", true).unwrap(), 5_400_000_000);
+    assert_eq!(
+        parse_timestamp("1970-01-01T01:00:00+01:00", true).unwrap(),
+        0
+    );
+    assert_eq!(
+        parse_timestamp("1970-01-01T00:00:00-0130", true).unwrap(),
+        5_400_000_000
+    );
     assert!(parse_timestamp("1970-01-01T00:00:00.0000001", false).is_err());
     assert_eq!(parse_decimal("12.5", 5, 2).unwrap(), 1250);
     assert_eq!(parse_decimal("-0.01", 5, 2).unwrap(), -1);
@@ -137,5 +266,8 @@ fn value_parsers_are_exact() {
         parse_decimal("99999999999999999999999999999999999999", 38, 0).unwrap(),
         99999999999999999999999999999999999999
     );
-    assert_eq!(parse_uuid("00000000-0000-0000-0000-0000000000FF").unwrap()[15], 255);
+    assert_eq!(
+        parse_uuid("00000000-0000-0000-0000-0000000000FF").unwrap()[15],
+        255
+    );
 }

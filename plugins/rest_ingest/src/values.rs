@@ -60,7 +60,9 @@ pub fn convert(data_type: &DataType, json: &Json) -> Result<Value, String> {
             _ => Err(expected("a date \"YYYY-MM-DD\"", json)),
         },
         DataType::Timestamp | DataType::Timestamptz => match json {
-            Json::String(s) => parse_timestamp(s, matches!(data_type, DataType::Timestamptz)).map(Value::Int),
+            Json::String(s) => {
+                parse_timestamp(s, matches!(data_type, DataType::Timestamptz)).map(Value::Int)
+            }
             Json::Number(n) if n.is_i64() => Ok(Value::Int(n.as_i64().unwrap())),
             _ => Err(expected(
                 "a timestamp \"YYYY-MM-DD HH:MM:SS[.ffffff]\" or integer microseconds",
@@ -124,7 +126,8 @@ pub fn parse_date(s: &str) -> Result<i32, String> {
         None => (false, s),
     };
     let mut parts = body.split('-');
-    let (Some(y), Some(m), Some(d), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(y), Some(m), Some(d), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(bad());
     };
@@ -160,27 +163,28 @@ pub fn parse_timestamp(s: &str, with_zone: bool) -> Result<i64, String> {
             .or_else(|| rest.strip_prefix(' '))
             .ok_or_else(|| bad("expected 'T' or ' ' between date and time"))?;
         // Split off a zone designator.
-        let (time, zone) = if let Some(t) = rest.strip_suffix('Z').or_else(|| rest.strip_suffix('z')) {
-            (t, Some(0))
-        } else if let Some(pos) = rest.rfind(['+', '-']) {
-            let (t, z) = rest.split_at(pos);
-            let sign = if z.starts_with('-') { -1 } else { 1 };
-            let z = &z[1..];
-            let (hh, mm) = match z.split_once(':') {
-                Some((h, m)) => (h, m),
-                None if z.len() == 4 => z.split_at(2),
-                None if z.len() == 2 => (z, "00"),
-                None => return Err(bad("bad UTC offset")),
+        let (time, zone) =
+            if let Some(t) = rest.strip_suffix('Z').or_else(|| rest.strip_suffix('z')) {
+                (t, Some(0))
+            } else if let Some(pos) = rest.rfind(['+', '-']) {
+                let (t, z) = rest.split_at(pos);
+                let sign = if z.starts_with('-') { -1 } else { 1 };
+                let z = &z[1..];
+                let (hh, mm) = match z.split_once(':') {
+                    Some((h, m)) => (h, m),
+                    None if z.len() == 4 => z.split_at(2),
+                    None if z.len() == 2 => (z, "00"),
+                    None => return Err(bad("bad UTC offset")),
+                };
+                let h = digits(hh, "offset").map_err(|_| bad("bad UTC offset"))? as i64;
+                let m = digits(mm, "offset").map_err(|_| bad("bad UTC offset"))? as i64;
+                if h > 23 || m > 59 {
+                    return Err(bad("bad UTC offset"));
+                }
+                (t, Some(sign * (h * 3600 + m * 60)))
+            } else {
+                (rest, None)
             };
-            let h = digits(hh, "offset").map_err(|_| bad("bad UTC offset"))? as i64;
-            let m = digits(mm, "offset").map_err(|_| bad("bad UTC offset"))? as i64;
-            if h > 23 || m > 59 {
-                return Err(bad("bad UTC offset"));
-            }
-            (t, Some(sign * (h * 3600 + m * 60)))
-        } else {
-            (rest, None)
-        };
         if let Some(off) = zone {
             if !with_zone && off != 0 {
                 return Err(bad("a UTC offset needs a timestamptz column"));
@@ -192,9 +196,21 @@ pub fn parse_timestamp(s: &str, with_zone: bool) -> Result<i64, String> {
             None => (time, None),
         };
         let mut parts = hms.split(':');
-        let h = parts.next().map(|p| digits(p, "hour")).transpose().map_err(|_| bad("bad hour"))?;
-        let m = parts.next().map(|p| digits(p, "minute")).transpose().map_err(|_| bad("bad minute"))?;
-        let sec = parts.next().map(|p| digits(p, "second")).transpose().map_err(|_| bad("bad second"))?;
+        let h = parts
+            .next()
+            .map(|p| digits(p, "hour"))
+            .transpose()
+            .map_err(|_| bad("bad hour"))?;
+        let m = parts
+            .next()
+            .map(|p| digits(p, "minute"))
+            .transpose()
+            .map_err(|_| bad("bad minute"))?;
+        let sec = parts
+            .next()
+            .map(|p| digits(p, "second"))
+            .transpose()
+            .map_err(|_| bad("bad second"))?;
         if parts.next().is_some() {
             return Err(bad("bad time"));
         }
@@ -226,7 +242,8 @@ pub fn parse_timestamp(s: &str, with_zone: bool) -> Result<i64, String> {
 
 /// Parses a decimal literal exactly into its unscaled value at `scale`.
 pub fn parse_decimal(text: &str, precision: u8, scale: u8) -> Result<i128, String> {
-    let bad = |why: &str| format!("invalid decimal '{text}' for decimal({precision},{scale}): {why}");
+    let bad =
+        |why: &str| format!("invalid decimal '{text}' for decimal({precision},{scale}): {why}");
     let t = text.trim();
     let (negative, t) = match t.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -267,7 +284,11 @@ pub fn parse_decimal(text: &str, precision: u8, scale: u8) -> Result<i128, Strin
     if significant.len() > precision as usize {
         return Err(bad(&format!("more than {precision} significant digits")));
     }
-    let value: i128 = if significant.is_empty() { 0 } else { significant.parse().map_err(|_| bad("out of range"))? };
+    let value: i128 = if significant.is_empty() {
+        0
+    } else {
+        significant.parse().map_err(|_| bad("out of range"))?
+    };
     Ok(if negative { -value } else { value })
 }
 
