@@ -35,7 +35,9 @@ class Server:
         assert os.path.exists(BIN), f"{BIN} missing: build it with `cargo build -p moonlink-host`"
         self.port = free_port()
         args = [BIN, "--data-dir", self.data_dir, "--listen", f"127.0.0.1:{self.port}",
-                "--plugin-dir", PLUGIN_DIR, "--commit-interval-ms", "500", *self.extra_args]
+                "--commit-interval-ms", "500", *self.extra_args]
+        if "--plugin-dir" not in self.extra_args:
+            args += ["--plugin-dir", PLUGIN_DIR]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 30

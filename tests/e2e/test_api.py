@@ -148,3 +148,23 @@ def test_bearer_token(make_server):
     assert requests.get(server.url + "/tables").status_code == 401
     ok = requests.get(server.url + "/tables", headers={"authorization": "Bearer s3cret"})
     assert ok.status_code == 200
+
+
+def test_a_broken_plugin_is_a_500_and_the_server_keeps_running(make_server, tmp_path):
+    """The faulty fixture stands in for rest_ingest: its faults are the host's problem (5xx),
+    never the caller's, and the next request is served normally."""
+    import os
+    import shutil
+    from conftest import PLUGIN_DIR
+
+    plugin_dir = tmp_path / "plugins"
+    plugin_dir.mkdir()
+    shutil.copy(os.path.join(PLUGIN_DIR, "faulty.wasm"), plugin_dir / "rest_ingest.wasm")
+    server = make_server(["--plugin-dir", str(plugin_dir), "--plugin-timeout-ms", "300", "--plugin-memory-mib", "64"])
+    server.create_table("demo.t", [{"name": "id", "data_type": "int64", "nullable": False}])
+    for fault in (b"trap", b"loop", b"oom", b"wrong-table", b"ragged"):
+        body = error(requests.post(server.url + "/ingest/demo.t", data=fault), 500, "plugin_error")
+        assert "plugin" in body["message"]
+    assert requests.post(server.url + "/ingest/demo.t", data=b"fine").status_code == 200
+    loc = server.table("demo.t")["metadata_location"]
+    assert duckdb_rows(loc) == [(1,)]

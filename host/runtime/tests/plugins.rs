@@ -1,0 +1,141 @@
+//! The runtime against real components: the first-party rest_ingest plugin and the `faulty`
+//! fixture. Both are built by `scripts/test.sh` (`cargo build -p rest_ingest -p faulty
+//! --target wasm32-wasip2 --release`) before the tests run.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Date32Type, Decimal128Type, Int32Type, Int64Type};
+use arrow_array::Array;
+use moonlink_engine::{ColumnSchema, ColumnType, TableSchema};
+use moonlink_runtime::{
+    DataErrorKind, PluginRuntime, RequestMode, RestDecoder, RuntimeConfig, RuntimeError,
+};
+
+fn plugin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let path = target.join("wasm32-wasip2/release").join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p {name} --target wasm32-wasip2 --release`",
+        path.display()
+    );
+    path
+}
+
+fn runtime(cache_dir: Option<PathBuf>) -> PluginRuntime {
+    PluginRuntime::new(RuntimeConfig {
+        memory_limit_bytes: 64 * 1024 * 1024,
+        call_timeout: Duration::from_millis(300),
+        cache_dir,
+    })
+    .unwrap()
+}
+
+fn schema() -> TableSchema {
+    let col = |name: &str, data_type, nullable| ColumnSchema {
+        name: name.into(),
+        data_type,
+        nullable,
+    };
+    TableSchema {
+        columns: vec![
+            col("id", ColumnType::Int64, false),
+            col("small", ColumnType::Int16, true),
+            col("day", ColumnType::Date32, true),
+            col("price", ColumnType::Decimal { precision: 9, scale: 2 }, true),
+            col("name", ColumnType::Utf8, true),
+        ],
+        primary_key: vec![],
+    }
+}
+
+#[test]
+fn rest_ingest_decodes_into_engine_batches() {
+    let decoder = RestDecoder::load(&runtime(None), &plugin("rest_ingest")).unwrap();
+    let body = br#"{"operation":"insert","request_mode":"sync","data":[
+        {"id":1,"small":-5,"day":"1970-01-02","price":"12.34","name":"a"},
+        {"id":2}]}"#;
+    let decoded = decoder
+        .decode("demo.t", &schema(), Some("application/json"), &[], body)
+        .unwrap();
+    assert_eq!(decoded.mode, RequestMode::Sync);
+    let rows = decoded.batch.rows();
+    assert_eq!(rows.num_rows(), 2);
+    assert_eq!(rows.column(0).as_primitive::<Int64Type>().values(), &[1, 2]);
+    assert_eq!(rows.column(1).as_primitive::<Int32Type>().value(0), -5);
+    assert_eq!(rows.column(2).as_primitive::<Date32Type>().value(0), 1);
+    assert_eq!(rows.column(3).as_primitive::<Decimal128Type>().value(0), 1234);
+    assert!(rows.column(4).is_null(1));
+}
+
+#[test]
+fn caller_errors_keep_row_and_column() {
+    let decoder = RestDecoder::load(&runtime(None), &plugin("rest_ingest")).unwrap();
+    let err = decoder
+        .decode("demo.t", &schema(), None, &[], br#"{"data":[{"id":1},{"id":"x"}]}"#)
+        .unwrap_err();
+    assert!(err.is_caller_error());
+    match err {
+        RuntimeError::Data { kind, row, column, .. } => {
+            assert_eq!(kind, DataErrorKind::InvalidValue);
+            assert_eq!(row, Some(1));
+            assert_eq!(column.as_deref(), Some("id"));
+        }
+        other => panic!("unexpected {other}"),
+    }
+    let err = decoder
+        .decode("demo.t", &schema(), None, &[], b"{oops")
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::Data { kind: DataErrorKind::Malformed, .. }));
+}
+
+#[test]
+fn invalid_files_fail_to_load_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(None);
+    let missing = RestDecoder::load(&runtime, &dir.path().join("nope.wasm"));
+    assert!(matches!(missing, Err(RuntimeError::Load { .. })));
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"\0asm not really").unwrap();
+    let err = RestDecoder::load(&runtime, &garbage).err().unwrap();
+    assert!(err.to_string().contains("garbage.wasm"), "{err}");
+}
+
+#[test]
+fn faults_fail_one_call_and_the_next_call_works() {
+    let decoder = RestDecoder::load(&runtime(None), &plugin("faulty")).unwrap();
+    let call = |body: &[u8]| decoder.decode("demo.t", &schema(), None, &[], body);
+    assert!(matches!(call(b"trap"), Err(RuntimeError::Trap(_))));
+    assert!(matches!(call(b"loop"), Err(RuntimeError::Timeout)));
+    assert!(matches!(call(b"oom"), Err(RuntimeError::MemoryLimit)));
+    for body in [&b"wrong-table"[..], b"ragged", b"wrong-type"] {
+        let err = call(body).unwrap_err();
+        assert!(matches!(err, RuntimeError::MalformedBatch(_)), "{err}");
+        assert!(!err.is_caller_error());
+    }
+    // Each call runs in a fresh instance: nothing above poisoned the plugin.
+    let ok = call(b"fine").unwrap();
+    assert_eq!(ok.batch.num_rows(), 1);
+}
+
+#[test]
+fn compiled_components_are_cached_on_disk() {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = runtime(Some(cache.path().to_path_buf()));
+    RestDecoder::load(&runtime, &plugin("rest_ingest")).unwrap();
+    let cached: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    // A second load (a restart) uses the artifact and still decodes.
+    let decoder = RestDecoder::load(&runtime, &plugin("rest_ingest")).unwrap();
+    decoder
+        .decode("demo.t", &schema(), None, &[], br#"{"data":{"id":3}}"#)
+        .unwrap();
+}
