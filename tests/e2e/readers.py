@@ -62,6 +62,33 @@ def duckdb_count(metadata_location):
         con.close()
 
 
+def live_manifest_entries(metadata_location):
+    """The live (status != DELETED) entries of the current snapshot, read from the Avro
+    manifests with DuckDB's avro extension: file_path, content, file_format, record_count,
+    referenced_data_file, content_offset, content_size_in_bytes."""
+    import json
+
+    with open(metadata_location) as f:
+        metadata = json.load(f)
+    current = metadata.get("current-snapshot-id")
+    snapshot = next(s for s in metadata.get("snapshots", []) if s["snapshot-id"] == current)
+    con = _duckdb()
+    try:
+        manifests = con.execute(f"SELECT manifest_path FROM read_avro('{snapshot['manifest-list']}')").fetchall()
+        entries = []
+        for (path,) in manifests:
+            rows = con.execute(
+                f"""SELECT data_file.file_path, data_file.content, data_file.file_format, data_file.record_count,
+                           data_file.referenced_data_file, data_file.content_offset, data_file.content_size_in_bytes
+                    FROM read_avro('{path}') WHERE status != 2""").fetchall()
+            keys = ["file_path", "content", "file_format", "record_count", "referenced_data_file",
+                    "content_offset", "content_size_in_bytes"]
+            entries.extend(dict(zip(keys, r)) for r in rows)
+        return entries
+    finally:
+        con.close()
+
+
 def _catalog(data_dir):
     from pyiceberg.catalog.sql import SqlCatalog
 

@@ -11,9 +11,9 @@ use std::collections::{HashMap, HashSet};
 
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    DataFile, FormatVersion, ManifestFile, ManifestList, ManifestListWriter, ManifestWriterBuilder,
-    Operation as SnapshotOperation, PartitionSpec, Snapshot, SortOrder, Summary, TableMetadata,
-    TableMetadataBuilder, MAIN_BRANCH,
+    DataContentType, DataFile, FormatVersion, ManifestContentType, ManifestFile, ManifestList,
+    ManifestListWriter, ManifestWriterBuilder, Operation as SnapshotOperation, PartitionSpec,
+    Snapshot, SortOrder, Summary, TableMetadata, TableMetadataBuilder, MAIN_BRANCH,
 };
 use uuid::Uuid;
 
@@ -22,7 +22,8 @@ use crate::error::{EngineError, Result};
 /// Snapshot-summary key holding the last write-ahead-log LSN the snapshot contains.
 pub const CHECKPOINT_SUMMARY_KEY: &str = "moonlink.checkpoint";
 
-/// A live data file of the current snapshot, with what is needed to carry it forward.
+/// A live file of the current snapshot: a data file, or a deletion vector (content
+/// `PositionDeletes`, with `referenced_data_file` naming the data file it applies to).
 #[derive(Debug, Clone)]
 pub struct LiveDataFile {
     pub data_file: DataFile,
@@ -32,10 +33,25 @@ pub struct LiveDataFile {
 #[derive(Debug, Default)]
 pub struct SnapshotChanges {
     pub added: Vec<DataFile>,
-    /// Paths of live data files this snapshot removes (merged into an added file).
+    /// Paths of live data files this snapshot removes (merged into an added file). Their
+    /// deletion vectors go with them.
     pub removed: HashSet<String>,
+    /// New deletion vectors (delete files); each replaces any live one for the same data file.
+    pub added_deletes: Vec<DataFile>,
     /// The checkpoint (WAL LSN) the snapshot makes durable.
     pub checkpoint: u64,
+}
+
+impl SnapshotChanges {
+    /// Whether a live entry of the current snapshot is removed by this snapshot.
+    fn removes(&self, file: &DataFile, replaced_dvs: &HashSet<String>) -> bool {
+        match file.content_type() {
+            DataContentType::Data => self.removed.contains(file.file_path()),
+            _ => file.referenced_data_file().is_some_and(|referenced| {
+                self.removed.contains(&referenced) || replaced_dvs.contains(&referenced)
+            }),
+        }
+    }
 }
 
 /// Metadata file name for version `version` of a table.
@@ -123,11 +139,8 @@ async fn current_manifests(
     Ok(list.consume_entries().into_iter().collect())
 }
 
-/// The live data files of the current snapshot.
-pub async fn live_data_files(
-    file_io: &FileIO,
-    metadata: &TableMetadata,
-) -> Result<Vec<LiveDataFile>> {
+/// The live data files and deletion vectors of the current snapshot.
+pub async fn live_files(file_io: &FileIO, metadata: &TableMetadata) -> Result<Vec<LiveDataFile>> {
     let mut files = Vec::new();
     for manifest in current_manifests(file_io, metadata).await? {
         for entry in manifest.load_manifest(file_io).await?.entries() {
@@ -164,12 +177,16 @@ pub async fn write_snapshot(
     let commit_uuid = Uuid::new_v4();
     let manifest_location = |n: usize| format!("{table_location}/metadata/{commit_uuid}-m{n}.avro");
 
+    let replaced_dvs: HashSet<String> = changes
+        .added_deletes
+        .iter()
+        .filter_map(|f| f.referenced_data_file())
+        .collect();
+    let nothing_removed = changes.removed.is_empty() && replaced_dvs.is_empty();
     let mut manifests = Vec::new();
-    let mut removed_records = 0u64;
-    let mut removed_size = 0u64;
-    let mut removed_files = 0u64;
+    let mut removed = Totals::default();
     for manifest in current_manifests(file_io, metadata).await? {
-        if changes.removed.is_empty() {
+        if nothing_removed {
             manifests.push(manifest);
             continue;
         }
@@ -177,27 +194,28 @@ pub async fn write_snapshot(
         let touches = loaded
             .entries()
             .iter()
-            .any(|e| e.is_alive() && changes.removed.contains(e.data_file().file_path()));
+            .any(|e| e.is_alive() && changes.removes(e.data_file(), &replaced_dvs));
         if !touches {
             manifests.push(manifest);
             continue;
         }
         // Rewrite: removed files become DELETED entries of this snapshot, the rest EXISTING.
-        let mut writer = ManifestWriterBuilder::new(
+        let builder = ManifestWriterBuilder::new(
             file_io.new_output(manifest_location(manifests.len() + 1000))?,
             Some(snapshot_id),
             schema.clone(),
             spec.clone(),
-        )
-        .build_v3_data();
+        );
+        let mut writer = match manifest.content {
+            ManifestContentType::Data => builder.build_v3_data(),
+            ManifestContentType::Deletes => builder.build_v3_deletes(),
+        };
         for entry in loaded.entries().iter().filter(|e| e.is_alive()) {
             let data_file = entry.data_file().clone();
             let seq = entry.sequence_number().unwrap_or(0);
             let file_seq = entry.file_sequence_number.or(Some(seq));
-            if changes.removed.contains(data_file.file_path()) {
-                removed_records += data_file.record_count();
-                removed_size += data_file.file_size_in_bytes();
-                removed_files += 1;
+            if changes.removes(&data_file, &replaced_dvs) {
+                removed.count(&data_file);
                 writer.add_delete_file(data_file, seq, file_seq)?;
             } else {
                 let added_in = entry.snapshot_id().unwrap_or(snapshot_id);
@@ -207,22 +225,32 @@ pub async fn write_snapshot(
         manifests.push(writer.write_manifest_file().await?);
     }
 
-    let added_records: u64 = changes.added.iter().map(|f| f.record_count()).sum();
-    let added_size: u64 = changes.added.iter().map(|f| f.file_size_in_bytes()).sum();
-    let added_files = changes.added.len() as u64;
-    if !changes.added.is_empty() {
-        let mut writer = ManifestWriterBuilder::new(
-            file_io.new_output(manifest_location(0))?,
+    let mut added = Totals::default();
+    changes.added.iter().for_each(|f| added.count(f));
+    changes.added_deletes.iter().for_each(|f| added.count(f));
+    for (n, (files, is_data)) in [(changes.added, true), (changes.added_deletes, false)]
+        .into_iter()
+        .enumerate()
+    {
+        if files.is_empty() {
+            continue;
+        }
+        let builder = ManifestWriterBuilder::new(
+            file_io.new_output(manifest_location(n))?,
             Some(snapshot_id),
             schema.clone(),
             spec.clone(),
-        )
-        .build_v3_data();
-        for file in changes.added {
+        );
+        let mut writer = if is_data {
+            builder.build_v3_data()
+        } else {
+            builder.build_v3_deletes()
+        };
+        for file in files {
             writer.add_file(file, sequence_number)?;
         }
         // New files first: readers plan newest data first.
-        manifests.insert(0, writer.write_manifest_file().await?);
+        manifests.insert(n.min(manifests.len()), writer.write_manifest_file().await?);
     }
 
     let manifest_list_location =
@@ -251,38 +279,63 @@ pub async fn write_snapshot(
     let mut set = |k: &str, v: u64| {
         props.insert(k.to_string(), v.to_string());
     };
-    set("added-data-files", added_files);
-    set("added-records", added_records);
-    set("added-files-size", added_size);
-    if removed_files > 0 {
-        set("deleted-data-files", removed_files);
-        set("deleted-records", removed_records);
-        set("removed-files-size", removed_size);
+    set("added-data-files", added.data_files);
+    set("added-records", added.records);
+    set("added-files-size", added.size);
+    if added.delete_files > 0 {
+        set("added-delete-files", added.delete_files);
+        set("added-position-delete-files", added.delete_files);
+        set("added-position-deletes", added.position_deletes);
     }
+    if removed.data_files > 0 {
+        set("deleted-data-files", removed.data_files);
+        set("deleted-records", removed.records);
+    }
+    if removed.delete_files > 0 {
+        set("removed-delete-files", removed.delete_files);
+        set("removed-position-delete-files", removed.delete_files);
+        set("removed-position-deletes", removed.position_deletes);
+    }
+    if removed.size > 0 {
+        set("removed-files-size", removed.size);
+    }
+    let grow = |key: &str, plus: u64, minus: u64| (total(key) + plus).saturating_sub(minus);
     set(
         "total-data-files",
-        total("total-data-files") + added_files - removed_files,
+        grow("total-data-files", added.data_files, removed.data_files),
     );
     set(
         "total-records",
-        total("total-records") + added_records - removed_records,
+        grow("total-records", added.records, removed.records),
     );
     set(
         "total-files-size",
-        total("total-files-size") + added_size - removed_size,
+        grow("total-files-size", added.size, removed.size),
     );
-    set("total-delete-files", total("total-delete-files"));
-    set("total-position-deletes", total("total-position-deletes"));
-    set("total-equality-deletes", 0);
     set(
-        "changed-partition-count",
-        u64::from(added_files + removed_files > 0),
+        "total-delete-files",
+        grow(
+            "total-delete-files",
+            added.delete_files,
+            removed.delete_files,
+        ),
     );
+    set(
+        "total-position-deletes",
+        grow(
+            "total-position-deletes",
+            added.position_deletes,
+            removed.position_deletes,
+        ),
+    );
+    set("total-equality-deletes", 0);
+    let changed = added.data_files + added.delete_files + removed.data_files + removed.delete_files;
+    set("changed-partition-count", u64::from(changed > 0));
     props.insert(
         CHECKPOINT_SUMMARY_KEY.to_string(),
         changes.checkpoint.to_string(),
     );
-    let operation = if removed_files > 0 {
+    let operation = if removed.data_files > 0 || added.delete_files > 0 {
         SnapshotOperation::Overwrite
     } else {
         SnapshotOperation::Append
@@ -314,6 +367,34 @@ pub async fn write_snapshot(
         metadata: new_metadata,
         location,
     })
+}
+
+/// Counts of what a snapshot adds or removes, for the summary.
+#[derive(Debug, Default)]
+struct Totals {
+    data_files: u64,
+    records: u64,
+    delete_files: u64,
+    position_deletes: u64,
+    size: u64,
+}
+
+impl Totals {
+    fn count(&mut self, file: &DataFile) {
+        match file.content_type() {
+            DataContentType::Data => {
+                self.data_files += 1;
+                self.records += file.record_count();
+                self.size += file.file_size_in_bytes();
+            }
+            _ => {
+                // Several deletion vectors share one Puffin file; its size is not theirs alone.
+                self.delete_files += 1;
+                self.position_deletes += file.record_count();
+                self.size += file.content_size_in_bytes().unwrap_or(0) as u64;
+            }
+        }
+    }
 }
 
 fn new_snapshot_id(metadata: &TableMetadata) -> i64 {

@@ -28,6 +28,10 @@ pub enum EngineError {
         message: String,
     },
 
+    /// An insert hit keys that already exist; the whole batch was refused.
+    #[error("{} key(s) already exist: {}", .rows.len(), .keys.join("; "))]
+    KeyConflict { rows: Vec<usize>, keys: Vec<String> },
+
     /// The operation is not valid for this table (e.g. an upsert on a table without a key).
     #[error("{0}")]
     OperationNotAllowed(String),

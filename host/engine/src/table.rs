@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use iceberg::spec::{DataFile, Schema as IcebergSchema, TableMetadata};
+use std::collections::HashMap;
+
+use iceberg::spec::{DataContentType, DataFile, Schema as IcebergSchema, TableMetadata};
+use roaring::RoaringTreemap;
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
@@ -21,7 +24,9 @@ use crate::batch::{ChangeBatch, Operation};
 use crate::catalog::Catalog;
 use crate::commit::{self, SnapshotChanges};
 use crate::data_files;
+use crate::deletion_vector;
 use crate::error::{EngineError, Result};
+use crate::keyed_buffer::KeyedBuffer;
 use crate::schema::TableSchema;
 use crate::storage::Warehouse;
 use crate::wal::{self, Wal};
@@ -87,6 +92,11 @@ pub struct TableInfo {
     pub buffered_rows: usize,
     pub data_files: u64,
     pub total_records: u64,
+    /// Rows masked by deletion vectors in the current snapshot.
+    pub deleted_rows: u64,
+    /// Keys in the primary-key index, and its resident size.
+    pub index_entries: usize,
+    pub index_bytes: usize,
     pub last_error: Option<String>,
 }
 
@@ -94,6 +104,8 @@ pub struct TableInfo {
 #[derive(Debug, Clone)]
 pub struct ApplyReceipt {
     pub rows: usize,
+    /// Rows whose key matched a live row: replaced by an upsert or removed by a delete.
+    pub matched: usize,
     pub lsn: u64,
     /// Set for `Durability::Committed`: the snapshot that made the rows visible.
     pub snapshot_id: Option<i64>,
@@ -106,14 +118,36 @@ struct Buffer {
     bytes: usize,
     next_lsn: u64,
     dropped: bool,
+    /// Present for tables with a primary key.
+    keyed: Option<KeyedBuffer>,
 }
 
-/// Rows taken from the buffer but not yet in a committed snapshot; kept across failed
-/// attempts so a retry commits them.
-struct Pending {
+/// Rows taken from the buffer, each group to become one data file; keyed tables know the
+/// file's id in the key index already.
+struct Generation {
+    file_id: Option<u32>,
     batches: Vec<RecordBatch>,
+}
+
+/// What was taken from the buffer but is not yet in a committed snapshot; kept across failed
+/// attempts so a retry commits it.
+struct Pending {
+    generations: Vec<Generation>,
+    /// Deleted positions per data-file id, to merge into that file's deletion vector.
+    deletes: HashMap<u32, RoaringTreemap>,
     through_lsn: u64,
+    /// Live data files of the committed snapshot.
     live_files: Vec<DataFile>,
+    /// Data-file id → path, for keyed tables.
+    paths: HashMap<u32, String>,
+    /// Data-file path → its committed deletion vector.
+    committed_dvs: HashMap<String, RoaringTreemap>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.generations.is_empty() && self.deletes.is_empty()
+    }
 }
 
 pub(crate) struct Table {
@@ -156,32 +190,66 @@ impl Table {
     ) -> Result<Arc<Table>> {
         let file_io = warehouse.file_io();
         let committed_lsn = commit::committed_checkpoint(&open.metadata);
-        let live_files = commit::live_data_files(&file_io, &open.metadata)
-            .await?
-            .into_iter()
-            .map(|f| f.data_file)
-            .collect();
-        let (wal, replay) = Wal::open(wal_dir, committed_lsn)?;
+        let mut live_files = Vec::new();
+        let mut delete_files = Vec::new();
+        for file in commit::live_files(&file_io, &open.metadata).await? {
+            match file.data_file.content_type() {
+                DataContentType::Data => live_files.push(file.data_file),
+                _ => delete_files.push(file.data_file),
+            }
+        }
+        let mut committed_dvs = HashMap::new();
+        for dv in &delete_files {
+            if let Some(data_file) = dv.referenced_data_file() {
+                committed_dvs.insert(
+                    data_file,
+                    deletion_vector::read_deletion_vector(&warehouse, dv).await?,
+                );
+            }
+        }
         let arrow_schema = open.schema.arrow_schema();
+        let mut paths = HashMap::new();
+        let keyed = if open.schema.primary_key.is_empty() {
+            None
+        } else {
+            // Rebuild the key index from the table: Iceberg is the source of truth.
+            let key_columns = open
+                .schema
+                .primary_key
+                .iter()
+                .filter_map(|k| open.schema.column_index(k))
+                .collect();
+            let mut keyed = KeyedBuffer::new(key_columns);
+            for file in &live_files {
+                let id = keyed.allocate_file_id();
+                paths.insert(id, file.file_path().to_string());
+                let deleted = committed_dvs.get(file.file_path());
+                let mut position = 0u32;
+                for batch in
+                    data_files::read_data_file(&warehouse, file.file_path(), &arrow_schema).await?
+                {
+                    keyed.index_file(id, &batch, position, deleted);
+                    position += batch.num_rows() as u32;
+                }
+            }
+            Some(keyed)
+        };
+        let (wal, replay) = Wal::open(wal_dir, committed_lsn)?;
         let mut buffer = Buffer {
             batches: Vec::new(),
             rows: 0,
             bytes: 0,
             next_lsn: committed_lsn + 1,
             dropped: false,
+            keyed,
         };
         if !replay.is_empty() {
             tracing::info!(table = %open.name, records = replay.len(), after_lsn = committed_lsn,
                 "replaying write-ahead log");
         }
         for record in replay {
-            buffer.rows += record.batch.num_rows();
-            buffer.bytes += record.batch.rows().get_array_memory_size();
             buffer.next_lsn = record.lsn + 1;
-            buffer.batches.push(RecordBatch::try_new(
-                arrow_schema.clone(),
-                record.batch.rows().columns().to_vec(),
-            )?);
+            buffer.append(&arrow_schema, &record.batch)?;
         }
         let iceberg_schema = open.metadata.current_schema().clone();
         let (stop, _) = watch::channel(false);
@@ -199,9 +267,12 @@ impl Table {
             wal: Mutex::new(Some(wal)),
             buffer: Mutex::new(buffer),
             pending: tokio::sync::Mutex::new(Pending {
-                batches: Vec::new(),
+                generations: Vec::new(),
+                deletes: HashMap::new(),
                 through_lsn: committed_lsn,
                 live_files,
+                paths,
+                committed_dvs,
             }),
             committed: watch::channel(CommitState {
                 metadata: Arc::new(open.metadata),
@@ -224,52 +295,62 @@ impl Table {
 
     /// Makes a batch durable per `durability` and buffers it for the next commit.
     pub async fn apply(&self, batch: ChangeBatch, durability: Durability) -> Result<ApplyReceipt> {
-        if let Some(op) = batch.operations().iter().find(|o| **o != Operation::Insert) {
-            let op = match op {
-                Operation::Upsert => "upsert",
-                _ => "delete",
-            };
-            return Err(if self.schema.primary_key.is_empty() {
-                EngineError::OperationNotAllowed(format!(
-                    "'{op}' needs a primary key, and table '{}' has none (it is append-only)",
+        let keyed = !self.schema.primary_key.is_empty();
+        if !keyed {
+            if let Some(op) = batch.operations().iter().find(|o| **o != Operation::Insert) {
+                return Err(EngineError::OperationNotAllowed(format!(
+                    "'{}' needs a primary key, and table '{}' has none (it is append-only)",
+                    if *op == Operation::Upsert {
+                        "upsert"
+                    } else {
+                        "delete"
+                    },
                     self.name
-                ))
-            } else {
-                EngineError::Unsupported(format!("'{op}' on keyed tables is not implemented yet"))
-            });
+                )));
+            }
         }
         let rows = batch.num_rows();
         if rows == 0 {
             let state = self.committed.borrow().clone();
             return Ok(ApplyReceipt {
                 rows,
+                matched: 0,
                 lsn: state.committed_lsn,
                 snapshot_id: None,
                 metadata_location: None,
             });
         }
         let payload = wal::encode_batch(&batch)?;
-        let bytes = batch.rows().get_array_memory_size();
-        // Stored batches carry the table's declared schema exactly.
-        let stored =
-            RecordBatch::try_new(self.arrow_schema.clone(), batch.rows().columns().to_vec())?;
-        let (lsn, logged, over_limit) = {
+        let (lsn, matched, logged, over_limit) = {
             let mut buffer = self.lock_buffer();
             if buffer.dropped {
                 return Err(EngineError::TableNotFound(self.name.clone()));
+            }
+            if let Some(keys) = &buffer.keyed {
+                let conflicts = keys.insert_conflicts(batch.operations(), batch.rows());
+                if !conflicts.is_empty() {
+                    return Err(EngineError::KeyConflict {
+                        rows: conflicts.clone(),
+                        keys: self.render_keys(batch.rows(), &conflicts),
+                    });
+                }
             }
             let lsn = buffer.next_lsn;
             let wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
             let Some(wal) = wal.as_ref() else {
                 return Err(EngineError::TableNotFound(self.name.clone()));
             };
-            // Appending under the buffer lock keeps log order equal to LSN order.
+            // Appending under the buffer lock keeps log order equal to LSN order, and the
+            // conflict check above valid for this batch.
             let logged = wal.append(lsn, payload);
             buffer.next_lsn += 1;
-            buffer.batches.push(stored);
-            buffer.rows += rows;
-            buffer.bytes += bytes;
-            (lsn, logged, buffer.bytes >= self.config.max_buffer_bytes)
+            let matched = buffer.append(&self.arrow_schema, &batch)?;
+            (
+                lsn,
+                matched,
+                logged,
+                buffer.bytes >= self.config.max_buffer_bytes,
+            )
         };
         if over_limit {
             self.wake.notify_one();
@@ -279,6 +360,7 @@ impl Table {
             .map_err(|_| EngineError::Unavailable("write-ahead log writer stopped".into()))??;
         let mut receipt = ApplyReceipt {
             rows,
+            matched,
             lsn,
             snapshot_id: None,
             metadata_location: None,
@@ -289,6 +371,25 @@ impl Table {
             receipt.metadata_location = Some(state.metadata_location);
         }
         Ok(receipt)
+    }
+
+    /// `id=7, region='eu'`-style renderings of the key of each row in `rows`.
+    fn render_keys(&self, batch: &RecordBatch, rows: &[usize]) -> Vec<String> {
+        rows.iter()
+            .take(20)
+            .map(|&row| {
+                self.schema
+                    .primary_key
+                    .iter()
+                    .filter_map(|k| {
+                        let column = batch.column(self.schema.column_index(k)?);
+                        let value = arrow_cast::display::array_value_to_string(column, row).ok()?;
+                        Some(format!("{k}={value}"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .collect()
     }
 
     /// Waits until a snapshot containing `lsn` is committed, asking for a commit now.
@@ -344,17 +445,42 @@ impl Table {
         let mut pending = self.pending.lock().await;
         {
             let mut buffer = self.lock_buffer();
-            if !buffer.batches.is_empty() {
-                pending.batches.append(&mut buffer.batches);
-                pending.through_lsn = buffer.next_lsn - 1;
+            let through_lsn = buffer.next_lsn - 1;
+            let has_deletes = buffer
+                .keyed
+                .as_ref()
+                .is_some_and(|k| !k.file_deletes.is_empty());
+            if through_lsn > pending.through_lsn || has_deletes {
+                let batches = std::mem::take(&mut buffer.batches);
                 buffer.rows = 0;
                 buffer.bytes = 0;
+                let generation = match buffer.keyed.as_mut() {
+                    Some(keys) => {
+                        for (file, positions) in std::mem::take(&mut keys.file_deletes) {
+                            *pending.deletes.entry(file).or_default() |= positions;
+                        }
+                        let taken = keys.take(batches)?;
+                        Generation {
+                            file_id: Some(taken.file_id),
+                            batches: taken.rows.into_iter().collect(),
+                        }
+                    }
+                    None => Generation {
+                        file_id: None,
+                        batches,
+                    },
+                };
+                if !generation.batches.is_empty() {
+                    pending.generations.push(generation);
+                }
+                pending.through_lsn = through_lsn;
                 if let Some(wal) = self.wal.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                     wal.rotate(buffer.next_lsn);
                 }
             }
         }
-        if pending.batches.is_empty() {
+        let committed_lsn = self.committed.borrow().committed_lsn;
+        if pending.is_empty() && pending.through_lsn <= committed_lsn {
             return Ok(self.committed.borrow().clone());
         }
         match self.commit_pending(&mut pending).await {
@@ -377,41 +503,91 @@ impl Table {
             .location()
             .trim_end_matches('/')
             .to_string();
+        let new_data_path = || format!("{table_location}/data/{}.parquet", Uuid::now_v7());
 
-        let small_limit = self.config.target_file_size / 4;
-        let small: Vec<&DataFile> = pending
-            .live_files
-            .iter()
-            .filter(|f| f.file_size_in_bytes() < small_limit)
-            .collect();
-        let mut to_write: Vec<RecordBatch> = Vec::new();
+        // Append-only tables merge small files on commit. Keyed tables do not yet: merging
+        // moves row positions, which the key index and deletion vectors would have to follow.
         let mut removed = HashSet::new();
-        if small.len() + 1 >= self.config.merge_fanout.max(2) {
-            for file in &small {
-                to_write.extend(
-                    data_files::read_data_file(
-                        &self.warehouse,
-                        file.file_path(),
-                        &self.arrow_schema,
-                    )
-                    .await?,
-                );
-                removed.insert(file.file_path().to_string());
+        let mut merged_rows: Vec<RecordBatch> = Vec::new();
+        if self.schema.primary_key.is_empty() {
+            let small_limit = self.config.target_file_size / 4;
+            let small: Vec<&DataFile> = pending
+                .live_files
+                .iter()
+                .filter(|f| f.file_size_in_bytes() < small_limit)
+                .collect();
+            if small.len() + 1 >= self.config.merge_fanout.max(2) {
+                for file in &small {
+                    merged_rows.extend(
+                        data_files::read_data_file(
+                            &self.warehouse,
+                            file.file_path(),
+                            &self.arrow_schema,
+                        )
+                        .await?,
+                    );
+                    removed.insert(file.file_path().to_string());
+                }
             }
         }
-        to_write.extend(pending.batches.iter().cloned());
 
         let mut added = Vec::new();
-        for chunk in chunk_by_size(&to_write, self.arrow_bytes_per_file()) {
-            let location = format!("{table_location}/data/{}.parquet", Uuid::now_v7());
+        let mut new_paths = Vec::new();
+        for generation in &pending.generations {
+            match generation.file_id {
+                Some(file_id) => {
+                    // One file per generation: its rows' positions are already in the index.
+                    let path = new_data_path();
+                    added.push(
+                        data_files::write_data_file(
+                            &file_io,
+                            &self.iceberg_schema,
+                            &path,
+                            &generation.batches,
+                        )
+                        .await?,
+                    );
+                    new_paths.push((file_id, path));
+                }
+                None => merged_rows.extend(generation.batches.iter().cloned()),
+            }
+        }
+        for chunk in chunk_by_size(&merged_rows, self.arrow_bytes_per_file()) {
             added.push(
-                data_files::write_data_file(&file_io, &self.iceberg_schema, &location, chunk)
-                    .await?,
+                data_files::write_data_file(
+                    &file_io,
+                    &self.iceberg_schema,
+                    &new_data_path(),
+                    chunk,
+                )
+                .await?,
             );
         }
+
+        let mut paths = pending.paths.clone();
+        paths.extend(new_paths.iter().cloned());
+        let mut vectors = Vec::new();
+        for (file_id, positions) in &pending.deletes {
+            let Some(path) = paths.get(file_id) else {
+                return Err(EngineError::Catalog(format!(
+                    "deletes for unknown data file id {file_id}"
+                )));
+            };
+            let mut merged = pending.committed_dvs.get(path).cloned().unwrap_or_default();
+            merged |= positions;
+            vectors.push((path.clone(), merged));
+        }
+        let added_deletes = if vectors.is_empty() {
+            Vec::new()
+        } else {
+            let location = format!("{table_location}/data/{}-deletes.puffin", Uuid::now_v7());
+            deletion_vector::write_deletion_vectors(&file_io, &location, &vectors).await?
+        };
+
         let changes = SnapshotChanges {
             added: added.clone(),
             removed: removed.clone(),
+            added_deletes,
             checkpoint: pending.through_lsn,
         };
         let committed = commit::write_snapshot(
@@ -428,12 +604,17 @@ impl Table {
             &committed.location,
         )?;
         tracing::debug!(table = %self.name, lsn = pending.through_lsn, files = added.len(),
-            merged = removed.len(), "committed snapshot");
+            merged = removed.len(), deletion_vectors = vectors.len(), "committed snapshot");
         pending
             .live_files
             .retain(|f| !removed.contains(f.file_path()));
         pending.live_files.extend(added);
-        pending.batches.clear();
+        pending.paths = paths;
+        for (path, merged) in vectors {
+            pending.committed_dvs.insert(path, merged);
+        }
+        pending.generations.clear();
+        pending.deletes.clear();
         let through = pending.through_lsn;
         let state = CommitState {
             metadata: Arc::new(committed.metadata),
@@ -459,9 +640,14 @@ impl Table {
 
     pub fn info(&self) -> TableInfo {
         let state = self.committed.borrow().clone();
-        let (buffered_rows, last_lsn) = {
+        let (buffered_rows, last_lsn, index_entries, index_bytes) = {
             let buffer = self.lock_buffer();
-            (buffer.rows, buffer.next_lsn - 1)
+            let (entries, bytes) = buffer
+                .keyed
+                .as_ref()
+                .map(|k| (k.index.len(), k.index.memory_bytes()))
+                .unwrap_or((0, 0));
+            (buffer.rows, buffer.next_lsn - 1, entries, bytes)
         };
         let summary = state
             .metadata
@@ -481,6 +667,9 @@ impl Table {
             buffered_rows,
             data_files: total("total-data-files"),
             total_records: total("total-records"),
+            deleted_rows: total("total-position-deletes"),
+            index_entries,
+            index_bytes,
             last_error: state.last_error,
         }
     }
@@ -506,6 +695,27 @@ impl Table {
             wal.destroy()?;
         }
         Ok(())
+    }
+}
+
+impl Buffer {
+    /// Buffers a batch (already in the log); returns how many keys matched live rows.
+    fn append(&mut self, schema: &SchemaRef, batch: &ChangeBatch) -> Result<usize> {
+        let (rows, matched) = match self.keyed.as_mut() {
+            Some(keys) => {
+                let applied = keys.apply(batch.operations(), batch.rows())?;
+                (applied.rows, applied.matched)
+            }
+            None => (batch.rows().clone(), 0),
+        };
+        if rows.num_rows() > 0 {
+            // Stored batches carry the table's declared schema exactly.
+            let stored = RecordBatch::try_new(schema.clone(), rows.columns().to_vec())?;
+            self.rows += stored.num_rows();
+            self.bytes += stored.get_array_memory_size();
+            self.batches.push(stored);
+        }
+        Ok(matched)
     }
 }
 

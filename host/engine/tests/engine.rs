@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::{Array, ArrayRef, Int64Array, StringArray};
-use moonlink_engine::commit::{live_data_files, load_metadata, CHECKPOINT_SUMMARY_KEY};
+use moonlink_engine::commit::{live_files, load_metadata, CHECKPOINT_SUMMARY_KEY};
 use moonlink_engine::data_files::read_data_file;
 use moonlink_engine::storage::Warehouse;
 use moonlink_engine::{
@@ -80,7 +80,10 @@ async fn committed_ids(dir: &std::path::Path, engine: &Engine) -> Vec<i64> {
     let info = engine.table_info("demo.users").unwrap();
     let metadata = load_metadata(&io, &info.metadata_location).await.unwrap();
     let mut ids = Vec::new();
-    for file in live_data_files(&io, &metadata).await.unwrap() {
+    for file in live_files(&io, &metadata).await.unwrap() {
+        if file.data_file.content_type() != iceberg::spec::DataContentType::Data {
+            continue;
+        }
         for b in read_data_file(
             &warehouse,
             file.data_file.file_path(),

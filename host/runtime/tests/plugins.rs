@@ -17,7 +17,9 @@ fn plugin(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let path = target.join("wasm32-wasip2/release").join(format!("{name}.wasm"));
+    let path = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: build it with `cargo build -p {name} --target wasm32-wasip2 --release`",
@@ -46,7 +48,14 @@ fn schema() -> TableSchema {
             col("id", ColumnType::Int64, false),
             col("small", ColumnType::Int16, true),
             col("day", ColumnType::Date32, true),
-            col("price", ColumnType::Decimal { precision: 9, scale: 2 }, true),
+            col(
+                "price",
+                ColumnType::Decimal {
+                    precision: 9,
+                    scale: 2,
+                },
+                true,
+            ),
             col("name", ColumnType::Utf8, true),
         ],
         primary_key: vec![],
@@ -68,7 +77,10 @@ fn rest_ingest_decodes_into_engine_batches() {
     assert_eq!(rows.column(0).as_primitive::<Int64Type>().values(), &[1, 2]);
     assert_eq!(rows.column(1).as_primitive::<Int32Type>().value(0), -5);
     assert_eq!(rows.column(2).as_primitive::<Date32Type>().value(0), 1);
-    assert_eq!(rows.column(3).as_primitive::<Decimal128Type>().value(0), 1234);
+    assert_eq!(
+        rows.column(3).as_primitive::<Decimal128Type>().value(0),
+        1234
+    );
     assert!(rows.column(4).is_null(1));
 }
 
@@ -76,11 +88,19 @@ fn rest_ingest_decodes_into_engine_batches() {
 fn caller_errors_keep_row_and_column() {
     let decoder = RestDecoder::load(&runtime(None), &plugin("rest_ingest")).unwrap();
     let err = decoder
-        .decode("demo.t", &schema(), None, &[], br#"{"data":[{"id":1},{"id":"x"}]}"#)
+        .decode(
+            "demo.t",
+            &schema(),
+            None,
+            &[],
+            br#"{"data":[{"id":1},{"id":"x"}]}"#,
+        )
         .unwrap_err();
     assert!(err.is_caller_error());
     match err {
-        RuntimeError::Data { kind, row, column, .. } => {
+        RuntimeError::Data {
+            kind, row, column, ..
+        } => {
             assert_eq!(kind, DataErrorKind::InvalidValue);
             assert_eq!(row, Some(1));
             assert_eq!(column.as_deref(), Some("id"));
@@ -90,7 +110,13 @@ fn caller_errors_keep_row_and_column() {
     let err = decoder
         .decode("demo.t", &schema(), None, &[], b"{oops")
         .unwrap_err();
-    assert!(matches!(err, RuntimeError::Data { kind: DataErrorKind::Malformed, .. }));
+    assert!(matches!(
+        err,
+        RuntimeError::Data {
+            kind: DataErrorKind::Malformed,
+            ..
+        }
+    ));
 }
 
 #[test]

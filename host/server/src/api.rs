@@ -103,6 +103,10 @@ fn table_json(info: &TableInfo) -> Value {
         "buffered_rows": info.buffered_rows,
         "data_files": info.data_files,
         "total_records": info.total_records,
+        "deleted_rows": info.deleted_rows,
+        "live_rows": info.total_records.saturating_sub(info.deleted_rows),
+        "index_entries": info.index_entries,
+        "index_bytes": info.index_bytes,
         "last_error": info.last_error,
     })
 }
@@ -295,6 +299,7 @@ async fn ingest(
         "operation": operation,
         "request_mode": mode,
         "rows": receipt.rows,
+        "matched": receipt.matched,
         "lsn": receipt.lsn,
         "snapshot_id": receipt.snapshot_id,
         "metadata_location": receipt.metadata_location,

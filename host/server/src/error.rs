@@ -45,6 +45,7 @@ impl From<EngineError> for ApiError {
         let (status, code) = match &e {
             EngineError::TableNotFound(_) => (StatusCode::NOT_FOUND, "table_not_found"),
             EngineError::TableExists(_) => (StatusCode::CONFLICT, "table_exists"),
+            EngineError::KeyConflict { .. } => (StatusCode::CONFLICT, "key_conflict"),
             EngineError::InvalidSchema(_) => (StatusCode::BAD_REQUEST, "invalid_schema"),
             EngineError::InvalidBatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value"),
             EngineError::OperationNotAllowed(_) => {
@@ -57,9 +58,13 @@ impl From<EngineError> for ApiError {
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let mut api = ApiError::new(status, code, message);
-        if let EngineError::InvalidBatch { row, column, .. } = e {
-            api.row = row.map(|r| r as u64);
-            api.column = column;
+        match e {
+            EngineError::InvalidBatch { row, column, .. } => {
+                api.row = row.map(|r| r as u64);
+                api.column = column;
+            }
+            EngineError::KeyConflict { rows, .. } => api.row = rows.first().map(|r| *r as u64),
+            _ => {}
         }
         api
     }
