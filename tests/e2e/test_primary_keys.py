@@ -131,3 +131,44 @@ def test_model_based_random_sequences(server):
         assert py == want, f"step {step} ({action}): PyIceberg differs from the model"
     one_dv_per_data_file(server)
     assert server.table("shop.items")["index_entries"] == len(model)
+
+
+def test_index_segments_are_used_on_restart_and_rebuilt_when_the_cache_is_lost(server):
+    import glob
+    import os
+    import shutil
+
+    server.create_table("shop.items", SCHEMA, primary_key=KEY)
+    model = {}
+    rows = [{"region": "eu", "id": i, "qty": i} for i in range(200)]
+    server.ingest("shop.items", rows)
+    apply_model(model, "insert", rows)
+    server.ingest("shop.items", [{"region": "eu", "id": i} for i in range(0, 200, 3)], operation="delete")
+    apply_model(model, "delete", [{"region": "eu", "id": i} for i in range(0, 200, 3)])
+    segments = glob.glob(os.path.join(server.data_dir, "cache", "index", "*", "*.idx"))
+    assert len(segments) >= 1
+
+    # Restart with the cache intact: the index comes from the segments, not from Parquet.
+    server.kill()
+    server.start()
+    assert "rebuilt key index segments" not in server.read_log()
+    upserts = [{"region": "eu", "id": i, "qty": -i} for i in range(1, 200, 3)]
+    server.ingest("shop.items", upserts, operation="upsert")
+    apply_model(model, "upsert", upserts)
+
+    # Lose the index cache: it is rebuilt from the Iceberg table and keys still resolve.
+    server.kill()
+    shutil.rmtree(os.path.join(server.data_dir, "cache", "index"))
+    server.start()
+    assert "rebuilt key index segments" in server.read_log()
+    assert glob.glob(os.path.join(server.data_dir, "cache", "index", "*", "*.idx"))
+    deletes = [{"region": "eu", "id": i} for i in range(1, 200, 6)]
+    r = server.ingest("shop.items", deletes, operation="delete")
+    assert r["matched"] == len(deletes)
+    apply_model(model, "delete", deletes)
+    r = requests.post(server.url + "/ingest/shop.items", json={"operation": "insert", "data": [{"region": "eu", "id": 2}]})
+    assert r.status_code == 409, r.text
+    want = expect(*model.values())
+    assert readers(server) == (want, want)
+    assert server.table("shop.items")["index_entries"] == len(model)
+    one_dv_per_data_file(server)

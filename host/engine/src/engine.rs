@@ -5,6 +5,7 @@
 //! DATA-DIR/catalog.db          SQLite catalog, Iceberg JDBC layout (catalog name `moonlink`)
 //! DATA-DIR/warehouse/NS/TABLE  Iceberg tables: data/*.parquet, metadata/*.json|avro
 //! DATA-DIR/cache/wal/TABLE-ID  write-ahead log segments (local disk; Iceberg is the truth)
+//! DATA-DIR/cache/index/TABLE-ID  key-index segments, one per keyed data file (rebuildable)
 //! ```
 
 use std::collections::HashMap;
@@ -113,7 +114,8 @@ impl Engine {
         schema: TableSchema,
         metadata: iceberg::spec::TableMetadata,
     ) -> Result<Arc<Table>> {
-        let wal_dir = self.wal_dir(&entry.id);
+        let wal_dir = self.cache_dir("wal", &entry.id);
+        let index_dir = self.cache_dir("index", &entry.id);
         Table::open(
             OpenTable {
                 name: entry.name,
@@ -127,17 +129,19 @@ impl Engine {
             self.inner.catalog.clone(),
             self.inner.warehouse.clone(),
             &wal_dir,
+            &index_dir,
             self.inner.config.table.clone(),
         )
         .await
     }
 
-    fn wal_dir(&self, table_id: &str) -> PathBuf {
+    /// Local cache directories: `cache/wal/TABLE-ID`, `cache/index/TABLE-ID`.
+    fn cache_dir(&self, kind: &str, table_id: &str) -> PathBuf {
         self.inner
             .config
             .data_dir
             .join("cache")
-            .join("wal")
+            .join(kind)
             .join(table_id)
     }
 

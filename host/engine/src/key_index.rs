@@ -1,10 +1,15 @@
 //! The primary-key index: key → where the live row with that key is.
 //!
-//! Keys are hashed to 64 bits (xxh3 over a canonical, type-tagged encoding of the key columns,
-//! stable across builds); the index stores `hash → location` in 16 bytes per row plus hash
-//! map overhead. Locations are either a position in the in-memory buffer or a (data file,
-//! row position) pair. Two distinct keys sharing a 64-bit hash (probability ~n²/2^65) would be
-//! treated as one key; see NOTES.md.
+//! Keys are hashed to 64 bits (xxh3 over a canonical encoding of the key columns, stable across
+//! builds, so hashes can be persisted). The index has two parts:
+//! - buffered rows: a hash map `hash → buffer row`, small and short-lived;
+//! - data files: one immutable [`Segment`] per file, the file's key hashes sorted, with their
+//!   row positions: 12 bytes per row. Segments are written beside the local cache
+//!   (`index_segment.rs`) so a restart reads them instead of Parquet.
+//!
+//! A segment never changes; a deleted row stays in it and is masked by the file's deleted
+//! positions (the same positions its deletion vector holds). Two distinct keys sharing a 64-bit
+//! hash (probability about n²/2^65) would be treated as one key; see NOTES.md.
 
 use std::collections::HashMap;
 
@@ -15,6 +20,7 @@ use arrow_array::types::{
 };
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
+use roaring::RoaringTreemap;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// Where a live row is.
@@ -26,45 +32,125 @@ pub enum Location {
     File(u32, u32),
 }
 
-/// key hash → location.
+/// The sorted key hashes of one data file and the row position of each.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Segment {
+    pub hashes: Vec<u64>,
+    pub positions: Vec<u32>,
+}
+
+impl Segment {
+    /// Builds a segment from the key hash of every row, in file order.
+    pub fn from_row_hashes(row_hashes: &[u64]) -> Segment {
+        let mut order: Vec<u32> = (0..row_hashes.len() as u32).collect();
+        order.sort_unstable_by_key(|&p| row_hashes[p as usize]);
+        Segment {
+            hashes: order.iter().map(|&p| row_hashes[p as usize]).collect(),
+            positions: order,
+        }
+    }
+
+    /// Row positions holding `hash`.
+    fn positions_of(&self, hash: u64) -> impl Iterator<Item = u32> + '_ {
+        let start = self.hashes.partition_point(|&h| h < hash);
+        self.hashes[start..]
+            .iter()
+            .take_while(move |&&h| h == hash)
+            .zip(&self.positions[start..])
+            .map(|(_, &p)| p)
+    }
+
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.hashes.capacity() * 8 + self.positions.capacity() * 4
+    }
+}
+
+/// key hash → location, over the buffer and every data file's segment.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
-    map: HashMap<u64, Location>,
+    buffer: HashMap<u64, u32>,
+    /// (file id, segment), oldest first.
+    segments: Vec<(u32, Segment)>,
+    /// Deleted positions per file id: committed deletion vectors plus pending deletes.
+    dead: HashMap<u32, RoaringTreemap>,
 }
 
 impl KeyIndex {
-    pub fn get(&self, key: u64) -> Option<Location> {
-        self.map.get(&key).copied()
+    /// The live location of `hash`, newest first.
+    pub fn get(&self, hash: u64) -> Option<Location> {
+        if let Some(&row) = self.buffer.get(&hash) {
+            return Some(Location::Buffer(row));
+        }
+        for (file, segment) in self.segments.iter().rev() {
+            let dead = self.dead.get(file);
+            for position in segment.positions_of(hash) {
+                if !dead.is_some_and(|d| d.contains(position as u64)) {
+                    return Some(Location::File(*file, position));
+                }
+            }
+        }
+        None
     }
 
-    pub fn insert(&mut self, key: u64, location: Location) -> Option<Location> {
-        self.map.insert(key, location)
+    /// Points `hash` at a buffered row.
+    pub fn insert_buffered(&mut self, hash: u64, row: u32) {
+        self.buffer.insert(hash, row);
     }
 
-    pub fn remove(&mut self, key: u64) -> Option<Location> {
-        self.map.remove(&key)
-    }
-
-    /// Moves `key` to `to` only if it is still at `from` (a later write may have superseded it).
-    pub fn relocate(&mut self, key: u64, from: Location, to: Location) {
-        if let Some(slot) = self.map.get_mut(&key) {
-            if *slot == from {
-                *slot = to;
+    /// Forgets a location because its row was deleted or replaced.
+    pub fn kill(&mut self, hash: u64, location: Location) {
+        match location {
+            Location::Buffer(_) => {
+                self.buffer.remove(&hash);
+            }
+            Location::File(file, position) => {
+                self.dead.entry(file).or_default().insert(position as u64);
             }
         }
     }
 
+    /// Replaces the buffer part with a segment for the file the buffer became.
+    pub fn seal_buffer(&mut self, file: u32, segment: Segment) {
+        self.buffer.clear();
+        self.add_segment(file, segment, None);
+    }
+
+    /// Adds a data file's segment, with the positions its deletion vector masks.
+    pub fn add_segment(&mut self, file: u32, segment: Segment, dead: Option<RoaringTreemap>) {
+        if let Some(dead) = dead {
+            self.dead.insert(file, dead);
+        }
+        self.segments.push((file, segment));
+    }
+
+    /// Live keys (rows in segments and buffer, minus deleted ones).
     pub fn len(&self) -> usize {
-        self.map.len()
+        let in_files: usize = self
+            .segments
+            .iter()
+            .map(|(file, s)| s.len() - self.dead.get(file).map_or(0, |d| d.len() as usize))
+            .sum();
+        in_files + self.buffer.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 
     /// Resident bytes of the index, for reporting.
     pub fn memory_bytes(&self) -> usize {
-        self.map.capacity() * (std::mem::size_of::<u64>() + std::mem::size_of::<Location>() + 1)
+        let segments: usize = self.segments.iter().map(|(_, s)| s.memory_bytes()).sum();
+        let dead: usize = self.dead.values().map(|d| d.serialized_size()).sum();
+        let buffer = self.buffer.capacity() * (8 + 4 + 1);
+        segments + dead + buffer
     }
 }
 
@@ -152,13 +238,19 @@ mod tests {
     }
 
     #[test]
-    fn relocate_respects_newer_writes() {
+    fn newest_live_location_wins() {
         let mut index = KeyIndex::default();
-        index.insert(1, Location::Buffer(0));
-        index.relocate(1, Location::Buffer(0), Location::File(0, 0));
-        assert_eq!(index.get(1), Some(Location::File(0, 0)));
-        index.insert(1, Location::Buffer(5));
-        index.relocate(1, Location::File(0, 0), Location::File(9, 9));
-        assert_eq!(index.get(1), Some(Location::Buffer(5)));
+        index.add_segment(0, Segment::from_row_hashes(&[7, 3, 7]), None);
+        // Two rows with hash 7 can only happen if one was deleted; mask position 0.
+        index.kill(7, Location::File(0, 0));
+        assert_eq!(index.get(7), Some(Location::File(0, 2)));
+        assert_eq!(index.get(3), Some(Location::File(0, 1)));
+        index.kill(3, Location::File(0, 1));
+        assert_eq!(index.get(3), None);
+        index.insert_buffered(3, 0);
+        assert_eq!(index.get(3), Some(Location::Buffer(0)));
+        index.seal_buffer(1, Segment::from_row_hashes(&[3]));
+        assert_eq!(index.get(3), Some(Location::File(1, 0)));
+        assert_eq!(index.len(), 2);
     }
 }

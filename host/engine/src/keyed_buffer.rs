@@ -14,7 +14,7 @@ use roaring::{RoaringBitmap, RoaringTreemap};
 
 use crate::batch::Operation;
 use crate::error::Result;
-use crate::key_index::{hash_keys, KeyIndex, Location};
+use crate::key_index::{hash_keys, KeyIndex, Location, Segment};
 
 /// Key bookkeeping of a keyed table, guarded by the table's buffer lock.
 #[derive(Default)]
@@ -38,10 +38,12 @@ pub struct KeyedApply {
     pub matched: usize,
 }
 
-/// The buffer's rows at commit time, relabelled as a future data file.
+/// The buffer's live rows at commit time, relabelled as a future data file.
 pub struct TakenGeneration {
     pub file_id: u32,
     pub rows: Option<RecordBatch>,
+    /// The file's index segment, to persist beside the file.
+    pub segment: Segment,
 }
 
 impl KeyedBuffer {
@@ -66,9 +68,10 @@ impl KeyedBuffer {
         let mut overlay: HashMap<u64, bool> = HashMap::new();
         let mut conflicts = Vec::new();
         for (row, (op, hash)) in operations.iter().zip(hashes).enumerate() {
-            let present = *overlay
-                .get(&hash)
-                .unwrap_or(&self.index.get(hash).is_some());
+            let present = match overlay.get(&hash) {
+                Some(present) => *present,
+                None => self.index.get(hash).is_some(),
+            };
             match op {
                 Operation::Insert if present => conflicts.push(row),
                 Operation::Insert | Operation::Upsert => {
@@ -89,21 +92,16 @@ impl KeyedBuffer {
         let mut keep = Vec::with_capacity(operations.len());
         let mut matched = 0;
         for (op, hash) in operations.iter().zip(hashes) {
-            let previous = match op {
-                Operation::Insert | Operation::Upsert => {
-                    let position = self.buffer_hashes.len() as u32;
-                    self.buffer_hashes.push(hash);
-                    keep.push(true);
-                    self.index.insert(hash, Location::Buffer(position))
-                }
-                Operation::Delete => {
-                    keep.push(false);
-                    self.index.remove(hash)
-                }
-            };
-            if let Some(previous) = previous {
+            if let Some(previous) = self.index.get(hash) {
                 matched += 1;
-                self.delete_at(previous);
+                self.kill(hash, previous);
+            }
+            let is_write = *op != Operation::Delete;
+            keep.push(is_write);
+            if is_write {
+                let row = self.buffer_hashes.len() as u32;
+                self.buffer_hashes.push(hash);
+                self.index.insert_buffered(hash, row);
             }
         }
         let rows = if keep.iter().all(|k| *k) {
@@ -114,10 +112,11 @@ impl KeyedBuffer {
         Ok(KeyedApply { rows, matched })
     }
 
-    fn delete_at(&mut self, location: Location) {
+    fn kill(&mut self, hash: u64, location: Location) {
+        self.index.kill(hash, location);
         match location {
-            Location::Buffer(position) => {
-                self.buffer_deleted.insert(position);
+            Location::Buffer(row) => {
+                self.buffer_deleted.insert(row);
             }
             Location::File(file, position) => {
                 self.file_deletes
@@ -129,29 +128,23 @@ impl KeyedBuffer {
     }
 
     /// Takes the buffered rows (all of `buffered`, in buffer order) for a commit: dead rows are
-    /// dropped, and the index moves the live ones to their positions in the future data file.
+    /// dropped, and the index points the live ones at their positions in the future data file.
     pub fn take(&mut self, buffered: Vec<RecordBatch>) -> Result<TakenGeneration> {
         let file_id = self.allocate_file_id();
-        let mut live_position = 0u32;
+        let mut live_hashes = Vec::new();
         let mut batches = Vec::with_capacity(buffered.len());
-        let mut position = 0usize;
+        let mut row = 0usize;
         for batch in buffered {
             let n = batch.num_rows();
-            let mut keep = Vec::with_capacity(n);
-            for offset in 0..n {
-                let p = (position + offset) as u32;
-                let live = !self.buffer_deleted.contains(p);
-                if live {
-                    self.index.relocate(
-                        self.buffer_hashes[p as usize],
-                        Location::Buffer(p),
-                        Location::File(file_id, live_position),
-                    );
-                    live_position += 1;
+            let keep: Vec<bool> = (row..row + n)
+                .map(|r| !self.buffer_deleted.contains(r as u32))
+                .collect();
+            for (r, live) in (row..row + n).zip(&keep) {
+                if *live {
+                    live_hashes.push(self.buffer_hashes[r]);
                 }
-                keep.push(live);
             }
-            position += n;
+            row += n;
             if keep.iter().all(|k| *k) {
                 batches.push(batch);
             } else if keep.iter().any(|k| *k) {
@@ -160,6 +153,8 @@ impl KeyedBuffer {
         }
         self.buffer_hashes.clear();
         self.buffer_deleted.clear();
+        let segment = Segment::from_row_hashes(&live_hashes);
+        self.index.seal_buffer(file_id, segment.clone());
         let rows = match batches.len() {
             0 => None,
             _ => Some(arrow_select::concat::concat_batches(
@@ -167,23 +162,10 @@ impl KeyedBuffer {
                 &batches,
             )?),
         };
-        Ok(TakenGeneration { file_id, rows })
-    }
-
-    /// Registers the live rows of a committed data file (index rebuild at open).
-    pub fn index_file(
-        &mut self,
-        file_id: u32,
-        rows: &RecordBatch,
-        first_position: u32,
-        deleted: Option<&RoaringTreemap>,
-    ) {
-        for (offset, hash) in hash_keys(rows, &self.key_columns).into_iter().enumerate() {
-            let position = first_position + offset as u32;
-            if deleted.is_some_and(|d| d.contains(position as u64)) {
-                continue;
-            }
-            self.index.insert(hash, Location::File(file_id, position));
-        }
+        Ok(TakenGeneration {
+            file_id,
+            rows,
+            segment,
+        })
     }
 }

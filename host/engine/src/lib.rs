@@ -12,6 +12,7 @@ pub mod data_files;
 pub mod deletion_vector;
 pub mod engine;
 pub mod error;
+pub mod index_segment;
 pub mod key_index;
 pub mod keyed_buffer;
 pub mod schema;

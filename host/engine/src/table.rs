@@ -26,6 +26,8 @@ use crate::commit::{self, SnapshotChanges};
 use crate::data_files;
 use crate::deletion_vector;
 use crate::error::{EngineError, Result};
+use crate::index_segment;
+use crate::key_index::{hash_keys, Segment};
 use crate::keyed_buffer::KeyedBuffer;
 use crate::schema::TableSchema;
 use crate::storage::Warehouse;
@@ -126,6 +128,7 @@ struct Buffer {
 /// file's id in the key index already.
 struct Generation {
     file_id: Option<u32>,
+    segment: Option<Segment>,
     batches: Vec<RecordBatch>,
 }
 
@@ -161,6 +164,8 @@ pub(crate) struct Table {
     catalog: Arc<Catalog>,
     warehouse: Warehouse,
     config: TableConfig,
+    /// Key-index segments of this table's data files (local cache).
+    index_dir: std::path::PathBuf,
     wal: Mutex<Option<Wal>>,
     buffer: Mutex<Buffer>,
     pending: tokio::sync::Mutex<Pending>,
@@ -186,6 +191,7 @@ impl Table {
         catalog: Arc<Catalog>,
         warehouse: Warehouse,
         wal_dir: &std::path::Path,
+        index_dir: &std::path::Path,
         config: TableConfig,
     ) -> Result<Arc<Table>> {
         let file_io = warehouse.file_io();
@@ -212,25 +218,41 @@ impl Table {
         let keyed = if open.schema.primary_key.is_empty() {
             None
         } else {
-            // Rebuild the key index from the table: Iceberg is the source of truth.
-            let key_columns = open
+            // Load each data file's index segment from the cache; rebuild a missing or damaged
+            // one from the file's key columns (Iceberg is the source of truth).
+            let key_columns: Vec<usize> = open
                 .schema
                 .primary_key
                 .iter()
                 .filter_map(|k| open.schema.column_index(k))
                 .collect();
-            let mut keyed = KeyedBuffer::new(key_columns);
+            let mut keyed = KeyedBuffer::new(key_columns.clone());
+            let mut rebuilt = 0;
             for file in &live_files {
                 let id = keyed.allocate_file_id();
                 paths.insert(id, file.file_path().to_string());
-                let deleted = committed_dvs.get(file.file_path());
-                let mut position = 0u32;
-                for batch in
-                    data_files::read_data_file(&warehouse, file.file_path(), &arrow_schema).await?
-                {
-                    keyed.index_file(id, &batch, position, deleted);
-                    position += batch.num_rows() as u32;
-                }
+                let segment_file = index_segment::segment_path(index_dir, file.file_path());
+                let segment = match index_segment::read_segment(&segment_file) {
+                    Some(segment) => segment,
+                    None => {
+                        rebuilt += 1;
+                        let mut hashes = Vec::with_capacity(file.record_count() as usize);
+                        for batch in
+                            data_files::read_data_file(&warehouse, file.file_path(), &arrow_schema)
+                                .await?
+                        {
+                            hashes.extend(hash_keys(&batch, &key_columns));
+                        }
+                        let segment = Segment::from_row_hashes(&hashes);
+                        index_segment::write_segment(&segment_file, &segment)?;
+                        segment
+                    }
+                };
+                let dead = committed_dvs.get(file.file_path()).cloned();
+                keyed.index.add_segment(id, segment, dead);
+            }
+            if rebuilt > 0 {
+                tracing::info!(table = %open.name, files = rebuilt, "rebuilt key index segments from data files");
             }
             Some(keyed)
         };
@@ -264,6 +286,7 @@ impl Table {
             catalog,
             warehouse,
             config,
+            index_dir: index_dir.to_path_buf(),
             wal: Mutex::new(Some(wal)),
             buffer: Mutex::new(buffer),
             pending: tokio::sync::Mutex::new(Pending {
@@ -462,11 +485,13 @@ impl Table {
                         let taken = keys.take(batches)?;
                         Generation {
                             file_id: Some(taken.file_id),
+                            segment: Some(taken.segment),
                             batches: taken.rows.into_iter().collect(),
                         }
                     }
                     None => Generation {
                         file_id: None,
+                        segment: None,
                         batches,
                     },
                 };
@@ -547,6 +572,10 @@ impl Table {
                         )
                         .await?,
                     );
+                    if let Some(segment) = &generation.segment {
+                        let segment_file = index_segment::segment_path(&self.index_dir, &path);
+                        index_segment::write_segment(&segment_file, segment)?;
+                    }
                     new_paths.push((file_id, path));
                 }
                 None => merged_rows.extend(generation.batches.iter().cloned()),
@@ -694,7 +723,12 @@ impl Table {
         if let Some(wal) = wal {
             wal.destroy()?;
         }
-        Ok(())
+        match std::fs::remove_dir_all(&self.index_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(EngineError::io(&self.index_dir, e))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
