@@ -42,17 +42,53 @@ pub struct Segment {
 impl Segment {
     /// Builds a segment from the key hash of every row, in file order.
     pub fn from_row_hashes(row_hashes: &[u64]) -> Segment {
-        let mut order: Vec<u32> = (0..row_hashes.len() as u32).collect();
-        order.sort_unstable_by_key(|&p| row_hashes[p as usize]);
+        let mut pairs: Vec<(u64, u32)> = row_hashes
+            .iter()
+            .enumerate()
+            .map(|(position, &hash)| (hash, position as u32))
+            .collect();
+        pairs.sort_unstable();
         Segment {
-            hashes: order.iter().map(|&p| row_hashes[p as usize]).collect(),
-            positions: order,
+            hashes: pairs.iter().map(|p| p.0).collect(),
+            positions: pairs.iter().map(|p| p.1).collect(),
         }
+    }
+
+    /// The first index whose hash is not below `hash`. Hashes are uniform, so the value itself
+    /// predicts its index; a gallop from there brackets it within a few cache lines, where a
+    /// plain binary search over a large segment would take a cache miss per probe.
+    fn lower_bound(&self, hash: u64) -> usize {
+        let n = self.hashes.len();
+        if n == 0 {
+            return 0;
+        }
+        let guess = ((hash as u128 * n as u128) >> 64) as usize;
+        // Invariant after either gallop: every index below `lo` holds a smaller hash, and
+        // `hi == n` or `hashes[hi] >= hash`; the answer lies in `lo..=hi`.
+        let (mut lo, mut hi) = (guess, guess);
+        let mut step = 1;
+        if self.hashes[guess] < hash {
+            lo = guess + 1;
+            hi = lo;
+            while hi < n && self.hashes[hi] < hash {
+                lo = hi + 1;
+                hi = guess + 1 + step;
+                step *= 2;
+            }
+            hi = hi.min(n);
+        } else {
+            while lo > 0 && self.hashes[lo - 1] >= hash {
+                hi = lo - 1;
+                lo = guess.saturating_sub(step);
+                step *= 2;
+            }
+        }
+        lo + self.hashes[lo..hi].partition_point(|&h| h < hash)
     }
 
     /// Row positions holding `hash`.
     fn positions_of(&self, hash: u64) -> impl Iterator<Item = u32> + '_ {
-        let start = self.hashes.partition_point(|&h| h < hash);
+        let start = self.lower_bound(hash);
         self.hashes[start..]
             .iter()
             .take_while(move |&&h| h == hash)
@@ -73,10 +109,34 @@ impl Segment {
     }
 }
 
+/// Key hashes are already uniformly distributed: hashing them again (SipHash) would only
+/// cost time, so maps keyed by them use the value itself.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PreHashed(u64);
+
+impl std::hash::Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A hash map keyed by key hashes.
+pub type KeyHashMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<PreHashed>>;
+
 /// key hash → location, over the buffer and every data file's segment.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
-    buffer: HashMap<u64, u32>,
+    buffer: KeyHashMap<u32>,
     /// (file id, segment), oldest first.
     segments: Vec<(u32, Segment)>,
     /// Deleted positions per file id: committed deletion vectors plus pending deletes.
@@ -119,7 +179,8 @@ impl KeyIndex {
 
     /// Replaces the buffer part with a segment for the file the buffer became.
     pub fn seal_buffer(&mut self, file: u32, segment: Segment) {
-        self.buffer.clear();
+        // Drop the map's capacity too: the rows now live in the segment at 12 bytes each.
+        self.buffer = KeyHashMap::default();
         self.add_segment(file, segment, None);
     }
 
@@ -235,6 +296,27 @@ mod tests {
         assert_eq!(again[0], h[2]);
         // Stable across builds: this value is persisted nowhere yet, but must not drift.
         assert_eq!(hash_keys(&batch, &[0])[0], hash_keys(&batch, &[0])[1]);
+    }
+
+    #[test]
+    fn lower_bound_matches_binary_search() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut hashes: Vec<u64> = (0..5000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state
+            })
+            .collect();
+        hashes.extend([0, 1, u64::MAX, u64::MAX, 42, 42, 42]);
+        let segment = Segment::from_row_hashes(&hashes);
+        for probe in hashes.iter().copied().chain([2, 3, u64::MAX - 1, 1 << 63]) {
+            let expected = segment.hashes.partition_point(|&h| h < probe);
+            assert_eq!(segment.lower_bound(probe), expected, "probe {probe}");
+        }
+        assert_eq!(segment.positions_of(42).count(), 3);
+        assert_eq!(Segment::default().lower_bound(5), 0);
     }
 
     #[test]

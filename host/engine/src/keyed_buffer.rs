@@ -14,7 +14,7 @@ use roaring::{RoaringBitmap, RoaringTreemap};
 
 use crate::batch::Operation;
 use crate::error::Result;
-use crate::key_index::{hash_keys, KeyIndex, Location, Segment};
+use crate::key_index::{hash_keys, KeyHashMap, KeyIndex, Location, Segment};
 
 /// Key bookkeeping of a keyed table, guarded by the table's buffer lock.
 #[derive(Default)]
@@ -64,8 +64,11 @@ impl KeyedBuffer {
     /// Rows of `rows` whose `insert` would hit an existing key (in the table or earlier in the
     /// same batch). Checked before anything is written, so a conflicting request writes nothing.
     pub fn insert_conflicts(&self, operations: &[Operation], rows: &RecordBatch) -> Vec<usize> {
+        if !operations.contains(&Operation::Insert) {
+            return Vec::new();
+        }
         let hashes = hash_keys(rows, &self.key_columns);
-        let mut overlay: HashMap<u64, bool> = HashMap::new();
+        let mut overlay: KeyHashMap<bool> = KeyHashMap::default();
         let mut conflicts = Vec::new();
         for (row, (op, hash)) in operations.iter().zip(hashes).enumerate() {
             let present = match overlay.get(&hash) {
@@ -151,7 +154,7 @@ impl KeyedBuffer {
                 batches.push(filter_record_batch(&batch, &BooleanArray::from(keep))?);
             }
         }
-        self.buffer_hashes.clear();
+        self.buffer_hashes = Vec::new();
         self.buffer_deleted.clear();
         let segment = Segment::from_row_hashes(&live_hashes);
         self.index.seal_buffer(file_id, segment.clone());
