@@ -1,67 +1,131 @@
 //! moonlink-sdk: write moonlink plugins as WebAssembly components.
 //!
-//! A plugin implements one trait and calls one export macro:
+//! A plugin implements one trait and calls one export macro. A source:
 //!
 //! ```ignore
-//! use moonlink_sdk::rest::{DataError, IngestRequest, RequestInfo, RestDecoder};
+//! use moonlink_sdk::source::{PollResult, Source, TableDef};
+//! use moonlink_sdk::Config;
 //!
-//! struct MyDecoder;
+//! struct Counter { next: u64 }
 //!
-//! impl RestDecoder for MyDecoder {
-//!     fn decode(info: RequestInfo, body: Vec<u8>) -> Result<IngestRequest, DataError> {
-//!         // parse `body` and fill a `moonlink_sdk::BatchBuilder` for `info.schema`
+//! impl Source for Counter {
+//!     fn open(config: Config, resume_from: Option<String>) -> Result<(Self, Vec<TableDef>), String> {
+//!         # unimplemented!()
+//!     }
+//!     fn poll(&mut self, max_rows: u32, timeout_ms: u32) -> Result<PollResult, String> {
 //!         # unimplemented!()
 //!     }
 //! }
 //!
-//! moonlink_sdk::export_rest_decoder!(MyDecoder);
+//! moonlink_sdk::export_source!(Counter);
 //! ```
 //!
-//! and builds with `cargo build --target wasm32-wasip2 --release`. The plugin logic is plain
-//! Rust: it can be unit-tested natively with `cargo test`, no wasm involved.
+//! Enable the matching cargo feature (`source`, `transform` or `rest-ingest`), build with
+//! `cargo build --target wasm32-wasip2 --release`, and point `moonlink-host` at the `.wasm`.
+//! The plugin logic is plain Rust: unit-test it natively with `cargo test`, no wasm involved.
+//! `sdk/README.md` walks through a whole source.
 
 mod batch;
+mod config;
+pub mod log;
 
 pub use batch::{BatchBuilder, Value};
+pub use config::{Config, ConfigError};
 
-/// Bindings generated from the WIT package `moonlink:plugin` (`wit/plugin.wit`).
+/// Bindings generated from the WIT package `moonlink:plugin` (`wit/plugin.wit`). The shared
+/// types are generated once and reused by every world, so one `ChangeBatch` type serves all.
 #[doc(hidden)]
 pub mod bindings {
-    wit_bindgen::generate!({
-        path: "../wit",
-        world: "rest-ingest",
-        pub_export_macro: true,
-        export_macro_name: "__export_rest_ingest_world",
-        default_bindings_module: "moonlink_sdk::bindings",
-    });
+    pub mod types {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "plugin-types",
+        });
+    }
+
+    #[cfg(any(feature = "source", feature = "transform"))]
+    pub mod host {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "plugin-host",
+        });
+    }
+
+    #[cfg(feature = "rest-ingest")]
+    pub mod rest {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "rest-ingest",
+            pub_export_macro: true,
+            export_macro_name: "__export_rest_ingest_world",
+            default_bindings_module: "moonlink_sdk::bindings::rest",
+            with: { "moonlink:plugin/types@0.1.0": crate::bindings::types::moonlink::plugin::types },
+        });
+    }
+
+    #[cfg(feature = "source")]
+    pub mod source {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "source-plugin",
+            pub_export_macro: true,
+            export_macro_name: "__export_source_world",
+            default_bindings_module: "moonlink_sdk::bindings::source",
+            with: {
+                "moonlink:plugin/types@0.1.0": crate::bindings::types::moonlink::plugin::types,
+                "moonlink:plugin/host@0.1.0": crate::bindings::host::moonlink::plugin::host,
+            },
+        });
+    }
+
+    #[cfg(feature = "transform")]
+    pub mod transform {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "transform-plugin",
+            pub_export_macro: true,
+            export_macro_name: "__export_transform_world",
+            default_bindings_module: "moonlink_sdk::bindings::transform",
+            with: {
+                "moonlink:plugin/types@0.1.0": crate::bindings::types::moonlink::plugin::types,
+                "moonlink:plugin/host@0.1.0": crate::bindings::host::moonlink::plugin::host,
+            },
+        });
+    }
 }
 
 /// The shared vocabulary: schemas, change batches, errors.
-pub use bindings::moonlink::plugin::types::{
-    Column, ColumnValues, DataError, DataErrorKind, DataType, DecimalType, Field, Int128,
-    Operation, TableSchema,
+pub use bindings::types::moonlink::plugin::types::{
+    ChangeBatch, Column, ColumnValues, DataError, DataErrorKind, DataType, DecimalType, Field,
+    Int128, Operation, TableSchema,
 };
 
 /// The rest-ingest plugin kind: HTTP request bodies in, one change batch out.
+#[cfg(feature = "rest-ingest")]
 pub mod rest {
-    pub use crate::bindings::exports::moonlink::plugin::rest_decoder::{
+    pub use crate::bindings::rest::exports::moonlink::plugin::rest_decoder::{
         Guest as RestDecoder, IngestRequest, RequestInfo, RequestMode,
     };
     pub use crate::{ChangeBatch, DataError, DataErrorKind};
 }
 
-pub use bindings::moonlink::plugin::types::ChangeBatch;
-
 /// Exports a type implementing [`rest::RestDecoder`] as the plugin's `rest-decoder`.
+#[cfg(feature = "rest-ingest")]
 #[macro_export]
 macro_rules! export_rest_decoder {
     ($decoder:ident) => {
         // Exports exist only in the component; natively the plugin is a plain library, so
         // its logic can be unit-tested with `cargo test`.
         #[cfg(target_arch = "wasm32")]
-        $crate::bindings::__export_rest_ingest_world!($decoder with_types_in $crate::bindings);
+        $crate::bindings::rest::__export_rest_ingest_world!($decoder with_types_in $crate::bindings::rest);
     };
 }
+
+#[cfg(feature = "source")]
+pub mod source;
+
+#[cfg(feature = "transform")]
+pub mod transform;
 
 impl DataError {
     /// An error about one value: row (0-based) and column named.
