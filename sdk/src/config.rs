@@ -30,7 +30,9 @@ impl Config {
     pub fn parse(json: &str) -> Result<Config, ConfigError> {
         match serde_json::from_str::<Value>(json) {
             Ok(Value::Object(values)) => Ok(Config { values }),
-            Ok(other) => Err(ConfigError(format!("settings must be a table, got {other}"))),
+            Ok(other) => Err(ConfigError(format!(
+                "settings must be a table, got {other}"
+            ))),
             Err(e) => Err(ConfigError(format!("settings are not valid JSON: {e}"))),
         }
     }
@@ -127,7 +129,8 @@ mod tests {
 
     #[test]
     fn typed_access_names_the_setting() {
-        let c = Config::parse(r#"{"rows": 10, "table": "t", "rate": "fast", "cols": ["a", "b"]}"#).unwrap();
+        let c = Config::parse(r#"{"rows": 10, "table": "t", "rate": "fast", "cols": ["a", "b"]}"#)
+            .unwrap();
         assert_eq!(c.u64("rows").unwrap(), 10);
         assert_eq!(c.str("table").unwrap(), "t");
         assert_eq!(c.str_list("cols").unwrap(), vec!["a", "b"]);

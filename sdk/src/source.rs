@@ -26,7 +26,10 @@ thread_local! {
 }
 
 #[doc(hidden)]
-pub fn __open<S: Source>(config: String, resume_from: Option<String>) -> Result<Vec<TableDef>, String> {
+pub fn __open<S: Source>(
+    config: String,
+    resume_from: Option<String>,
+) -> Result<Vec<TableDef>, String> {
     let config = Config::parse(&config)?;
     let (source, tables) = S::open(config, resume_from)?;
     INSTANCE.with(|i| *i.borrow_mut() = Some(Box::new(source)));
@@ -73,7 +76,10 @@ macro_rules! export_source {
                 ) -> Result<Vec<$crate::source::TableDef>, String> {
                     $crate::source::__open::<$source>(config, resume_from)
                 }
-                fn poll(max_rows: u32, timeout_ms: u32) -> Result<$crate::source::PollResult, String> {
+                fn poll(
+                    max_rows: u32,
+                    timeout_ms: u32,
+                ) -> Result<$crate::source::PollResult, String> {
                     $crate::source::__poll::<$source>(max_rows, timeout_ms)
                 }
                 fn ack(checkpoint: String) {

@@ -7,7 +7,7 @@
 //! manifests over, rewrite manifests that lose files, add a manifest for new files, and keep
 //! v3 row lineage (`first-row-id`, `next-row-id`) and summary totals right.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use iceberg::io::FileIO;
 use iceberg::spec::{
@@ -40,6 +40,25 @@ pub struct SnapshotChanges {
     pub added_deletes: Vec<DataFile>,
     /// The checkpoint (WAL LSN) the snapshot makes durable.
     pub checkpoint: u64,
+    /// Pull-source checkpoints this snapshot makes durable (source id → checkpoint).
+    pub source_checkpoints: BTreeMap<String, String>,
+}
+
+/// Summary key prefix of a pull source's checkpoint: `moonlink.source.<id>.checkpoint`.
+const SOURCE_CHECKPOINT_PREFIX: &str = "moonlink.source.";
+
+fn source_checkpoint_key(source: &str) -> String {
+    format!("{SOURCE_CHECKPOINT_PREFIX}{source}.checkpoint")
+}
+
+/// The checkpoint of `source` recorded in the current snapshot.
+pub fn committed_source_checkpoint(metadata: &TableMetadata, source: &str) -> Option<String> {
+    metadata
+        .current_snapshot()?
+        .summary()
+        .additional_properties
+        .get(&source_checkpoint_key(source))
+        .cloned()
 }
 
 impl SnapshotChanges {
@@ -335,6 +354,15 @@ pub async fn write_snapshot(
         CHECKPOINT_SUMMARY_KEY.to_string(),
         changes.checkpoint.to_string(),
     );
+    // Source checkpoints carry forward: each snapshot holds every source's latest one.
+    for (key, value) in &previous {
+        if key.starts_with(SOURCE_CHECKPOINT_PREFIX) {
+            props.insert(key.clone(), value.clone());
+        }
+    }
+    for (source, checkpoint) in &changes.source_checkpoints {
+        props.insert(source_checkpoint_key(source), checkpoint.clone());
+    }
     let operation = if removed.data_files > 0 || added.delete_files > 0 {
         SnapshotOperation::Overwrite
     } else {

@@ -257,7 +257,36 @@ impl Engine {
         batch: ChangeBatch,
         durability: Durability,
     ) -> Result<ApplyReceipt> {
-        self.table(name)?.apply(batch, durability).await
+        self.table(name)?.apply(batch, durability, None).await
+    }
+
+    /// Applies a batch from a pull source. It is not logged: the snapshot that commits it
+    /// records `checkpoint` for `source`, and after a crash the source replays from the
+    /// committed checkpoint ([`Engine::source_checkpoint`]).
+    pub async fn apply_from_source(
+        &self,
+        name: &str,
+        batch: ChangeBatch,
+        source: &str,
+        checkpoint: String,
+    ) -> Result<ApplyReceipt> {
+        self.table(name)?
+            .apply(
+                batch,
+                Durability::Replayable,
+                Some((source.to_string(), checkpoint)),
+            )
+            .await
+    }
+
+    /// The checkpoint of `source` in the table's committed snapshot.
+    pub fn source_checkpoint(&self, name: &str, source: &str) -> Result<Option<String>> {
+        Ok(self.table(name)?.committed_source_checkpoint(source))
+    }
+
+    /// Waits until everything the table applied up to `lsn` is committed.
+    pub async fn committed_through(&self, name: &str, lsn: u64) -> Result<CommitInfo> {
+        Ok(self.table(name)?.committed_through(lsn).await.into())
     }
 
     /// Commits everything a table has accepted so far, now.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use iceberg::spec::{DataContentType, DataFile, Schema as IcebergSchema, TableMetadata};
 use roaring::RoaringTreemap;
@@ -67,6 +67,9 @@ pub enum Durability {
     Logged,
     /// Once the Iceberg snapshot containing the batch is committed.
     Committed,
+    /// Not logged: the batch comes from a pull source that can replay it from its last
+    /// committed checkpoint, which the snapshot records (see `apply_from_source`).
+    Replayable,
 }
 
 /// The committed state of a table, published to readers and `sync` waiters.
@@ -122,6 +125,8 @@ struct Buffer {
     dropped: bool,
     /// Present for tables with a primary key.
     keyed: Option<KeyedBuffer>,
+    /// The latest checkpoint of each source whose batches are buffered.
+    source_checkpoints: BTreeMap<String, String>,
 }
 
 /// Rows taken from the buffer, each group to become one data file; keyed tables know the
@@ -145,6 +150,8 @@ struct Pending {
     paths: HashMap<u32, String>,
     /// Data-file path → its committed deletion vector.
     committed_dvs: HashMap<String, RoaringTreemap>,
+    /// Source checkpoints covered by what is pending, recorded in the next snapshot.
+    source_checkpoints: BTreeMap<String, String>,
 }
 
 impl Pending {
@@ -264,6 +271,7 @@ impl Table {
             next_lsn: committed_lsn + 1,
             dropped: false,
             keyed,
+            source_checkpoints: BTreeMap::new(),
         };
         if !replay.is_empty() {
             tracing::info!(table = %open.name, records = replay.len(), after_lsn = committed_lsn,
@@ -296,6 +304,7 @@ impl Table {
                 live_files,
                 paths,
                 committed_dvs,
+                source_checkpoints: BTreeMap::new(),
             }),
             committed: watch::channel(CommitState {
                 metadata: Arc::new(open.metadata),
@@ -316,8 +325,15 @@ impl Table {
         self.buffer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes a batch durable per `durability` and buffers it for the next commit.
-    pub async fn apply(&self, batch: ChangeBatch, durability: Durability) -> Result<ApplyReceipt> {
+    /// Makes a batch durable per `durability` and buffers it for the next commit. A batch from
+    /// a pull source carries `(source id, checkpoint)`: the snapshot that contains it records
+    /// the checkpoint, which is where the source resumes after a restart.
+    pub async fn apply(
+        &self,
+        batch: ChangeBatch,
+        durability: Durability,
+        source_checkpoint: Option<(String, String)>,
+    ) -> Result<ApplyReceipt> {
         let keyed = !self.schema.primary_key.is_empty();
         if !keyed {
             if let Some(op) = batch.operations().iter().find(|o| **o != Operation::Insert) {
@@ -343,7 +359,10 @@ impl Table {
                 metadata_location: None,
             });
         }
-        let payload = wal::encode_batch(&batch)?;
+        let payload = match durability {
+            Durability::Replayable => None,
+            _ => Some(wal::encode_batch(&batch)?),
+        };
         let (lsn, matched, logged, over_limit) = {
             let mut buffer = self.lock_buffer();
             if buffer.dropped {
@@ -365,9 +384,12 @@ impl Table {
             };
             // Appending under the buffer lock keeps log order equal to LSN order, and the
             // conflict check above valid for this batch.
-            let logged = wal.append(lsn, payload);
+            let logged = payload.map(|payload| wal.append(lsn, payload));
             buffer.next_lsn += 1;
             let matched = buffer.append(&self.arrow_schema, &batch)?;
+            if let Some((source, checkpoint)) = source_checkpoint {
+                buffer.source_checkpoints.insert(source, checkpoint);
+            }
             (
                 lsn,
                 matched,
@@ -378,9 +400,11 @@ impl Table {
         if over_limit {
             self.wake.notify_one();
         }
-        logged
-            .await
-            .map_err(|_| EngineError::Unavailable("write-ahead log writer stopped".into()))??;
+        if let Some(logged) = logged {
+            logged
+                .await
+                .map_err(|_| EngineError::Unavailable("write-ahead log writer stopped".into()))??;
+        }
         let mut receipt = ApplyReceipt {
             rows,
             matched,
@@ -499,6 +523,8 @@ impl Table {
                     pending.generations.push(generation);
                 }
                 pending.through_lsn = through_lsn;
+                let checkpoints = std::mem::take(&mut buffer.source_checkpoints);
+                pending.source_checkpoints.extend(checkpoints);
                 if let Some(wal) = self.wal.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                     wal.rotate(buffer.next_lsn);
                 }
@@ -618,6 +644,7 @@ impl Table {
             removed: removed.clone(),
             added_deletes,
             checkpoint: pending.through_lsn,
+            source_checkpoints: pending.source_checkpoints.clone(),
         };
         let committed = commit::write_snapshot(
             &file_io,
@@ -644,6 +671,7 @@ impl Table {
         }
         pending.generations.clear();
         pending.deletes.clear();
+        pending.source_checkpoints.clear();
         let through = pending.through_lsn;
         let state = CommitState {
             metadata: Arc::new(committed.metadata),
@@ -659,6 +687,28 @@ impl Table {
             }
         }
         Ok(state)
+    }
+
+    /// The checkpoint of `source` in the committed snapshot.
+    pub fn committed_source_checkpoint(&self, source: &str) -> Option<String> {
+        let state = self.committed.borrow();
+        commit::committed_source_checkpoint(&state.metadata, source)
+    }
+
+    /// Waits until everything applied up to `lsn` is committed (without forcing a commit).
+    pub async fn committed_through(&self, lsn: u64) -> CommitState {
+        let mut rx = self.committed.subscribe();
+        loop {
+            {
+                let state = rx.borrow_and_update();
+                if state.committed_lsn >= lsn {
+                    return state.clone();
+                }
+            }
+            if rx.changed().await.is_err() {
+                return self.committed.borrow().clone();
+            }
+        }
     }
 
     /// Arrow bytes per output file: Parquet with zstd is typically 3-5x smaller than Arrow

@@ -28,6 +28,43 @@ pub(crate) fn schema_to_wit(schema: &TableSchema) -> wit::TableSchema {
     }
 }
 
+/// The engine schema of a table a plugin declares.
+pub fn schema_from_wit(schema: &wit::TableSchema) -> TableSchema {
+    TableSchema {
+        columns: schema
+            .fields
+            .iter()
+            .map(|f| moonlink_engine::ColumnSchema {
+                name: f.name.clone(),
+                data_type: type_from_wit(f.data_type),
+                nullable: f.nullable,
+            })
+            .collect(),
+        primary_key: schema.primary_key.clone(),
+    }
+}
+
+fn type_from_wit(t: wit::DataType) -> ColumnType {
+    match t {
+        wit::DataType::Int16 => ColumnType::Int16,
+        wit::DataType::Int32 => ColumnType::Int32,
+        wit::DataType::Int64 => ColumnType::Int64,
+        wit::DataType::Float32 => ColumnType::Float32,
+        wit::DataType::Float64 => ColumnType::Float64,
+        wit::DataType::Boolean => ColumnType::Boolean,
+        wit::DataType::Utf8 => ColumnType::Utf8,
+        wit::DataType::Date32 => ColumnType::Date32,
+        wit::DataType::Decimal(d) => ColumnType::Decimal {
+            precision: d.precision,
+            scale: d.scale,
+        },
+        wit::DataType::Timestamp => ColumnType::Timestamp,
+        wit::DataType::Timestamptz => ColumnType::TimestampTz,
+        wit::DataType::Binary => ColumnType::Binary,
+        wit::DataType::Uuid => ColumnType::Uuid,
+    }
+}
+
 fn type_to_wit(t: ColumnType) -> wit::DataType {
     match t {
         ColumnType::Int16 => wit::DataType::Int16,
@@ -62,7 +99,7 @@ pub(crate) fn data_error(e: wit::DataError) -> RuntimeError {
 }
 
 /// Converts a plugin's batch into an engine batch for `table`, validating it on the way.
-pub(crate) fn batch_from_wit(
+pub fn batch_from_wit(
     table: &str,
     schema: &TableSchema,
     batch: wit::ChangeBatch,

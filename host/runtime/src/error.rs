@@ -37,6 +37,15 @@ pub enum RuntimeError {
     #[error("plugin returned a malformed batch: {0}")]
     MalformedBatch(String),
 
+    /// The plugin reported a failure of its own (bad settings, upstream gone, ...).
+    #[error("plugin error: {0}")]
+    Plugin(String),
+
+    /// A capability in the plugin's config cannot be granted (unresolvable address, missing
+    /// directory).
+    #[error("cannot grant capability: {0}")]
+    Capability(String),
+
     #[error("plugin trapped: {0}")]
     Trap(String),
 

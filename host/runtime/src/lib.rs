@@ -8,9 +8,17 @@
 mod convert;
 mod error;
 mod sandbox;
+mod source;
+mod transform;
 
+pub use convert::{batch_from_wit as into_engine_batch, schema_from_wit};
 pub use error::{DataErrorKind, RuntimeError};
-pub use sandbox::{PluginRuntime, RuntimeConfig};
+pub use sandbox::{Capabilities, PluginRuntime, RuntimeConfig};
+pub use source::{RunningSource, SourcePlugin, SourcePoll, TableDefinition};
+pub use transform::{RunningTransform, TransformPlugin};
+
+/// A change batch as plugins produce it (columnar WIT values), before the engine validates it.
+pub type PluginBatch = bindings::moonlink::plugin::types::ChangeBatch;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,6 +30,25 @@ mod bindings {
         path: "../../wit",
         world: "rest-ingest",
     });
+
+    pub mod source {
+        wasmtime::component::bindgen!({
+            path: "../../wit",
+            world: "source-plugin",
+            with: { "moonlink:plugin/types": super::moonlink::plugin::types },
+        });
+    }
+
+    pub mod transform {
+        wasmtime::component::bindgen!({
+            path: "../../wit",
+            world: "transform-plugin",
+            with: {
+                "moonlink:plugin/types": super::moonlink::plugin::types,
+                "moonlink:plugin/host": super::source::moonlink::plugin::host,
+            },
+        });
+    }
 }
 
 use bindings::exports::moonlink::plugin::rest_decoder;
@@ -73,7 +100,9 @@ impl RestDecoder {
         parameters: &[(String, String)],
         body: &[u8],
     ) -> Result<DecodedRequest, RuntimeError> {
-        let mut store = self.runtime.new_store();
+        let mut store = self
+            .runtime
+            .new_store("rest_ingest", &Capabilities::default())?;
         let info = rest_decoder::RequestInfo {
             table: table.to_string(),
             schema: convert::schema_to_wit(schema),

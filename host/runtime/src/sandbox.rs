@@ -33,11 +33,40 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// The state of one sandboxed instance: WASI with no capabilities, and its limits.
+/// What a plugin may touch beyond computing. Nothing unless granted.
+#[derive(Debug, Clone, Default)]
+pub struct Capabilities {
+    /// `host:port` pairs the plugin may connect to, checked on every connect.
+    pub network: Vec<String>,
+    /// Host directories the plugin may use, with the path it sees each at.
+    pub directories: Vec<(PathBuf, String)>,
+}
+
+/// The state of one sandboxed instance: WASI with only the granted capabilities, its limits,
+/// and its name for log lines.
 pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
+    pub(crate) name: String,
+}
+
+impl crate::bindings::source::moonlink::plugin::host::Host for PluginState {
+    fn log(
+        &mut self,
+        level: crate::bindings::source::moonlink::plugin::host::LogLevel,
+        message: String,
+    ) {
+        use crate::bindings::source::moonlink::plugin::host::LogLevel;
+        let plugin = self.name.as_str();
+        match level {
+            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
 }
 
 impl WasiView for PluginState {
@@ -69,6 +98,14 @@ impl PluginRuntime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| RuntimeError::Load {
             path: PathBuf::new(),
             message: format!("cannot link WASI: {e:#}"),
+        })?;
+        crate::bindings::source::moonlink::plugin::host::add_to_linker::<
+            PluginState,
+            wasmtime::component::HasSelf<PluginState>,
+        >(&mut linker, |state| state)
+        .map_err(|e| RuntimeError::Load {
+            path: PathBuf::new(),
+            message: format!("cannot link the host interface: {e:#}"),
         })?;
         // The ticker only holds a weak reference, so it ends with the last engine clone.
         let weak = engine.weak();
@@ -141,25 +178,61 @@ impl PluginRuntime {
             })
     }
 
-    /// A store for one call: no capabilities, bounded memory, a deadline.
-    pub(crate) fn new_store(&self) -> Store<PluginState> {
+    /// A store for one plugin instance: only `capabilities`, bounded memory, a deadline for
+    /// the next call (reset with [`PluginRuntime::arm_deadline`] before each later call).
+    pub(crate) fn new_store(
+        &self,
+        name: &str,
+        capabilities: &Capabilities,
+    ) -> Result<Store<PluginState>, RuntimeError> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.config.memory_limit_bytes as usize)
             .trap_on_grow_failure(true)
             .build();
+        let mut wasi = WasiCtx::builder();
+        if !capabilities.network.is_empty() {
+            let mut allowed = Vec::new();
+            for target in &capabilities.network {
+                let resolved =
+                    std::net::ToSocketAddrs::to_socket_addrs(target.as_str()).map_err(|e| {
+                        RuntimeError::Capability(format!("network address '{target}': {e}"))
+                    })?;
+                allowed.extend(resolved);
+            }
+            let allowed = std::sync::Arc::new(allowed);
+            wasi.allow_tcp(true)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .socket_addr_check(move |addr, _use| {
+                    let ok = allowed.contains(&addr);
+                    Box::pin(async move { ok })
+                });
+        }
+        for (host_dir, guest_dir) in &capabilities.directories {
+            wasi.preopened_dir(host_dir, guest_dir, wasmtime_wasi::FsPerms::ReadWrite)
+                .map_err(|e| {
+                    RuntimeError::Capability(format!("directory '{}': {e:#}", host_dir.display()))
+                })?;
+        }
         let mut store = Store::new(
             &self.engine,
             PluginState {
-                wasi: WasiCtx::builder().build(),
+                wasi: wasi.build(),
                 table: ResourceTable::new(),
                 limits,
+                name: name.to_string(),
             },
         );
         store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_trap();
+        self.arm_deadline(&mut store);
+        Ok(store)
+    }
+
+    /// Gives the next call on `store` the configured time limit.
+    pub(crate) fn arm_deadline(&self, store: &mut Store<PluginState>) {
         let ticks = (self.config.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
-        store
     }
 
     /// Turns a wasmtime error from a call into the error the host reports.

@@ -22,6 +22,7 @@ use crate::error::ApiError;
 pub struct AppState {
     pub engine: Engine,
     pub decoder: RestDecoder,
+    pub sources: crate::sources::SourceRegistry,
     pub max_body_bytes: usize,
     pub auth_token: Option<String>,
 }
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tables/{name}/commit", post(commit_table))
         .route("/tables/{name}/flush", post(commit_table))
         .route("/ingest/{name}", post(ingest))
+        .route("/plugins", get(list_plugins))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
@@ -109,6 +111,10 @@ fn table_json(info: &TableInfo) -> Value {
         "index_bytes": info.index_bytes,
         "last_error": info.last_error,
     })
+}
+
+async fn list_plugins(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "plugins": state.sources.list() }))
 }
 
 async fn list_tables(State(state): State<AppState>) -> Json<Value> {

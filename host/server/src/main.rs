@@ -2,6 +2,8 @@
 
 mod api;
 mod error;
+mod plugin_config;
+mod sources;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +53,16 @@ struct Cli {
     /// loopback address.
     #[arg(long, env = "MOONLINK_AUTH_TOKEN")]
     auth_token: Option<String>,
+
+    /// A source plugin to run (repeatable). The N-th --plugin takes its settings from the
+    /// N-th --config.
+    #[arg(long = "plugin", value_name = "PATH.wasm")]
+    plugins: Vec<PathBuf>,
+
+    /// A plugin config file (repeatable): settings, target tables, transform chain,
+    /// capabilities. A file may describe several plugins as `[[plugins]]` entries with `path`.
+    #[arg(long = "config", value_name = "FILE.toml")]
+    configs: Vec<PathBuf>,
 
     /// Memory limit per plugin instance, in MiB.
     #[arg(long, default_value_t = 256)]
@@ -111,9 +123,14 @@ async fn main() -> anyhow::Result<()> {
     .await
     .with_context(|| format!("opening data directory {}", cli.data_dir.display()))?;
 
+    let source_configs = plugin_config::load(&cli.plugins, &cli.configs, &cli.plugin_dir)?;
+    let registry = sources::SourceRegistry::default();
+    let source_threads = sources::start_all(&runtime, &engine, source_configs, &registry);
+
     let app = api::router(api::AppState {
         engine: engine.clone(),
         decoder,
+        sources: registry.clone(),
         max_body_bytes: cli.max_body_bytes,
         auth_token: cli.auth_token.clone(),
     });
@@ -124,7 +141,14 @@ async fn main() -> anyhow::Result<()> {
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
-    tracing::info!("shutting down: committing buffered rows");
+    tracing::info!("shutting down: stopping sources, committing buffered rows");
+    registry.stop();
+    tokio::task::spawn_blocking(move || {
+        for t in source_threads {
+            let _ = t.join();
+        }
+    })
+    .await?;
     engine.shutdown().await;
     Ok(())
 }

@@ -26,12 +26,18 @@ impl Preset {
         match name {
             "events" => Ok(Preset::Events),
             "users" => Ok(Preset::Users),
-            other => Err(format!("setting `preset`: unknown preset '{other}' (expected events or users)")),
+            other => Err(format!(
+                "setting `preset`: unknown preset '{other}' (expected events or users)"
+            )),
         }
     }
 
     pub fn schema(self) -> TableSchema {
-        let f = |name: &str, data_type, nullable| Field { name: name.into(), data_type, nullable };
+        let f = |name: &str, data_type, nullable| Field {
+            name: name.into(),
+            data_type,
+            nullable,
+        };
         match self {
             Preset::Events => TableSchema {
                 fields: vec![
@@ -39,7 +45,14 @@ impl Preset {
                     f("ts", DataType::Timestamp, false),
                     f("user_id", DataType::Int32, false),
                     f("kind", DataType::Utf8, false),
-                    f("amount", DataType::Decimal(DecimalType { precision: 10, scale: 2 }), false),
+                    f(
+                        "amount",
+                        DataType::Decimal(DecimalType {
+                            precision: 10,
+                            scale: 2,
+                        }),
+                        false,
+                    ),
                     f("note", DataType::Utf8, true),
                 ],
                 primary_key: vec![],
@@ -77,13 +90,23 @@ pub fn generate(table: &str, preset: Preset, seed: u64, start: u64, n: u64) -> C
     for row in start..start + n {
         let r = mix(seed, row);
         batch.start_row(Operation::Insert);
-        let set = |b: &mut BatchBuilder, i: usize, v: Value| b.set(i, v).expect("generator matches its schema");
+        let set = |b: &mut BatchBuilder, i: usize, v: Value| {
+            b.set(i, v).expect("generator matches its schema")
+        };
         match preset {
             Preset::Events => {
                 set(&mut batch, 0, Value::Int(row as i64));
-                set(&mut batch, 1, Value::Int(BASE_TS + row as i64 * 1000 + (r % 1000) as i64));
+                set(
+                    &mut batch,
+                    1,
+                    Value::Int(BASE_TS + row as i64 * 1000 + (r % 1000) as i64),
+                );
                 set(&mut batch, 2, Value::Int((r % 100_000) as i64));
-                set(&mut batch, 3, Value::Str(KINDS[(r >> 20) as usize % 4].to_string()));
+                set(
+                    &mut batch,
+                    3,
+                    Value::Str(KINDS[(r >> 20) as usize % 4].to_string()),
+                );
                 set(&mut batch, 4, Value::Int128(((r >> 8) % 1_000_000) as i128));
                 if row % 7 != 0 {
                     set(&mut batch, 5, Value::Str(format!("note-{}", r % 1000)));
@@ -99,7 +122,9 @@ pub fn generate(table: &str, preset: Preset, seed: u64, start: u64, n: u64) -> C
                 set(&mut batch, 4, Value::Int(BASE_TS + row as i64 * 1000));
             }
         }
-        batch.finish_row().expect("generator fills required columns");
+        batch
+            .finish_row()
+            .expect("generator fills required columns");
     }
     batch.finish()
 }
@@ -140,12 +165,25 @@ impl Source for Datagen {
             started: Instant::now(),
             produced_since_start: 0,
         };
-        moonlink_sdk::info!("datagen: table {table}, {} rows, starting at row {next}", source.rows);
-        Ok((source, vec![TableDef { name: table, schema: preset.schema() }]))
+        moonlink_sdk::info!(
+            "datagen: table {table}, {} rows, starting at row {next}",
+            source.rows
+        );
+        Ok((
+            source,
+            vec![TableDef {
+                name: table,
+                schema: preset.schema(),
+            }],
+        ))
     }
 
     fn poll(&mut self, max_rows: u32, timeout_ms: u32) -> Result<PollResult, String> {
-        let remaining = if self.rows == 0 { u64::MAX } else { self.rows - self.next };
+        let remaining = if self.rows == 0 {
+            u64::MAX
+        } else {
+            self.rows - self.next
+        };
         let mut n = remaining.min(max_rows as u64);
         if let Some(rate) = self.rate {
             let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
@@ -160,7 +198,11 @@ impl Source for Datagen {
             }
         }
         if n == 0 {
-            return Ok(PollResult { batches: vec![], checkpoint: None, finished: remaining == 0 });
+            return Ok(PollResult {
+                batches: vec![],
+                checkpoint: None,
+                finished: remaining == 0,
+            });
         }
         let batch = generate(&self.table, self.preset, self.seed, self.next, n);
         self.next += n;
@@ -182,7 +224,11 @@ mod tests {
     use serde_json::json;
 
     fn config(rows: u64) -> Config {
-        Config::from_pairs([("table", json!("demo.events")), ("rows", json!(rows)), ("seed", json!(7))])
+        Config::from_pairs([
+            ("table", json!("demo.events")),
+            ("rows", json!(rows)),
+            ("seed", json!(7)),
+        ])
     }
 
     fn ids(batch: &ChangeBatch) -> Vec<i64> {
@@ -199,7 +245,10 @@ mod tests {
         let first = a.poll(10, 0).unwrap();
         assert_eq!(first.checkpoint.as_deref(), Some("10"));
         let (mut b, _) = Datagen::open(config(25), first.checkpoint.clone()).unwrap();
-        let rest: Vec<i64> = (0..3).flat_map(|_| b.poll(10, 0).unwrap().batches).flat_map(|x| ids(&x)).collect();
+        let rest: Vec<i64> = (0..3)
+            .flat_map(|_| b.poll(10, 0).unwrap().batches)
+            .flat_map(|x| ids(&x))
+            .collect();
         assert_eq!(rest, (10..25).collect::<Vec<_>>());
         let done = b.poll(10, 0).unwrap();
         assert!(done.finished && done.batches.is_empty());
@@ -211,9 +260,20 @@ mod tests {
 
     #[test]
     fn bad_settings_are_explained() {
-        let err = Datagen::open(Config::from_pairs([("table", json!("t"))]), None).err().unwrap();
+        let err = Datagen::open(Config::from_pairs([("table", json!("t"))]), None)
+            .err()
+            .unwrap();
         assert!(err.contains("`rows` is required"), "{err}");
-        let err = Datagen::open(Config::from_pairs([("table", json!("t")), ("rows", json!(1)), ("preset", json!("x"))]), None).err().unwrap();
+        let err = Datagen::open(
+            Config::from_pairs([
+                ("table", json!("t")),
+                ("rows", json!(1)),
+                ("preset", json!("x")),
+            ]),
+            None,
+        )
+        .err()
+        .unwrap();
         assert!(err.contains("unknown preset"), "{err}");
     }
 }

@@ -1,0 +1,211 @@
+//! Plugin configuration files (`--config FILE.toml`).
+//!
+//! One file describes one plugin at its top level, or several as `[[plugins]]` entries:
+//!
+//! ```toml
+//! name = "datagen"                 # defaults to the wasm file's stem
+//! path = "datagen.wasm"            # relative to the config file, then to --plugin-dir;
+//!                                  # optional when the file follows a --plugin PATH flag
+//! [settings]                       # handed to the plugin's `open`, as a JSON object
+//! table = "demo.events"
+//! rows = 100000
+//! [tables]                         # optional: the plugin's table name -> the host's
+//! "demo.events" = "demo.events"
+//! [[transforms]]                   # the chain every batch goes through, in order
+//! path = "filter.wasm"
+//! settings = { column = "kind", op = "eq", value = "purchase" }
+//! [capabilities]                   # nothing is granted unless listed
+//! network = ["127.0.0.1:5432"]
+//! directories = [{ host = "/var/spool/in", guest = "/in" }]
+//! [poll]
+//! max_rows = 10000
+//! timeout_ms = 500
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformConfig {
+    pub path: PathBuf,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub settings: toml::Table,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryGrant {
+    pub host: PathBuf,
+    pub guest: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilityConfig {
+    #[serde(default)]
+    pub network: Vec<String>,
+    #[serde(default)]
+    pub directories: Vec<DirectoryGrant>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollConfig {
+    #[serde(default = "default_max_rows")]
+    pub max_rows: u32,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u32,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        PollConfig {
+            max_rows: default_max_rows(),
+            timeout_ms: default_timeout_ms(),
+        }
+    }
+}
+
+fn default_max_rows() -> u32 {
+    10_000
+}
+
+fn default_timeout_ms() -> u32 {
+    500
+}
+
+/// One source plugin, resolved.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub name: Option<String>,
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub settings: toml::Table,
+    #[serde(default)]
+    pub tables: BTreeMap<String, String>,
+    #[serde(default)]
+    pub transforms: Vec<TransformConfig>,
+    #[serde(default)]
+    pub capabilities: CapabilityConfig,
+    #[serde(default)]
+    pub poll: PollConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MultiConfig {
+    plugins: Vec<SourceConfig>,
+}
+
+impl SourceConfig {
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            self.path
+                .as_ref()
+                .and_then(|p| p.file_stem())
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "source".into())
+        })
+    }
+
+    /// The settings as the JSON object plugins receive.
+    pub fn settings_json(settings: &toml::Table) -> String {
+        serde_json::to_string(settings).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// The host table a plugin table name maps to.
+    pub fn host_table(&self, plugin_table: &str) -> String {
+        self.tables
+            .get(plugin_table)
+            .cloned()
+            .unwrap_or_else(|| plugin_table.to_string())
+    }
+}
+
+/// Finds a plugin file: as given if absolute or present relative to the config's directory,
+/// else in the plugin directory.
+fn resolve(path: &Path, config_dir: Option<&Path>, plugin_dir: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    if let Some(dir) = config_dir {
+        let candidate = dir.join(path);
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    if path.exists() {
+        return path.to_path_buf();
+    }
+    plugin_dir.join(path)
+}
+
+/// Pairs `--plugin` flags with `--config` files (in order) and expands multi-plugin files.
+pub fn load(
+    plugins: &[PathBuf],
+    configs: &[PathBuf],
+    plugin_dir: &Path,
+) -> anyhow::Result<Vec<SourceConfig>> {
+    let mut sources = Vec::new();
+    for (index, config_path) in configs.iter().enumerate() {
+        let text = std::fs::read_to_string(config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?;
+        let config_dir = config_path.parent();
+        let mut entries: Vec<SourceConfig> = if text.contains("[[plugins]]") {
+            toml::from_str::<MultiConfig>(&text)
+                .with_context(|| format!("parsing {}", config_path.display()))?
+                .plugins
+        } else {
+            vec![toml::from_str(&text)
+                .with_context(|| format!("parsing {}", config_path.display()))?]
+        };
+        if let Some(flag) = plugins.get(index) {
+            if entries.len() != 1 {
+                bail!(
+                    "{} describes {} plugins but follows --plugin {}: give it alone",
+                    config_path.display(),
+                    entries.len(),
+                    flag.display()
+                );
+            }
+            entries[0].path = Some(flag.clone());
+        }
+        for entry in &mut entries {
+            let Some(path) = entry.path.clone() else {
+                bail!(
+                    "{}: a plugin needs `path` (or a --plugin flag before --config)",
+                    config_path.display()
+                );
+            };
+            entry.path = Some(resolve(&path, config_dir, plugin_dir));
+            for t in &mut entry.transforms {
+                t.path = resolve(&t.path, config_dir, plugin_dir);
+            }
+        }
+        sources.extend(entries);
+    }
+    for flag in plugins.iter().skip(configs.len()) {
+        sources.push(SourceConfig {
+            name: None,
+            path: Some(resolve(flag, None, plugin_dir)),
+            settings: toml::Table::new(),
+            tables: BTreeMap::new(),
+            transforms: Vec::new(),
+            capabilities: CapabilityConfig::default(),
+            poll: PollConfig::default(),
+        });
+    }
+    let mut names = std::collections::HashSet::new();
+    for s in &sources {
+        if !names.insert(s.name()) {
+            bail!("two plugins are named '{}': give one a `name`", s.name());
+        }
+    }
+    Ok(sources)
+}

@@ -1,0 +1,373 @@
+//! Runs source plugins: poll → transform chain → engine, ack once committed, and restart from
+//! the last committed checkpoint (with back-off) when the plugin faults.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use moonlink_engine::{CreateTable, Engine, EngineError};
+use moonlink_runtime::{
+    into_engine_batch, Capabilities, PluginBatch, PluginRuntime, RunningSource, RunningTransform,
+    SourcePlugin, TransformPlugin,
+};
+use serde::Serialize;
+
+use crate::plugin_config::SourceConfig;
+
+/// What `GET /plugins` reports for a source.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceStatus {
+    pub name: String,
+    pub path: String,
+    /// starting | running | finished | restarting | failed
+    pub state: &'static str,
+    pub tables: Vec<String>,
+    pub rows: u64,
+    pub restarts: u64,
+    pub last_error: Option<String>,
+    /// The last checkpoint acknowledged to the plugin (durable in Iceberg).
+    pub acked_checkpoint: Option<String>,
+}
+
+/// All sources' statuses, shared with the HTTP API.
+#[derive(Clone, Default)]
+pub struct SourceRegistry {
+    statuses: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl SourceRegistry {
+    pub fn list(&self) -> Vec<SourceStatus> {
+        self.statuses.lock().unwrap().values().cloned().collect()
+    }
+
+    fn update(&self, name: &str, f: impl FnOnce(&mut SourceStatus)) {
+        if let Some(status) = self.statuses.lock().unwrap().get_mut(name) {
+            f(status);
+        }
+    }
+
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+}
+
+/// Starts one thread per source. Load failures are reported as `failed`, never fatal.
+pub fn start_all(
+    runtime: &PluginRuntime,
+    engine: &Engine,
+    configs: Vec<SourceConfig>,
+    registry: &SourceRegistry,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let handle = tokio::runtime::Handle::current();
+    let mut threads = Vec::new();
+    for config in configs {
+        let name = config.name();
+        let path = config.path.clone().unwrap_or_default();
+        registry.statuses.lock().unwrap().insert(
+            name.clone(),
+            SourceStatus {
+                name: name.clone(),
+                path: path.display().to_string(),
+                state: "starting",
+                tables: Vec::new(),
+                rows: 0,
+                restarts: 0,
+                last_error: None,
+                acked_checkpoint: None,
+            },
+        );
+        let driver = Driver {
+            name: name.clone(),
+            config,
+            runtime: runtime.clone(),
+            engine: engine.clone(),
+            registry: registry.clone(),
+            handle: handle.clone(),
+        };
+        match std::thread::Builder::new()
+            .name(format!("source-{name}"))
+            .spawn(move || driver.run())
+        {
+            Ok(t) => threads.push(t),
+            Err(e) => tracing::error!(source = %name, error = %e, "cannot start source thread"),
+        }
+    }
+    threads
+}
+
+struct Driver {
+    name: String,
+    config: SourceConfig,
+    runtime: PluginRuntime,
+    engine: Engine,
+    registry: SourceRegistry,
+    handle: tokio::runtime::Handle,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Why a running source stopped.
+enum Stop {
+    Finished,
+    Shutdown,
+}
+
+impl Driver {
+    fn fail(&self, state: &'static str, message: String) {
+        tracing::error!(source = %self.name, state, "{message}");
+        self.registry.update(&self.name, |s| {
+            s.state = state;
+            s.last_error = Some(message);
+        });
+    }
+
+    fn run(self) {
+        let path = self.config.path.clone().unwrap_or_default();
+        let capabilities = Capabilities {
+            network: self.config.capabilities.network.clone(),
+            directories: self
+                .config
+                .capabilities
+                .directories
+                .iter()
+                .map(|d| (d.host.clone(), d.guest.clone()))
+                .collect(),
+        };
+        let plugin = match SourcePlugin::load(&self.runtime, &path, &self.name, capabilities) {
+            Ok(p) => p,
+            Err(e) => return self.fail("failed", e.to_string()),
+        };
+        let mut transforms = Vec::new();
+        for t in &self.config.transforms {
+            let name = t.name.clone().unwrap_or_else(|| {
+                t.path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
+            match TransformPlugin::load(&self.runtime, &t.path, &name) {
+                Ok(p) => transforms.push((p, SourceConfig::settings_json(&t.settings))),
+                Err(e) => return self.fail("failed", e.to_string()),
+            }
+        }
+        let mut backoff = Duration::from_millis(200);
+        let mut known_tables: Vec<String> = Vec::new();
+        while !self.registry.stopping() {
+            match self.run_once(&plugin, &transforms, &mut known_tables) {
+                Ok(Stop::Finished) => {
+                    self.registry.update(&self.name, |s| s.state = "finished");
+                    tracing::info!(source = %self.name, "source finished");
+                    return;
+                }
+                Ok(Stop::Shutdown) => return,
+                Err(message) => {
+                    self.fail("restarting", message);
+                    self.registry.update(&self.name, |s| s.restarts += 1);
+                    // Resume from a checkpoint that covers everything applied so far: commit
+                    // the buffered rows first, or they would be produced twice.
+                    for table in &known_tables {
+                        if let Err(e) = self.handle.block_on(self.engine.commit(table)) {
+                            tracing::warn!(source = %self.name, table, error = %e, "commit before restart failed");
+                        }
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// The committed checkpoint to resume from: the one recorded with this source's rows.
+    fn resume_point(&self, known_tables: &[String]) -> Option<String> {
+        let mut candidates: Vec<String> = known_tables.to_vec();
+        if candidates.is_empty() {
+            candidates = self
+                .engine
+                .list_tables()
+                .into_iter()
+                .map(|t| t.name)
+                .collect();
+        }
+        candidates
+            .iter()
+            .find_map(|t| self.engine.source_checkpoint(t, &self.name).ok().flatten())
+    }
+
+    fn run_once(
+        &self,
+        plugin: &SourcePlugin,
+        transforms: &[(TransformPlugin, String)],
+        known_tables: &mut Vec<String>,
+    ) -> Result<Stop, String> {
+        let resume = self.resume_point(known_tables);
+        let settings = SourceConfig::settings_json(&self.config.settings);
+        let (mut source, tables) = plugin
+            .start(&settings, resume.as_deref())
+            .map_err(|e| format!("open failed: {e}"))?;
+        let mut chain: Vec<RunningTransform> = transforms
+            .iter()
+            .map(|(t, settings)| t.start(settings))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("transform failed to start: {e}"))?;
+        for table in &tables {
+            let host_name = self.config.host_table(&table.name);
+            self.ensure_table(&host_name, table.schema.clone())?;
+            if !known_tables.contains(&host_name) {
+                known_tables.push(host_name);
+            }
+        }
+        self.registry.update(&self.name, |s| {
+            s.state = "running";
+            s.tables = known_tables.clone();
+        });
+        tracing::info!(source = %self.name, resume_from = ?resume, "source running");
+        let mut last_checkpoint = resume;
+        // (table, lsn, checkpoint) applied but not yet known to be committed.
+        let mut unacked: Vec<(String, u64, String)> = Vec::new();
+        loop {
+            if self.registry.stopping() {
+                return Ok(Stop::Shutdown);
+            }
+            let poll = source
+                .poll(self.config.poll.max_rows, self.config.poll.timeout_ms)
+                .map_err(|e| format!("poll failed: {e}"))?;
+            let mut out = Vec::new();
+            for batch in poll.batches {
+                out.extend(run_chain(&mut chain, batch)?);
+            }
+            let checkpoint = poll.checkpoint.clone().or(last_checkpoint.clone());
+            let count = out.len();
+            for (i, mut batch) in out.into_iter().enumerate() {
+                // Only the last batch of a poll carries the poll's checkpoint: a commit that
+                // lands between batches must not claim the rest of the poll.
+                let cp = if i + 1 == count {
+                    checkpoint.clone()
+                } else {
+                    last_checkpoint.clone()
+                };
+                let table = self.config.host_table(&batch.table);
+                batch.table = table.clone();
+                let rows = batch.operations.len() as u64;
+                let lsn = self.apply(&table, batch, cp.clone())?;
+                if let Some(cp) = cp {
+                    unacked.push((table, lsn, cp));
+                }
+                self.registry.update(&self.name, |s| s.rows += rows);
+            }
+            last_checkpoint = checkpoint;
+            self.ack_committed(&mut source, &mut unacked)?;
+            if poll.finished {
+                // Wait for the rest to commit, so the final ack reaches the plugin.
+                for table in known_tables.iter() {
+                    self.handle
+                        .block_on(self.engine.commit(table))
+                        .map_err(|e| format!("final commit failed: {e}"))?;
+                }
+                self.ack_committed(&mut source, &mut unacked)?;
+                return Ok(Stop::Finished);
+            }
+        }
+    }
+
+    fn ensure_table(&self, name: &str, schema: moonlink_engine::TableSchema) -> Result<(), String> {
+        if self.engine.table_info(name).is_ok() {
+            return Ok(());
+        }
+        let (namespace, table) = match name.rsplit_once('.') {
+            Some((ns, t)) => (ns.to_string(), t.to_string()),
+            None => ("default".to_string(), name.to_string()),
+        };
+        match self.handle.block_on(self.engine.create_table(CreateTable {
+            name: name.to_string(),
+            namespace,
+            table,
+            schema,
+        })) {
+            Ok(_) | Err(EngineError::TableExists(_)) => Ok(()),
+            Err(e) => Err(format!("cannot create table '{name}': {e}")),
+        }
+    }
+
+    fn apply(
+        &self,
+        table: &str,
+        batch: PluginBatch,
+        checkpoint: Option<String>,
+    ) -> Result<u64, String> {
+        let schema = self
+            .engine
+            .table_schema(table)
+            .map_err(|e| format!("batch for table '{table}': {e}"))?;
+        let batch = into_engine_batch(table, &schema, batch)
+            .map_err(|e| format!("malformed batch for '{table}': {e}"))?;
+        let receipt = match checkpoint {
+            Some(cp) => self
+                .handle
+                .block_on(self.engine.apply_from_source(table, batch, &self.name, cp)),
+            // Nothing to resume from yet: log it so a crash cannot lose it.
+            None => self.handle.block_on(self.engine.apply(
+                table,
+                batch,
+                moonlink_engine::Durability::Logged,
+            )),
+        }
+        .map_err(|e| format!("engine refused a batch for '{table}': {e}"))?;
+        Ok(receipt.lsn)
+    }
+
+    /// Acks the newest checkpoint whose rows are all committed.
+    fn ack_committed(
+        &self,
+        source: &mut RunningSource,
+        unacked: &mut Vec<(String, u64, String)>,
+    ) -> Result<(), String> {
+        let mut done = 0;
+        for (table, lsn, _) in unacked.iter() {
+            let committed = self
+                .engine
+                .table_info(table)
+                .map(|i| i.committed_lsn)
+                .unwrap_or(0);
+            if committed < *lsn {
+                break;
+            }
+            done += 1;
+        }
+        if done == 0 {
+            return Ok(());
+        }
+        let checkpoint = unacked[done - 1].2.clone();
+        unacked.drain(..done);
+        source
+            .ack(&checkpoint)
+            .map_err(|e| format!("ack failed: {e}"))?;
+        self.registry
+            .update(&self.name, |s| s.acked_checkpoint = Some(checkpoint));
+        Ok(())
+    }
+}
+
+fn run_chain(
+    chain: &mut [RunningTransform],
+    batch: PluginBatch,
+) -> Result<Vec<PluginBatch>, String> {
+    let mut batches = vec![batch];
+    for transform in chain.iter_mut() {
+        let mut next = Vec::new();
+        for b in &batches {
+            next.extend(
+                transform
+                    .apply(b)
+                    .map_err(|e| format!("transform failed: {e}"))?,
+            );
+        }
+        batches = next;
+    }
+    Ok(batches)
+}
