@@ -215,6 +215,7 @@ impl Source for Datagen {
     }
 }
 
+#[cfg(feature = "component")]
 moonlink_sdk::export_source!(Datagen);
 
 #[cfg(test)]

@@ -1,0 +1,74 @@
+//! A datagen-like source that misbehaves on purpose. Settings: `table`, `rows`, `fault`
+//! (`trap`, `loop`, `oom`, `malformed`, `error`) and `fault_at` (row index; the poll that
+//! would cross it faults). Only a fresh instance faults: once restarted from a committed
+//! checkpoint it behaves, so tests see one fault and a clean recovery.
+
+use moonlink_sdk::source::{PollResult, Source, TableDef};
+use moonlink_sdk::{ColumnValues, Config};
+
+pub struct FaultySource {
+    table: String,
+    rows: u64,
+    fault: String,
+    fault_at: u64,
+    armed: bool,
+    next: u64,
+}
+
+impl Source for FaultySource {
+    fn open(config: Config, resume_from: Option<String>) -> Result<(Self, Vec<TableDef>), String> {
+        let table = config.str("table")?.to_string();
+        let armed = resume_from.is_none();
+        let next = match resume_from {
+            Some(cp) => cp.parse().map_err(|_| format!("bad checkpoint '{cp}'"))?,
+            None => 0,
+        };
+        let fault = config.str("fault")?.to_string();
+        let source = FaultySource {
+            table: table.clone(),
+            rows: config.u64("rows")?,
+            fault,
+            fault_at: config.u64("fault_at")?,
+            armed,
+            next,
+        };
+        Ok((source, vec![TableDef { name: table, schema: datagen::Preset::Events.schema() }]))
+    }
+
+    fn poll(&mut self, max_rows: u32, _timeout_ms: u32) -> Result<PollResult, String> {
+        let n = (self.rows - self.next).min(max_rows as u64);
+        if self.armed && self.next <= self.fault_at && self.fault_at < self.next + n.max(1) {
+            match self.fault.as_str() {
+                "trap" => panic!("faulty source: trap at row {}", self.next),
+                "loop" => loop {
+                    std::hint::black_box(&mut self.next);
+                },
+                "oom" => {
+                    let mut hoard = Vec::new();
+                    loop {
+                        hoard.push(vec![7u8; 1 << 20]);
+                        std::hint::black_box(&hoard);
+                    }
+                }
+                "malformed" => {
+                    let mut batch = datagen::generate(&self.table, datagen::Preset::Events, 0, self.next, n);
+                    batch.columns[0].values = ColumnValues::Int64(vec![1]);
+                    return Ok(PollResult { batches: vec![batch], checkpoint: None, finished: false });
+                }
+                _ => return Err(format!("faulty source: upstream unavailable at row {}", self.next)),
+            }
+        }
+        if n == 0 {
+            return Ok(PollResult { batches: vec![], checkpoint: None, finished: true });
+        }
+        let batch = datagen::generate(&self.table, datagen::Preset::Events, 0, self.next, n);
+        self.next += n;
+        Ok(PollResult {
+            batches: vec![batch],
+            checkpoint: Some(self.next.to_string()),
+            finished: self.next == self.rows,
+        })
+    }
+}
+
+moonlink_sdk::export_source!(FaultySource);
