@@ -14,8 +14,6 @@ ensure_wasm_target() {
 
 build_plugins() {
   section "build plugins (wasm32-wasip2)"
-  cargo build -p rest_ingest -p faulty -p datagen -p filter -p mask --target wasm32-wasip2 --release
-  # Separately: it links datagen as a library (without its exports), and one cargo call
-  # would unify datagen's features.
-  cargo build -p faulty_source --target wasm32-wasip2 --release
+  cargo build -p rest_ingest -p faulty -p datagen -p filter -p mask -p faulty_source \
+    --target wasm32-wasip2 --release
 }

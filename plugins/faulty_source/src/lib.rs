@@ -4,7 +4,41 @@
 //! checkpoint it behaves, so tests see one fault and a clean recovery.
 
 use moonlink_sdk::source::{PollResult, Source, TableDef};
-use moonlink_sdk::{ColumnValues, Config};
+use moonlink_sdk::{
+    BatchBuilder, ChangeBatch, ColumnValues, Config, DataType, Field, Operation, TableSchema, Value,
+};
+
+fn schema() -> TableSchema {
+    TableSchema {
+        fields: vec![
+            Field {
+                name: "id".into(),
+                data_type: DataType::Int64,
+                nullable: false,
+            },
+            Field {
+                name: "payload".into(),
+                data_type: DataType::Utf8,
+                nullable: true,
+            },
+        ],
+        primary_key: vec![],
+    }
+}
+
+/// Rows `start..start + n`: `(id, "row-<id>")`.
+fn rows(table: &str, start: u64, n: u64) -> ChangeBatch {
+    let mut batch = BatchBuilder::new(table, &schema());
+    for id in start..start + n {
+        batch.start_row(Operation::Insert);
+        batch.set(0, Value::Int(id as i64)).expect("int64 column");
+        batch
+            .set(1, Value::Str(format!("row-{id}")))
+            .expect("string column");
+        batch.finish_row().expect("complete row");
+    }
+    batch.finish()
+}
 
 pub struct FaultySource {
     table: String,
@@ -32,7 +66,13 @@ impl Source for FaultySource {
             armed,
             next,
         };
-        Ok((source, vec![TableDef { name: table, schema: datagen::Preset::Events.schema() }]))
+        Ok((
+            source,
+            vec![TableDef {
+                name: table,
+                schema: schema(),
+            }],
+        ))
     }
 
     fn poll(&mut self, max_rows: u32, _timeout_ms: u32) -> Result<PollResult, String> {
@@ -51,17 +91,30 @@ impl Source for FaultySource {
                     }
                 }
                 "malformed" => {
-                    let mut batch = datagen::generate(&self.table, datagen::Preset::Events, 0, self.next, n);
+                    let mut batch = rows(&self.table, self.next, n);
                     batch.columns[0].values = ColumnValues::Int64(vec![1]);
-                    return Ok(PollResult { batches: vec![batch], checkpoint: None, finished: false });
+                    return Ok(PollResult {
+                        batches: vec![batch],
+                        checkpoint: None,
+                        finished: false,
+                    });
                 }
-                _ => return Err(format!("faulty source: upstream unavailable at row {}", self.next)),
+                _ => {
+                    return Err(format!(
+                        "faulty source: upstream unavailable at row {}",
+                        self.next
+                    ))
+                }
             }
         }
         if n == 0 {
-            return Ok(PollResult { batches: vec![], checkpoint: None, finished: true });
+            return Ok(PollResult {
+                batches: vec![],
+                checkpoint: None,
+                finished: true,
+            });
         }
-        let batch = datagen::generate(&self.table, datagen::Preset::Events, 0, self.next, n);
+        let batch = rows(&self.table, self.next, n);
         self.next += n;
         Ok(PollResult {
             batches: vec![batch],

@@ -36,13 +36,19 @@ impl Filter {
                 return None;
             }
             match (&column.values, value) {
-                (ColumnValues::Int16(v), Value::Number(n)) => (v[row] as f64).partial_cmp(&n.as_f64()?),
-                (ColumnValues::Int32(v), Value::Number(n)) => (v[row] as f64).partial_cmp(&n.as_f64()?),
+                (ColumnValues::Int16(v), Value::Number(n)) => {
+                    (v[row] as f64).partial_cmp(&n.as_f64()?)
+                }
+                (ColumnValues::Int32(v), Value::Number(n)) => {
+                    (v[row] as f64).partial_cmp(&n.as_f64()?)
+                }
                 (ColumnValues::Int64(v), Value::Number(n)) => match n.as_i64() {
                     Some(i) => Some(v[row].cmp(&i)),
                     None => (v[row] as f64).partial_cmp(&n.as_f64()?),
                 },
-                (ColumnValues::Float32(v), Value::Number(n)) => (v[row] as f64).partial_cmp(&n.as_f64()?),
+                (ColumnValues::Float32(v), Value::Number(n)) => {
+                    (v[row] as f64).partial_cmp(&n.as_f64()?)
+                }
                 (ColumnValues::Float64(v), Value::Number(n)) => v[row].partial_cmp(&n.as_f64()?),
                 (ColumnValues::Boolean(v), Value::Bool(b)) => Some(v[row].cmp(b)),
                 (ColumnValues::Utf8(v), Value::String(s)) => Some(v[row].as_str().cmp(s.as_str())),
@@ -73,7 +79,11 @@ impl Filter {
 /// Keeps the rows of `batch` where `keep[row]`, column by column.
 pub fn select_rows(batch: ChangeBatch, keep: &[bool]) -> ChangeBatch {
     fn pick<T: Clone>(v: Vec<T>, keep: &[bool]) -> Vec<T> {
-        v.into_iter().zip(keep).filter(|(_, k)| **k).map(|(x, _)| x).collect()
+        v.into_iter()
+            .zip(keep)
+            .filter(|(_, k)| **k)
+            .map(|(x, _)| x)
+            .collect()
     }
     ChangeBatch {
         table: batch.table,
@@ -127,7 +137,10 @@ impl Transform for Filter {
 
     fn apply(&mut self, batch: ChangeBatch) -> Result<Vec<ChangeBatch>, String> {
         let Some(column) = batch.columns.iter().find(|c| c.name == self.column) else {
-            return Err(format!("filter: batch for '{}' has no column '{}'", batch.table, self.column));
+            return Err(format!(
+                "filter: batch for '{}' has no column '{}'",
+                batch.table, self.column
+            ));
         };
         let keep: Vec<bool> = (0..batch.operations.len())
             .map(|row| batch.operations[row] == Operation::Delete || self.keep(column, row))
@@ -136,7 +149,11 @@ impl Transform for Filter {
             return Ok(vec![batch]);
         }
         let selected = select_rows(batch, &keep);
-        Ok(if selected.operations.is_empty() { vec![] } else { vec![selected] })
+        Ok(if selected.operations.is_empty() {
+            vec![]
+        } else {
+            vec![selected]
+        })
     }
 }
 
@@ -145,15 +162,23 @@ moonlink_sdk::export_transform!(Filter);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use moonlink_sdk::{DataType, Field, TableSchema};
     use moonlink_sdk::{BatchBuilder, Value as V};
+    use moonlink_sdk::{DataType, Field, TableSchema};
     use serde_json::json;
 
     fn batch() -> ChangeBatch {
         let schema = TableSchema {
             fields: vec![
-                Field { name: "id".into(), data_type: DataType::Int64, nullable: false },
-                Field { name: "kind".into(), data_type: DataType::Utf8, nullable: true },
+                Field {
+                    name: "id".into(),
+                    data_type: DataType::Int64,
+                    nullable: false,
+                },
+                Field {
+                    name: "kind".into(),
+                    data_type: DataType::Utf8,
+                    nullable: true,
+                },
             ],
             primary_key: vec![],
         };
@@ -186,16 +211,31 @@ mod tests {
 
     #[test]
     fn predicates() {
-        assert_eq!(run(json!({"column": "kind", "op": "eq", "value": "b"})), vec![2]);
-        assert_eq!(run(json!({"column": "kind", "op": "ne", "value": "b"})), vec![1]);
-        assert_eq!(run(json!({"column": "id", "op": "ge", "value": 2})), vec![2, 3]);
+        assert_eq!(
+            run(json!({"column": "kind", "op": "eq", "value": "b"})),
+            vec![2]
+        );
+        assert_eq!(
+            run(json!({"column": "kind", "op": "ne", "value": "b"})),
+            vec![1]
+        );
+        assert_eq!(
+            run(json!({"column": "id", "op": "ge", "value": 2})),
+            vec![2, 3]
+        );
         assert_eq!(run(json!({"column": "kind", "op": "is_null"})), vec![3]);
-        assert_eq!(run(json!({"column": "id", "op": "gt", "value": 9})), Vec::<i64>::new());
+        assert_eq!(
+            run(json!({"column": "id", "op": "gt", "value": 9})),
+            Vec::<i64>::new()
+        );
     }
 
     #[test]
     fn bad_settings() {
-        assert!(Filter::configure(Config::parse(r#"{"column":"x","op":"like","value":1}"#).unwrap()).is_err());
+        assert!(Filter::configure(
+            Config::parse(r#"{"column":"x","op":"like","value":1}"#).unwrap()
+        )
+        .is_err());
         assert!(Filter::configure(Config::parse(r#"{"column":"x","op":"eq"}"#).unwrap()).is_err());
     }
 }

@@ -36,9 +36,17 @@ impl Transform for Mask {
         let hash = match config.opt_str("mode")?.unwrap_or("hash") {
             "hash" => true,
             "redact" => false,
-            other => return Err(format!("setting `mode`: unknown mode '{other}' (expected hash or redact)")),
+            other => {
+                return Err(format!(
+                    "setting `mode`: unknown mode '{other}' (expected hash or redact)"
+                ))
+            }
         };
-        Ok(Mask { columns, hash, salt: config.opt_str("salt")?.unwrap_or("").to_string() })
+        Ok(Mask {
+            columns,
+            hash,
+            salt: config.opt_str("salt")?.unwrap_or("").to_string(),
+        })
     }
 
     fn apply(&mut self, mut batch: ChangeBatch) -> Result<Vec<ChangeBatch>, String> {
@@ -47,7 +55,10 @@ impl Transform for Mask {
                 continue;
             }
             let ColumnValues::Utf8(values) = &mut column.values else {
-                return Err(format!("mask: column '{}' is not a string column", column.name));
+                return Err(format!(
+                    "mask: column '{}' is not a string column",
+                    column.name
+                ));
             };
             for (row, value) in values.iter_mut().enumerate() {
                 if column.validity.as_ref().is_none_or(|v| v[row]) {
@@ -80,22 +91,36 @@ mod tests {
 
     #[test]
     fn hashes_with_salt_and_keeps_nulls() {
-        let mut m = Mask::configure(Config::parse(r#"{"columns":["email"],"salt":"s"}"#).unwrap()).unwrap();
+        let mut m =
+            Mask::configure(Config::parse(r#"{"columns":["email"],"salt":"s"}"#).unwrap()).unwrap();
         let out = m.apply(batch()).unwrap();
-        let ColumnValues::Utf8(v) = &out[0].columns[0].values else { panic!() };
+        let ColumnValues::Utf8(v) = &out[0].columns[0].values else {
+            panic!()
+        };
         assert_eq!(v[0].len(), 64);
         assert_eq!(v[0], m.mask_value("a@b.c"));
-        assert_ne!(v[0], Mask::configure(Config::parse(r#"{"columns":["email"],"salt":"t"}"#).unwrap()).unwrap().mask_value("a@b.c"));
+        assert_ne!(
+            v[0],
+            Mask::configure(Config::parse(r#"{"columns":["email"],"salt":"t"}"#).unwrap())
+                .unwrap()
+                .mask_value("a@b.c")
+        );
         assert_eq!(v[1], "");
     }
 
     #[test]
     fn redacts_and_rejects_bad_settings() {
-        let mut m = Mask::configure(Config::parse(r#"{"columns":"email","mode":"redact"}"#).unwrap()).unwrap();
+        let mut m =
+            Mask::configure(Config::parse(r#"{"columns":"email","mode":"redact"}"#).unwrap())
+                .unwrap();
         let out = m.apply(batch()).unwrap();
-        let ColumnValues::Utf8(v) = &out[0].columns[0].values else { panic!() };
+        let ColumnValues::Utf8(v) = &out[0].columns[0].values else {
+            panic!()
+        };
         assert_eq!(v[0], "***");
         assert!(Mask::configure(Config::parse(r#"{"columns":[]}"#).unwrap()).is_err());
-        assert!(Mask::configure(Config::parse(r#"{"columns":["x"],"mode":"rot13"}"#).unwrap()).is_err());
+        assert!(
+            Mask::configure(Config::parse(r#"{"columns":["x"],"mode":"rot13"}"#).unwrap()).is_err()
+        );
     }
 }
