@@ -29,6 +29,7 @@ cargo clippy -p rest_ingest --target wasm32-wasip2 --release -- -D warnings
 
 section "cargo test (native crates, plugin logic natively)"
 cargo test --workspace
+cargo test -p moonlink-sdk --features source,transform,rest-ingest --doc
 
 section "build moonlink-host"
 cargo build -p moonlink-host

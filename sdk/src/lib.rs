@@ -29,6 +29,11 @@ mod batch;
 mod config;
 pub mod log;
 
+/// The tutorial in `sdk/README.md`; its code blocks run as doctests, so it cannot rot.
+#[cfg(all(doctest, feature = "source", feature = "transform"))]
+#[doc = include_str!("../README.md")]
+mod tutorial {}
+
 pub use batch::{BatchBuilder, Value};
 pub use config::{Config, ConfigError};
 
