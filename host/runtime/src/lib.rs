@@ -19,6 +19,13 @@ pub use transform::{RunningTransform, TransformPlugin};
 
 /// A change batch as plugins produce it (columnar WIT values), before the engine validates it.
 pub type PluginBatch = bindings::moonlink::plugin::types::ChangeBatch;
+/// The WIT types plugin batches are made of, for hosts that build batches themselves.
+pub mod wit {
+    pub use crate::bindings::moonlink::plugin::types::{
+        ChangeBatch, Column, ColumnValues, DataType, DecimalType, Field, Int128, Operation,
+        TableSchema,
+    };
+}
 
 use std::path::Path;
 use std::sync::Arc;
