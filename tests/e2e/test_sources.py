@@ -166,3 +166,53 @@ settings = { table = "multi.b", rows = 500, preset = "users" }
     plugin_status(server, "b")
     assert ids(server, "multi.a") == list(range(300))
     assert ids(server, "multi.b") == list(range(500))
+
+
+def test_sandbox_grants_only_listed_addresses_and_directories(make_server, tmp_path):
+    import socket
+
+    allowed, other = socket.socket(), socket.socket()
+    for s in (allowed, other):
+        s.bind(("127.0.0.1", 0))
+        s.listen(4)
+    allowed_addr = "127.0.0.1:%d" % allowed.getsockname()[1]
+    other_addr = "127.0.0.1:%d" % other.getsockname()[1]
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "hello.txt").write_text("hi")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("no")
+    config = write_config(tmp_path, "probe.toml", f"""
+name = "probe"
+[settings]
+table = "sandbox.probe"
+rows = 10
+connect = ["{allowed_addr}", "{other_addr}"]
+read = ["/data/hello.txt", "{secret}"]
+[capabilities]
+network = ["{allowed_addr}"]
+directories = [{{ host = "{shared}", guest = "/data" }}]
+""")
+    server = make_server(["--plugin", "faulty_source.wasm", "--config", config])
+    plugin_status(server, "probe")
+    log = server.read_log()
+    assert f"probe connect {allowed_addr}: ok" in log, log
+    assert f"probe connect {other_addr}: denied" in log, log
+    assert "probe read /data/hello.txt: ok" in log, log
+    assert f"probe read {secret}: denied" in log, log
+    # Without capabilities, nothing gets through.
+    bare = write_config(tmp_path, "bare.toml", f"""
+name = "bare"
+[settings]
+table = "sandbox.bare"
+rows = 10
+connect = ["{allowed_addr}"]
+read = ["/data/hello.txt"]
+""")
+    server2 = make_server(["--plugin", "faulty_source.wasm", "--config", bare])
+    plugin_status(server2, "bare")
+    log = server2.read_log()
+    assert f"probe connect {allowed_addr}: denied" in log, log
+    assert "probe read /data/hello.txt: denied" in log, log
+    allowed.close()
+    other.close()

@@ -203,8 +203,15 @@ impl PluginRuntime {
             wasi.allow_tcp(true)
                 .allow_udp(false)
                 .allow_ip_name_lookup(false)
-                .socket_addr_check(move |addr, _use| {
-                    let ok = allowed.contains(&addr);
+                .socket_addr_check(move |addr, usage| {
+                    use wasmtime_wasi::sockets::SocketAddrUse;
+                    let ok = match usage {
+                        // A connect first binds implicitly to an ephemeral local port; allow
+                        // that, but never a listening socket on a chosen address.
+                        SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                        SocketAddrUse::TcpConnect => allowed.contains(&addr),
+                        _ => false,
+                    };
                     Box::pin(async move { ok })
                 });
         }

@@ -2,6 +2,10 @@
 //! (`trap`, `loop`, `oom`, `malformed`, `error`) and `fault_at` (row index; the poll that
 //! would cross it faults). Only a fresh instance faults: once restarted from a committed
 //! checkpoint it behaves, so tests see one fault and a clean recovery.
+//!
+//! Sandbox probes, run in `open` and logged as `probe connect <addr>: ok|denied (...)` and
+//! `probe read <path>: ok|denied (...)`: settings `connect` (list of `host:port`) and `read`
+//! (list of paths), so tests can see what the sandbox lets through.
 
 use moonlink_sdk::source::{PollResult, Source, TableDef};
 use moonlink_sdk::{
@@ -57,12 +61,26 @@ impl Source for FaultySource {
             Some(cp) => cp.parse().map_err(|_| format!("bad checkpoint '{cp}'"))?,
             None => 0,
         };
-        let fault = config.str("fault")?.to_string();
+        for addr in config.str_list("connect")? {
+            let outcome = match std::net::TcpStream::connect(addr.as_str()) {
+                Ok(_) => "ok".to_string(),
+                Err(e) => format!("denied ({e})"),
+            };
+            moonlink_sdk::info!("probe connect {addr}: {outcome}");
+        }
+        for path in config.str_list("read")? {
+            let outcome = match std::fs::read(&path) {
+                Ok(_) => "ok".to_string(),
+                Err(e) => format!("denied ({e})"),
+            };
+            moonlink_sdk::info!("probe read {path}: {outcome}");
+        }
+        let fault = config.opt_str("fault")?.unwrap_or("none").to_string();
         let source = FaultySource {
             table: table.clone(),
             rows: config.u64("rows")?,
             fault,
-            fault_at: config.u64("fault_at")?,
+            fault_at: config.opt_u64("fault_at")?.unwrap_or(0),
             armed,
             next,
         };
@@ -77,7 +95,7 @@ impl Source for FaultySource {
 
     fn poll(&mut self, max_rows: u32, _timeout_ms: u32) -> Result<PollResult, String> {
         let n = (self.rows - self.next).min(max_rows as u64);
-        if self.armed && self.next <= self.fault_at && self.fault_at < self.next + n.max(1) {
+        if self.armed && self.fault != "none" && self.next <= self.fault_at && self.fault_at < self.next + n.max(1) {
             match self.fault.as_str() {
                 "trap" => panic!("faulty source: trap at row {}", self.next),
                 "loop" => loop {
