@@ -168,3 +168,20 @@ def test_a_broken_plugin_is_a_500_and_the_server_keeps_running(make_server, tmp_
     assert requests.post(server.url + "/ingest/demo.t", data=b"fine").status_code == 200
     loc = server.table("demo.t")["metadata_location"]
     assert duckdb_rows(loc) == [(1,)]
+
+
+def test_the_decoder_is_swappable_by_config(make_server, tmp_path):
+    import os
+    from conftest import PLUGIN_DIR
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    server = make_server(["--config", os.path.join(root, "plugins/rest_ingest/example.toml")])
+    server.create_table("demo.t", [{"name": "id", "data_type": "int64", "nullable": False}])
+    server.ingest("demo.t", [{"id": 1}])
+    assert duckdb_rows(server.table("demo.t")["metadata_location"]) == [(1,)]
+
+    config = tmp_path / "decoder.toml"
+    config.write_text(f'kind = "rest-ingest"\npath = "{PLUGIN_DIR}/faulty.wasm"\n')
+    swapped = make_server(["--config", str(config)])
+    swapped.create_table("demo.t", [{"name": "id", "data_type": "int64", "nullable": False}])
+    error(requests.post(swapped.url + "/ingest/demo.t", data=b"trap"), 500, "plugin_error")

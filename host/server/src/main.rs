@@ -102,7 +102,20 @@ async fn main() -> anyhow::Result<()> {
         cache_dir: Some(cli.data_dir.join("cache").join("plugins")),
     })
     .context("starting the plugin runtime")?;
-    let decoder_path = cli.plugin_dir.join("rest_ingest.wasm");
+    let mut plugin_configs = plugin_config::load(&cli.plugins, &cli.configs, &cli.plugin_dir)?;
+    let decoders: Vec<_> = plugin_configs
+        .iter()
+        .filter(|c| c.kind == plugin_config::PluginKind::RestIngest)
+        .filter_map(|c| c.path.clone())
+        .collect();
+    if decoders.len() > 1 {
+        bail!("more than one plugin has kind = \"rest-ingest\": keep one");
+    }
+    plugin_configs.retain(|c| c.kind == plugin_config::PluginKind::Source);
+    let decoder_path = decoders
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| cli.plugin_dir.join("rest_ingest.wasm"));
     if !decoder_path.exists() {
         bail!(
             "{} not found: build the plugins with `cargo build -p rest_ingest --target wasm32-wasip2 --release` or pass --plugin-dir",
@@ -123,9 +136,8 @@ async fn main() -> anyhow::Result<()> {
     .await
     .with_context(|| format!("opening data directory {}", cli.data_dir.display()))?;
 
-    let source_configs = plugin_config::load(&cli.plugins, &cli.configs, &cli.plugin_dir)?;
     let registry = sources::SourceRegistry::default();
-    let source_threads = sources::start_all(&runtime, &engine, source_configs, &registry);
+    let source_threads = sources::start_all(&runtime, &engine, plugin_configs, &registry);
 
     let app = api::router(api::AppState {
         engine: engine.clone(),

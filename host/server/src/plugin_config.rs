@@ -79,10 +79,13 @@ fn default_timeout_ms() -> u32 {
     500
 }
 
-/// One source plugin, resolved.
+/// One plugin, resolved: a source (the default), or the HTTP body decoder when
+/// `kind = "rest-ingest"` (which replaces `--plugin-dir/rest_ingest.wasm`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
+    #[serde(default)]
+    pub kind: PluginKind,
     pub name: Option<String>,
     pub path: Option<PathBuf>,
     #[serde(default)]
@@ -95,6 +98,14 @@ pub struct SourceConfig {
     pub capabilities: CapabilityConfig,
     #[serde(default)]
     pub poll: PollConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginKind {
+    #[default]
+    Source,
+    RestIngest,
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,6 +203,7 @@ pub fn load(
     }
     for flag in plugins.iter().skip(configs.len()) {
         sources.push(SourceConfig {
+            kind: PluginKind::Source,
             name: None,
             path: Some(resolve(flag, None, plugin_dir)),
             settings: toml::Table::new(),

@@ -95,7 +95,11 @@ impl Source for FaultySource {
 
     fn poll(&mut self, max_rows: u32, _timeout_ms: u32) -> Result<PollResult, String> {
         let n = (self.rows - self.next).min(max_rows as u64);
-        if self.armed && self.fault != "none" && self.next <= self.fault_at && self.fault_at < self.next + n.max(1) {
+        if self.armed
+            && self.fault != "none"
+            && self.next <= self.fault_at
+            && self.fault_at < self.next + n.max(1)
+        {
             match self.fault.as_str() {
                 "trap" => panic!("faulty source: trap at row {}", self.next),
                 "loop" => loop {
