@@ -289,6 +289,11 @@ impl Engine {
         Ok(self.table(name)?.committed_through(lsn).await.into())
     }
 
+    /// Commits now, rewriting every small or deletion-heavy data file (maintenance on demand).
+    pub async fn optimize(&self, name: &str) -> Result<CommitInfo> {
+        Ok(self.table(name)?.optimize().await?.into())
+    }
+
     /// Commits everything a table has accepted so far, now.
     pub async fn commit(&self, name: &str) -> Result<CommitInfo> {
         Ok(self.table(name)?.commit().await?.into())

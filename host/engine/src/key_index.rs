@@ -192,6 +192,24 @@ impl KeyIndex {
         self.segments.push((file, segment));
     }
 
+    /// Replaces the segments of compacted files with the segment of the file they became;
+    /// `dead` holds positions in the new file already deleted.
+    pub fn replace_segments(
+        &mut self,
+        old: &[u32],
+        file: u32,
+        segment: Segment,
+        dead: Option<RoaringTreemap>,
+    ) {
+        self.segments.retain(|(id, _)| !old.contains(id));
+        for id in old {
+            self.dead.remove(id);
+        }
+        if !segment.is_empty() {
+            self.add_segment(file, segment, dead);
+        }
+    }
+
     /// Live keys (rows in segments and buffer, minus deleted ones).
     pub fn len(&self) -> usize {
         let in_files: usize = self

@@ -42,6 +42,9 @@ pub struct TableConfig {
     pub target_file_size: u64,
     /// How many small files may be alive before a commit merges them.
     pub merge_fanout: usize,
+    /// A keyed data file whose deleted fraction reaches this is rewritten without its
+    /// deleted rows.
+    pub rewrite_deleted_fraction: f64,
     /// Buffered Arrow bytes that trigger a commit before the interval is up.
     pub max_buffer_bytes: usize,
     /// How long a `sync` request waits for its commit.
@@ -54,6 +57,7 @@ impl Default for TableConfig {
             commit_interval: Duration::from_secs(2),
             target_file_size: 128 * 1024 * 1024,
             merge_fanout: 8,
+            rewrite_deleted_fraction: 0.3,
             max_buffer_bytes: 256 * 1024 * 1024,
             sync_timeout: Duration::from_secs(60),
         }
@@ -99,6 +103,10 @@ pub struct TableInfo {
     pub total_records: u64,
     /// Rows masked by deletion vectors in the current snapshot.
     pub deleted_rows: u64,
+    /// Snapshots kept in the table's metadata.
+    pub snapshots: usize,
+    /// Total bytes of live data files.
+    pub data_bytes: u64,
     /// Keys in the primary-key index, and its resident size.
     pub index_entries: usize,
     pub index_bytes: usize,
@@ -152,6 +160,18 @@ struct Pending {
     committed_dvs: HashMap<String, RoaringTreemap>,
     /// Source checkpoints covered by what is pending, recorded in the next snapshot.
     source_checkpoints: BTreeMap<String, String>,
+}
+
+/// A keyed compaction written during a commit: candidate files merged into one, without their
+/// deleted rows. Applied to the key index only once the snapshot is committed.
+struct KeyedCompaction {
+    file_id: u32,
+    path: Option<String>,
+    data_file: Option<DataFile>,
+    segment: Segment,
+    /// Old file id → new position of each old row (`u32::MAX`: the row was deleted).
+    mapping: HashMap<u32, Vec<u32>>,
+    removed_paths: Vec<String>,
 }
 
 impl Pending {
@@ -489,6 +509,15 @@ impl Table {
 
     /// Commits everything accepted so far as one snapshot (no-op if there is nothing new).
     pub async fn commit(&self) -> Result<CommitState> {
+        self.commit_with(false).await
+    }
+
+    /// Commits, compacting every small or deletion-heavy file now (`POST .../optimize`).
+    pub async fn optimize(&self) -> Result<CommitState> {
+        self.commit_with(true).await
+    }
+
+    async fn commit_with(&self, force_compaction: bool) -> Result<CommitState> {
         let mut pending = self.pending.lock().await;
         {
             let mut buffer = self.lock_buffer();
@@ -531,10 +560,10 @@ impl Table {
             }
         }
         let committed_lsn = self.committed.borrow().committed_lsn;
-        if pending.is_empty() && pending.through_lsn <= committed_lsn {
+        if pending.is_empty() && pending.through_lsn <= committed_lsn && !force_compaction {
             return Ok(self.committed.borrow().clone());
         }
-        match self.commit_pending(&mut pending).await {
+        match self.commit_pending(&mut pending, force_compaction).await {
             Ok(state) => Ok(state),
             Err(e) => {
                 self.committed.send_modify(|s| {
@@ -546,7 +575,11 @@ impl Table {
         }
     }
 
-    async fn commit_pending(&self, pending: &mut Pending) -> Result<CommitState> {
+    async fn commit_pending(
+        &self,
+        pending: &mut Pending,
+        force_compaction: bool,
+    ) -> Result<CommitState> {
         let file_io = self.warehouse.file_io();
         let current = self.committed.borrow().clone();
         let table_location = current
@@ -567,7 +600,9 @@ impl Table {
                 .iter()
                 .filter(|f| f.file_size_in_bytes() < small_limit)
                 .collect();
-            if small.len() + 1 >= self.config.merge_fanout.max(2) {
+            if small.len() + 1 >= self.config.merge_fanout.max(2)
+                || (force_compaction && small.len() >= 2)
+            {
                 for file in &small {
                     merged_rows.extend(
                         data_files::read_data_file(
@@ -619,10 +654,26 @@ impl Table {
             );
         }
 
+        let compaction = if self.schema.primary_key.is_empty() {
+            None
+        } else {
+            self.compact_keyed(pending, force_compaction).await?
+        };
+        if let Some(c) = &compaction {
+            removed.extend(c.removed_paths.iter().cloned());
+            added.extend(c.data_file.clone());
+        }
+
         let mut paths = pending.paths.clone();
         paths.extend(new_paths.iter().cloned());
         let mut vectors = Vec::new();
         for (file_id, positions) in &pending.deletes {
+            if compaction
+                .as_ref()
+                .is_some_and(|c| c.mapping.contains_key(file_id))
+            {
+                continue; // applied by the rewrite
+            }
             let Some(path) = paths.get(file_id) else {
                 return Err(EngineError::Catalog(format!(
                     "deletes for unknown data file id {file_id}"
@@ -669,6 +720,9 @@ impl Table {
         for (path, merged) in vectors {
             pending.committed_dvs.insert(path, merged);
         }
+        if let Some(c) = compaction {
+            self.apply_keyed_compaction(pending, c);
+        }
         pending.generations.clear();
         pending.deletes.clear();
         pending.source_checkpoints.clear();
@@ -711,6 +765,178 @@ impl Table {
         }
     }
 
+    /// Picks keyed files to rewrite (small ones once enough accumulate, or all small ones when
+    /// forced; any whose deleted fraction passed the threshold) and writes them as one file
+    /// without their deleted rows.
+    async fn compact_keyed(
+        &self,
+        pending: &Pending,
+        force: bool,
+    ) -> Result<Option<KeyedCompaction>> {
+        let ids: HashMap<&str, u32> = pending
+            .paths
+            .iter()
+            .map(|(id, path)| (path.as_str(), *id))
+            .collect();
+        let dead = |file: &DataFile| -> RoaringTreemap {
+            let mut dead = pending
+                .committed_dvs
+                .get(file.file_path())
+                .cloned()
+                .unwrap_or_default();
+            if let Some(pending_deletes) = ids
+                .get(file.file_path())
+                .and_then(|id| pending.deletes.get(id))
+            {
+                dead |= pending_deletes;
+            }
+            dead
+        };
+        let small_limit = self.config.target_file_size / 4;
+        let small: Vec<&DataFile> = pending
+            .live_files
+            .iter()
+            .filter(|f| f.file_size_in_bytes() < small_limit)
+            .collect();
+        let merge_small =
+            small.len() >= self.config.merge_fanout.max(2) || (force && small.len() >= 2);
+        let mut candidates: Vec<&DataFile> = Vec::new();
+        for file in &pending.live_files {
+            let deleted = dead(file).len() as f64 / file.record_count().max(1) as f64;
+            let heavy = deleted >= self.config.rewrite_deleted_fraction || (force && deleted > 0.0);
+            let is_small = merge_small && file.file_size_in_bytes() < small_limit;
+            if (heavy || is_small) && ids.contains_key(file.file_path()) {
+                candidates.push(file);
+            }
+        }
+        if candidates.is_empty() || (candidates.len() == 1 && dead(candidates[0]).is_empty()) {
+            return Ok(None);
+        }
+        let file_id = {
+            let mut buffer = self.lock_buffer();
+            match buffer.keyed.as_mut() {
+                Some(keys) => keys.allocate_file_id(),
+                None => return Ok(None),
+            }
+        };
+        let key_columns: Vec<usize> = self
+            .schema
+            .primary_key
+            .iter()
+            .filter_map(|k| self.schema.column_index(k))
+            .collect();
+        let mut kept = Vec::new();
+        let mut hashes = Vec::new();
+        let mut mapping = HashMap::new();
+        let mut next_position = 0u32;
+        for file in &candidates {
+            let dead = dead(file);
+            let mut map = Vec::with_capacity(file.record_count() as usize);
+            let mut position = 0u64;
+            for batch in
+                data_files::read_data_file(&self.warehouse, file.file_path(), &self.arrow_schema)
+                    .await?
+            {
+                let keep: Vec<bool> = (0..batch.num_rows() as u64)
+                    .map(|i| !dead.contains(position + i))
+                    .collect();
+                position += batch.num_rows() as u64;
+                for k in &keep {
+                    if *k {
+                        map.push(next_position);
+                        next_position += 1;
+                    } else {
+                        map.push(u32::MAX);
+                    }
+                }
+                let batch = arrow_select::filter::filter_record_batch(
+                    &batch,
+                    &arrow_array::BooleanArray::from(keep),
+                )?;
+                if batch.num_rows() > 0 {
+                    hashes.extend(hash_keys(&batch, &key_columns));
+                    kept.push(batch);
+                }
+            }
+            mapping.insert(ids[file.file_path()], map);
+        }
+        let segment = Segment::from_row_hashes(&hashes);
+        let (path, data_file) = if kept.is_empty() {
+            (None, None)
+        } else {
+            let table_location = self
+                .committed
+                .borrow()
+                .metadata
+                .location()
+                .trim_end_matches('/')
+                .to_string();
+            let path = format!("{table_location}/data/{}.parquet", Uuid::now_v7());
+            let data_file = data_files::write_data_file(
+                &self.warehouse.file_io(),
+                &self.iceberg_schema,
+                &path,
+                &kept,
+            )
+            .await?;
+            index_segment::write_segment(
+                &index_segment::segment_path(&self.index_dir, &path),
+                &segment,
+            )?;
+            (Some(path), Some(data_file))
+        };
+        tracing::debug!(table = %self.name, files = candidates.len(), rows = next_position, "compacted keyed files");
+        Ok(Some(KeyedCompaction {
+            file_id,
+            path,
+            data_file,
+            segment,
+            mapping,
+            removed_paths: candidates
+                .iter()
+                .map(|f| f.file_path().to_string())
+                .collect(),
+        }))
+    }
+
+    /// After the snapshot with a keyed compaction is committed: moves the index to the new
+    /// file and carries deletes that landed on the old files meanwhile over to it.
+    fn apply_keyed_compaction(&self, pending: &mut Pending, c: KeyedCompaction) {
+        let old_ids: Vec<u32> = c.mapping.keys().copied().collect();
+        {
+            let mut buffer = self.lock_buffer();
+            let Some(keys) = buffer.keyed.as_mut() else {
+                return;
+            };
+            let mut carried = RoaringTreemap::new();
+            for id in &old_ids {
+                if let Some(late) = keys.file_deletes.remove(id) {
+                    for position in late.iter() {
+                        if let Some(&new) = c.mapping[id].get(position as usize) {
+                            if new != u32::MAX {
+                                carried.insert(new as u64);
+                            }
+                        }
+                    }
+                }
+            }
+            if !carried.is_empty() {
+                *keys.file_deletes.entry(c.file_id).or_default() |= carried.clone();
+            }
+            keys.index
+                .replace_segments(&old_ids, c.file_id, c.segment, Some(carried));
+        }
+        for id in &old_ids {
+            if let Some(path) = pending.paths.remove(id) {
+                pending.committed_dvs.remove(&path);
+                let _ = std::fs::remove_file(index_segment::segment_path(&self.index_dir, &path));
+            }
+        }
+        if let Some(path) = c.path {
+            pending.paths.insert(c.file_id, path);
+        }
+    }
+
     /// Arrow bytes per output file: Parquet with zstd is typically 3-5x smaller than Arrow
     /// in memory, so this aims the written file near the target.
     fn arrow_bytes_per_file(&self) -> usize {
@@ -747,6 +973,8 @@ impl Table {
             data_files: total("total-data-files"),
             total_records: total("total-records"),
             deleted_rows: total("total-position-deletes"),
+            snapshots: state.metadata.snapshots().count(),
+            data_bytes: total("total-files-size"),
             index_entries,
             index_bytes,
             last_error: state.last_error,

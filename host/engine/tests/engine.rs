@@ -247,3 +247,152 @@ async fn dropped_table_disappears_and_name_is_reusable() {
     let engine = Engine::open(config(dir.path(), 8)).await.unwrap();
     assert_eq!(engine.list_tables().len(), 1);
 }
+
+fn keyed_schema() -> TableSchema {
+    TableSchema {
+        primary_key: vec!["id".into()],
+        ..schema()
+    }
+}
+
+fn keyed_batch(op: Operation, ids: &[i64]) -> ChangeBatch {
+    let mut columns = vec![(
+        "id".to_string(),
+        Arc::new(Int64Array::from(ids.to_vec())) as ArrayRef,
+    )];
+    if op != Operation::Delete {
+        columns.push((
+            "name".into(),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|i| format!("n{i}")),
+            )) as ArrayRef,
+        ));
+    }
+    ChangeBatch::from_columns(&keyed_schema(), vec![op; ids.len()], columns).unwrap()
+}
+
+/// Live ids of the committed snapshot: data files minus their deletion vectors.
+async fn live_ids(dir: &std::path::Path, engine: &Engine, table: &str) -> Vec<i64> {
+    use moonlink_engine::deletion_vector::read_deletion_vector;
+    let warehouse = Warehouse::local(&dir.join("warehouse")).unwrap();
+    let io = warehouse.file_io();
+    let metadata = load_metadata(&io, &engine.table_info(table).unwrap().metadata_location)
+        .await
+        .unwrap();
+    let files = live_files(&io, &metadata).await.unwrap();
+    let mut ids = Vec::new();
+    for f in files
+        .iter()
+        .filter(|f| f.data_file.content_type() == iceberg::spec::DataContentType::Data)
+    {
+        let path = f.data_file.file_path();
+        let dv = match files
+            .iter()
+            .find(|d| d.data_file.referenced_data_file().as_deref() == Some(path))
+        {
+            Some(d) => read_deletion_vector(&warehouse, &d.data_file)
+                .await
+                .unwrap(),
+            None => Default::default(),
+        };
+        let mut position = 0u64;
+        for b in read_data_file(&warehouse, path, &keyed_schema().arrow_schema())
+            .await
+            .unwrap()
+        {
+            let col = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            for v in col.values() {
+                if !dv.contains(position) {
+                    ids.push(*v);
+                }
+                position += 1;
+            }
+        }
+    }
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_landing_during_compaction_still_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 3);
+    cfg.table.rewrite_deleted_fraction = 0.2;
+    let engine = Engine::open(cfg).await.unwrap();
+    engine
+        .create_table(CreateTable {
+            name: "demo.keyed".into(),
+            namespace: "demo".into(),
+            table: "keyed".into(),
+            schema: keyed_schema(),
+        })
+        .await
+        .unwrap();
+    let inserted = Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let deleter = {
+        let (engine, inserted, stop) = (engine.clone(), inserted.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut deleted = Vec::new();
+            let mut turn = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let victim = {
+                    let ids = inserted.lock().unwrap();
+                    turn += 7;
+                    (!ids.is_empty()).then(|| ids[turn % ids.len()])
+                };
+                if let Some(id) = victim.filter(|v| !deleted.contains(v)) {
+                    let r = engine
+                        .apply(
+                            "demo.keyed",
+                            keyed_batch(Operation::Delete, &[id]),
+                            Durability::Logged,
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(r.matched, 1, "key {id} should be live");
+                    deleted.push(id);
+                }
+                tokio::task::yield_now().await;
+            }
+            deleted
+        })
+    };
+    for round in 0..40i64 {
+        let ids: Vec<i64> = (round * 20..round * 20 + 20).collect();
+        engine
+            .apply(
+                "demo.keyed",
+                keyed_batch(Operation::Insert, &ids),
+                Durability::Committed,
+            )
+            .await
+            .unwrap();
+        inserted.lock().unwrap().extend(ids);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let deleted = deleter.await.unwrap();
+    engine.commit("demo.keyed").await.unwrap();
+    let mut want: Vec<i64> = (0..800).filter(|i| !deleted.contains(i)).collect();
+    want.sort();
+    assert!(
+        deleted.len() > 20,
+        "the deleter should have raced the commits"
+    );
+    assert_eq!(live_ids(dir.path(), &engine, "demo.keyed").await, want);
+    let info = engine.table_info("demo.keyed").unwrap();
+    assert!(
+        info.data_files < 10,
+        "{} files after 40 commits",
+        info.data_files
+    );
+    assert_eq!(info.index_entries, want.len());
+    // And after a restart, the rebuilt state agrees.
+    drop(engine);
+    let engine = Engine::open(config(dir.path(), 3)).await.unwrap();
+    assert_eq!(
+        engine.table_info("demo.keyed").unwrap().index_entries,
+        want.len()
+    );
+    assert_eq!(live_ids(dir.path(), &engine, "demo.keyed").await, want);
+}

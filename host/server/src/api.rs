@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/tables/{name}/commit", post(commit_table))
         .route("/tables/{name}/flush", post(commit_table))
+        .route("/tables/{name}/optimize", post(optimize_table))
         .route("/ingest/{name}", post(ingest))
         .route("/plugins", get(list_plugins))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -106,6 +107,9 @@ fn table_json(info: &TableInfo) -> Value {
         "data_files": info.data_files,
         "total_records": info.total_records,
         "deleted_rows": info.deleted_rows,
+        "deleted_fraction": if info.total_records == 0 { 0.0 } else { info.deleted_rows as f64 / info.total_records as f64 },
+        "snapshots": info.snapshots,
+        "avg_file_bytes": info.data_bytes.checked_div(info.data_files).unwrap_or(0),
         "live_rows": info.total_records.saturating_sub(info.deleted_rows),
         "index_entries": info.index_entries,
         "index_bytes": info.index_bytes,
@@ -258,6 +262,25 @@ async fn commit_table(
         "snapshot_id": info.snapshot_id,
         "metadata_location": info.metadata_location,
         "committed_lsn": info.committed_lsn,
+    })))
+}
+
+async fn optimize_table(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let before = state.engine.table_info(&name)?;
+    let committed = state.engine.optimize(&name).await?;
+    let after = state.engine.table_info(&name)?;
+    Ok(Json(json!({
+        "status": "ok",
+        "table": name,
+        "snapshot_id": committed.snapshot_id,
+        "metadata_location": committed.metadata_location,
+        "data_files_before": before.data_files,
+        "data_files_after": after.data_files,
+        "deleted_rows_before": before.deleted_rows,
+        "deleted_rows_after": after.deleted_rows,
     })))
 }
 
