@@ -62,6 +62,25 @@ def duckdb_count(metadata_location):
         con.close()
 
 
+def retained_files(metadata_location):
+    """Every data and delete file a live entry of any retained snapshot references."""
+    import json
+
+    with open(metadata_location) as f:
+        metadata = json.load(f)
+    con = _duckdb()
+    try:
+        files = set()
+        for snapshot in metadata.get("snapshots", []):
+            manifests = con.execute(f"SELECT manifest_path FROM read_avro('{snapshot['manifest-list']}')").fetchall()
+            for (path,) in manifests:
+                rows = con.execute(f"SELECT data_file.file_path FROM read_avro('{path}') WHERE status != 2").fetchall()
+                files.update(r[0] for r in rows)
+        return files
+    finally:
+        con.close()
+
+
 def live_manifest_entries(metadata_location):
     """The live (status != DELETED) entries of the current snapshot, read from the Avro
     manifests with DuckDB's avro extension: file_path, content, file_format, record_count,

@@ -6,7 +6,7 @@ import pytest
 
 import requests
 
-from readers import duckdb_rows, pyiceberg_rows, live_manifest_entries, expect
+from readers import duckdb_rows, pyiceberg_rows, live_manifest_entries, retained_files, expect
 
 SCHEMA = [
     {"name": "region", "data_type": "string", "nullable": False},
@@ -228,4 +228,40 @@ def test_optimize_rewrites_deleted_rows_away(server):
     server.ingest("shop.items", [{"region": "eu", "id": 1}], operation="delete")
     apply_model(model, "delete", [{"region": "eu", "id": 1}])
     want = expect(*model.values())
+    assert readers(server) == (want, want)
+
+
+def test_snapshot_expiry_and_orphan_cleanup_keep_the_table_whole(make_server):
+    import glob
+    import os
+
+    server = make_server(["--snapshot-max-age-secs", "0", "--snapshot-min-keep", "3"])
+    server.create_table("shop.items", SCHEMA, primary_key=KEY)
+    model = {}
+    for step in range(12):
+        rows = [{"region": "us", "id": step * 10 + i, "qty": step} for i in range(10)]
+        server.ingest("shop.items", rows, operation="upsert")
+        apply_model(model, "upsert", rows)
+        if step % 3 == 2:
+            victims = [{"region": "us", "id": step * 10 - 5}]
+            server.ingest("shop.items", victims, operation="delete")
+            apply_model(model, "delete", victims)
+    assert server.table("shop.items")["snapshots"] == 3
+    # A crashed writer's leftovers in the table directory.
+    data_dir = os.path.join(server.data_dir, "warehouse", "shop", "items", "data")
+    junk = os.path.join(data_dir, "00000000-crashed-writer.parquet")
+    with open(junk, "wb") as f:
+        f.write(b"PAR1 half written")
+    r = requests.post(server.url + "/tables/shop.items/optimize")
+    assert r.status_code == 200, r.text
+    assert not os.path.exists(junk)
+    want = expect(*model.values())
+    assert readers(server) == (want, want)
+    # The data directory holds exactly the files the retained snapshots reference: nothing
+    # live was deleted, nothing unreferenced was left.
+    referenced = retained_files(server.table("shop.items")["metadata_location"])
+    on_disk = set(glob.glob(os.path.join(data_dir, "*")))
+    assert on_disk == referenced, (sorted(on_disk - referenced), sorted(referenced - on_disk))
+    server.kill()
+    server.start()
     assert readers(server) == (want, want)

@@ -42,6 +42,47 @@ pub struct SnapshotChanges {
     pub checkpoint: u64,
     /// Pull-source checkpoints this snapshot makes durable (source id → checkpoint).
     pub source_checkpoints: BTreeMap<String, String>,
+    /// Which older snapshots to expire in the same metadata update.
+    pub retention: SnapshotRetention,
+}
+
+/// Snapshot expiry: a snapshot older than `max_age` is removed, except the newest `min_keep`
+/// (the current one is always kept). Files only expired snapshots referenced become orphans,
+/// which `maintenance::remove_orphan_files` deletes.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotRetention {
+    pub max_age: std::time::Duration,
+    pub min_keep: usize,
+}
+
+impl Default for SnapshotRetention {
+    fn default() -> Self {
+        SnapshotRetention {
+            max_age: std::time::Duration::from_secs(600),
+            min_keep: 10,
+        }
+    }
+}
+
+/// Snapshot ids to expire from `metadata` (before the new snapshot at `now_ms` is added).
+fn expired_snapshots(
+    metadata: &TableMetadata,
+    retention: SnapshotRetention,
+    now_ms: i64,
+) -> Vec<i64> {
+    let mut snapshots: Vec<(i64, i64)> = metadata
+        .snapshots()
+        .map(|s| (s.timestamp_ms(), s.snapshot_id()))
+        .collect();
+    snapshots.sort_unstable_by(|a, b| b.cmp(a)); // newest first
+    let cutoff = now_ms - retention.max_age.as_millis() as i64;
+    // The new snapshot counts toward `min_keep`.
+    snapshots
+        .into_iter()
+        .skip(retention.min_keep.saturating_sub(1))
+        .filter(|(ts, _)| *ts < cutoff)
+        .map(|(_, id)| id)
+        .collect()
 }
 
 /// Summary key prefix of a pull source's checkpoint: `moonlink.source.<id>.checkpoint`.
@@ -153,6 +194,15 @@ async fn current_manifests(
     let Some(snapshot) = metadata.current_snapshot() else {
         return Ok(Vec::new());
     };
+    snapshot_manifests(file_io, metadata, snapshot).await
+}
+
+/// The manifests of one snapshot.
+pub async fn snapshot_manifests(
+    file_io: &FileIO,
+    metadata: &TableMetadata,
+    snapshot: &Snapshot,
+) -> Result<Vec<ManifestFile>> {
     let bytes = file_io.new_input(snapshot.manifest_list())?.read().await?;
     let list = ManifestList::parse_with_version(&bytes, metadata.format_version())?;
     Ok(list.consume_entries().into_iter().collect())
@@ -369,11 +419,13 @@ pub async fn write_snapshot(
         SnapshotOperation::Append
     };
 
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let expired = expired_snapshots(metadata, changes.retention, now_ms);
     let snapshot = Snapshot::builder()
         .with_snapshot_id(snapshot_id)
         .with_parent_snapshot_id(parent)
         .with_sequence_number(sequence_number)
-        .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
+        .with_timestamp_ms(now_ms)
         .with_manifest_list(manifest_list_location)
         .with_summary(Summary {
             operation,
@@ -386,6 +438,7 @@ pub async fn write_snapshot(
         metadata.clone(),
         Some(metadata_location.to_string()),
     )
+    .remove_snapshots(&expired)
     .set_branch_snapshot(snapshot, MAIN_BRANCH)?
     .build()?
     .metadata;

@@ -15,6 +15,7 @@ pub mod error;
 pub mod index_segment;
 pub mod key_index;
 pub mod keyed_buffer;
+pub mod maintenance;
 pub mod schema;
 pub mod storage;
 pub mod table;

@@ -74,6 +74,27 @@ impl Warehouse {
         Ok(self.store.get(&path).await?.bytes().await?)
     }
 
+    /// Locations of every object under `prefix`, in the same form as `prefix`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let path = object_path(prefix).map_err(object_store::Error::from)?;
+        let keep_root = prefix.starts_with('/');
+        let mut listing = self.store.list(Some(&path));
+        let mut locations = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let key = meta?.location.to_string();
+            locations.push(if keep_root { format!("/{key}") } else { key });
+        }
+        Ok(locations)
+    }
+
+    pub async fn delete(&self, location: &str) -> Result<()> {
+        let path = object_path(location).map_err(object_store::Error::from)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes every object under `prefix` (a table's directory when it is dropped).
     pub async fn delete_prefix(&self, prefix: &str) -> Result<()> {
         let path = object_path(prefix).map_err(object_store::Error::from)?;

@@ -29,6 +29,7 @@ use crate::error::{EngineError, Result};
 use crate::index_segment;
 use crate::key_index::{hash_keys, Segment};
 use crate::keyed_buffer::KeyedBuffer;
+use crate::maintenance;
 use crate::schema::TableSchema;
 use crate::storage::Warehouse;
 use crate::wal::{self, Wal};
@@ -49,6 +50,10 @@ pub struct TableConfig {
     pub max_buffer_bytes: usize,
     /// How long a `sync` request waits for its commit.
     pub sync_timeout: Duration,
+    /// Snapshot expiry policy, applied at every commit.
+    pub retention: commit::SnapshotRetention,
+    /// Unreferenced files are swept every this many commits (and on `optimize`).
+    pub orphan_sweep_every: u64,
 }
 
 impl Default for TableConfig {
@@ -60,6 +65,8 @@ impl Default for TableConfig {
             rewrite_deleted_fraction: 0.3,
             max_buffer_bytes: 256 * 1024 * 1024,
             sync_timeout: Duration::from_secs(60),
+            retention: commit::SnapshotRetention::default(),
+            orphan_sweep_every: 100,
         }
     }
 }
@@ -160,6 +167,8 @@ struct Pending {
     committed_dvs: HashMap<String, RoaringTreemap>,
     /// Source checkpoints covered by what is pending, recorded in the next snapshot.
     source_checkpoints: BTreeMap<String, String>,
+    /// Successful commits since open (paces the orphan sweep).
+    commits: u64,
 }
 
 /// A keyed compaction written during a commit: candidate files merged into one, without their
@@ -325,6 +334,7 @@ impl Table {
                 paths,
                 committed_dvs,
                 source_checkpoints: BTreeMap::new(),
+                commits: 0,
             }),
             committed: watch::channel(CommitState {
                 metadata: Arc::new(open.metadata),
@@ -564,7 +574,29 @@ impl Table {
             return Ok(self.committed.borrow().clone());
         }
         match self.commit_pending(&mut pending, force_compaction).await {
-            Ok(state) => Ok(state),
+            Ok(state) => {
+                pending.commits += 1;
+                let sweep_due = pending.commits % self.config.orphan_sweep_every.max(1) == 0;
+                if force_compaction || sweep_due {
+                    // Under the commit lock: no commit of ours is writing files right now.
+                    match maintenance::remove_orphan_files(
+                        &self.warehouse,
+                        &state.metadata,
+                        &state.metadata_location,
+                    )
+                    .await
+                    {
+                        Ok(n) if n > 0 => {
+                            tracing::info!(table = %self.name, files = n, "removed unreferenced files")
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(table = %self.name, error = %e, "orphan file sweep failed")
+                        }
+                    }
+                }
+                Ok(state)
+            }
             Err(e) => {
                 self.committed.send_modify(|s| {
                     s.last_error = Some(e.to_string());
@@ -696,6 +728,7 @@ impl Table {
             added_deletes,
             checkpoint: pending.through_lsn,
             source_checkpoints: pending.source_checkpoints.clone(),
+            retention: self.config.retention,
         };
         let committed = commit::write_snapshot(
             &file_io,

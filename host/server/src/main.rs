@@ -45,6 +45,15 @@ struct Cli {
     #[arg(long, env = "MOONLINK_TARGET_FILE_SIZE", default_value_t = 128 * 1024 * 1024)]
     target_file_size: u64,
 
+    /// Snapshots older than this many seconds are expired (their unreferenced files deleted),
+    /// except the newest --snapshot-min-keep.
+    #[arg(long, env = "MOONLINK_SNAPSHOT_MAX_AGE_SECS", default_value_t = 600)]
+    snapshot_max_age_secs: u64,
+
+    /// Snapshots always kept, however old.
+    #[arg(long, env = "MOONLINK_SNAPSHOT_MIN_KEEP", default_value_t = 10)]
+    snapshot_min_keep: usize,
+
     /// Largest accepted request body, in bytes; larger requests get 413.
     #[arg(long, env = "MOONLINK_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     max_body_bytes: usize,
@@ -130,6 +139,10 @@ async fn main() -> anyhow::Result<()> {
         table: TableConfig {
             commit_interval: Duration::from_millis(cli.commit_interval_ms.max(10)),
             target_file_size: cli.target_file_size,
+            retention: moonlink_engine::commit::SnapshotRetention {
+                max_age: Duration::from_secs(cli.snapshot_max_age_secs),
+                min_keep: cli.snapshot_min_keep.max(1),
+            },
             ..TableConfig::default()
         },
     })
