@@ -1,6 +1,7 @@
 """Keyed tables: inserts, upserts and deletes become deletion vectors that independent readers
 apply. A seeded model-based test runs long random sequences against an in-memory model."""
 import random
+import time
 
 import pytest
 
@@ -265,3 +266,34 @@ def test_snapshot_expiry_and_orphan_cleanup_keep_the_table_whole(make_server):
     server.kill()
     server.start()
     assert readers(server) == (want, want)
+
+
+def test_kill_minus_9_during_optimize_loses_nothing(make_server):
+    import glob
+    import os
+    import threading
+
+    server = make_server(["--snapshot-max-age-secs", "0", "--snapshot-min-keep", "2"])
+    server.create_table("shop.items", SCHEMA, primary_key=KEY)
+    model = {}
+    rng = random.Random(5)
+    for round_ in range(3):
+        for step in range(6):
+            rows = [{"region": "ap", "id": rng.randrange(400), "qty": step} for _ in range(40)]
+            rows = list({r["id"]: r for r in rows}.values())
+            server.ingest("shop.items", rows, operation="upsert")
+            apply_model(model, "upsert", rows)
+        # Optimize in the background and kill the host at a random moment during it.
+        worker = threading.Thread(target=lambda: requests.post(server.url + "/tables/shop.items/optimize", timeout=30))
+        worker.start()
+        time.sleep(rng.uniform(0.0, 0.15))
+        server.kill()
+        worker.join()
+        server.start()
+        want = expect(*model.values())
+        assert readers(server) == (want, want), f"round {round_}"
+        data_dir = os.path.join(server.data_dir, "warehouse", "shop", "items", "data")
+        referenced = retained_files(server.table("shop.items")["metadata_location"])
+        assert referenced <= set(glob.glob(os.path.join(data_dir, "*"))), "dangling reference"
+        r = requests.post(server.url + "/ingest/shop.items", json={"operation": "insert", "data": [{"region": "ap", "id": next(iter(model))[1]}]})
+        assert r.status_code == 409, r.text

@@ -27,7 +27,10 @@ async fn referenced_files(
     for snapshot in metadata.snapshots() {
         live.insert(snapshot.manifest_list().to_string());
         for manifest in commit::snapshot_manifests(file_io, metadata, snapshot).await? {
-            live.insert(manifest.manifest_path.clone());
+            // Snapshots share most manifests: read each one once.
+            if !live.insert(manifest.manifest_path.clone()) {
+                continue;
+            }
             for entry in manifest.load_manifest(file_io).await?.entries() {
                 if entry.is_alive() {
                     live.insert(entry.data_file().file_path().to_string());

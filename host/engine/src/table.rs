@@ -1,7 +1,7 @@
 //! One table's writer: accepts batches (WAL first, then the Arrow buffer), and commits the
 //! buffer as Iceberg snapshots on an interval, on demand, and when the buffer grows large.
 //!
-//! File sizing: a commit writes its buffered rows as one Parquet file. Files below a quarter
+//! File sizing: a commit writes its buffered rows as one Parquet file. Files below half
 //! of the target size count as small; once `merge_fanout` of them would exist, the commit
 //! instead merges all small files and the new rows into one file, removing the small ones in
 //! the same snapshot. Trickle traffic therefore keeps at most `merge_fanout` small files
@@ -626,7 +626,7 @@ impl Table {
         let mut removed = HashSet::new();
         let mut merged_rows: Vec<RecordBatch> = Vec::new();
         if self.schema.primary_key.is_empty() {
-            let small_limit = self.config.target_file_size / 4;
+            let small_limit = self.config.target_file_size / 2;
             let small: Vec<&DataFile> = pending
                 .live_files
                 .iter()
@@ -825,7 +825,7 @@ impl Table {
             }
             dead
         };
-        let small_limit = self.config.target_file_size / 4;
+        let small_limit = self.config.target_file_size / 2;
         let small: Vec<&DataFile> = pending
             .live_files
             .iter()
