@@ -110,3 +110,27 @@ def test_trickle_traffic_does_not_make_a_file_per_commit(server):
     # 60+ commits happened; small files are merged as they accumulate.
     assert len(files) <= 8, files
     assert server.table("demo.events")["data_files"] == len(files)
+
+
+def test_compaction_is_tunable_per_table(server):
+    import requests as rq
+
+    for name, config in [("demo.off", {"compaction": False}), ("demo.tight", {"merge_fanout": 3}), ("demo.moon", {"mooncake": {"x": 1}})]:
+        r = rq.post(f"{server.url}/tables/{name}", json={"schema": SCHEMA, "table_config": config})
+        assert r.status_code == 201, r.text
+    for batch in range(12):
+        for name in ("demo.off", "demo.tight"):
+            server.ingest(name, [{"id": batch * 10 + j} for j in range(10)])
+    off, tight = server.table("demo.off"), server.table("demo.tight")
+    assert off["table_config"] == {"compaction": False}
+    assert off["data_files"] == 12, off
+    assert tight["data_files"] <= 3, tight
+    for name in ("demo.off", "demo.tight"):
+        loc = server.table(name)["metadata_location"]
+        assert sorted(r[0] for r in duckdb_rows(loc, "id")) == list(range(120))
+    assert server.table("demo.moon")["table_config"] == {}
+    bad = rq.post(f"{server.url}/tables/demo.bad", json={"schema": SCHEMA, "table_config": {"merge_fanout": "lots"}})
+    assert bad.status_code == 400, bad.text
+    # Options survive a restart.
+    server.restart()
+    assert server.table("demo.off")["table_config"] == {"compaction": False}

@@ -97,6 +97,7 @@ async fn run(
     let table = format!("health.{name}");
     engine
         .create_table(CreateTable {
+            options: Default::default(),
             name: table.clone(),
             namespace: "health".into(),
             table: name.into(),

@@ -107,6 +107,7 @@ async fn engine_path(dir: &std::path::Path, batches: Vec<ChangeBatch>) -> Durati
     .unwrap();
     engine
         .create_table(CreateTable {
+            options: Default::default(),
             name: "bench.rows".into(),
             namespace: "bench".into(),
             table: "rows".into(),

@@ -78,6 +78,7 @@ async fn open_table(dir: &std::path::Path) -> Engine {
     if engine.table_info("bench.keyed").is_err() {
         engine
             .create_table(CreateTable {
+                options: Default::default(),
                 name: "bench.keyed".into(),
                 namespace: "bench".into(),
                 table: "keyed".into(),

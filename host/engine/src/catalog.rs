@@ -22,6 +22,8 @@ pub struct CatalogEntry {
     pub namespace: String,
     pub table: String,
     pub schema_json: String,
+    /// Per-table options (JSON object; `{}` when none).
+    pub options_json: String,
     pub metadata_location: String,
 }
 
@@ -60,6 +62,17 @@ impl Catalog {
                  schema_json TEXT NOT NULL);",
         )
         .map_err(EngineError::catalog)?;
+        // Added after the first release of the layout: older catalogs gain the column.
+        let has_options: bool = conn
+            .prepare(
+                "SELECT 1 FROM pragma_table_info('moonlink_tables') WHERE name = 'options_json'",
+            )
+            .and_then(|mut s| s.exists([]))
+            .map_err(EngineError::catalog)?;
+        if !has_options {
+            conn.execute_batch("ALTER TABLE moonlink_tables ADD COLUMN options_json TEXT")
+                .map_err(EngineError::catalog)?;
+        }
         Ok(Catalog {
             conn: Mutex::new(conn),
         })
@@ -94,14 +107,15 @@ impl Catalog {
         let inserted = tx
             .execute(
                 "INSERT OR IGNORE INTO moonlink_tables
-                     (name, id, table_namespace, table_name, schema_json)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                     (name, id, table_namespace, table_name, schema_json, options_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     entry.name,
                     entry.id,
                     entry.namespace,
                     entry.table,
-                    entry.schema_json
+                    entry.schema_json,
+                    entry.options_json
                 ],
             )
             .map_err(EngineError::catalog)?;
@@ -137,7 +151,7 @@ impl Catalog {
         let mut stmt = conn
             .prepare(
                 "SELECT m.name, m.id, m.table_namespace, m.table_name, m.schema_json,
-                        t.metadata_location
+                        t.metadata_location, COALESCE(m.options_json, '{}')
                  FROM moonlink_tables m JOIN iceberg_tables t
                    ON t.catalog_name = ?1 AND t.table_namespace = m.table_namespace
                   AND t.table_name = m.table_name
@@ -153,6 +167,7 @@ impl Catalog {
                     table: r.get(3)?,
                     schema_json: r.get(4)?,
                     metadata_location: r.get(5)?,
+                    options_json: r.get(6)?,
                 })
             })
             .map_err(EngineError::catalog)?;
@@ -216,6 +231,7 @@ mod tests {
             namespace: "demo".into(),
             table: table.into(),
             schema_json: "{}".into(),
+            options_json: "{}".into(),
             metadata_location: "/m/0.json".into(),
         }
     }

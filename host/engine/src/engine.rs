@@ -19,7 +19,7 @@ use crate::error::{EngineError, Result};
 use crate::schema::TableSchema;
 use crate::storage::Warehouse;
 use crate::table::{
-    ApplyReceipt, CommitState, Durability, OpenTable, Table, TableConfig, TableInfo,
+    ApplyReceipt, CommitState, Durability, OpenTable, Table, TableConfig, TableInfo, TableOptions,
 };
 
 /// Where the engine keeps its state, and how tables behave.
@@ -37,6 +37,8 @@ pub struct CreateTable {
     pub namespace: String,
     pub table: String,
     pub schema: TableSchema,
+    /// Per-table overrides of the engine's table config.
+    pub options: TableOptions,
 }
 
 /// The result of an explicit commit.
@@ -101,8 +103,11 @@ impl Engine {
             let schema: TableSchema = serde_json::from_str(&entry.schema_json).map_err(|e| {
                 EngineError::Catalog(format!("bad stored schema for '{}': {e}", entry.name))
             })?;
+            let options: TableOptions = serde_json::from_str(&entry.options_json).map_err(|e| {
+                EngineError::Catalog(format!("bad stored options for '{}': {e}", entry.name))
+            })?;
             let metadata = commit::load_metadata(&file_io, &entry.metadata_location).await?;
-            let table = engine.open_table(entry, schema, metadata).await?;
+            let table = engine.open_table(entry, schema, options, metadata).await?;
             engine.tables_mut().insert(table.name.clone(), table);
         }
         Ok(engine)
@@ -112,6 +117,7 @@ impl Engine {
         &self,
         entry: CatalogEntry,
         schema: TableSchema,
+        options: TableOptions,
         metadata: iceberg::spec::TableMetadata,
     ) -> Result<Arc<Table>> {
         let wal_dir = self.cache_dir("wal", &entry.id);
@@ -123,6 +129,7 @@ impl Engine {
                 namespace: entry.namespace,
                 table: entry.table,
                 schema,
+                options,
                 metadata,
                 metadata_location: entry.metadata_location,
             },
@@ -199,10 +206,14 @@ impl Engine {
             table: request.table,
             schema_json: serde_json::to_string(&request.schema)
                 .map_err(|e| EngineError::Catalog(e.to_string()))?,
+            options_json: serde_json::to_string(&request.options)
+                .map_err(|e| EngineError::Catalog(e.to_string()))?,
             metadata_location,
         };
         self.inner.catalog.create(&entry)?;
-        let table = self.open_table(entry, request.schema, metadata).await?;
+        let table = self
+            .open_table(entry, request.schema, request.options, metadata)
+            .await?;
         let info = table.info();
         self.tables_mut().insert(table.name.clone(), table);
         Ok(info)
@@ -220,6 +231,7 @@ impl Engine {
             namespace: table.namespace.clone(),
             table: table.table.clone(),
             schema_json: String::new(),
+            options_json: String::new(),
             metadata_location: location,
         })?;
         self.tables_mut().remove(name);

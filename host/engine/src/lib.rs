@@ -25,4 +25,4 @@ pub use batch::{ChangeBatch, Operation};
 pub use engine::{CommitInfo, CreateTable, Engine, EngineConfig};
 pub use error::{EngineError, Result};
 pub use schema::{ColumnSchema, ColumnType, TableSchema};
-pub use table::{ApplyReceipt, Durability, TableConfig, TableInfo};
+pub use table::{ApplyReceipt, Durability, TableConfig, TableInfo, TableOptions};

@@ -71,6 +71,45 @@ impl Default for TableConfig {
     }
 }
 
+/// Per-table overrides of [`TableConfig`], given at creation (`table_config` in the HTTP API)
+/// and stored in the catalog.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TableOptions {
+    /// Parquet bytes data files grow toward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_file_size: Option<u64>,
+    /// Small files alive before a commit merges them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_fanout: Option<usize>,
+    /// Deleted fraction at which a keyed file is rewritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite_deleted_fraction: Option<f64>,
+    /// `false` turns background compaction off (`optimize` still works).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<bool>,
+}
+
+impl TableOptions {
+    /// The effective config of a table with these options.
+    pub fn apply(&self, base: &TableConfig) -> TableConfig {
+        let mut config = base.clone();
+        if let Some(v) = self.target_file_size {
+            config.target_file_size = v.max(1);
+        }
+        if let Some(v) = self.merge_fanout {
+            config.merge_fanout = v.max(2);
+        }
+        if let Some(v) = self.rewrite_deleted_fraction {
+            config.rewrite_deleted_fraction = v;
+        }
+        if self.compaction == Some(false) {
+            config.merge_fanout = usize::MAX;
+            config.rewrite_deleted_fraction = f64::INFINITY;
+        }
+        config
+    }
+}
+
 /// When `apply` may return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -101,6 +140,7 @@ pub struct TableInfo {
     pub namespace: String,
     pub table: String,
     pub schema: TableSchema,
+    pub options: TableOptions,
     pub metadata_location: String,
     pub snapshot_id: Option<i64>,
     pub committed_lsn: u64,
@@ -195,6 +235,7 @@ pub(crate) struct Table {
     pub namespace: String,
     pub table: String,
     pub schema: TableSchema,
+    pub options: TableOptions,
     arrow_schema: SchemaRef,
     iceberg_schema: Arc<IcebergSchema>,
     catalog: Arc<Catalog>,
@@ -216,6 +257,7 @@ pub(crate) struct OpenTable {
     pub namespace: String,
     pub table: String,
     pub schema: TableSchema,
+    pub options: TableOptions,
     pub metadata: TableMetadata,
     pub metadata_location: String,
 }
@@ -230,6 +272,7 @@ impl Table {
         index_dir: &std::path::Path,
         config: TableConfig,
     ) -> Result<Arc<Table>> {
+        let open_options_config = open.options.apply(&config);
         let file_io = warehouse.file_io();
         let committed_lsn = commit::committed_checkpoint(&open.metadata);
         let mut live_files = Vec::new();
@@ -318,11 +361,12 @@ impl Table {
             namespace: open.namespace,
             table: open.table,
             schema: open.schema,
+            options: open.options,
             arrow_schema,
             iceberg_schema,
             catalog,
             warehouse,
-            config,
+            config: open_options_config,
             index_dir: index_dir.to_path_buf(),
             wal: Mutex::new(Some(wal)),
             buffer: Mutex::new(buffer),
@@ -998,6 +1042,7 @@ impl Table {
             namespace: self.namespace.clone(),
             table: self.table.clone(),
             schema: self.schema.clone(),
+            options: self.options.clone(),
             metadata_location: state.metadata_location.clone(),
             snapshot_id: state.metadata.current_snapshot_id(),
             committed_lsn: state.committed_lsn,

@@ -64,6 +64,7 @@ fn config(dir: &std::path::Path, merge_fanout: usize) -> EngineConfig {
 async fn create(engine: &Engine) {
     engine
         .create_table(CreateTable {
+            options: Default::default(),
             name: "demo.users".into(),
             namespace: "demo".into(),
             table: "users".into(),
@@ -159,6 +160,7 @@ async fn unknown_table_and_upsert_without_key_are_refused() {
     assert!(matches!(
         engine
             .create_table(CreateTable {
+                options: Default::default(),
                 name: "demo.users".into(),
                 namespace: "demo".into(),
                 table: "other".into(),
@@ -321,6 +323,7 @@ async fn deletes_landing_during_compaction_still_hold() {
     let engine = Engine::open(cfg).await.unwrap();
     engine
         .create_table(CreateTable {
+            options: Default::default(),
             name: "demo.keyed".into(),
             namespace: "demo".into(),
             table: "keyed".into(),

@@ -96,6 +96,7 @@ async fn engine(dir: &std::path::Path) -> Engine {
 async fn create(engine: &Engine) {
     engine
         .create_table(moonlink_engine::CreateTable {
+            options: Default::default(),
             name: TABLE.into(),
             namespace: "bench".into(),
             table: "events".into(),

@@ -101,6 +101,7 @@ fn table_json(info: &TableInfo) -> Value {
         "snapshot_id": info.snapshot_id,
         "schema": schema_json(&info.schema),
         "primary_key": info.schema.primary_key,
+        "table_config": info.options,
         "committed_lsn": info.committed_lsn,
         "last_lsn": info.last_lsn,
         "buffered_rows": info.buffered_rows,
@@ -189,8 +190,9 @@ struct CreateTableRequest {
     schema: Vec<ColumnRequest>,
     #[serde(default)]
     primary_key: Vec<String>,
+    /// Per-table tuning (`target_file_size`, `merge_fanout`, `rewrite_deleted_fraction`,
+    /// `compaction`); other keys (e.g. Moonlink's) are accepted and ignored.
     #[serde(default)]
-    #[allow(dead_code)]
     table_config: Option<Value>,
 }
 
@@ -228,9 +230,41 @@ async fn create_table(
             nullable: c.nullable,
         });
     }
+    let options = match request.table_config {
+        Some(Value::Object(map)) => {
+            let known: serde_json::Map<String, Value> = map
+                .into_iter()
+                .filter(|(k, _)| {
+                    matches!(
+                        k.as_str(),
+                        "target_file_size"
+                            | "merge_fanout"
+                            | "rewrite_deleted_fraction"
+                            | "compaction"
+                    )
+                })
+                .collect();
+            serde_json::from_value(Value::Object(known)).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_table_config",
+                    format!("invalid table_config: {e}"),
+                )
+            })?
+        }
+        Some(Value::Null) | None => Default::default(),
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_table_config",
+                "table_config must be an object",
+            ))
+        }
+    };
     let info = state
         .engine
         .create_table(CreateTable {
+            options,
             name,
             namespace: request.database.unwrap_or(default_ns),
             table: request.table.unwrap_or(default_table),

@@ -284,6 +284,7 @@ impl Driver {
             None => ("default".to_string(), name.to_string()),
         };
         match self.handle.block_on(self.engine.create_table(CreateTable {
+            options: Default::default(),
             name: name.to_string(),
             namespace,
             table,
