@@ -18,7 +18,9 @@ def both_readers(server, name, namespace, table):
 def test_health(server):
     r = requests.get(server.url + "/health")
     assert r.status_code == 200
-    assert r.json()["status"] == "healthy"
+    body = r.json()
+    assert body["status"] == "healthy"
+    assert body["service"] == "moonlink-rest-api" and body["timestamp"] > 0
 
 
 def test_create_list_get_drop(server):
@@ -113,6 +115,30 @@ def test_errors_are_4xx_with_row_and_column_and_write_nothing(server):
     duck, py = both_readers(server, "demo.users", "demo", "users")
     assert duck == py == []
     assert server.table("demo.users")["last_lsn"] == 0
+
+
+def test_moonlink_quick_start_requests_work_unchanged(server):
+    """The request shapes Moonlink's own tests send: hyphenated names, `mooncake` table_config,
+    a JSON body on DELETE."""
+    payload = {
+        "database": "test-database", "table": "test-table",
+        "schema": [{"name": "id", "data_type": "int32", "nullable": False},
+                   {"name": "name", "data_type": "string", "nullable": False},
+                   {"name": "email", "data_type": "string", "nullable": True},
+                   {"name": "age", "data_type": "int32", "nullable": True}],
+        "table_config": {"mooncake": {"append_only": True, "row_identity": "None"}},
+    }
+    r = requests.post(server.url + "/tables/test-database.test-table", json=payload)
+    assert r.status_code == 201, r.text
+    assert r.json()["database"] == "test-database" and r.json()["lsn"] >= 1
+    r = requests.post(server.url + "/ingest/test-database.test-table", json={
+        "operation": "insert", "request_mode": "sync",
+        "data": {"id": 1, "name": "Alice Johnson", "email": "alice@example.com", "age": 30}})
+    assert r.status_code == 200, r.text
+    loc = server.table("test-database.test-table")["metadata_location"]
+    assert duckdb_rows(loc) == [(1, "Alice Johnson", "alice@example.com", 30)]
+    r = requests.delete(server.url + "/tables/test-database.test-table", json={"database": "test-database", "table": "test-table"})
+    assert r.status_code == 200, r.text
 
 
 def test_create_table_errors(server):

@@ -71,8 +71,15 @@ async fn not_found() -> ApiError {
 }
 
 async fn health(State(state): State<AppState>) -> Json<Value> {
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // `service` and `timestamp` as Moonlink's health reply has them.
     Json(json!({
         "status": "healthy",
+        "service": "moonlink-rest-api",
+        "timestamp": timestamp,
         "version": env!("CARGO_PKG_VERSION"),
         "tables": state.engine.list_tables().len(),
     }))
@@ -274,7 +281,10 @@ async fn create_table(
             },
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(table_json(&info))).into_response())
+    let mut body = table_json(&info);
+    // Moonlink's create reply carries the table's starting log position.
+    body["lsn"] = json!(info.last_lsn + 1);
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 async fn drop_table(
