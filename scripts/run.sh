@@ -8,5 +8,8 @@ ensure_wasm_target
 build_plugins
 section "build moonlink-host"
 cargo build -p moonlink-host
-exec "$CARGO_TARGET_DIR/debug/moonlink-host" --data-dir ./data --listen 127.0.0.1:3030 \
-  --plugin-dir "$PLUGIN_DIR" "$@"
+# Defaults through the environment, so flags given to this script override them.
+export MOONLINK_DATA_DIR="${MOONLINK_DATA_DIR:-./data}"
+export MOONLINK_LISTEN="${MOONLINK_LISTEN:-127.0.0.1:3030}"
+export MOONLINK_PLUGIN_DIR="${MOONLINK_PLUGIN_DIR:-$PLUGIN_DIR}"
+exec "$CARGO_TARGET_DIR/debug/moonlink-host" "$@"
