@@ -216,3 +216,24 @@ read = ["/data/hello.txt"]
     assert "probe read /data/hello.txt: denied" in log, log
     allowed.close()
     other.close()
+
+
+def test_per_plugin_limits_override_the_host_defaults(make_server, tmp_path):
+    # The host default would let a looping call run for ten minutes; this plugin gets 300 ms.
+    config = write_config(tmp_path, "limited.toml", """
+name = "limited"
+[settings]
+table = "limits.loop"
+rows = 3000
+fault = "loop"
+fault_at = 1500
+[capabilities]
+timeout_ms = 300
+memory_mib = 64
+[poll]
+max_rows = 1000
+""")
+    server = make_server(["--plugin-timeout-ms", "600000", "--plugin", "faulty_source.wasm", "--config", config])
+    status = plugin_status(server, "limited", timeout=60)
+    assert status["restarts"] >= 1 and "time limit" in status["last_error"], status
+    assert ids(server, "limits.loop") == list(range(3000))

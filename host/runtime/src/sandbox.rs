@@ -40,6 +40,10 @@ pub struct Capabilities {
     pub network: Vec<String>,
     /// Host directories the plugin may use, with the path it sees each at.
     pub directories: Vec<(PathBuf, String)>,
+    /// Overrides the runtime's memory limit for this plugin.
+    pub memory_limit_bytes: Option<u64>,
+    /// Overrides the runtime's per-call time limit for this plugin.
+    pub call_timeout: Option<Duration>,
 }
 
 /// The state of one sandboxed instance: WASI with only the granted capabilities, its limits,
@@ -49,6 +53,7 @@ pub struct PluginState {
     table: ResourceTable,
     limits: StoreLimits,
     pub(crate) name: String,
+    call_timeout: Duration,
 }
 
 impl crate::bindings::source::moonlink::plugin::host::Host for PluginState {
@@ -186,7 +191,11 @@ impl PluginRuntime {
         capabilities: &Capabilities,
     ) -> Result<Store<PluginState>, RuntimeError> {
         let limits = StoreLimitsBuilder::new()
-            .memory_size(self.config.memory_limit_bytes as usize)
+            .memory_size(
+                capabilities
+                    .memory_limit_bytes
+                    .unwrap_or(self.config.memory_limit_bytes) as usize,
+            )
             .trap_on_grow_failure(true)
             .build();
         let mut wasi = WasiCtx::builder();
@@ -228,6 +237,9 @@ impl PluginRuntime {
                 table: ResourceTable::new(),
                 limits,
                 name: name.to_string(),
+                call_timeout: capabilities
+                    .call_timeout
+                    .unwrap_or(self.config.call_timeout),
             },
         );
         store.limiter(|state| &mut state.limits);
@@ -238,7 +250,8 @@ impl PluginRuntime {
 
     /// Gives the next call on `store` the configured time limit.
     pub(crate) fn arm_deadline(&self, store: &mut Store<PluginState>) {
-        let ticks = (self.config.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        let timeout = store.data().call_timeout;
+        let ticks = (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
     }
 

@@ -17,6 +17,8 @@
 //! [capabilities]                   # nothing is granted unless listed
 //! network = ["127.0.0.1:5432"]
 //! directories = [{ host = "/var/spool/in", guest = "/in" }]
+//! memory_mib = 128                 # limits; default to --plugin-memory-mib / -timeout-ms
+//! timeout_ms = 2000
 //! [poll]
 //! max_rows = 10000
 //! timeout_ms = 500
@@ -51,6 +53,10 @@ pub struct CapabilityConfig {
     pub network: Vec<String>,
     #[serde(default)]
     pub directories: Vec<DirectoryGrant>,
+    /// Memory limit for this plugin, in MiB (default: --plugin-memory-mib).
+    pub memory_mib: Option<u64>,
+    /// Time limit per call for this plugin, in milliseconds (default: --plugin-timeout-ms).
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -138,6 +138,12 @@ impl Driver {
                 .iter()
                 .map(|d| (d.host.clone(), d.guest.clone()))
                 .collect(),
+            memory_limit_bytes: self.config.capabilities.memory_mib.map(|m| m * 1024 * 1024),
+            call_timeout: self
+                .config
+                .capabilities
+                .timeout_ms
+                .map(std::time::Duration::from_millis),
         };
         let plugin = match SourcePlugin::load(&self.runtime, &path, &self.name, capabilities) {
             Ok(p) => p,
