@@ -1,24 +1,14 @@
 //! moonlink-sdk: write moonlink plugins as WebAssembly components.
 //!
-//! A plugin implements one trait and calls one export macro. A source:
+//! A plugin implements one trait and calls one export macro:
 //!
-//! ```ignore
-//! use moonlink_sdk::source::{PollResult, Source, TableDef};
-//! use moonlink_sdk::Config;
-//!
-//! struct Counter { next: u64 }
-//!
-//! impl Source for Counter {
-//!     fn open(config: Config, resume_from: Option<String>) -> Result<(Self, Vec<TableDef>), String> {
-//!         # unimplemented!()
-//!     }
-//!     fn poll(&mut self, max_rows: u32, timeout_ms: u32) -> Result<PollResult, String> {
-//!         # unimplemented!()
-//!     }
-//! }
-//!
-//! moonlink_sdk::export_source!(Counter);
+//! ```text
+//! impl moonlink_sdk::source::Source for MySource { fn open(..); fn poll(..); fn ack(..) }
+//! moonlink_sdk::export_source!(MySource);
 //! ```
+//!
+//! `sdk/README.md` is the tutorial: a complete source and a transform, compiled and run as
+//! doctests of this crate.
 //!
 //! Enable the matching cargo feature (`source`, `transform` or `rest-ingest`), build with
 //! `cargo build --target wasm32-wasip2 --release`, and point `moonlink-host` at the `.wasm`.
