@@ -63,14 +63,13 @@ impl KeyedBuffer {
 
     /// Rows of `rows` whose `insert` would hit an existing key (in the table or earlier in the
     /// same batch). Checked before anything is written, so a conflicting request writes nothing.
-    pub fn insert_conflicts(&self, operations: &[Operation], rows: &RecordBatch) -> Vec<usize> {
+    pub fn insert_conflicts(&self, operations: &[Operation], hashes: &[u64]) -> Vec<usize> {
         if !operations.contains(&Operation::Insert) {
             return Vec::new();
         }
-        let hashes = hash_keys(rows, &self.key_columns);
         let mut overlay: KeyHashMap<bool> = KeyHashMap::default();
         let mut conflicts = Vec::new();
-        for (row, (op, hash)) in operations.iter().zip(hashes).enumerate() {
+        for (row, (op, &hash)) in operations.iter().zip(hashes).enumerate() {
             let present = match overlay.get(&hash) {
                 Some(present) => *present,
                 None => self.index.get(hash).is_some(),
@@ -90,11 +89,21 @@ impl KeyedBuffer {
 
     /// Applies a batch in row order. An insert of an existing key (only possible when
     /// replaying the log) behaves as an upsert.
-    pub fn apply(&mut self, operations: &[Operation], rows: &RecordBatch) -> Result<KeyedApply> {
-        let hashes = hash_keys(rows, &self.key_columns);
+    /// The key hash of every row of `rows`.
+    pub fn hash(&self, rows: &RecordBatch) -> Vec<u64> {
+        hash_keys(rows, &self.key_columns)
+    }
+
+    /// `hashes` are the rows' key hashes ([`KeyedBuffer::hash`]), computed once per batch.
+    pub fn apply(
+        &mut self,
+        operations: &[Operation],
+        rows: &RecordBatch,
+        hashes: &[u64],
+    ) -> Result<KeyedApply> {
         let mut keep = Vec::with_capacity(operations.len());
         let mut matched = 0;
-        for (op, hash) in operations.iter().zip(hashes) {
+        for (op, &hash) in operations.iter().zip(hashes) {
             if let Some(previous) = self.index.get(hash) {
                 matched += 1;
                 self.kill(hash, previous);

@@ -351,7 +351,7 @@ impl Table {
         }
         for record in replay {
             buffer.next_lsn = record.lsn + 1;
-            buffer.append(&arrow_schema, &record.batch)?;
+            buffer.append(&arrow_schema, &record.batch, None)?;
         }
         let iceberg_schema = open.metadata.current_schema().clone();
         let (stop, _) = watch::channel(false);
@@ -442,8 +442,10 @@ impl Table {
             if buffer.dropped {
                 return Err(EngineError::TableNotFound(self.name.clone()));
             }
-            if let Some(keys) = &buffer.keyed {
-                let conflicts = keys.insert_conflicts(batch.operations(), batch.rows());
+            // Keys are hashed once per batch: for the conflict check and for applying.
+            let hashes = buffer.keyed.as_ref().map(|keys| keys.hash(batch.rows()));
+            if let (Some(keys), Some(hashes)) = (&buffer.keyed, &hashes) {
+                let conflicts = keys.insert_conflicts(batch.operations(), hashes);
                 if !conflicts.is_empty() {
                     return Err(EngineError::KeyConflict {
                         rows: conflicts.clone(),
@@ -460,7 +462,7 @@ impl Table {
             // conflict check above valid for this batch.
             let logged = payload.map(|payload| wal.append(lsn, payload));
             buffer.next_lsn += 1;
-            let matched = buffer.append(&self.arrow_schema, &batch)?;
+            let matched = buffer.append(&self.arrow_schema, &batch, hashes)?;
             if let Some((source, checkpoint)) = source_checkpoint {
                 buffer.source_checkpoints.insert(source, checkpoint);
             }
@@ -1090,10 +1092,17 @@ impl Table {
 
 impl Buffer {
     /// Buffers a batch (already in the log); returns how many keys matched live rows.
-    fn append(&mut self, schema: &SchemaRef, batch: &ChangeBatch) -> Result<usize> {
+    /// `hashes`: the batch's key hashes if already computed (keyed tables), else hashed here.
+    fn append(
+        &mut self,
+        schema: &SchemaRef,
+        batch: &ChangeBatch,
+        hashes: Option<Vec<u64>>,
+    ) -> Result<usize> {
         let (rows, matched) = match self.keyed.as_mut() {
             Some(keys) => {
-                let applied = keys.apply(batch.operations(), batch.rows())?;
+                let hashes = hashes.unwrap_or_else(|| keys.hash(batch.rows()));
+                let applied = keys.apply(batch.operations(), batch.rows(), &hashes)?;
                 (applied.rows, applied.matched)
             }
             None => (batch.rows().clone(), 0),
