@@ -48,6 +48,8 @@ enum Values {
     Utf8(Vec<String>),
     Binary(Vec<Vec<u8>>),
     I128(Vec<Int128>),
+    /// Array columns: not built row by row yet (build `ColumnValues::Array` directly).
+    Unsupported,
 }
 
 impl Values {
@@ -55,7 +57,7 @@ impl Values {
         match data_type {
             DataType::Int16 => Values::I16(Vec::new()),
             DataType::Int32 | DataType::Date32 => Values::I32(Vec::new()),
-            DataType::Int64 | DataType::Timestamp | DataType::Timestamptz => {
+            DataType::Int64 | DataType::Timestamp | DataType::Timestamptz | DataType::Time => {
                 Values::I64(Vec::new())
             }
             DataType::Float32 => Values::F32(Vec::new()),
@@ -64,6 +66,7 @@ impl Values {
             DataType::Utf8 => Values::Utf8(Vec::new()),
             DataType::Binary | DataType::Uuid => Values::Binary(Vec::new()),
             DataType::Decimal(_) => Values::I128(Vec::new()),
+            DataType::Array(_) => Values::Unsupported,
         }
     }
 
@@ -78,6 +81,7 @@ impl Values {
             Values::Utf8(v) => v.push(String::new()),
             Values::Binary(v) => v.push(Vec::new()),
             Values::I128(v) => v.push(Int128 { lo: 0, hi: 0 }),
+            Values::Unsupported => {}
         }
     }
 
@@ -122,6 +126,9 @@ impl Values {
             (Values::Utf8(_), other) => return Err(mismatch("a string", &other)),
             (Values::Binary(_), other) => return Err(mismatch("bytes", &other)),
             (Values::I128(_), other) => return Err(mismatch("a decimal", &other)),
+            (Values::Unsupported, _) => {
+                return Err("BatchBuilder cannot build array columns yet".into())
+            }
         }
         Ok(())
     }
@@ -137,6 +144,7 @@ impl Values {
             Values::Utf8(v) => ColumnValues::Utf8(v),
             Values::Binary(v) => ColumnValues::Binary(v),
             Values::I128(v) => ColumnValues::Int128(v),
+            Values::Unsupported => ColumnValues::Utf8(Vec::new()),
         }
     }
 }
@@ -147,6 +155,9 @@ struct ColumnBuilder {
     validity: Vec<bool>,
     has_null: bool,
     set_in_row: bool,
+    /// Rows whose value is kept from the current row (see [`BatchBuilder::set_unchanged`]).
+    unchanged: Vec<bool>,
+    has_unchanged: bool,
 }
 
 /// Builds one [`ChangeBatch`] for a table, row by row.
@@ -184,6 +195,8 @@ impl BatchBuilder {
                     validity: Vec::new(),
                     has_null: false,
                     set_in_row: false,
+                    unchanged: Vec::new(),
+                    has_unchanged: false,
                 })
                 .collect(),
         }
@@ -214,8 +227,22 @@ impl BatchBuilder {
         for c in &mut self.columns {
             c.values.push_default();
             c.validity.push(false);
+            c.unchanged.push(false);
             c.set_in_row = false;
         }
+    }
+
+    /// Marks column `index` of the current row as not sent: an upsert keeps the row's current
+    /// value there (Postgres sends large unchanged values this way). Only for upserts on keyed
+    /// tables, in non-key columns.
+    pub fn set_unchanged(&mut self, index: usize) {
+        let column = &mut self.columns[index];
+        *column
+            .unchanged
+            .last_mut()
+            .expect("set_unchanged() before start_row()") = true;
+        column.has_unchanged = true;
+        column.set_in_row = true;
     }
 
     /// Sets column `index` of the current row. The error is a message for the caller
@@ -243,7 +270,7 @@ impl BatchBuilder {
         for c in &mut self.columns {
             let valid = *c.validity.last().unwrap();
             if !valid {
-                if !c.field.nullable && !is_delete {
+                if !c.field.nullable && !is_delete && !*c.unchanged.last().unwrap() {
                     let why = if c.set_in_row {
                         "null in a non-nullable column"
                     } else {
@@ -270,6 +297,7 @@ impl BatchBuilder {
                     name: c.field.name,
                     values: c.values.into_wit(),
                     validity: c.has_null.then_some(c.validity),
+                    unchanged: c.has_unchanged.then_some(c.unchanged),
                 })
                 .collect(),
         }

@@ -18,6 +18,7 @@
 mod batch;
 mod config;
 pub mod log;
+pub mod text;
 
 /// The tutorial in `sdk/README.md`; its code blocks run as doctests, so it cannot rot.
 #[cfg(all(doctest, feature = "source", feature = "transform"))]
@@ -54,7 +55,7 @@ pub mod bindings {
             pub_export_macro: true,
             export_macro_name: "__export_rest_ingest_world",
             default_bindings_module: "moonlink_sdk::bindings::rest",
-            with: { "moonlink:plugin/types@0.1.0": crate::bindings::types::moonlink::plugin::types },
+            with: { "moonlink:plugin/types@0.2.0": crate::bindings::types::moonlink::plugin::types },
         });
     }
 
@@ -67,8 +68,8 @@ pub mod bindings {
             export_macro_name: "__export_source_world",
             default_bindings_module: "moonlink_sdk::bindings::source",
             with: {
-                "moonlink:plugin/types@0.1.0": crate::bindings::types::moonlink::plugin::types,
-                "moonlink:plugin/host@0.1.0": crate::bindings::host::moonlink::plugin::host,
+                "moonlink:plugin/types@0.2.0": crate::bindings::types::moonlink::plugin::types,
+                "moonlink:plugin/host@0.2.0": crate::bindings::host::moonlink::plugin::host,
             },
         });
     }
@@ -82,8 +83,8 @@ pub mod bindings {
             export_macro_name: "__export_transform_world",
             default_bindings_module: "moonlink_sdk::bindings::transform",
             with: {
-                "moonlink:plugin/types@0.1.0": crate::bindings::types::moonlink::plugin::types,
-                "moonlink:plugin/host@0.1.0": crate::bindings::host::moonlink::plugin::host,
+                "moonlink:plugin/types@0.2.0": crate::bindings::types::moonlink::plugin::types,
+                "moonlink:plugin/host@0.2.0": crate::bindings::host::moonlink::plugin::host,
             },
         });
     }
@@ -91,8 +92,8 @@ pub mod bindings {
 
 /// The shared vocabulary: schemas, change batches, errors.
 pub use bindings::types::moonlink::plugin::types::{
-    ChangeBatch, Column, ColumnValues, DataError, DataErrorKind, DataType, DecimalType, Field,
-    Int128, Operation, TableSchema,
+    ArrayValues, ChangeBatch, Column, ColumnValues, DataError, DataErrorKind, DataType,
+    DecimalType, ElementType, ElementValues, Field, Int128, Operation, TableSchema,
 };
 
 /// The rest-ingest plugin kind: HTTP request bodies in, one change batch out.

@@ -4,14 +4,73 @@
 use std::any::Any;
 use std::cell::RefCell;
 
-pub use crate::bindings::source::exports::moonlink::plugin::source::{PollResult, TableDef};
-use crate::Config;
+pub use crate::bindings::source::exports::moonlink::plugin::source::{
+    CopyProgress, PollResult, ResumePoint, SourceEvent, TableDef,
+};
+use crate::{ChangeBatch, Config};
+
+impl PollResult {
+    /// A poll result of change batches only.
+    pub fn batches(
+        batches: Vec<ChangeBatch>,
+        checkpoint: Option<String>,
+        finished: bool,
+    ) -> PollResult {
+        PollResult {
+            events: batches.into_iter().map(SourceEvent::Changes).collect(),
+            checkpoint,
+            finished,
+        }
+    }
+}
+
+impl ResumePoint {
+    /// A first start: nothing durable yet.
+    pub fn fresh() -> ResumePoint {
+        ResumePoint {
+            checkpoint: None,
+            tables: Vec::new(),
+        }
+    }
+
+    /// Resume every table from `checkpoint`.
+    pub fn at(checkpoint: Option<String>) -> ResumePoint {
+        ResumePoint {
+            checkpoint,
+            tables: Vec::new(),
+        }
+    }
+
+    /// Where `table` resumes: its own checkpoint when it is ahead of the others, else the
+    /// acknowledged one. A source that writes one table resumes from exactly this.
+    pub fn for_table(&self, table: &str) -> Option<String> {
+        self.tables
+            .iter()
+            .find(|(t, _)| t == table)
+            .map(|(_, checkpoint)| checkpoint.clone())
+            .or_else(|| self.checkpoint.clone())
+    }
+}
+
+impl PollResult {
+    /// The change batches of this poll, in order (other events left out).
+    pub fn into_batches(self) -> Vec<ChangeBatch> {
+        self.events
+            .into_iter()
+            .filter_map(|e| match e {
+                SourceEvent::Changes(batch) => Some(batch),
+                _ => None,
+            })
+            .collect()
+    }
+}
 
 /// A source connector.
 pub trait Source: Sized + 'static {
-    /// Starts from `resume_from` (the last durable checkpoint, `None` on first start) and
-    /// declares the tables the source produces.
-    fn open(config: Config, resume_from: Option<String>) -> Result<(Self, Vec<TableDef>), String>;
+    /// Starts from `resume` (`resume.checkpoint` is the last durable checkpoint, `None` on
+    /// first start; `resume.tables` are tables already further ahead, whose changes up to their
+    /// own checkpoint must be skipped) and declares the tables the source produces.
+    fn open(config: Config, resume: ResumePoint) -> Result<(Self, Vec<TableDef>), String>;
 
     /// Returns up to `max_rows` changes, waiting at most `timeout_ms` for them.
     fn poll(&mut self, max_rows: u32, timeout_ms: u32) -> Result<PollResult, String>;
@@ -26,12 +85,9 @@ thread_local! {
 }
 
 #[doc(hidden)]
-pub fn __open<S: Source>(
-    config: String,
-    resume_from: Option<String>,
-) -> Result<Vec<TableDef>, String> {
+pub fn __open<S: Source>(config: String, resume: ResumePoint) -> Result<Vec<TableDef>, String> {
     let config = Config::parse(&config)?;
-    let (source, tables) = S::open(config, resume_from)?;
+    let (source, tables) = S::open(config, resume)?;
     INSTANCE.with(|i| *i.borrow_mut() = Some(Box::new(source)));
     Ok(tables)
 }
@@ -72,9 +128,9 @@ macro_rules! export_source {
             {
                 fn open(
                     config: String,
-                    resume_from: Option<String>,
+                    resume: $crate::source::ResumePoint,
                 ) -> Result<Vec<$crate::source::TableDef>, String> {
-                    $crate::source::__open::<$source>(config, resume_from)
+                    $crate::source::__open::<$source>(config, resume)
                 }
                 fn poll(
                     max_rows: u32,

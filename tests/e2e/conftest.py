@@ -124,3 +124,30 @@ def make_server():
 @pytest.fixture
 def server(make_server):
     return make_server()
+
+
+# --- real Postgres 15 cluster (tests/e2e/pg.py) --------------------------------------------
+from pg import PostgresCluster  # noqa: E402
+
+
+@pytest.fixture
+def make_postgres():
+    """Factory: make_postgres(wal_level="logical", **kw) -> started PostgresCluster."""
+    clusters = []
+
+    def make(wal_level="logical", **kw):
+        cluster = PostgresCluster(wal_level=wal_level, **kw)
+        clusters.append(cluster)
+        return cluster.start()
+
+    yield make
+    for c in clusters:
+        c.cleanup()
+
+
+@pytest.fixture
+def postgres(make_postgres):
+    """A started wal_level=logical cluster with a database `app`."""
+    cluster = make_postgres()
+    cluster.create_database("app")
+    return cluster

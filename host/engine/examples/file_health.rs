@@ -33,6 +33,7 @@ fn schema() -> TableSchema {
             col("value", ColumnType::Float64),
         ],
         primary_key: vec![],
+        field_ids: Vec::new(),
     }
 }
 

@@ -33,6 +33,7 @@ fn schema() -> TableSchema {
             col("ts", ColumnType::Timestamp),
         ],
         primary_key: vec![],
+        field_ids: Vec::new(),
     }
 }
 

@@ -31,6 +31,7 @@ fn schema() -> TableSchema {
             col("value", ColumnType::Float64),
         ],
         primary_key: vec!["id".into()],
+        field_ids: Vec::new(),
     }
 }
 

@@ -25,6 +25,10 @@ pub enum Operation {
 pub struct ChangeBatch {
     operations: Vec<Operation>,
     rows: RecordBatch,
+    /// Per column index: rows whose value the source did not send (Postgres's unchanged
+    /// TOAST). An upsert keeps the row's current value there; the table fills them in before
+    /// the batch is buffered, so stored batches never carry this.
+    unchanged: Vec<(usize, Vec<bool>)>,
 }
 
 impl ChangeBatch {
@@ -37,7 +41,57 @@ impl ChangeBatch {
         operations: Vec<Operation>,
         columns: Vec<(String, ArrayRef)>,
     ) -> Result<Self> {
+        Self::from_columns_keeping(schema, operations, columns, Vec::new())
+    }
+
+    /// [`ChangeBatch::from_columns`], where `unchanged` names, per column, the rows whose value
+    /// was not sent and must keep the row's current value (only for upserts on keyed tables).
+    pub fn from_columns_keeping(
+        schema: &TableSchema,
+        operations: Vec<Operation>,
+        columns: Vec<(String, ArrayRef)>,
+        unchanged: Vec<(String, Vec<bool>)>,
+    ) -> Result<Self> {
         let num_rows = operations.len();
+        let mut unchanged_by_index = Vec::with_capacity(unchanged.len());
+        for (name, mask) in unchanged {
+            let Some(index) = schema.column_index(&name) else {
+                return Err(EngineError::invalid_batch(
+                    Some(&name),
+                    "no such column in the table",
+                ));
+            };
+            if mask.len() != num_rows {
+                return Err(EngineError::invalid_batch(
+                    Some(&name),
+                    "unchanged-value mask length differs from the row count",
+                ));
+            }
+            if !mask.iter().any(|u| *u) {
+                continue;
+            }
+            if schema.primary_key.is_empty() || schema.primary_key.contains(&name) {
+                return Err(EngineError::invalid_batch(
+                    Some(&name),
+                    "only non-key columns of keyed tables can keep unchanged values",
+                ));
+            }
+            if let Some(row) =
+                (0..num_rows).find(|&r| mask[r] && operations[r] != Operation::Upsert)
+            {
+                return Err(EngineError::InvalidBatch {
+                    row: Some(row),
+                    column: Some(name),
+                    message: "an unchanged value is only meaningful in an upsert".into(),
+                });
+            }
+            unchanged_by_index.push((index, mask));
+        }
+        let is_unchanged = |index: usize, row: usize| {
+            unchanged_by_index
+                .iter()
+                .any(|(i, mask)| *i == index && mask[row])
+        };
         let arrow_schema = schema.arrow_schema();
         let mut slots: Vec<Option<ArrayRef>> = vec![None; schema.columns.len()];
         for (name, array) in columns {
@@ -96,9 +150,11 @@ impl ChangeBatch {
                 }
             };
             if !column.nullable && array.null_count() > 0 {
-                let deletes_only_nulls = (0..num_rows)
-                    .all(|r| array.is_valid(r) || operations[r] == Operation::Delete)
-                    && !schema.primary_key.contains(&column.name);
+                let deletes_only_nulls = (0..num_rows).all(|r| {
+                    array.is_valid(r)
+                        || operations[r] == Operation::Delete
+                        || is_unchanged(index, r)
+                }) && !schema.primary_key.contains(&column.name);
                 if !deletes_only_nulls {
                     let row = (0..num_rows)
                         .find(|&r| array.is_null(r) && operations[r] != Operation::Delete)
@@ -133,13 +189,37 @@ impl ChangeBatch {
             },
             arrays,
         )?;
-        Ok(ChangeBatch { operations, rows })
+        Ok(ChangeBatch {
+            operations,
+            rows,
+            unchanged: unchanged_by_index,
+        })
     }
 
     /// Wraps an already-shaped record batch (e.g. replayed from the write-ahead log).
     pub(crate) fn from_parts(operations: Vec<Operation>, rows: RecordBatch) -> Self {
         debug_assert_eq!(operations.len(), rows.num_rows());
-        ChangeBatch { operations, rows }
+        ChangeBatch {
+            operations,
+            rows,
+            unchanged: Vec::new(),
+        }
+    }
+
+    /// Columns (by index) with rows whose value must be kept from the current row.
+    pub fn unchanged(&self) -> &[(usize, Vec<bool>)] {
+        &self.unchanged
+    }
+
+    /// The batch with `column` replaced and no unchanged values left (the table filled them).
+    pub(crate) fn with_filled(mut self, filled: Vec<(usize, ArrayRef)>) -> Result<Self> {
+        let mut columns = self.rows.columns().to_vec();
+        for (index, array) in filled {
+            columns[index] = array;
+        }
+        self.rows = RecordBatch::try_new(self.rows.schema(), columns)?;
+        self.unchanged.clear();
+        Ok(self)
     }
 
     pub fn operations(&self) -> &[Operation] {
@@ -180,6 +260,7 @@ mod tests {
                 },
             ],
             primary_key: vec![],
+            field_ids: Vec::new(),
         }
     }
 

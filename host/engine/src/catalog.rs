@@ -59,7 +59,10 @@ impl Catalog {
                  id TEXT NOT NULL,
                  table_namespace TEXT NOT NULL,
                  table_name TEXT NOT NULL,
-                 schema_json TEXT NOT NULL);",
+                 schema_json TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS moonlink_sources (
+                 name TEXT PRIMARY KEY,
+                 acked_checkpoint TEXT NOT NULL);",
         )
         .map_err(EngineError::catalog)?;
         // Added after the first release of the layout: older catalogs gain the column.
@@ -199,6 +202,70 @@ impl Catalog {
         } else {
             Err(EngineError::CommitConflict(format!("{namespace}.{table}")))
         }
+    }
+
+    /// Swaps the metadata pointer (compare-and-swap, as [`Catalog::swap_metadata`]) and the
+    /// stored schema in one transaction: a schema change is never half applied.
+    pub fn swap_schema(
+        &self,
+        entry: &CatalogEntry,
+        expected: &str,
+        new_location: &str,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(EngineError::catalog)?;
+        let updated = tx
+            .execute(
+                "UPDATE iceberg_tables
+                 SET metadata_location = ?4, previous_metadata_location = ?5
+                 WHERE catalog_name = ?1 AND table_namespace = ?2 AND table_name = ?3
+                   AND metadata_location = ?5",
+                params![
+                    CATALOG_NAME,
+                    entry.namespace,
+                    entry.table,
+                    new_location,
+                    expected
+                ],
+            )
+            .map_err(EngineError::catalog)?;
+        if updated != 1 {
+            return Err(EngineError::CommitConflict(format!(
+                "{}.{}",
+                entry.namespace, entry.table
+            )));
+        }
+        tx.execute(
+            "UPDATE moonlink_tables SET schema_json = ?2 WHERE name = ?1",
+            params![entry.name, entry.schema_json],
+        )
+        .map_err(EngineError::catalog)?;
+        tx.commit().map_err(EngineError::catalog)
+    }
+
+    /// Records the last checkpoint acknowledged to a source: every change up to it is
+    /// committed in every table the source writes.
+    pub fn set_source_ack(&self, source: &str, checkpoint: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO moonlink_sources (name, acked_checkpoint) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET acked_checkpoint = excluded.acked_checkpoint",
+                params![source, checkpoint],
+            )
+            .map_err(EngineError::catalog)?;
+        Ok(())
+    }
+
+    /// The last checkpoint acknowledged to a source, if any.
+    pub fn source_ack(&self, source: &str) -> Result<Option<String>> {
+        self.conn()
+            .query_row(
+                "SELECT acked_checkpoint FROM moonlink_sources WHERE name = ?1",
+                params![source],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(EngineError::catalog)
     }
 
     /// Removes a table from both the Iceberg and the engine tables.

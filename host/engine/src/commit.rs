@@ -224,6 +224,30 @@ pub async fn live_files(file_io: &FileIO, metadata: &TableMetadata) -> Result<Ve
 }
 
 /// The result of a commit: the new metadata and where it is written.
+/// Writes a new metadata version whose current schema is `schema` (no new snapshot): later
+/// data files are written in it, older ones keep theirs, and readers match columns by field id.
+pub async fn add_schema(
+    file_io: &FileIO,
+    metadata: &TableMetadata,
+    metadata_location: &str,
+    schema: iceberg::spec::Schema,
+) -> Result<Committed> {
+    let table_location = metadata.location().trim_end_matches('/').to_string();
+    let new_metadata = TableMetadataBuilder::new_from_metadata(
+        metadata.clone(),
+        Some(metadata_location.to_string()),
+    )
+    .add_current_schema(schema)?
+    .build()?
+    .metadata;
+    let location = metadata_file_location(&table_location, metadata_version(metadata_location) + 1);
+    write_metadata(file_io, &location, &new_metadata).await?;
+    Ok(Committed {
+        metadata: new_metadata,
+        location,
+    })
+}
+
 pub struct Committed {
     pub metadata: TableMetadata,
     pub location: String,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
+use arrow_array::{new_null_array, RecordBatch};
 use arrow_schema::SchemaRef;
 use iceberg::io::FileIO;
 use iceberg::spec::{DataContentType, DataFile, Schema as IcebergSchema};
@@ -13,6 +13,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::error::Result;
+use crate::schema::PARQUET_FIELD_ID_KEY;
 use crate::storage::Warehouse;
 
 /// Writes `batches` (all in the table's Arrow schema) as one Parquet file at `location`.
@@ -44,21 +45,76 @@ pub async fn write_data_file(
         .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::Unexpected, e.to_string()))?)
 }
 
-/// Reads a data file back as record batches in `schema` (the table's Arrow schema).
+/// Reads a data file back as record batches in `schema` (the table's current Arrow schema).
+///
+/// Columns are matched by Iceberg field id, as every Iceberg reader does: a file written
+/// before a column was added gets nulls for it, and columns dropped since are left out.
 pub async fn read_data_file(
     warehouse: &Warehouse,
     location: &str,
     schema: &SchemaRef,
 ) -> Result<Vec<RecordBatch>> {
     let bytes = warehouse.get(location).await?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+    relabel(ParquetRecordBatchReaderBuilder::try_new(bytes)?, schema)
+}
+
+/// Reads what `builder` selects and maps its columns onto `schema` by field id.
+fn relabel(
+    builder: ParquetRecordBatchReaderBuilder<bytes::Bytes>,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
+    let file_ids: Vec<Option<String>> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.metadata().get(PARQUET_FIELD_ID_KEY).cloned())
+        .collect();
+    let sources: Vec<Option<usize>> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let id = f.metadata().get(PARQUET_FIELD_ID_KEY);
+            file_ids.iter().position(|fid| fid.as_ref() == id)
+        })
+        .collect();
     let mut batches = Vec::new();
-    for batch in reader {
-        // Same columns, same order: re-label with the table schema (field ids, nullability).
-        batches.push(RecordBatch::try_new(
-            schema.clone(),
-            batch?.columns().to_vec(),
-        )?);
+    for batch in builder.build()? {
+        let batch = batch?;
+        let columns = schema
+            .fields()
+            .iter()
+            .zip(&sources)
+            .map(|(field, source)| match source {
+                Some(i) => batch.column(*i).clone(),
+                None => new_null_array(field.data_type(), batch.num_rows()),
+            })
+            .collect();
+        batches.push(RecordBatch::try_new(schema.clone(), columns)?);
     }
     Ok(batches)
+}
+
+/// Reads the rows at `positions` (ascending, distinct) of a data file, in that order, in
+/// `schema` (matched by field id as in [`read_data_file`]).
+pub async fn read_rows_at(
+    warehouse: &Warehouse,
+    location: &str,
+    schema: &SchemaRef,
+    positions: &[u32],
+) -> Result<Vec<RecordBatch>> {
+    use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+    let mut selectors = Vec::new();
+    let mut next = 0usize;
+    for &p in positions {
+        let p = p as usize;
+        if p > next {
+            selectors.push(RowSelector::skip(p - next));
+        }
+        selectors.push(RowSelector::select(1));
+        next = p + 1;
+    }
+    let bytes = warehouse.get(location).await?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+        .with_row_selection(RowSelection::from(selectors));
+    relabel(builder, schema)
 }

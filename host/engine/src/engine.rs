@@ -291,6 +291,98 @@ impl Engine {
             .await
     }
 
+    /// Removes every row of a table, committed now (Postgres `TRUNCATE`). A source passes its
+    /// checkpoint, recorded with the snapshot as with [`Engine::apply_from_source`].
+    pub async fn truncate(
+        &self,
+        name: &str,
+        source_checkpoint: Option<(String, String)>,
+    ) -> Result<CommitInfo> {
+        Ok(self.table(name)?.truncate(source_checkpoint).await?.into())
+    }
+
+    /// Changes a table's columns to `columns` (the source's table gained or lost columns):
+    /// kept columns keep their Iceberg field ids, added ones get new ids, dropped ones leave
+    /// the current schema (older files still hold them; readers skip them by id). What was
+    /// accepted before is committed first, in the old schema. Returns the new schema.
+    pub async fn evolve_table(
+        &self,
+        name: &str,
+        columns: Vec<crate::schema::ColumnSchema>,
+    ) -> Result<TableSchema> {
+        let _ddl = self.inner.ddl.lock().await;
+        let table = self.table(name)?;
+        let current = table.schema.clone();
+        let state = table.info();
+        let metadata =
+            commit::load_metadata(&self.inner.warehouse.file_io(), &state.metadata_location)
+                .await?;
+        let evolved = current.evolve(&columns, metadata.last_column_id())?;
+        if evolved.columns == current.columns {
+            return Ok(current);
+        }
+        let closed = table.close().await?;
+        let schema_id = metadata
+            .schemas_iter()
+            .map(|s| s.schema_id())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let file_io = self.inner.warehouse.file_io();
+        let committed = commit::add_schema(
+            &file_io,
+            &closed.metadata,
+            &closed.metadata_location,
+            evolved.iceberg_schema_with_id(schema_id)?,
+        )
+        .await?;
+        let entry = CatalogEntry {
+            name: table.name.clone(),
+            id: table.id.clone(),
+            namespace: table.namespace.clone(),
+            table: table.table.clone(),
+            schema_json: serde_json::to_string(&evolved)
+                .map_err(|e| EngineError::Catalog(e.to_string()))?,
+            options_json: serde_json::to_string(&table.options)
+                .map_err(|e| EngineError::Catalog(e.to_string()))?,
+            metadata_location: committed.location.clone(),
+        };
+        let reopen = |entry: CatalogEntry, schema: TableSchema, metadata| {
+            self.open_table(entry, schema, table.options.clone(), metadata)
+        };
+        if let Err(e) =
+            self.inner
+                .catalog
+                .swap_schema(&entry, &closed.metadata_location, &committed.location)
+        {
+            // Nothing changed: reopen the table as it was.
+            let entry = CatalogEntry {
+                metadata_location: closed.metadata_location.clone(),
+                schema_json: String::new(),
+                ..entry
+            };
+            let table = reopen(entry, current, closed.metadata.as_ref().clone()).await?;
+            self.tables_mut().insert(table.name.clone(), table);
+            return Err(e);
+        }
+        tracing::info!(table = name, schema_id, columns = ?evolved.columns.iter().map(|c| &c.name).collect::<Vec<_>>(),
+            "table schema evolved");
+        let reopened = reopen(entry, evolved.clone(), committed.metadata).await?;
+        self.tables_mut().insert(reopened.name.clone(), reopened);
+        Ok(evolved)
+    }
+
+    /// Records that `source` was acknowledged `checkpoint`: every change up to it is committed
+    /// in every table it writes. Where the source resumes after a restart.
+    pub fn record_source_ack(&self, source: &str, checkpoint: &str) -> Result<()> {
+        self.inner.catalog.set_source_ack(source, checkpoint)
+    }
+
+    /// The checkpoint last recorded by [`Engine::record_source_ack`].
+    pub fn source_ack(&self, source: &str) -> Result<Option<String>> {
+        self.inner.catalog.source_ack(source)
+    }
+
     /// The checkpoint of `source` in the table's committed snapshot.
     pub fn source_checkpoint(&self, name: &str, source: &str) -> Result<Option<String>> {
         Ok(self.table(name)?.committed_source_checkpoint(source))

@@ -61,6 +61,15 @@ impl KeyedBuffer {
         id
     }
 
+    /// Forgets every key (the table was truncated). File ids keep counting up, so an id is
+    /// never reused for another file.
+    pub fn clear(&mut self) {
+        self.index = KeyIndex::default();
+        self.buffer_hashes.clear();
+        self.buffer_deleted.clear();
+        self.file_deletes.clear();
+    }
+
     /// Rows of `rows` whose `insert` would hit an existing key (in the table or earlier in the
     /// same batch). Checked before anything is written, so a conflicting request writes nothing.
     pub fn insert_conflicts(&self, operations: &[Operation], hashes: &[u64]) -> Vec<usize> {

@@ -25,11 +25,16 @@ pub enum ColumnType {
     Boolean,
     Utf8,
     Date32,
-    Decimal { precision: u8, scale: u8 },
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
     Timestamp,
     TimestampTz,
     Binary,
     Uuid,
+    /// Microseconds since midnight.
+    Time,
 }
 
 impl ColumnType {
@@ -51,10 +56,11 @@ impl ColumnType {
             "timestamptz" => ColumnType::TimestampTz,
             "binary" | "bytes" | "bytea" => ColumnType::Binary,
             "uuid" => ColumnType::Uuid,
+            "time" => ColumnType::Time,
             other => parse_decimal(other).ok_or_else(|| {
                 EngineError::InvalidSchema(format!(
                     "unknown data type '{name}' (expected one of int16, int32, int64, float32, \
-                     float64, bool, string, date32, decimal(p,s), timestamp, timestamptz, binary, uuid)"
+                     float64, bool, string, date32, decimal(p,s), timestamp, timestamptz, binary, uuid, time)"
                 ))
             })?,
         };
@@ -77,6 +83,7 @@ impl ColumnType {
             ColumnType::TimestampTz => "timestamptz".into(),
             ColumnType::Binary => "binary".into(),
             ColumnType::Uuid => "uuid".into(),
+            ColumnType::Time => "time".into(),
         }
     }
 
@@ -99,6 +106,7 @@ impl ColumnType {
             }
             ColumnType::Binary => DataType::Binary,
             ColumnType::Uuid => DataType::FixedSizeBinary(16),
+            ColumnType::Time => DataType::Time64(TimeUnit::Microsecond),
         }
     }
 
@@ -119,6 +127,7 @@ impl ColumnType {
             ColumnType::TimestampTz => PrimitiveType::Timestamptz,
             ColumnType::Binary => PrimitiveType::Binary,
             ColumnType::Uuid => PrimitiveType::Uuid,
+            ColumnType::Time => PrimitiveType::Time,
         }
     }
 }
@@ -151,6 +160,11 @@ pub struct TableSchema {
     pub columns: Vec<ColumnSchema>,
     #[serde(default)]
     pub primary_key: Vec<String>,
+    /// The Iceberg field id of each column, in order. Empty means 1-based positions (every
+    /// table starts that way); ids are fixed for a column's life, so after columns are dropped
+    /// or added (see [`TableSchema::evolve`]) they no longer follow positions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub field_ids: Vec<i32>,
 }
 
 /// Arrow field metadata key that carries the Iceberg field id into Parquet files; readers match
@@ -206,9 +220,64 @@ impl TableSchema {
         self.columns.iter().position(|c| c.name == name)
     }
 
-    /// The Iceberg field id of column `index`: ids are 1-based positions, fixed at creation.
-    pub fn field_id(index: usize) -> i32 {
-        index as i32 + 1
+    /// The Iceberg field id of column `index`.
+    pub fn field_id(&self, index: usize) -> i32 {
+        self.field_ids
+            .get(index)
+            .copied()
+            .unwrap_or(index as i32 + 1)
+    }
+
+    /// The highest field id this schema has ever handed out (ids of dropped columns included,
+    /// as far as this schema knows them: the caller passes the table's `last_column_id`).
+    fn max_field_id(&self) -> i32 {
+        (0..self.columns.len())
+            .map(|i| self.field_id(i))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The schema after a source's table changed to `columns`: columns kept (same name and
+    /// type) keep their field ids, new ones get ids above `last_column_id`, missing ones are
+    /// dropped. A key column cannot be dropped, and a kept column cannot change type.
+    pub fn evolve(&self, columns: &[ColumnSchema], last_column_id: i32) -> Result<TableSchema> {
+        let mut next_id = last_column_id.max(self.max_field_id());
+        let mut field_ids = Vec::with_capacity(columns.len());
+        for column in columns {
+            match self.column_index(&column.name) {
+                Some(i) => {
+                    let old = &self.columns[i];
+                    if old.data_type != column.data_type {
+                        return Err(EngineError::InvalidSchema(format!(
+                            "column '{}' changed type from {} to {}: moonlink follows added and \
+                             dropped columns, not type changes",
+                            column.name,
+                            old.data_type.name(),
+                            column.data_type.name()
+                        )));
+                    }
+                    field_ids.push(self.field_id(i));
+                }
+                None => {
+                    next_id += 1;
+                    field_ids.push(next_id);
+                }
+            }
+        }
+        for key in &self.primary_key {
+            if !columns.iter().any(|c| &c.name == key) {
+                return Err(EngineError::InvalidSchema(format!(
+                    "primary key column '{key}' cannot be dropped"
+                )));
+            }
+        }
+        let evolved = TableSchema {
+            columns: columns.to_vec(),
+            primary_key: self.primary_key.clone(),
+            field_ids,
+        };
+        evolved.validate()?;
+        Ok(evolved)
     }
 
     /// The Arrow schema of buffers and Parquet files, with Iceberg field ids attached.
@@ -221,7 +290,7 @@ impl TableSchema {
                 Field::new(&c.name, c.data_type.arrow_type(), c.nullable).with_metadata(
                     HashMap::from([(
                         PARQUET_FIELD_ID_KEY.to_string(),
-                        Self::field_id(i).to_string(),
+                        self.field_id(i).to_string(),
                     )]),
                 )
             })
@@ -231,13 +300,18 @@ impl TableSchema {
 
     /// The Iceberg schema (schema id 0); primary key columns become identifier fields.
     pub fn iceberg_schema(&self) -> Result<IcebergSchema> {
+        self.iceberg_schema_with_id(0)
+    }
+
+    /// The Iceberg schema with the given schema id.
+    pub fn iceberg_schema_with_id(&self, schema_id: i32) -> Result<IcebergSchema> {
         let fields = self
             .columns
             .iter()
             .enumerate()
             .map(|(i, c)| {
                 let ty = Type::Primitive(c.data_type.iceberg_type());
-                let id = Self::field_id(i);
+                let id = self.field_id(i);
                 Arc::new(if c.nullable {
                     NestedField::optional(id, &c.name, ty)
                 } else {
@@ -248,9 +322,9 @@ impl TableSchema {
         let identifier_ids = self
             .primary_key
             .iter()
-            .filter_map(|k| self.column_index(k).map(Self::field_id));
+            .filter_map(|k| self.column_index(k).map(|i| self.field_id(i)));
         Ok(IcebergSchema::builder()
-            .with_schema_id(0)
+            .with_schema_id(schema_id)
             .with_fields(fields)
             .with_identifier_field_ids(identifier_ids)
             .build()?)
@@ -306,6 +380,7 @@ mod tests {
                 nullable: true,
             }],
             primary_key: vec!["id".into()],
+            field_ids: Vec::new(),
         };
         assert!(schema.validate().is_err());
         schema.columns[0].nullable = false;

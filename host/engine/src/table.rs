@@ -27,7 +27,7 @@ use crate::data_files;
 use crate::deletion_vector;
 use crate::error::{EngineError, Result};
 use crate::index_segment;
-use crate::key_index::{hash_keys, Segment};
+use crate::key_index::{hash_keys, Location, Segment};
 use crate::keyed_buffer::KeyedBuffer;
 use crate::maintenance;
 use crate::schema::TableSchema;
@@ -209,6 +209,8 @@ struct Pending {
     source_checkpoints: BTreeMap<String, String>,
     /// Successful commits since open (paces the orphan sweep).
     commits: u64,
+    /// The table was truncated: the next snapshot removes every file live before it.
+    truncated: Option<Vec<String>>,
 }
 
 /// A keyed compaction written during a commit: candidate files merged into one, without their
@@ -225,7 +227,7 @@ struct KeyedCompaction {
 
 impl Pending {
     fn is_empty(&self) -> bool {
-        self.generations.is_empty() && self.deletes.is_empty()
+        self.generations.is_empty() && self.deletes.is_empty() && self.truncated.is_none()
     }
 }
 
@@ -379,6 +381,7 @@ impl Table {
                 committed_dvs,
                 source_checkpoints: BTreeMap::new(),
                 commits: 0,
+                truncated: None,
             }),
             committed: watch::channel(CommitState {
                 metadata: Arc::new(open.metadata),
@@ -422,6 +425,7 @@ impl Table {
                 )));
             }
         }
+        let batch = self.fill_unchanged(batch).await?;
         let rows = batch.num_rows();
         if rows == 0 {
             let state = self.committed.borrow().clone();
@@ -494,6 +498,120 @@ impl Table {
             receipt.metadata_location = Some(state.metadata_location);
         }
         Ok(receipt)
+    }
+
+    /// Fills the values a source did not send (Postgres's unchanged TOAST) from each row's
+    /// current version: an earlier row of the same batch, the buffer, or a data file (read at
+    /// just the needed positions). A key with no current row keeps a null there.
+    ///
+    /// Assumes one writer per table while it runs (a source); the commit lock is held so no
+    /// commit moves rows between the lookup and the read.
+    async fn fill_unchanged(&self, batch: ChangeBatch) -> Result<ChangeBatch> {
+        if batch.unchanged().is_empty() {
+            return Ok(batch);
+        }
+        let pending = self.pending.lock().await;
+        let num_rows = batch.num_rows();
+        let needs = |r: usize| batch.unchanged().iter().any(|(_, mask)| mask[r]);
+        // Where each row's current value comes from: 0 = this batch, then fetched rows.
+        let mut sources: Vec<RecordBatch> = vec![batch.rows().clone()];
+        let mut current: HashMap<usize, (usize, usize)> = HashMap::new();
+        let mut from_batch: HashMap<usize, usize> = HashMap::new();
+        let mut in_files: BTreeMap<u32, Vec<(u32, usize)>> = BTreeMap::new();
+        {
+            let buffer = self.lock_buffer();
+            let Some(keys) = buffer.keyed.as_ref() else {
+                return Ok(batch);
+            };
+            let hashes = keys.hash(batch.rows());
+            let mut latest: HashMap<u64, usize> = HashMap::new();
+            for (r, (&hash, op)) in hashes.iter().zip(batch.operations()).enumerate() {
+                if needs(r) {
+                    if let Some(&earlier) = latest.get(&hash) {
+                        from_batch.insert(r, earlier);
+                    } else {
+                        match keys.index.get(hash) {
+                            Some(Location::Buffer(pos)) => {
+                                let mut offset = pos as usize;
+                                for b in &buffer.batches {
+                                    if offset < b.num_rows() {
+                                        sources.push(b.slice(offset, 1));
+                                        current.insert(r, (sources.len() - 1, 0));
+                                        break;
+                                    }
+                                    offset -= b.num_rows();
+                                }
+                            }
+                            Some(Location::File(file, pos)) => {
+                                in_files.entry(file).or_default().push((pos, r))
+                            }
+                            None => {}
+                        }
+                    }
+                }
+                match op {
+                    Operation::Delete => latest.remove(&hash),
+                    _ => latest.insert(hash, r),
+                };
+            }
+        }
+        for (file, mut wanted) in in_files {
+            wanted.sort_unstable();
+            let mut positions: Vec<u32> = wanted.iter().map(|(p, _)| *p).collect();
+            positions.dedup();
+            let rows = match pending.paths.get(&file) {
+                Some(path) => {
+                    data_files::read_rows_at(&self.warehouse, path, &self.arrow_schema, &positions)
+                        .await?
+                }
+                None => {
+                    // Rows of a commit that has not succeeded yet: still in memory.
+                    let Some(generation) =
+                        pending.generations.iter().find(|g| g.file_id == Some(file))
+                    else {
+                        continue;
+                    };
+                    let all = arrow_select::concat::concat_batches(
+                        &self.arrow_schema,
+                        &generation.batches,
+                    )?;
+                    positions
+                        .iter()
+                        .map(|&p| all.slice(p as usize, 1))
+                        .collect()
+                }
+            };
+            let rows = arrow_select::concat::concat_batches(&self.arrow_schema, &rows)?;
+            sources.push(rows);
+            let source = sources.len() - 1;
+            for (pos, r) in wanted {
+                if let Ok(i) = positions.binary_search(&pos) {
+                    current.insert(r, (source, i));
+                }
+            }
+        }
+        drop(pending);
+        let mut filled = Vec::new();
+        for (column, mask) in batch.unchanged() {
+            let mut picks: Vec<(usize, usize)> = Vec::with_capacity(num_rows);
+            for r in 0..num_rows {
+                let pick = if !mask[r] {
+                    (0, r)
+                } else if let Some(&earlier) = from_batch.get(&r) {
+                    picks[earlier]
+                } else {
+                    current.get(&r).copied().unwrap_or((0, r))
+                };
+                picks.push(pick);
+            }
+            let arrays: Vec<&dyn arrow_array::Array> =
+                sources.iter().map(|b| b.column(*column).as_ref()).collect();
+            filled.push((
+                *column,
+                arrow_select::interleave::interleave(&arrays, &picks)?,
+            ));
+        }
+        batch.with_filled(filled)
     }
 
     /// `id=7, region='eu'`-style renderings of the key of each row in `rows`.
@@ -671,7 +789,10 @@ impl Table {
         // moves row positions, which the key index and deletion vectors would have to follow.
         let mut removed = HashSet::new();
         let mut merged_rows: Vec<RecordBatch> = Vec::new();
-        if self.schema.primary_key.is_empty() {
+        let truncating = pending.truncated.is_some();
+        if let Some(files) = &pending.truncated {
+            removed.extend(files.iter().cloned());
+        } else if self.schema.primary_key.is_empty() {
             let small_limit = self.config.target_file_size / 2;
             let small: Vec<&DataFile> = pending
                 .live_files
@@ -732,7 +853,7 @@ impl Table {
             );
         }
 
-        let compaction = if self.schema.primary_key.is_empty() {
+        let compaction = if self.schema.primary_key.is_empty() || truncating {
             None
         } else {
             self.compact_keyed(pending, force_compaction).await?
@@ -802,6 +923,13 @@ impl Table {
         if let Some(c) = compaction {
             self.apply_keyed_compaction(pending, c);
         }
+        if truncating {
+            pending.paths.retain(|_, path| !removed.contains(path));
+            pending
+                .committed_dvs
+                .retain(|path, _| !removed.contains(path));
+            pending.truncated = None;
+        }
         pending.generations.clear();
         pending.deletes.clear();
         pending.source_checkpoints.clear();
@@ -820,6 +948,66 @@ impl Table {
             }
         }
         Ok(state)
+    }
+
+    /// Removes every row: what is buffered or pending is discarded, and a snapshot that removes
+    /// every live data file (with its deletion vector) is committed now. Writes accepted before
+    /// the call are covered by it; `source_checkpoint` is recorded like a batch's.
+    pub async fn truncate(
+        &self,
+        source_checkpoint: Option<(String, String)>,
+    ) -> Result<CommitState> {
+        {
+            let mut pending = self.pending.lock().await;
+            {
+                let mut buffer = self.lock_buffer();
+                if buffer.dropped {
+                    return Err(EngineError::TableNotFound(self.name.clone()));
+                }
+                buffer.batches.clear();
+                buffer.rows = 0;
+                buffer.bytes = 0;
+                if let Some(keys) = buffer.keyed.as_mut() {
+                    keys.clear();
+                }
+                // Everything logged so far is superseded: the snapshot's checkpoint covers it.
+                pending.through_lsn = buffer.next_lsn - 1;
+                let checkpoints = std::mem::take(&mut buffer.source_checkpoints);
+                pending.source_checkpoints.extend(checkpoints);
+                if let Some((source, checkpoint)) = source_checkpoint {
+                    pending.source_checkpoints.insert(source, checkpoint);
+                }
+                if let Some(wal) = self.wal.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    wal.rotate(buffer.next_lsn);
+                }
+            }
+            pending.generations.clear();
+            pending.deletes.clear();
+            // Files of an earlier truncation that has not committed yet are still live.
+            let mut files = pending.truncated.take().unwrap_or_default();
+            files.extend(pending.live_files.iter().map(|f| f.file_path().to_string()));
+            files.sort();
+            files.dedup();
+            pending.truncated = Some(files);
+        }
+        self.commit().await
+    }
+
+    /// Stops accepting writes, commits what was accepted and releases the log, so the table
+    /// can be reopened (after a schema change). If the commit fails, the table stays open.
+    pub async fn close(&self) -> Result<CommitState> {
+        self.lock_buffer().dropped = true;
+        match self.commit().await {
+            Ok(state) => {
+                let _ = self.stop.send(true);
+                self.wal.lock().unwrap_or_else(|p| p.into_inner()).take();
+                Ok(state)
+            }
+            Err(e) => {
+                self.lock_buffer().dropped = false;
+                Err(e)
+            }
+        }
     }
 
     /// The checkpoint of `source` in the committed snapshot.

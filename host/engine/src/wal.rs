@@ -353,6 +353,7 @@ mod tests {
                 nullable: false,
             }],
             primary_key: vec![],
+            field_ids: Vec::new(),
         };
         ChangeBatch::from_columns(
             &schema,

@@ -27,6 +27,7 @@ fn schema() -> TableSchema {
             },
         ],
         primary_key: vec![],
+        field_ids: Vec::new(),
     }
 }
 
@@ -253,6 +254,7 @@ async fn dropped_table_disappears_and_name_is_reusable() {
 fn keyed_schema() -> TableSchema {
     TableSchema {
         primary_key: vec!["id".into()],
+        field_ids: Vec::new(),
         ..schema()
     }
 }

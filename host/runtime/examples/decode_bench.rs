@@ -34,6 +34,7 @@ fn main() {
             col("ts", ColumnType::Timestamp),
         ],
         primary_key: vec![],
+        field_ids: Vec::new(),
     };
     let data: Vec<String> = (0..rows)
         .map(|i| {

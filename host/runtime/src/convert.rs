@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use arrow_array::{
     ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
-    Float32Array, Float64Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+    Float32Array, Float64Array, Int32Array, Int64Array, StringArray, Time64MicrosecondArray,
+    TimestampMicrosecondArray,
 };
 use arrow_buffer::NullBuffer;
 use moonlink_engine::{ChangeBatch, ColumnType, Operation, TableSchema};
@@ -29,8 +30,18 @@ pub(crate) fn schema_to_wit(schema: &TableSchema) -> wit::TableSchema {
 }
 
 /// The engine schema of a table a plugin declares.
-pub fn schema_from_wit(schema: &wit::TableSchema) -> TableSchema {
-    TableSchema {
+pub fn schema_from_wit(schema: &wit::TableSchema) -> Result<TableSchema, RuntimeError> {
+    if let Some(f) = schema
+        .fields
+        .iter()
+        .find(|f| matches!(f.data_type, wit::DataType::Array(_)))
+    {
+        return Err(RuntimeError::MalformedBatch(format!(
+            "column '{}': array columns are not supported by this host yet",
+            f.name
+        )));
+    }
+    Ok(TableSchema {
         columns: schema
             .fields
             .iter()
@@ -41,7 +52,8 @@ pub fn schema_from_wit(schema: &wit::TableSchema) -> TableSchema {
             })
             .collect(),
         primary_key: schema.primary_key.clone(),
-    }
+        field_ids: Vec::new(),
+    })
 }
 
 fn type_from_wit(t: wit::DataType) -> ColumnType {
@@ -62,6 +74,9 @@ fn type_from_wit(t: wit::DataType) -> ColumnType {
         wit::DataType::Timestamptz => ColumnType::TimestampTz,
         wit::DataType::Binary => ColumnType::Binary,
         wit::DataType::Uuid => ColumnType::Uuid,
+        wit::DataType::Time => ColumnType::Time,
+        // Not representable yet: the conversion reports it by name.
+        wit::DataType::Array(_) => ColumnType::Utf8,
     }
 }
 
@@ -82,6 +97,7 @@ fn type_to_wit(t: ColumnType) -> wit::DataType {
         ColumnType::TimestampTz => wit::DataType::Timestamptz,
         ColumnType::Binary => wit::DataType::Binary,
         ColumnType::Uuid => wit::DataType::Uuid,
+        ColumnType::Time => wit::DataType::Time,
     }
 }
 
@@ -121,7 +137,11 @@ pub fn batch_from_wit(
         })
         .collect();
     let mut columns = Vec::with_capacity(batch.columns.len());
+    let mut unchanged = Vec::new();
     for column in batch.columns {
+        if let Some(mask) = column.unchanged {
+            unchanged.push((column.name.clone(), mask));
+        }
         let Some(declared) = schema.column(&column.name) else {
             return Err(RuntimeError::MalformedBatch(format!(
                 "column '{}' is not in the table",
@@ -132,7 +152,8 @@ pub fn batch_from_wit(
             .map_err(|m| RuntimeError::MalformedBatch(format!("column '{}': {m}", column.name)))?;
         columns.push((column.name, array));
     }
-    ChangeBatch::from_columns(schema, operations, columns).map_err(RuntimeError::InvalidBatch)
+    ChangeBatch::from_columns_keeping(schema, operations, columns, unchanged)
+        .map_err(RuntimeError::InvalidBatch)
 }
 
 fn column_to_arrow(
@@ -152,6 +173,7 @@ fn column_to_arrow(
         V::Utf8(v) => v.len(),
         V::Binary(v) => v.len(),
         V::Int128(v) => v.len(),
+        V::Array(v) => v.offsets.len().saturating_sub(1),
     };
     if len != rows {
         return Err(format!("{len} values for {rows} rows"));
@@ -168,6 +190,7 @@ fn column_to_arrow(
         (ColumnType::Int32, V::Int32(v)) => Arc::new(Int32Array::new(v.into(), nulls)),
         (ColumnType::Date32, V::Int32(v)) => Arc::new(Date32Array::new(v.into(), nulls)),
         (ColumnType::Int64, V::Int64(v)) => Arc::new(Int64Array::new(v.into(), nulls)),
+        (ColumnType::Time, V::Int64(v)) => Arc::new(Time64MicrosecondArray::new(v.into(), nulls)),
         (ColumnType::Timestamp, V::Int64(v)) => {
             Arc::new(TimestampMicrosecondArray::new(v.into(), nulls))
         }

@@ -14,7 +14,10 @@ mod transform;
 pub use convert::{batch_from_wit as into_engine_batch, schema_from_wit};
 pub use error::{DataErrorKind, RuntimeError};
 pub use sandbox::{Capabilities, PluginRuntime, RuntimeConfig};
-pub use source::{RunningSource, SourcePlugin, SourcePoll, TableDefinition};
+pub use source::{
+    CopyProgress, ResumePoint, RunningSource, SourceEvent, SourcePlugin, SourcePoll,
+    TableDefinition,
+};
 pub use transform::{RunningTransform, TransformPlugin};
 
 /// A change batch as plugins produce it (columnar WIT values), before the engine validates it.
@@ -22,8 +25,8 @@ pub type PluginBatch = bindings::moonlink::plugin::types::ChangeBatch;
 /// The WIT types plugin batches are made of, for hosts that build batches themselves.
 pub mod wit {
     pub use crate::bindings::moonlink::plugin::types::{
-        ChangeBatch, Column, ColumnValues, DataType, DecimalType, Field, Int128, Operation,
-        TableSchema,
+        ArrayValues, ChangeBatch, Column, ColumnValues, DataType, DecimalType, ElementType,
+        ElementValues, Field, Int128, Operation, TableSchema,
     };
 }
 

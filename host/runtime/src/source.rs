@@ -5,6 +5,7 @@ use std::path::Path;
 use moonlink_engine::TableSchema;
 use wasmtime::Store;
 
+use crate::bindings::source::exports::moonlink::plugin::source as wit_source;
 use crate::bindings::source::SourcePluginPre;
 use crate::convert::schema_from_wit;
 use crate::sandbox::{Capabilities, PluginRuntime, PluginState};
@@ -17,11 +18,39 @@ pub struct TableDefinition {
     pub schema: TableSchema,
 }
 
+/// One change a source asks the host to apply, in order.
+pub enum SourceEvent {
+    Changes(PluginBatch),
+    /// Remove every row of the table (the source's name for it).
+    Truncate(String),
+    /// The table now has these columns.
+    SchemaChange(TableDefinition),
+    /// Initial-copy progress of a table.
+    Progress(CopyProgress),
+}
+
+/// How far a source's initial copy of a table has come.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CopyProgress {
+    pub table: String,
+    pub rows_copied: u64,
+    pub rows_total: Option<u64>,
+    pub done: bool,
+}
+
 /// What one poll returned.
 pub struct SourcePoll {
-    pub batches: Vec<PluginBatch>,
+    pub events: Vec<SourceEvent>,
     pub checkpoint: Option<String>,
     pub finished: bool,
+}
+
+/// Where a source resumes: the last acknowledged checkpoint, and tables (by the source's
+/// name) whose committed state is further ahead, with their own checkpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResumePoint {
+    pub checkpoint: Option<String>,
+    pub tables: Vec<(String, String)>,
 }
 
 /// A loaded (compiled and linked) source component; start it as often as needed.
@@ -60,8 +89,12 @@ impl SourcePlugin {
     pub fn start(
         &self,
         config_json: &str,
-        resume_from: Option<&str>,
+        resume: &ResumePoint,
     ) -> Result<(RunningSource, Vec<TableDefinition>), RuntimeError> {
+        let resume = wit_source::ResumePoint {
+            checkpoint: resume.checkpoint.clone(),
+            tables: resume.tables.clone(),
+        };
         let mut store = self.runtime.new_store(&self.name, &self.capabilities)?;
         let instance = self
             .pre
@@ -69,16 +102,13 @@ impl SourcePlugin {
             .map_err(|e| self.runtime.classify(e))?;
         let tables = instance
             .moonlink_plugin_source()
-            .call_open(&mut store, config_json, resume_from)
+            .call_open(&mut store, config_json, &resume)
             .map_err(|e| self.runtime.classify(e))?
             .map_err(RuntimeError::Plugin)?;
         let tables = tables
             .into_iter()
-            .map(|t| TableDefinition {
-                name: t.name,
-                schema: schema_from_wit(&t.schema),
-            })
-            .collect();
+            .map(table_definition)
+            .collect::<Result<_, _>>()?;
         Ok((
             RunningSource {
                 runtime: self.runtime.clone(),
@@ -88,6 +118,15 @@ impl SourcePlugin {
             tables,
         ))
     }
+}
+
+fn table_definition(def: wit_source::TableDef) -> Result<TableDefinition, RuntimeError> {
+    Ok(TableDefinition {
+        schema: schema_from_wit(&def.schema).map_err(|e| {
+            RuntimeError::Plugin(format!("table '{}' cannot be created: {e}", def.name))
+        })?,
+        name: def.name,
+    })
 }
 
 /// A started source instance. Not shareable: one driver calls it.
@@ -106,8 +145,27 @@ impl RunningSource {
             .call_poll(&mut self.store, max_rows, timeout_ms)
             .map_err(|e| self.runtime.classify(e))?
             .map_err(RuntimeError::Plugin)?;
+        let events = result
+            .events
+            .into_iter()
+            .map(|event| {
+                Ok(match event {
+                    wit_source::SourceEvent::Changes(batch) => SourceEvent::Changes(batch),
+                    wit_source::SourceEvent::Truncate(table) => SourceEvent::Truncate(table),
+                    wit_source::SourceEvent::SchemaChange(def) => {
+                        SourceEvent::SchemaChange(table_definition(def)?)
+                    }
+                    wit_source::SourceEvent::Progress(p) => SourceEvent::Progress(CopyProgress {
+                        table: p.table,
+                        rows_copied: p.rows_copied,
+                        rows_total: p.rows_total,
+                        done: p.done,
+                    }),
+                })
+            })
+            .collect::<Result<_, RuntimeError>>()?;
         Ok(SourcePoll {
-            batches: result.batches,
+            events,
             checkpoint: result.checkpoint,
             finished: result.finished,
         })

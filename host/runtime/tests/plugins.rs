@@ -59,6 +59,7 @@ fn schema() -> TableSchema {
             col("name", ColumnType::Utf8, true),
         ],
         primary_key: vec![],
+        field_ids: Vec::new(),
     }
 }
 

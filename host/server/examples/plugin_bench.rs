@@ -53,6 +53,7 @@ fn to_plugin_batch(b: moonlink_sdk::ChangeBatch) -> PluginBatch {
                 S::Boolean(v) => RtValues::Boolean(v),
                 S::Utf8(v) => RtValues::Utf8(v),
                 S::Binary(v) => RtValues::Binary(v),
+                S::Array(_) => unreachable!("datagen has no array columns"),
                 S::Int128(v) => RtValues::Int128(
                     v.into_iter()
                         .map(|x| wit::Int128 { lo: x.lo, hi: x.hi })
@@ -63,6 +64,7 @@ fn to_plugin_batch(b: moonlink_sdk::ChangeBatch) -> PluginBatch {
                 name: c.name,
                 values,
                 validity: c.validity,
+                unchanged: None,
             }
         })
         .collect();
@@ -100,7 +102,7 @@ async fn create(engine: &Engine) {
             name: TABLE.into(),
             namespace: "bench".into(),
             table: "events".into(),
-            schema: schema_from_wit(&to_plugin_batch_schema()),
+            schema: schema_from_wit(&to_plugin_batch_schema()).unwrap(),
         })
         .await
         .unwrap();
@@ -181,10 +183,13 @@ async fn main() {
     .unwrap();
     let settings = format!(r#"{{"table":"{TABLE}","rows":{rows},"seed":42}}"#);
     let start = Instant::now();
-    let (mut source, _) = plugin.start(&settings, None).unwrap();
+    let (mut source, _) = plugin.start(&settings, &Default::default()).unwrap();
     loop {
         let poll = source.poll(POLL_ROWS as u32, 100).unwrap();
-        for batch in poll.batches {
+        for event in poll.events {
+            let moonlink_runtime::SourceEvent::Changes(batch) = event else {
+                continue;
+            };
             let batch = into_engine_batch(TABLE, &schema, batch).unwrap();
             plugin_engine
                 .apply_from_source(TABLE, batch, "datagen", poll.checkpoint.clone().unwrap())

@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tables/{name}/commit", post(commit_table))
         .route("/tables/{name}/flush", post(commit_table))
         .route("/tables/{name}/optimize", post(optimize_table))
+        .route("/tables/{name}/truncate", post(truncate_table))
         .route("/ingest/{name}", post(ingest))
         .route("/plugins", get(list_plugins))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -99,8 +100,17 @@ fn schema_json(schema: &TableSchema) -> Value {
         .collect()
 }
 
-fn table_json(info: &TableInfo) -> Value {
+fn table_json(state: &AppState, info: &TableInfo) -> Value {
+    let copy = state.sources.copy_progress(&info.name).map(|p| {
+        json!({
+            "rows_copied": p.rows_copied,
+            "rows_total": p.rows_total,
+            "percent": p.rows_total.filter(|t| *t > 0).map(|t| p.rows_copied.min(t) as f64 * 100.0 / t as f64),
+            "done": p.done,
+        })
+    });
     json!({
+        "initial_copy": copy,
         "name": info.name,
         "database": info.namespace,
         "table": info.table,
@@ -130,7 +140,12 @@ async fn list_plugins(State(state): State<AppState>) -> Json<Value> {
 }
 
 async fn list_tables(State(state): State<AppState>) -> Json<Value> {
-    let tables: Vec<Value> = state.engine.list_tables().iter().map(table_json).collect();
+    let tables: Vec<Value> = state
+        .engine
+        .list_tables()
+        .iter()
+        .map(|t| table_json(&state, t))
+        .collect();
     Json(json!({ "tables": tables }))
 }
 
@@ -138,7 +153,7 @@ async fn get_table(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(table_json(&state.engine.table_info(&name)?)))
+    Ok(Json(table_json(&state, &state.engine.table_info(&name)?)))
 }
 
 /// Reads the body, enforcing the size limit with a 413 before and while reading.
@@ -278,10 +293,11 @@ async fn create_table(
             schema: TableSchema {
                 columns,
                 primary_key: request.primary_key,
+                field_ids: Vec::new(),
             },
         })
         .await?;
-    let mut body = table_json(&info);
+    let mut body = table_json(&state, &info);
     // Moonlink's create reply carries the table's starting log position.
     body["lsn"] = json!(info.last_lsn + 1);
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -306,6 +322,19 @@ async fn commit_table(
         "snapshot_id": info.snapshot_id,
         "metadata_location": info.metadata_location,
         "committed_lsn": info.committed_lsn,
+    })))
+}
+
+async fn truncate_table(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let info = state.engine.truncate(&name, None).await?;
+    Ok(Json(json!({
+        "status": "ok",
+        "table": name,
+        "snapshot_id": info.snapshot_id,
+        "metadata_location": info.metadata_location,
     })))
 }
 

@@ -143,6 +143,15 @@ impl SourceConfig {
             .cloned()
             .unwrap_or_else(|| plugin_table.to_string())
     }
+
+    /// The plugin's name for a host table (the inverse of [`SourceConfig::host_table`]).
+    pub fn source_table(&self, host_table: &str) -> String {
+        self.tables
+            .iter()
+            .find(|(_, host)| host.as_str() == host_table)
+            .map(|(plugin, _)| plugin.clone())
+            .unwrap_or_else(|| host_table.to_string())
+    }
 }
 
 /// Finds a plugin file: as given if absolute or present relative to the config's directory,

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use moonlink_engine::{CreateTable, Engine, EngineError};
 use moonlink_runtime::{
-    into_engine_batch, Capabilities, PluginBatch, PluginRuntime, RunningSource, RunningTransform,
-    SourcePlugin, TransformPlugin,
+    into_engine_batch, Capabilities, CopyProgress, PluginBatch, PluginRuntime, ResumePoint,
+    RunningSource, RunningTransform, SourceEvent, SourcePlugin, TransformPlugin,
 };
 use serde::Serialize;
 
@@ -28,6 +28,8 @@ pub struct SourceStatus {
     pub last_error: Option<String>,
     /// The last checkpoint acknowledged to the plugin (durable in Iceberg).
     pub acked_checkpoint: Option<String>,
+    /// Initial-copy progress per table (host table name), as the source reports it.
+    pub copy_progress: BTreeMap<String, CopyProgress>,
 }
 
 /// All sources' statuses, shared with the HTTP API.
@@ -46,6 +48,15 @@ impl SourceRegistry {
         if let Some(status) = self.statuses.lock().unwrap().get_mut(name) {
             f(status);
         }
+    }
+
+    /// Initial-copy progress of a host table, if a source is copying or has copied it.
+    pub fn copy_progress(&self, table: &str) -> Option<CopyProgress> {
+        self.statuses
+            .lock()
+            .unwrap()
+            .values()
+            .find_map(|s| s.copy_progress.get(table).cloned())
     }
 
     pub fn stop(&self) {
@@ -80,6 +91,7 @@ pub fn start_all(
                 restarts: 0,
                 last_error: None,
                 acked_checkpoint: None,
+                copy_progress: BTreeMap::new(),
             },
         );
         let driver = Driver {
@@ -189,8 +201,13 @@ impl Driver {
         }
     }
 
-    /// The committed checkpoint to resume from: the one recorded with this source's rows.
-    fn resume_point(&self, known_tables: &[String]) -> Option<String> {
+    /// Where to resume: the last acknowledged checkpoint, plus tables whose committed
+    /// snapshots are further ahead (a crash can land between two tables' commits).
+    fn resume_point(&self, known_tables: &[String]) -> Result<ResumePoint, String> {
+        let acked = self
+            .engine
+            .source_ack(&self.name)
+            .map_err(|e| format!("cannot read the acknowledged checkpoint: {e}"))?;
         let mut candidates: Vec<String> = known_tables.to_vec();
         if candidates.is_empty() {
             candidates = self
@@ -200,9 +217,33 @@ impl Driver {
                 .map(|t| t.name)
                 .collect();
         }
-        candidates
+        let committed: Vec<(String, String)> = candidates
             .iter()
-            .find_map(|t| self.engine.source_checkpoint(t, &self.name).ok().flatten())
+            .filter_map(|t| {
+                let cp = self
+                    .engine
+                    .source_checkpoint(t, &self.name)
+                    .ok()
+                    .flatten()?;
+                Some((self.config.source_table(t), cp))
+            })
+            .collect();
+        // Without an acknowledgement (none happened yet), the least advanced table is safe.
+        let checkpoint = acked.or_else(|| {
+            committed
+                .iter()
+                .map(|(_, cp)| cp.clone())
+                .min_by(|a, b| checkpoint_order(a, b))
+        });
+        let tables = committed
+            .into_iter()
+            .filter(|(_, cp)| {
+                checkpoint
+                    .as_ref()
+                    .is_none_or(|c| checkpoint_order(cp, c).is_gt())
+            })
+            .collect();
+        Ok(ResumePoint { checkpoint, tables })
     }
 
     fn run_once(
@@ -211,10 +252,10 @@ impl Driver {
         transforms: &[(TransformPlugin, String)],
         known_tables: &mut Vec<String>,
     ) -> Result<Stop, String> {
-        let resume = self.resume_point(known_tables);
+        let resume = self.resume_point(known_tables)?;
         let settings = SourceConfig::settings_json(&self.config.settings);
         let (mut source, tables) = plugin
-            .start(&settings, resume.as_deref())
+            .start(&settings, &resume)
             .map_err(|e| format!("open failed: {e}"))?;
         let mut chain: Vec<RunningTransform> = transforms
             .iter()
@@ -233,7 +274,7 @@ impl Driver {
             s.tables = known_tables.clone();
         });
         tracing::info!(source = %self.name, resume_from = ?resume, "source running");
-        let mut last_checkpoint = resume;
+        let mut last_checkpoint = resume.checkpoint;
         // (table, lsn, checkpoint) applied but not yet known to be committed.
         let mut unacked: Vec<(String, u64, String)> = Vec::new();
         loop {
@@ -244,27 +285,68 @@ impl Driver {
                 .poll(self.config.poll.max_rows, self.config.poll.timeout_ms)
                 .map_err(|e| format!("poll failed: {e}"))?;
             let mut out = Vec::new();
-            for batch in poll.batches {
-                out.extend(run_chain(&mut chain, batch)?);
+            for event in poll.events {
+                match event {
+                    SourceEvent::Changes(batch) => {
+                        out.extend(run_chain(&mut chain, batch)?.into_iter().map(Step::Apply))
+                    }
+                    other => out.push(Step::Control(other)),
+                }
             }
             let checkpoint = poll.checkpoint.clone().or(last_checkpoint.clone());
             let count = out.len();
-            for (i, mut batch) in out.into_iter().enumerate() {
-                // Only the last batch of a poll carries the poll's checkpoint: a commit that
-                // lands between batches must not claim the rest of the poll.
+            for (i, step) in out.into_iter().enumerate() {
+                // Only the last step of a poll carries the poll's checkpoint: a commit that
+                // lands between steps must not claim the rest of the poll.
                 let cp = if i + 1 == count {
                     checkpoint.clone()
                 } else {
                     last_checkpoint.clone()
                 };
-                let table = self.config.host_table(&batch.table);
-                batch.table = table.clone();
-                let rows = batch.operations.len() as u64;
-                let lsn = self.apply(&table, batch, cp.clone())?;
-                if let Some(cp) = cp {
-                    unacked.push((table, lsn, cp));
+                match step {
+                    Step::Apply(mut batch) => {
+                        let table = self.config.host_table(&batch.table);
+                        batch.table = table.clone();
+                        let rows = batch.operations.len() as u64;
+                        let lsn = self.apply(&table, batch, cp.clone())?;
+                        if let Some(cp) = cp {
+                            unacked.push((table, lsn, cp));
+                        }
+                        self.registry.update(&self.name, |s| s.rows += rows);
+                    }
+                    Step::Control(SourceEvent::Truncate(table)) => {
+                        let table = self.config.host_table(&table);
+                        let info = self
+                            .handle
+                            .block_on(
+                                self.engine
+                                    .truncate(&table, cp.clone().map(|cp| (self.name.clone(), cp))),
+                            )
+                            .map_err(|e| format!("cannot truncate '{table}': {e}"))?;
+                        tracing::info!(source = %self.name, table, "table truncated");
+                        if let Some(cp) = cp {
+                            unacked.push((table, info.committed_lsn, cp));
+                        }
+                    }
+                    Step::Control(SourceEvent::SchemaChange(def)) => {
+                        let table = self.config.host_table(&def.name);
+                        self.handle
+                            .block_on(self.engine.evolve_table(&table, def.schema.columns))
+                            .map_err(|e| format!("cannot change the schema of '{table}': {e}"))?;
+                    }
+                    Step::Control(SourceEvent::Progress(mut progress)) => {
+                        progress.table = self.config.host_table(&progress.table);
+                        tracing::info!(source = %self.name, table = %progress.table,
+                            rows = progress.rows_copied, total = ?progress.rows_total,
+                            percent = ?progress.rows_total.filter(|t| *t > 0)
+                                .map(|t| progress.rows_copied.min(t) * 100 / t),
+                            done = progress.done, "initial copy");
+                        self.registry.update(&self.name, |s| {
+                            s.copy_progress.insert(progress.table.clone(), progress);
+                        });
+                    }
+                    Step::Control(SourceEvent::Changes(_)) => unreachable!("split above"),
                 }
-                self.registry.update(&self.name, |s| s.rows += rows);
             }
             last_checkpoint = checkpoint;
             self.ack_committed(&mut source, &mut unacked)?;
@@ -351,6 +433,10 @@ impl Driver {
         }
         let checkpoint = unacked[done - 1].2.clone();
         unacked.drain(..done);
+        // Recorded before the plugin hears of it: a restart resumes from here.
+        self.engine
+            .record_source_ack(&self.name, &checkpoint)
+            .map_err(|e| format!("cannot record the acknowledged checkpoint: {e}"))?;
         source
             .ack(&checkpoint)
             .map_err(|e| format!("ack failed: {e}"))?;
@@ -358,6 +444,17 @@ impl Driver {
             .update(&self.name, |s| s.acked_checkpoint = Some(checkpoint));
         Ok(())
     }
+}
+
+/// What the driver does with one event, after transforms.
+enum Step {
+    Apply(PluginBatch),
+    Control(SourceEvent),
+}
+
+/// The order of a source's checkpoints (see the WIT `source` interface): by length, then bytes.
+fn checkpoint_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 fn run_chain(

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use moonlink_sdk::source::{PollResult, Source, TableDef};
+use moonlink_sdk::source::{PollResult, ResumePoint, Source, TableDef};
 use moonlink_sdk::{
     BatchBuilder, ChangeBatch, Config, DataType, DecimalType, Field, Operation, TableSchema, Value,
 };
@@ -142,8 +142,9 @@ pub struct Datagen {
 }
 
 impl Source for Datagen {
-    fn open(config: Config, resume_from: Option<String>) -> Result<(Self, Vec<TableDef>), String> {
+    fn open(config: Config, resume: ResumePoint) -> Result<(Self, Vec<TableDef>), String> {
         let table = config.str("table")?.to_string();
+        let resume_from = resume.for_table(&table);
         let preset = Preset::parse(config.opt_str("preset")?.unwrap_or("events"))?;
         let rate = config.opt_f64("rate")?;
         if rate.is_some_and(|r| r <= 0.0) {
@@ -198,20 +199,16 @@ impl Source for Datagen {
             }
         }
         if n == 0 {
-            return Ok(PollResult {
-                batches: vec![],
-                checkpoint: None,
-                finished: remaining == 0,
-            });
+            return Ok(PollResult::batches(vec![], None, remaining == 0));
         }
         let batch = generate(&self.table, self.preset, self.seed, self.next, n);
         self.next += n;
         self.produced_since_start += n;
-        Ok(PollResult {
-            batches: vec![batch],
-            checkpoint: Some(self.next.to_string()),
-            finished: self.rows != 0 && self.next == self.rows,
-        })
+        Ok(PollResult::batches(
+            vec![batch],
+            Some(self.next.to_string()),
+            self.rows != 0 && self.next == self.rows,
+        ))
     }
 }
 
@@ -241,18 +238,19 @@ mod tests {
 
     #[test]
     fn resuming_from_a_checkpoint_continues_exactly() {
-        let (mut a, tables) = Datagen::open(config(25), None).unwrap();
+        let (mut a, tables) = Datagen::open(config(25), ResumePoint::fresh()).unwrap();
         assert_eq!(tables[0].name, "demo.events");
         let first = a.poll(10, 0).unwrap();
         assert_eq!(first.checkpoint.as_deref(), Some("10"));
-        let (mut b, _) = Datagen::open(config(25), first.checkpoint.clone()).unwrap();
+        let (mut b, _) =
+            Datagen::open(config(25), ResumePoint::at(first.checkpoint.clone())).unwrap();
         let rest: Vec<i64> = (0..3)
-            .flat_map(|_| b.poll(10, 0).unwrap().batches)
+            .flat_map(|_| b.poll(10, 0).unwrap().into_batches())
             .flat_map(|x| ids(&x))
             .collect();
         assert_eq!(rest, (10..25).collect::<Vec<_>>());
         let done = b.poll(10, 0).unwrap();
-        assert!(done.finished && done.batches.is_empty());
+        assert!(done.finished && done.events.is_empty());
         // Same seed, same rows.
         let again = |seed| format!("{:?}", generate("t", Preset::Events, seed, 3, 2).columns);
         assert_eq!(again(7), again(7));
@@ -261,9 +259,12 @@ mod tests {
 
     #[test]
     fn bad_settings_are_explained() {
-        let err = Datagen::open(Config::from_pairs([("table", json!("t"))]), None)
-            .err()
-            .unwrap();
+        let err = Datagen::open(
+            Config::from_pairs([("table", json!("t"))]),
+            ResumePoint::fresh(),
+        )
+        .err()
+        .unwrap();
         assert!(err.contains("`rows` is required"), "{err}");
         let err = Datagen::open(
             Config::from_pairs([
@@ -271,7 +272,7 @@ mod tests {
                 ("rows", json!(1)),
                 ("preset", json!("x")),
             ]),
-            None,
+            ResumePoint::fresh(),
         )
         .err()
         .unwrap();

@@ -36,6 +36,7 @@ impl RestDecoder for Faulty {
                     name: batch.columns[0].name.clone(),
                     values: ColumnValues::Utf8(vec!["x".into()]),
                     validity: None,
+                    unchanged: None,
                 }]
             }
             _ => {}

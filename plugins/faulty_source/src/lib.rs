@@ -7,7 +7,7 @@
 //! `probe read <path>: ok|denied (...)`: settings `connect` (list of `host:port`) and `read`
 //! (list of paths), so tests can see what the sandbox lets through.
 
-use moonlink_sdk::source::{PollResult, Source, TableDef};
+use moonlink_sdk::source::{PollResult, ResumePoint, Source, TableDef};
 use moonlink_sdk::{
     BatchBuilder, ChangeBatch, ColumnValues, Config, DataType, Field, Operation, TableSchema, Value,
 };
@@ -54,8 +54,9 @@ pub struct FaultySource {
 }
 
 impl Source for FaultySource {
-    fn open(config: Config, resume_from: Option<String>) -> Result<(Self, Vec<TableDef>), String> {
+    fn open(config: Config, resume: ResumePoint) -> Result<(Self, Vec<TableDef>), String> {
         let table = config.str("table")?.to_string();
+        let resume_from = resume.for_table(&table);
         let armed = resume_from.is_none();
         let next = match resume_from {
             Some(cp) => cp.parse().map_err(|_| format!("bad checkpoint '{cp}'"))?,
@@ -115,11 +116,7 @@ impl Source for FaultySource {
                 "malformed" => {
                     let mut batch = rows(&self.table, self.next, n);
                     batch.columns[0].values = ColumnValues::Int64(vec![1]);
-                    return Ok(PollResult {
-                        batches: vec![batch],
-                        checkpoint: None,
-                        finished: false,
-                    });
+                    return Ok(PollResult::batches(vec![batch], None, false));
                 }
                 _ => {
                     return Err(format!(
@@ -130,19 +127,15 @@ impl Source for FaultySource {
             }
         }
         if n == 0 {
-            return Ok(PollResult {
-                batches: vec![],
-                checkpoint: None,
-                finished: true,
-            });
+            return Ok(PollResult::batches(vec![], None, true));
         }
         let batch = rows(&self.table, self.next, n);
         self.next += n;
-        Ok(PollResult {
-            batches: vec![batch],
-            checkpoint: Some(self.next.to_string()),
-            finished: self.next == self.rows,
-        })
+        Ok(PollResult::batches(
+            vec![batch],
+            Some(self.next.to_string()),
+            self.next == self.rows,
+        ))
     }
 }
 

@@ -7,7 +7,7 @@
 use std::cmp::Ordering;
 
 use moonlink_sdk::transform::Transform;
-use moonlink_sdk::{ChangeBatch, ColumnValues, Config, Operation};
+use moonlink_sdk::{ArrayValues, ChangeBatch, ColumnValues, Config, ElementValues, Operation};
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,15 +76,46 @@ impl Filter {
     }
 }
 
+fn pick<T: Clone>(v: Vec<T>, keep: &[bool]) -> Vec<T> {
+    v.into_iter()
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .map(|(x, _)| x)
+        .collect()
+}
+
+/// Keeps the rows of an array column where `keep[row]`: their element ranges, re-based.
+fn pick_array(a: ArrayValues, keep: &[bool]) -> ArrayValues {
+    let total = a.offsets.last().copied().unwrap_or(0) as usize;
+    let mut element_keep = vec![false; total];
+    let mut offsets = vec![0u32];
+    for (row, kept) in keep.iter().enumerate() {
+        let (start, end) = (a.offsets[row], a.offsets[row + 1]);
+        if *kept {
+            element_keep[start as usize..end as usize].fill(true);
+            offsets.push(offsets.last().unwrap() + (end - start));
+        }
+    }
+    let k = &element_keep;
+    ArrayValues {
+        offsets,
+        element_validity: a.element_validity.map(|v| pick(v, k)),
+        elements: match a.elements {
+            ElementValues::Int16(v) => ElementValues::Int16(pick(v, k)),
+            ElementValues::Int32(v) => ElementValues::Int32(pick(v, k)),
+            ElementValues::Int64(v) => ElementValues::Int64(pick(v, k)),
+            ElementValues::Float32(v) => ElementValues::Float32(pick(v, k)),
+            ElementValues::Float64(v) => ElementValues::Float64(pick(v, k)),
+            ElementValues::Boolean(v) => ElementValues::Boolean(pick(v, k)),
+            ElementValues::Utf8(v) => ElementValues::Utf8(pick(v, k)),
+            ElementValues::Binary(v) => ElementValues::Binary(pick(v, k)),
+            ElementValues::Int128(v) => ElementValues::Int128(pick(v, k)),
+        },
+    }
+}
+
 /// Keeps the rows of `batch` where `keep[row]`, column by column.
 pub fn select_rows(batch: ChangeBatch, keep: &[bool]) -> ChangeBatch {
-    fn pick<T: Clone>(v: Vec<T>, keep: &[bool]) -> Vec<T> {
-        v.into_iter()
-            .zip(keep)
-            .filter(|(_, k)| **k)
-            .map(|(x, _)| x)
-            .collect()
-    }
     ChangeBatch {
         table: batch.table,
         operations: pick(batch.operations, keep),
@@ -94,6 +125,7 @@ pub fn select_rows(batch: ChangeBatch, keep: &[bool]) -> ChangeBatch {
             .map(|c| moonlink_sdk::Column {
                 name: c.name,
                 validity: c.validity.map(|v| pick(v, keep)),
+                unchanged: c.unchanged.map(|v| pick(v, keep)),
                 values: match c.values {
                     ColumnValues::Int16(v) => ColumnValues::Int16(pick(v, keep)),
                     ColumnValues::Int32(v) => ColumnValues::Int32(pick(v, keep)),
@@ -104,6 +136,7 @@ pub fn select_rows(batch: ChangeBatch, keep: &[bool]) -> ChangeBatch {
                     ColumnValues::Utf8(v) => ColumnValues::Utf8(pick(v, keep)),
                     ColumnValues::Binary(v) => ColumnValues::Binary(pick(v, keep)),
                     ColumnValues::Int128(v) => ColumnValues::Int128(pick(v, keep)),
+                    ColumnValues::Array(a) => ColumnValues::Array(pick_array(a, keep)),
                 },
             })
             .collect(),

@@ -85,6 +85,7 @@ mod tests {
                 name: "email".into(),
                 values: ColumnValues::Utf8(vec!["a@b.c".into(), String::new()]),
                 validity: Some(vec![true, false]),
+                unchanged: None,
             }],
         }
     }

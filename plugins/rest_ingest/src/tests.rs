@@ -2,7 +2,7 @@ use moonlink_sdk::rest::{RequestInfo, RequestMode};
 use moonlink_sdk::{ColumnValues, DataErrorKind, DataType, DecimalType, Field, TableSchema};
 
 use crate::decode;
-use crate::values::{parse_date, parse_decimal, parse_timestamp, parse_uuid};
+use moonlink_sdk::text::{parse_date, parse_decimal, parse_timestamp, parse_uuid};
 
 fn field(name: &str, data_type: DataType, nullable: bool) -> Field {
     Field {
