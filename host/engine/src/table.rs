@@ -594,8 +594,8 @@ impl Table {
         let mut filled = Vec::new();
         for (column, mask) in batch.unchanged() {
             let mut picks: Vec<(usize, usize)> = Vec::with_capacity(num_rows);
-            for r in 0..num_rows {
-                let pick = if !mask[r] {
+            for (r, &keep_current) in mask.iter().enumerate() {
+                let pick = if !keep_current {
                     (0, r)
                 } else if let Some(&earlier) = from_batch.get(&r) {
                     picks[earlier]

@@ -44,6 +44,8 @@ pub struct Capabilities {
     pub memory_limit_bytes: Option<u64>,
     /// Overrides the runtime's per-call time limit for this plugin.
     pub call_timeout: Option<Duration>,
+    /// Environment variables the plugin sees (nothing of the host's environment otherwise).
+    pub env: Vec<(String, String)>,
 }
 
 /// The state of one sandboxed instance: WASI with only the granted capabilities, its limits,
@@ -209,9 +211,10 @@ impl PluginRuntime {
                 allowed.extend(resolved);
             }
             let allowed = std::sync::Arc::new(allowed);
+            // Name lookups are allowed so `localhost` resolves; connects are still checked.
             wasi.allow_tcp(true)
                 .allow_udp(false)
-                .allow_ip_name_lookup(false)
+                .allow_ip_name_lookup(true)
                 .socket_addr_check(move |addr, usage| {
                     use wasmtime_wasi::sockets::SocketAddrUse;
                     let ok = match usage {
@@ -223,6 +226,9 @@ impl PluginRuntime {
                     };
                     Box::pin(async move { ok })
                 });
+        }
+        for (key, value) in &capabilities.env {
+            wasi.env(key, value);
         }
         for (host_dir, guest_dir) in &capabilities.directories {
             wasi.preopened_dir(host_dir, guest_dir, wasmtime_wasi::FsPerms::ReadWrite)

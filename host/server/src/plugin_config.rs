@@ -144,6 +144,37 @@ impl SourceConfig {
             .unwrap_or_else(|| plugin_table.to_string())
     }
 
+    /// Addresses the plugin may connect to: `[capabilities] network`, plus the server its
+    /// own settings name (`host` and `port`), so a connector reaches exactly what it is
+    /// configured for and nothing else.
+    pub fn granted_network(&self) -> Vec<String> {
+        let mut network = self.capabilities.network.clone();
+        let port = self.settings.get("port").and_then(|p| p.as_integer());
+        if let (Some(host), Some(port)) = (self.settings.get("host").and_then(|h| h.as_str()), port)
+        {
+            let target = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            if !network.contains(&target) {
+                network.push(target);
+            }
+        }
+        network
+    }
+
+    /// Environment variables passed into the plugin: each named by a setting ending in
+    /// `_env` (e.g. `password_env = "PGPASSWORD"`), so secrets stay out of config files.
+    pub fn granted_env(&self) -> Vec<(String, String)> {
+        self.settings
+            .iter()
+            .filter(|(key, _)| key.ends_with("_env"))
+            .filter_map(|(_, value)| value.as_str())
+            .filter_map(|var| std::env::var(var).ok().map(|v| (var.to_string(), v)))
+            .collect()
+    }
+
     /// The plugin's name for a host table (the inverse of [`SourceConfig::host_table`]).
     pub fn source_table(&self, host_table: &str) -> String {
         self.tables

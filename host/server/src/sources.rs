@@ -142,7 +142,8 @@ impl Driver {
     fn run(self) {
         let path = self.config.path.clone().unwrap_or_default();
         let capabilities = Capabilities {
-            network: self.config.capabilities.network.clone(),
+            network: self.config.granted_network(),
+            env: self.config.granted_env(),
             directories: self
                 .config
                 .capabilities

@@ -1,0 +1,468 @@
+//! postgres_cdc: mirrors Postgres tables into moonlink through logical replication.
+//!
+//! On first start it creates (if missing) a publication and a `pgoutput` logical slot whose
+//! exported snapshot it copies table by table, in chunks of pages read over several
+//! connections; then it streams from exactly the slot's consistent point. Checkpoints are
+//! the end LSN of the last complete transaction, as 16 hex digits (so they sort); the slot is
+//! advanced (Standby Status Update) only when the host acknowledges a checkpoint, i.e. after
+//! the Iceberg commit that contains it.
+//!
+//! Settings (see `example.toml`): `host`, `port`, `user`, `password` or `password_env`,
+//! `database`, `tables` (`schema.table`, ...) or `publication`, `slot`, `namespace`,
+//! `keyless` (`refuse` | `append-only`), `snapshot_connections`, `snapshot_chunk_pages`.
+
+mod conn;
+mod pgoutput;
+mod snapshot;
+mod stream;
+mod tables;
+mod types;
+
+use std::collections::HashMap;
+
+use moonlink_sdk::source::{PollResult, ResumePoint, Source, SourceEvent, TableDef};
+use moonlink_sdk::Config;
+
+use conn::{quote_ident, quote_literal, ConnectOptions, Connection, PgError};
+use snapshot::Snapshot;
+use stream::Stream;
+use tables::{MirroredTable, PgColumn};
+
+/// The checkpoint of an initial copy in progress: sorts before every LSN. Resuming from it
+/// starts the copy over.
+const COPYING: &str = "0000000000000000";
+
+/// An LSN as a checkpoint: fixed-width hex, so checkpoints sort by length then bytes.
+pub fn checkpoint_of(lsn: u64) -> String {
+    format!("{lsn:016X}")
+}
+
+fn lsn_of(checkpoint: &str) -> Result<u64, String> {
+    u64::from_str_radix(checkpoint, 16)
+        .map_err(|_| format!("checkpoint '{checkpoint}' is not a Postgres position"))
+}
+
+/// Settings, validated.
+pub struct Settings {
+    pub connect: ConnectOptions,
+    pub tables: Vec<String>,
+    pub publication: String,
+    pub publication_given: bool,
+    pub slot: String,
+    pub namespace: Option<String>,
+    pub append_only_keyless: bool,
+    pub snapshot_connections: usize,
+    pub snapshot_chunk_pages: u64,
+}
+
+impl Settings {
+    fn parse(config: &Config) -> Result<Settings, String> {
+        let password = match (config.opt_str("password")?, config.opt_str("password_env")?) {
+            (Some(p), _) => Some(p.to_string()),
+            (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
+                format!(
+                    "setting `password_env`: environment variable {var} is not set (the host \
+                     passes only the variables named by *_env settings)"
+                )
+            })?),
+            (None, None) => None,
+        };
+        let port = config.opt_u64("port")?.unwrap_or(5432);
+        let port =
+            u16::try_from(port).map_err(|_| format!("setting `port`: {port} is not a port"))?;
+        let slot = config.opt_str("slot")?.unwrap_or("moonlink").to_string();
+        if slot.is_empty()
+            || !slot
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(format!(
+                "setting `slot`: '{slot}' is not a valid slot name (lower-case letters, digits, _)"
+            ));
+        }
+        let tables = config.str_list("tables")?;
+        let publication = config.opt_str("publication")?;
+        if tables.is_empty() && publication.is_none() {
+            return Err("set `tables` (a list of schema.table) or `publication`".into());
+        }
+        for t in &tables {
+            if t.split('.').count() != 2 {
+                return Err(format!("setting `tables`: '{t}' is not schema.table"));
+            }
+        }
+        let keyless = config.opt_str("keyless")?.unwrap_or("refuse");
+        let append_only_keyless = match keyless {
+            "refuse" => false,
+            "append-only" | "append_only" => true,
+            other => {
+                return Err(format!(
+                    "setting `keyless`: '{other}' (expected refuse or append-only)"
+                ))
+            }
+        };
+        Ok(Settings {
+            connect: ConnectOptions {
+                host: config.opt_str("host")?.unwrap_or("127.0.0.1").to_string(),
+                port,
+                user: config.opt_str("user")?.unwrap_or("postgres").to_string(),
+                password,
+                database: config
+                    .opt_str("database")?
+                    .unwrap_or("postgres")
+                    .to_string(),
+            },
+            tables,
+            publication: publication
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("moonlink_{slot}")),
+            publication_given: publication.is_some(),
+            slot,
+            namespace: config.opt_str("namespace")?.map(str::to_string),
+            append_only_keyless,
+            snapshot_connections: config
+                .opt_u64("snapshot_connections")?
+                .unwrap_or(2)
+                .clamp(1, 16) as usize,
+            snapshot_chunk_pages: config
+                .opt_u64("snapshot_chunk_pages")?
+                .unwrap_or(4096)
+                .max(1),
+        })
+    }
+
+    fn target_name(&self, schema: &str, table: &str) -> String {
+        format!("{}.{table}", self.namespace.as_deref().unwrap_or(schema))
+    }
+}
+
+/// Where the source is: copying the slot's snapshot, or streaming.
+enum Phase {
+    Copying(Snapshot),
+    /// Between the two, only while `poll` switches.
+    Switching,
+    Streaming(Stream),
+}
+
+pub struct PostgresCdc {
+    settings: Settings,
+    tables: Vec<MirroredTable>,
+    phase: Phase,
+}
+
+fn pg(context: &str) -> impl Fn(PgError) -> String + '_ {
+    move |e| format!("{context}: {e}")
+}
+
+/// Checks what logical replication needs, with messages that say how to fix each gap.
+fn preflight(conn: &mut Connection, settings: &Settings) -> Result<(), String> {
+    let rows = conn.query("SHOW wal_level").map_err(pg("SHOW wal_level"))?;
+    let level = rows.first().and_then(|r| r[0].clone()).unwrap_or_default();
+    if level != "logical" {
+        return Err(format!(
+            "Postgres has wal_level = '{level}'; logical replication needs 'logical': run \
+             ALTER SYSTEM SET wal_level = logical; and restart Postgres"
+        ));
+    }
+    let user = &settings.connect.user;
+    let rows = conn
+        .query(&format!(
+            "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = {}",
+            quote_literal(user)
+        ))
+        .map_err(pg("checking privileges"))?;
+    if rows.first().and_then(|r| r[0].as_deref()) != Some("t") {
+        return Err(format!(
+            "role '{user}' may not start replication: ALTER ROLE {} REPLICATION; (or use a superuser)",
+            quote_ident(user)
+        ));
+    }
+    Ok(())
+}
+
+/// The tables to mirror: configured ones, or the publication's.
+fn table_names(conn: &mut Connection, settings: &Settings) -> Result<Vec<String>, String> {
+    if !settings.tables.is_empty() {
+        return Ok(settings.tables.clone());
+    }
+    let rows = conn
+        .query(&format!(
+            "SELECT schemaname || '.' || tablename FROM pg_publication_tables \
+             WHERE pubname = {} ORDER BY 1",
+            quote_literal(&settings.publication)
+        ))
+        .map_err(pg("reading the publication"))?;
+    if rows.is_empty() {
+        return Err(format!(
+            "publication '{}' does not exist or has no tables: create it \
+             (CREATE PUBLICATION {} FOR TABLE ...) or set `tables`",
+            settings.publication,
+            quote_ident(&settings.publication)
+        ));
+    }
+    Ok(rows.into_iter().filter_map(|r| r[0].clone()).collect())
+}
+
+/// Reads a table's columns and key from the catalog.
+fn describe_table(
+    conn: &mut Connection,
+    settings: &Settings,
+    name: &str,
+) -> Result<MirroredTable, String> {
+    let (schema, table) = name.split_once('.').unwrap_or(("public", name));
+    let regclass = quote_literal(&format!("{}.{}", quote_ident(schema), quote_ident(table)));
+    let info = conn
+        .query(&format!(
+            "SELECT c.oid, c.relreplident, c.relkind, \
+                    has_table_privilege(c.oid, 'SELECT') \
+             FROM pg_class c WHERE c.oid = to_regclass({regclass})"
+        ))
+        .map_err(pg(&format!("looking up table {name}")))?;
+    let Some(row) = info.first() else {
+        return Err(format!(
+            "table {name} does not exist in database '{}'",
+            settings.connect.database
+        ));
+    };
+    let oid = row[0].clone().unwrap_or_default();
+    let identity = row[1].clone().unwrap_or_default();
+    if row[2].as_deref() != Some("r") && row[2].as_deref() != Some("p") {
+        return Err(format!("{name} is not a table"));
+    }
+    if row[3].as_deref() != Some("t") {
+        return Err(format!(
+            "role '{}' cannot read table {name}: GRANT SELECT ON {}.{} TO {};",
+            settings.connect.user,
+            quote_ident(schema),
+            quote_ident(table),
+            quote_ident(&settings.connect.user)
+        ));
+    }
+    let columns: Vec<PgColumn> = conn
+        .query(&format!(
+            "SELECT attname, atttypid, atttypmod, format_type(atttypid, atttypmod) \
+             FROM pg_attribute WHERE attrelid = {oid} AND attnum > 0 AND NOT attisdropped \
+             AND attgenerated = '' ORDER BY attnum"
+        ))
+        .map_err(pg(&format!("reading the columns of {name}")))?
+        .into_iter()
+        .map(|r| PgColumn {
+            name: r[0].clone().unwrap_or_default(),
+            type_oid: r[1].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
+            type_modifier: r[2].as_deref().and_then(|v| v.parse().ok()).unwrap_or(-1),
+            type_name: r[3].clone().unwrap_or_default(),
+        })
+        .collect();
+    // The key: the primary key under the default identity, or the identity index.
+    let key_index = match identity.as_str() {
+        "d" | "f" => "i.indisprimary",
+        "i" => "i.indisreplident",
+        _ => "false",
+    };
+    let key: Vec<String> = conn
+        .query(&format!(
+            "SELECT a.attname FROM pg_index i \
+             JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) ON true \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+             WHERE i.indrelid = {oid} AND {key_index} ORDER BY k.n"
+        ))
+        .map_err(pg(&format!("reading the key of {name}")))?
+        .into_iter()
+        .filter_map(|r| r[0].clone())
+        .collect();
+    if key.is_empty() && !settings.append_only_keyless {
+        return Err(format!(
+            "table {name} has no primary key, so its updates and deletes cannot be mirrored. \
+             Give it one (ALTER TABLE {t} ADD PRIMARY KEY (...)) or a unique replica identity \
+             (ALTER TABLE {t} REPLICA IDENTITY USING INDEX ...), or set keyless = \"append-only\" \
+             to mirror only its inserts. moonlink never changes the table for you.",
+            t = format!("{}.{}", quote_ident(schema), quote_ident(table))
+        ));
+    }
+    MirroredTable::new(
+        name.to_string(),
+        settings.target_name(schema, table),
+        columns,
+        key,
+    )
+}
+
+/// Creates the publication if missing, and adds configured tables it lacks.
+fn ensure_publication(
+    conn: &mut Connection,
+    settings: &Settings,
+    tables: &[MirroredTable],
+) -> Result<(), String> {
+    if settings.tables.is_empty() {
+        return Ok(()); // the user's own publication, used as it is
+    }
+    let quoted: Vec<String> = tables
+        .iter()
+        .map(|t| {
+            let (s, n) = t.source_name.split_once('.').unwrap();
+            format!("{}.{}", quote_ident(s), quote_ident(n))
+        })
+        .collect();
+    let exists = !conn
+        .query(&format!(
+            "SELECT 1 FROM pg_publication WHERE pubname = {}",
+            quote_literal(&settings.publication)
+        ))
+        .map_err(pg("reading publications"))?
+        .is_empty();
+    let hint = |e: PgError| {
+        format!(
+            "cannot create or extend publication '{}': {e}. Create it as the tables' owner: \
+             CREATE PUBLICATION {} FOR TABLE {};",
+            settings.publication,
+            quote_ident(&settings.publication),
+            quoted.join(", ")
+        )
+    };
+    if !exists {
+        return conn
+            .execute(&format!(
+                "CREATE PUBLICATION {} FOR TABLE {}",
+                quote_ident(&settings.publication),
+                quoted.join(", ")
+            ))
+            .map_err(hint);
+    }
+    let published: Vec<String> = conn
+        .query(&format!(
+            "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = {}",
+            quote_literal(&settings.publication)
+        ))
+        .map_err(pg("reading the publication"))?
+        .into_iter()
+        .filter_map(|r| r[0].clone())
+        .collect();
+    for (table, q) in tables.iter().zip(&quoted) {
+        if !published.contains(&table.source_name) {
+            conn.execute(&format!(
+                "ALTER PUBLICATION {} ADD TABLE {q}",
+                quote_ident(&settings.publication)
+            ))
+            .map_err(hint)?;
+        }
+    }
+    Ok(())
+}
+
+impl Source for PostgresCdc {
+    fn open(config: Config, resume: ResumePoint) -> Result<(Self, Vec<TableDef>), String> {
+        let settings = Settings::parse(&config)?;
+        let mut sql = Connection::connect(&settings.connect, false).map_err(pg(&format!(
+            "connecting to database '{}'",
+            settings.connect.database
+        )))?;
+        preflight(&mut sql, &settings)?;
+        let names = table_names(&mut sql, &settings)?;
+        let tables = names
+            .iter()
+            .map(|n| describe_table(&mut sql, &settings, n))
+            .collect::<Result<Vec<_>, _>>()?;
+        ensure_publication(&mut sql, &settings, &tables)?;
+        let slot_exists = !sql
+            .query(&format!(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = {}",
+                quote_literal(&settings.slot)
+            ))
+            .map_err(pg("reading replication slots"))?
+            .is_empty();
+        sql.close();
+        let defs: Vec<TableDef> = tables.iter().map(|t| t.def()).collect();
+
+        let resume_lsn = match resume.checkpoint.as_deref() {
+            None | Some(COPYING) => None,
+            Some(cp) => Some(lsn_of(cp)?),
+        };
+        let phase = match resume_lsn {
+            Some(lsn) => {
+                if !slot_exists {
+                    return Err(format!(
+                        "replication slot '{}' is gone, so changes after {} cannot be replayed; \
+                         drop the mirrored tables (or use a new slot name) to copy afresh",
+                        settings.slot,
+                        conn::format_lsn(lsn)
+                    ));
+                }
+                let mut skip = HashMap::new();
+                for (table, cp) in &resume.tables {
+                    if cp != COPYING {
+                        skip.insert(table.clone(), lsn_of(cp)?);
+                    }
+                }
+                moonlink_sdk::info!(
+                    "resuming slot {} at {}",
+                    settings.slot,
+                    conn::format_lsn(lsn)
+                );
+                Phase::Streaming(Stream::start(&settings, lsn, skip)?)
+            }
+            None => {
+                // Nothing durable (or a copy was cut short): copy everything afresh from a
+                // new slot's snapshot.
+                Phase::Copying(Snapshot::start(&settings, &tables, slot_exists)?)
+            }
+        };
+        Ok((
+            PostgresCdc {
+                settings,
+                tables,
+                phase,
+            },
+            defs,
+        ))
+    }
+
+    fn poll(&mut self, max_rows: u32, timeout_ms: u32) -> Result<PollResult, String> {
+        let mut events: Vec<SourceEvent> = Vec::new();
+        let checkpoint = match &mut self.phase {
+            Phase::Copying(snapshot) => {
+                if snapshot.poll(&mut self.tables, max_rows as usize, &mut events)? {
+                    // Copied: stream from the slot's consistent point on, and make that point
+                    // the checkpoint of the copy's last rows.
+                    let Phase::Copying(snapshot) =
+                        std::mem::replace(&mut self.phase, Phase::Switching)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    let lsn = snapshot.consistent_lsn();
+                    moonlink_sdk::info!(
+                        "initial copy done; streaming from {}",
+                        conn::format_lsn(lsn)
+                    );
+                    self.phase = Phase::Streaming(snapshot.into_stream(&self.settings)?);
+                    Some(checkpoint_of(lsn))
+                } else {
+                    Some(COPYING.to_string())
+                }
+            }
+            Phase::Streaming(stream) => stream
+                .poll(&mut self.tables, max_rows as usize, timeout_ms, &mut events)?
+                .map(checkpoint_of),
+            Phase::Switching => return Err("a previous poll failed while the copy ended".into()),
+        };
+        Ok(PollResult {
+            events,
+            checkpoint,
+            finished: false,
+        })
+    }
+
+    fn ack(&mut self, checkpoint: String) {
+        if checkpoint == COPYING {
+            return;
+        }
+        let Ok(lsn) = lsn_of(&checkpoint) else {
+            return;
+        };
+        if let Phase::Streaming(stream) = &mut self.phase {
+            if let Err(e) = stream.acknowledge(lsn) {
+                moonlink_sdk::warn!("cannot confirm {checkpoint} to Postgres: {e}");
+            }
+        }
+    }
+}
+
+moonlink_sdk::export_source!(PostgresCdc);

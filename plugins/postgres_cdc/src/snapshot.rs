@@ -1,0 +1,262 @@
+//! The initial copy: a new slot's exported snapshot, read table by table in chunks of pages
+//! (`ctid` ranges, which Postgres scans directly) over several connections, so the server
+//! produces the next chunks while this plugin decodes the current one.
+//!
+//! The replication connection that created the slot stays idle meanwhile: the exported
+//! snapshot lives only until its next command, which is `START_REPLICATION` from the slot's
+//! consistent point. So the copy and the stream meet exactly: no gap, no duplicate.
+
+use std::collections::{HashMap, VecDeque};
+
+use moonlink_sdk::source::{CopyProgress, SourceEvent};
+
+use crate::conn::{parse_lsn, quote_ident, quote_literal, Connection};
+use crate::stream::Stream;
+use crate::tables::MirroredTable;
+use crate::types::split_copy_row;
+use crate::{pg, Settings};
+
+/// A range of a table's pages: `[first, end)`, open-ended for the last chunk (the table may
+/// have grown past the size read at the start; the snapshot hides those rows anyway).
+#[derive(Debug, Clone)]
+struct Chunk {
+    table: usize,
+    first_page: u64,
+    end_page: Option<u64>,
+}
+
+struct Worker {
+    conn: Connection,
+    copying: Option<Chunk>,
+}
+
+struct TableProgress {
+    copied: u64,
+    estimate: Option<u64>,
+    chunks_left: usize,
+}
+
+pub struct Snapshot {
+    repl: Connection,
+    consistent_lsn: u64,
+    workers: VecDeque<Worker>,
+    chunks: VecDeque<Chunk>,
+    progress: Vec<TableProgress>,
+    /// COPY statements' column lists and table names, per table.
+    selects: Vec<String>,
+    truncated: bool,
+}
+
+impl Snapshot {
+    pub fn start(
+        settings: &Settings,
+        tables: &[MirroredTable],
+        slot_exists: bool,
+    ) -> Result<Snapshot, String> {
+        let mut repl = Connection::connect(&settings.connect, true)
+            .map_err(pg("opening a replication connection"))?;
+        let slot = quote_ident(&settings.slot);
+        if slot_exists {
+            // Nothing was acknowledged from it: its position is worthless without a copy.
+            repl.execute(&format!("DROP_REPLICATION_SLOT {slot} WAIT"))
+                .map_err(pg(&format!("dropping the unfinished slot {slot}")))?;
+        }
+        let created = repl
+            .query(&format!(
+                "CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput (SNAPSHOT 'export')"
+            ))
+            .map_err(pg(&format!("creating replication slot {slot}")))?;
+        let row = created
+            .first()
+            .ok_or("CREATE_REPLICATION_SLOT returned nothing")?;
+        let consistent_lsn = row
+            .get(1)
+            .and_then(|v| v.as_deref())
+            .and_then(parse_lsn)
+            .ok_or("CREATE_REPLICATION_SLOT returned no consistent point")?;
+        let snapshot_name = row
+            .get(2)
+            .and_then(|v| v.clone())
+            .ok_or("CREATE_REPLICATION_SLOT returned no snapshot")?;
+        moonlink_sdk::info!(
+            "created slot {} at {}; copying {} tables",
+            settings.slot,
+            crate::conn::format_lsn(consistent_lsn),
+            tables.len()
+        );
+
+        let mut workers = VecDeque::new();
+        for _ in 0..settings.snapshot_connections {
+            let mut conn = Connection::connect(&settings.connect, false)
+                .map_err(pg("opening a copy connection"))?;
+            conn.execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+                quote_literal(&snapshot_name)
+            ))
+            .map_err(pg("importing the slot's snapshot"))?;
+            workers.push_back(Worker {
+                conn,
+                copying: None,
+            });
+        }
+
+        let mut chunks = VecDeque::new();
+        let mut progress = Vec::new();
+        let mut selects = Vec::new();
+        let sizing = &mut workers[0].conn;
+        for (index, table) in tables.iter().enumerate() {
+            let (schema, name) = table.source_name.split_once('.').unwrap();
+            let qualified = format!("{}.{}", quote_ident(schema), quote_ident(name));
+            let size = sizing
+                .query(&format!(
+                    "SELECT pg_relation_size(c.oid) / current_setting('block_size')::bigint, \
+                            c.reltuples::bigint \
+                     FROM pg_class c WHERE c.oid = to_regclass({})",
+                    quote_literal(&qualified)
+                ))
+                .map_err(pg(&format!("sizing {}", table.source_name)))?;
+            let cell = |i: usize| -> Option<i64> {
+                size.first()
+                    .and_then(|r| r.get(i).cloned().flatten())
+                    .and_then(|v| v.parse().ok())
+            };
+            let pages = cell(0).unwrap_or(0).max(0) as u64;
+            let estimate = cell(1).filter(|n| *n >= 0).map(|n| n as u64);
+            let per_chunk = settings.snapshot_chunk_pages;
+            let mut first = 0;
+            let mut n = 0;
+            while first + per_chunk < pages {
+                chunks.push_back(Chunk {
+                    table: index,
+                    first_page: first,
+                    end_page: Some(first + per_chunk),
+                });
+                first += per_chunk;
+                n += 1;
+            }
+            chunks.push_back(Chunk {
+                table: index,
+                first_page: first,
+                end_page: None,
+            });
+            progress.push(TableProgress {
+                copied: 0,
+                estimate,
+                chunks_left: n + 1,
+            });
+            let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+            selects.push(format!("SELECT {} FROM {qualified}", columns.join(", ")));
+        }
+        let mut snapshot = Snapshot {
+            repl,
+            consistent_lsn,
+            workers,
+            chunks,
+            progress,
+            selects,
+            truncated: false,
+        };
+        for i in 0..snapshot.workers.len() {
+            snapshot.start_next(i)?;
+        }
+        Ok(snapshot)
+    }
+
+    pub fn consistent_lsn(&self) -> u64 {
+        self.consistent_lsn
+    }
+
+    /// Starts the next chunk on worker `i`, if any is left.
+    fn start_next(&mut self, i: usize) -> Result<(), String> {
+        let Some(chunk) = self.chunks.pop_front() else {
+            return Ok(());
+        };
+        let mut sql = format!(
+            "COPY ({} WHERE ctid >= '({},0)'::tid",
+            self.selects[chunk.table], chunk.first_page
+        );
+        if let Some(end) = chunk.end_page {
+            sql.push_str(&format!(" AND ctid < '({end},0)'::tid"));
+        }
+        sql.push_str(") TO STDOUT");
+        let worker = &mut self.workers[i];
+        worker
+            .conn
+            .start_copy_out(&sql)
+            .map_err(pg("starting a copy"))?;
+        worker.copying = Some(chunk);
+        Ok(())
+    }
+
+    /// Copies up to `max_rows` rows into `events`. Returns true once every table is copied.
+    pub fn poll(
+        &mut self,
+        tables: &mut [MirroredTable],
+        max_rows: usize,
+        events: &mut Vec<SourceEvent>,
+    ) -> Result<bool, String> {
+        if !self.truncated {
+            // A copy cut short earlier may have left rows behind: start from empty tables.
+            for table in tables.iter() {
+                events.push(SourceEvent::Truncate(table.target.clone()));
+            }
+            self.truncated = true;
+        }
+        let mut rows = 0;
+        let mut touched: HashMap<usize, ()> = HashMap::new();
+        while rows < max_rows {
+            let Some(worker) = self.workers.front_mut() else {
+                break;
+            };
+            let Some(chunk) = worker.copying.clone() else {
+                // Nothing left for this worker: end its transaction.
+                if let Some(w) = self.workers.pop_front() {
+                    w.conn.close();
+                }
+                continue;
+            };
+            match worker.conn.copy_row().map_err(pg("copying"))? {
+                Some(line) => {
+                    let fields = split_copy_row(&line)
+                        .map_err(|e| format!("table {}: {e}", tables[chunk.table].source_name))?;
+                    let values: Vec<Option<&str>> = fields.iter().map(|f| f.as_deref()).collect();
+                    tables[chunk.table].insert(&values)?;
+                    self.progress[chunk.table].copied += 1;
+                    touched.insert(chunk.table, ());
+                    rows += 1;
+                }
+                None => {
+                    worker.copying = None;
+                    self.progress[chunk.table].chunks_left -= 1;
+                    touched.insert(chunk.table, ());
+                    self.start_next(0)?;
+                    // Let the other connections' copies (already running) drain next.
+                    self.workers.rotate_left(1);
+                }
+            }
+        }
+        for table in tables.iter_mut() {
+            table.flush(events);
+        }
+        let mut touched: Vec<usize> = touched.into_keys().collect();
+        touched.sort_unstable();
+        for index in touched {
+            let p = &self.progress[index];
+            events.push(SourceEvent::Progress(CopyProgress {
+                table: tables[index].target.clone(),
+                rows_copied: p.copied,
+                rows_total: p.estimate.map(|e| e.max(p.copied)),
+                done: p.chunks_left == 0,
+            }));
+            if p.chunks_left == 0 {
+                moonlink_sdk::info!("copied {} rows of {}", p.copied, tables[index].source_name);
+            }
+        }
+        Ok(self.workers.is_empty() && self.chunks.is_empty())
+    }
+
+    /// Starts streaming from the slot's consistent point on the connection that created it.
+    pub fn into_stream(self, settings: &Settings) -> Result<Stream, String> {
+        Stream::from_connection(self.repl, settings, self.consistent_lsn, Default::default())
+    }
+}

@@ -1,0 +1,295 @@
+//! Streaming: `START_REPLICATION` on the slot, pgoutput changes into change batches, and the
+//! slot advanced only to what the host has acknowledged (committed in Iceberg).
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moonlink_sdk::source::SourceEvent;
+
+use crate::conn::{format_lsn, quote_ident, quote_literal, Connection};
+use crate::pgoutput::{parse_change, parse_stream_message, Change, StreamMessage, TupleValue};
+use crate::tables::{MirroredTable, Mode, PgColumn};
+use crate::{pg, Settings};
+
+/// How often the slot hears from us even when nothing happens (well inside Postgres's
+/// default `wal_sender_timeout` of 60 s).
+const STATUS_INTERVAL: Duration = Duration::from_secs(10);
+
+pub struct Stream {
+    conn: Connection,
+    /// Relation oid → index of the mirrored table.
+    by_oid: HashMap<u32, usize>,
+    /// Tables already committed further than the resume point: their changes in transactions
+    /// that committed before this LSN are already in Iceberg.
+    skip_before: HashMap<String, u64>,
+    /// The commit LSN of the transaction being read.
+    in_transaction: Option<u64>,
+    /// End LSN of the last transaction handed to the host.
+    emitted: u64,
+    /// The highest LSN the host acknowledged (or that is safe to confirm when idle).
+    confirmed: u64,
+    last_status: Instant,
+    warned: HashSet<String>,
+}
+
+fn text(value: &TupleValue) -> Result<Option<&str>, String> {
+    match value {
+        TupleValue::Text(bytes) => std::str::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| "a value is not UTF-8".to_string()),
+        _ => Ok(None),
+    }
+}
+
+fn texts(values: &[TupleValue]) -> Result<Vec<Option<&str>>, String> {
+    values.iter().map(text).collect()
+}
+
+impl Stream {
+    /// Connects and starts streaming the slot from `lsn`.
+    pub fn start(
+        settings: &Settings,
+        lsn: u64,
+        skip_before: HashMap<String, u64>,
+    ) -> Result<Stream, String> {
+        let conn = Connection::connect(&settings.connect, true)
+            .map_err(pg("opening a replication connection"))?;
+        Stream::from_connection(conn, settings, lsn, skip_before)
+    }
+
+    pub fn from_connection(
+        mut conn: Connection,
+        settings: &Settings,
+        lsn: u64,
+        skip_before: HashMap<String, u64>,
+    ) -> Result<Stream, String> {
+        conn.start_replication(&format!(
+            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {})",
+            quote_ident(&settings.slot),
+            format_lsn(lsn),
+            quote_literal(&quote_ident(&settings.publication))
+        ))
+        .map_err(|e| {
+            let hint = if e.code() == Some("55006") {
+                " (another connection is using the slot; it is released when that one ends)"
+            } else {
+                ""
+            };
+            format!(
+                "starting replication from slot '{}': {e}{hint}",
+                settings.slot
+            )
+        })?;
+        Ok(Stream {
+            conn,
+            by_oid: HashMap::new(),
+            skip_before,
+            in_transaction: None,
+            emitted: lsn,
+            confirmed: lsn,
+            last_status: Instant::now(),
+            warned: HashSet::new(),
+        })
+    }
+
+    /// Reads changes until `max_rows` rows are built (at a transaction boundary) or no more
+    /// arrive within `timeout_ms`. Returns the end LSN of the last complete transaction read.
+    pub fn poll(
+        &mut self,
+        tables: &mut [MirroredTable],
+        max_rows: usize,
+        timeout_ms: u32,
+        events: &mut Vec<SourceEvent>,
+    ) -> Result<Option<u64>, String> {
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
+        let mut rows = 0;
+        let mut complete = None;
+        loop {
+            if rows >= max_rows && (self.in_transaction.is_none() || rows >= 4 * max_rows) {
+                // At a transaction boundary, or a huge transaction handed over in parts.
+                break;
+            }
+            // Once a transaction is complete, hand it over as soon as the stream pauses.
+            let wait_until = if complete.is_some() && self.in_transaction.is_none() {
+                Instant::now()
+            } else {
+                deadline
+            };
+            let Some(data) = self
+                .conn
+                .replication_data(wait_until)
+                .map_err(pg("reading the replication stream"))?
+            else {
+                break;
+            };
+            match parse_stream_message(data)? {
+                Some(StreamMessage::Keepalive { wal_end, reply }) => {
+                    // Idle and everything handed over is acknowledged: WAL up to here holds
+                    // nothing for us, so the slot may advance (no unbounded WAL growth).
+                    let idle = self.in_transaction.is_none() && rows == 0 && complete.is_none();
+                    if idle && self.emitted <= self.confirmed {
+                        self.confirmed = self.confirmed.max(wal_end);
+                    }
+                    if reply {
+                        self.send_status()?;
+                    }
+                }
+                Some(StreamMessage::XLogData { message, .. }) => {
+                    if let Some(end) = self.apply(message, tables, events, &mut rows)? {
+                        complete = Some(end);
+                    }
+                }
+                None => {}
+            }
+            if self.last_status.elapsed() >= STATUS_INTERVAL {
+                self.send_status()?;
+            }
+        }
+        for table in tables.iter_mut() {
+            table.flush(events);
+        }
+        if let Some(end) = complete {
+            self.emitted = end;
+        }
+        Ok(complete)
+    }
+
+    fn send_status(&mut self) -> Result<(), String> {
+        self.last_status = Instant::now();
+        self.conn
+            .send_status(self.confirmed, self.confirmed)
+            .map_err(pg("confirming a position to Postgres"))
+    }
+
+    /// The host committed everything up to `lsn`: let the slot advance there.
+    pub fn acknowledge(&mut self, lsn: u64) -> Result<(), String> {
+        if lsn > self.confirmed {
+            self.confirmed = lsn;
+        }
+        self.send_status()
+    }
+
+    fn skipped(&self, table: &MirroredTable) -> bool {
+        match (self.skip_before.get(&table.target), self.in_transaction) {
+            (Some(&before), Some(commit_lsn)) => commit_lsn < before,
+            _ => false,
+        }
+    }
+
+    fn table<'t>(
+        &self,
+        relation: u32,
+        tables: &'t mut [MirroredTable],
+    ) -> Option<&'t mut MirroredTable> {
+        let index = *self.by_oid.get(&relation)?;
+        let table = &mut tables[index];
+        (!self.skipped(table)).then_some(table)
+    }
+
+    fn warn_once(&mut self, key: String, message: String) {
+        if self.warned.insert(key) {
+            moonlink_sdk::warn!("{message}");
+        }
+    }
+
+    /// Applies one pgoutput message; returns the end LSN when it commits a transaction.
+    fn apply(
+        &mut self,
+        message: Bytes,
+        tables: &mut [MirroredTable],
+        events: &mut Vec<SourceEvent>,
+        rows: &mut usize,
+    ) -> Result<Option<u64>, String> {
+        match parse_change(message)? {
+            Change::Begin { final_lsn, .. } => self.in_transaction = Some(final_lsn),
+            Change::Commit { end_lsn, .. } => {
+                self.in_transaction = None;
+                return Ok(Some(end_lsn));
+            }
+            Change::Relation(relation) => {
+                let name = format!("{}.{}", relation.namespace, relation.name);
+                let Some(index) = tables.iter().position(|t| t.source_name == name) else {
+                    return Ok(None); // published, but not mirrored by this source
+                };
+                self.by_oid.insert(relation.oid, index);
+                let columns = relation
+                    .columns
+                    .into_iter()
+                    .map(|c| PgColumn {
+                        name: c.name,
+                        type_oid: c.type_oid,
+                        type_modifier: c.type_modifier,
+                        type_name: String::new(),
+                    })
+                    .collect();
+                if tables[index].change_columns(columns, events)? {
+                    moonlink_sdk::info!("table {name} changed its columns");
+                }
+            }
+            Change::Insert { relation, new } => {
+                if let Some(table) = self.table(relation, tables) {
+                    table.insert(&texts(&new)?)?;
+                    *rows += 1;
+                }
+            }
+            Change::Update { relation, old, new } => {
+                let Some(table) = self.table(relation, tables) else {
+                    return Ok(None);
+                };
+                if table.mode == Mode::AppendOnly {
+                    let name = table.source_name.clone();
+                    self.warn_once(
+                        format!("update {name}"),
+                        format!("table {name} has no key: its updates are not mirrored"),
+                    );
+                    return Ok(None);
+                }
+                let new_values: Vec<Option<Option<&str>>> = new
+                    .iter()
+                    .map(|v| match v {
+                        TupleValue::UnchangedToast => Ok(None),
+                        other => text(other).map(Some),
+                    })
+                    .collect::<Result<_, _>>()?;
+                if let Some(old) = &old {
+                    let old_values = texts(old)?;
+                    let new_flat: Vec<Option<&str>> =
+                        new_values.iter().map(|v| v.flatten()).collect();
+                    if table.key_of(&old_values) != table.key_of(&new_flat) {
+                        // The key changed: the old row goes, the new one comes.
+                        table.delete(&old_values)?;
+                        *rows += 1;
+                    }
+                }
+                table.upsert(&new_values)?;
+                *rows += 1;
+            }
+            Change::Delete { relation, old } => {
+                let Some(table) = self.table(relation, tables) else {
+                    return Ok(None);
+                };
+                if table.mode == Mode::AppendOnly {
+                    let name = table.source_name.clone();
+                    self.warn_once(
+                        format!("delete {name}"),
+                        format!("table {name} has no key: its deletes are not mirrored"),
+                    );
+                    return Ok(None);
+                }
+                table.delete(&texts(&old)?)?;
+                *rows += 1;
+            }
+            Change::Truncate { relations } => {
+                for relation in relations {
+                    if let Some(table) = self.table(relation, tables) {
+                        table.flush(events);
+                        events.push(SourceEvent::Truncate(table.target.clone()));
+                    }
+                }
+            }
+            Change::Other => {}
+        }
+        Ok(None)
+    }
+}

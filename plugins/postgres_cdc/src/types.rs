@@ -1,0 +1,264 @@
+//! Postgres types to moonlink column types, and Postgres's text output to typed values.
+//!
+//! Values arrive in text form from both `pgoutput` (protocol version 1) and `COPY ... TO
+//! STDOUT`, with the session's formats fixed at connect time (ISO dates, UTC, hex bytea), so
+//! one parser per type serves the initial copy and the stream.
+
+use moonlink_sdk::text::{parse_date, parse_decimal, parse_time, parse_timestamp, parse_uuid};
+use moonlink_sdk::{DataType, DecimalType, Value};
+
+/// How a column's text values are parsed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decoder {
+    Bool,
+    Int,
+    Float,
+    Decimal { precision: u8, scale: u8 },
+    Text,
+    Bytea,
+    Date,
+    Time,
+    Timestamp,
+    TimestampTz,
+    Uuid,
+}
+
+/// The moonlink type and decoder of a Postgres column, or `Err(type name)` if unsupported.
+///
+/// `numeric(p,s)` with p <= 38 becomes `decimal(p,s)`; an unconstrained `numeric` (or one
+/// wider than Iceberg's 38 digits) is mirrored exactly as text. json/jsonb are text.
+pub fn map_type(type_oid: u32, type_modifier: i32) -> Option<(DataType, Decoder)> {
+    Some(match type_oid {
+        16 => (DataType::Boolean, Decoder::Bool),
+        21 => (DataType::Int16, Decoder::Int),
+        23 => (DataType::Int32, Decoder::Int),
+        20 => (DataType::Int64, Decoder::Int),
+        26 => (DataType::Int64, Decoder::Int), // oid
+        700 => (DataType::Float32, Decoder::Float),
+        701 => (DataType::Float64, Decoder::Float),
+        1700 => {
+            let typmod = type_modifier - 4;
+            let precision = (typmod >> 16) & 0xffff;
+            let scale = typmod & 0xffff;
+            if type_modifier >= 4 && (1..=38).contains(&precision) && scale <= precision {
+                let (precision, scale) = (precision as u8, scale as u8);
+                (
+                    DataType::Decimal(DecimalType { precision, scale }),
+                    Decoder::Decimal { precision, scale },
+                )
+            } else {
+                (DataType::Utf8, Decoder::Text)
+            }
+        }
+        // text, varchar, bpchar, "char", name, json, jsonb, xml, citext-like domains over text
+        25 | 1043 | 1042 | 18 | 19 | 114 | 3802 | 142 => (DataType::Utf8, Decoder::Text),
+        17 => (DataType::Binary, Decoder::Bytea),
+        1082 => (DataType::Date32, Decoder::Date),
+        1083 => (DataType::Time, Decoder::Time),
+        1114 => (DataType::Timestamp, Decoder::Timestamp),
+        1184 => (DataType::Timestamptz, Decoder::TimestampTz),
+        2950 => (DataType::Uuid, Decoder::Uuid),
+        _ => return None,
+    })
+}
+
+/// What a value that moonlink cannot represent exactly becomes (see [`decode`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Value(Value),
+    /// `NaN`, `infinity` and the like: stored as null, reported once per column.
+    Unrepresentable(String),
+}
+
+/// Parses one value of Postgres's text output.
+pub fn decode(decoder: Decoder, text: &str) -> Result<Decoded, String> {
+    let special = |t: &str| {
+        matches!(
+            t,
+            "NaN" | "infinity" | "-infinity" | "Infinity" | "-Infinity"
+        )
+    };
+    Ok(Decoded::Value(match decoder {
+        Decoder::Bool => match text {
+            "t" | "true" => Value::Bool(true),
+            "f" | "false" => Value::Bool(false),
+            _ => return Err(format!("invalid boolean '{text}'")),
+        },
+        Decoder::Int => Value::Int(
+            text.parse()
+                .map_err(|_| format!("invalid integer '{text}'"))?,
+        ),
+        Decoder::Float => Value::Float(match text {
+            "NaN" => f64::NAN,
+            "Infinity" => f64::INFINITY,
+            "-Infinity" => f64::NEG_INFINITY,
+            _ => text
+                .parse()
+                .map_err(|_| format!("invalid number '{text}'"))?,
+        }),
+        Decoder::Decimal { precision, scale } => {
+            if special(text) {
+                return Ok(Decoded::Unrepresentable(text.to_string()));
+            }
+            Value::Int128(parse_decimal(text, precision, scale)?)
+        }
+        Decoder::Text => Value::Str(text.to_string()),
+        Decoder::Bytea => {
+            let hex = text
+                .strip_prefix("\\x")
+                .ok_or_else(|| format!("bytea value is not in hex form: '{text}'"))?;
+            if hex.len() % 2 != 0 {
+                return Err("bytea hex value has an odd length".into());
+            }
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|_| "invalid bytea hex value".to_string())?;
+            Value::Bytes(bytes)
+        }
+        Decoder::Date => {
+            if special(text) || text.ends_with(" BC") {
+                return Ok(Decoded::Unrepresentable(text.to_string()));
+            }
+            Value::Int(parse_date(text)? as i64)
+        }
+        Decoder::Time => Value::Int(parse_time(text)?),
+        Decoder::Timestamp | Decoder::TimestampTz => {
+            if special(text) || text.ends_with(" BC") {
+                return Ok(Decoded::Unrepresentable(text.to_string()));
+            }
+            let with_zone = decoder == Decoder::TimestampTz;
+            Value::Int(parse_timestamp(text, with_zone)?)
+        }
+        Decoder::Uuid => Value::Bytes(parse_uuid(text)?.to_vec()),
+    }))
+}
+
+/// Undoes COPY's text-format escaping of one field (`\N` is handled by the caller).
+pub fn unescape_copy(field: &[u8]) -> Result<String, String> {
+    if !field.contains(&b'\\') {
+        return String::from_utf8(field.to_vec()).map_err(|_| "a value is not UTF-8".to_string());
+    }
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let b = field[i];
+        if b != b'\\' || i + 1 == field.len() {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        let next = field[i + 1];
+        i += 2;
+        match next {
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(11),
+            b'0'..=b'7' => {
+                let mut value = (next - b'0') as u32;
+                let mut digits = 1;
+                while digits < 3 && i < field.len() && (b'0'..=b'7').contains(&field[i]) {
+                    value = value * 8 + (field[i] - b'0') as u32;
+                    i += 1;
+                    digits += 1;
+                }
+                out.push(value as u8);
+            }
+            b'x' => {
+                let mut value = 0u32;
+                let mut digits = 0;
+                while digits < 2 && i < field.len() && field[i].is_ascii_hexdigit() {
+                    value = value * 16 + (field[i] as char).to_digit(16).unwrap();
+                    i += 1;
+                    digits += 1;
+                }
+                out.push(value as u8);
+            }
+            other => out.push(other),
+        }
+    }
+    String::from_utf8(out).map_err(|_| "a value is not UTF-8".to_string())
+}
+
+/// Splits one COPY text row into fields (`None` for `\N`), unescaped.
+pub fn split_copy_row(row: &[u8]) -> Result<Vec<Option<String>>, String> {
+    let row = row.strip_suffix(b"\n").unwrap_or(row);
+    row.split(|b| *b == b'\t')
+        .map(|field| {
+            if field == b"\\N" {
+                Ok(None)
+            } else {
+                unescape_copy(field).map(Some)
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(d: Decoder, t: &str) -> Value {
+        match decode(d, t).unwrap() {
+            Decoded::Value(v) => v,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn maps_the_documented_types() {
+        assert_eq!(map_type(20, -1).unwrap().0, DataType::Int64);
+        let numeric_10_2 = ((10 << 16) | 2) + 4;
+        assert_eq!(
+            map_type(1700, numeric_10_2).unwrap().0,
+            DataType::Decimal(DecimalType {
+                precision: 10,
+                scale: 2
+            })
+        );
+        assert_eq!(map_type(1700, -1).unwrap().0, DataType::Utf8);
+        assert_eq!(map_type(3802, -1).unwrap().0, DataType::Utf8);
+        assert_eq!(map_type(1083, -1).unwrap().0, DataType::Time);
+        assert!(map_type(600, -1).is_none()); // point
+    }
+
+    #[test]
+    fn parses_postgres_text_output() {
+        assert_eq!(value(Decoder::Bool, "t"), Value::Bool(true));
+        assert_eq!(value(Decoder::Int, "-32768"), Value::Int(-32768));
+        assert_eq!(
+            value(
+                Decoder::Decimal {
+                    precision: 10,
+                    scale: 2
+                },
+                "-12.50"
+            ),
+            Value::Int128(-1250)
+        );
+        assert_eq!(value(Decoder::Bytea, "\\x00ff"), Value::Bytes(vec![0, 255]));
+        assert_eq!(value(Decoder::Date, "2000-01-01"), Value::Int(10957));
+        assert_eq!(value(Decoder::Time, "00:00:01.5"), Value::Int(1_500_000));
+        assert_eq!(
+            value(Decoder::TimestampTz, "1970-01-01 01:00:00+01"),
+            Value::Int(0)
+        );
+        assert_eq!(
+            decode(Decoder::Timestamp, "infinity").unwrap(),
+            Decoded::Unrepresentable("infinity".into())
+        );
+        assert!(decode(Decoder::Int, "x").is_err());
+    }
+
+    #[test]
+    fn copy_rows_unescape() {
+        assert_eq!(
+            split_copy_row(b"1\t\\N\ta\\tb\\\\c\\n\n").unwrap(),
+            vec![Some("1".into()), None, Some("a\tb\\c\n".into())]
+        );
+    }
+}
