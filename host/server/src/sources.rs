@@ -349,6 +349,13 @@ impl Driver {
                     Step::Control(SourceEvent::Changes(_)) => unreachable!("split above"),
                 }
             }
+            // A checkpoint no applied step carries (a poll of only progress, or of changes to
+            // nothing mirrored) is acknowledged once everything before it is committed.
+            if let Some(cp) = &poll.checkpoint {
+                if unacked.last().map(|u| &u.2) != Some(cp) {
+                    unacked.push((String::new(), 0, cp.clone()));
+                }
+            }
             last_checkpoint = checkpoint;
             self.ack_committed(&mut source, &mut unacked)?;
             if poll.finished {
@@ -419,6 +426,10 @@ impl Driver {
     ) -> Result<(), String> {
         let mut done = 0;
         for (table, lsn, _) in unacked.iter() {
+            if table.is_empty() {
+                done += 1;
+                continue;
+            }
             let committed = self
                 .engine
                 .table_info(table)
