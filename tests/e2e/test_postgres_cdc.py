@@ -331,3 +331,93 @@ def test_md5_and_trust_authentication(postgres, cdc_host, auth):
         pg.create_trust_role("mirror", replication=True, superuser=True)
         host = cdc_host(pg, ["public.t"], user="mirror", password_env=None)
     assert_mirrors(host, pg, "public.t", "t", ["id"], expect_rows=2)
+
+
+class Workload:
+    """Random transactions over three tables, from a thread, until stopped. Each transaction
+    spans tables; failures (Postgres restarting) are ignored: the check compares with what
+    Postgres finally holds."""
+
+    def __init__(self, pg, seed):
+        import threading
+
+        self.pg = pg
+        self.rng = random.Random(seed)
+        self.stop_event = threading.Event()
+        self.committed = 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def step(self):
+        r = self.rng
+        a, b = r.randrange(1, 400), r.randrange(1, 400)
+        amount = r.randrange(1, 100)
+        kind = r.random()
+        if kind < 0.55:
+            sql = (f"UPDATE accounts SET balance = balance - {amount} WHERE id = {a};"
+                   f"UPDATE accounts SET balance = balance + {amount}, note = 'n{amount}' WHERE id = {b};"
+                   f"INSERT INTO ledger (account, delta) VALUES ({a}, -{amount}), ({b}, {amount});"
+                   f"INSERT INTO audit VALUES ({a}, 'transfer {amount}');")
+        elif kind < 0.75:
+            sql = (f"INSERT INTO accounts VALUES ({a}, {amount}, 'new') ON CONFLICT (id) DO UPDATE SET balance = 0;"
+                   f"INSERT INTO audit VALUES ({a}, 'open');")
+        elif kind < 0.9:
+            sql = (f"DELETE FROM accounts WHERE id = {a}; DELETE FROM ledger WHERE account = {a};"
+                   f"INSERT INTO audit VALUES ({a}, 'close');")
+        else:
+            sql = (f"UPDATE accounts SET id = {1000 + r.randrange(100000)} WHERE id = {a};"
+                   f"INSERT INTO audit VALUES ({a}, 'renumber');")
+        self.pg.execute("BEGIN;" + sql + "COMMIT;", db="app")
+
+    def run(self):
+        while not self.stop_event.is_set():
+            try:
+                self.step()
+                self.committed += 1
+            except Exception:  # noqa: BLE001 - Postgres restarting; outcome read at the end
+                time.sleep(0.2)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        self.thread.join(timeout=60)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_exactly_once_through_host_crashes_postgres_restarts_and_cut_connections(postgres, cdc_host, tmp_path, seed):
+    pg = postgres
+    pg.execute(
+        "CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL, note text);"
+        "CREATE TABLE ledger (id bigserial PRIMARY KEY, account int, delta int);"
+        "CREATE TABLE audit (account int, what text);"
+        "INSERT INTO accounts SELECT g, 1000, NULL FROM generate_series(1, 300) g;",
+        db="app",
+    )
+    tables = ["public.accounts", "public.ledger", "public.audit"]
+    data_dir = str(tmp_path / "data")
+    rng = random.Random(seed)
+    host = cdc_host(pg, tables, data_dir=data_dir, keyless="append-only")
+    with Workload(pg, seed) as work:
+        for fault in ["kill", "kill", "postgres", "kill", "cut", "kill"]:
+            time.sleep(rng.uniform(0.5, 3.0))
+            if fault == "kill":
+                host.kill()  # kill -9 at a random instant: mid-copy, mid-poll, mid-commit
+                host = cdc_host(pg, tables, data_dir=data_dir, keyless="append-only")
+            elif fault == "postgres":
+                pg.restart()
+            else:
+                wait_for(lambda: pg.terminate_walsenders() > 0, what="a walsender to cut")
+        time.sleep(1.0)
+        lsn_before_last = pg.current_wal_lsn()
+        pg.execute("BEGIN; INSERT INTO audit VALUES (0, 'last'); COMMIT;", db="app")
+    assert work.committed > 20, "the workload barely ran"
+    assert_mirrors(host, pg, "public.accounts", "accounts", ["id", "balance", "note"], timeout=120)
+    assert_mirrors(host, pg, "public.ledger", "ledger", ["id", "account", "delta"], timeout=60)
+    assert_mirrors(host, pg, "public.audit", "audit", ["account", "what"], timeout=60)
+    # The slot follows what is committed in Iceberg, so Postgres can recycle its WAL.
+    wait_for(lambda: (pg.slot_confirmed_lsn("moonlink") or 0) >= lsn_before_last, timeout=30,
+             what="the slot to advance past the last transaction")
+    status = plugin_status(host)
+    assert status["state"] == "running", status
