@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""postgres_cdc.wasm against its baselines, measured side by side in one run.
+
+  ~/.cache/moonlink-venv/bin/python tests/bench/pg_cdc_bench.py [STREAM_ROWS] [COPY_ROWS]
+
+1. Streaming: STREAM_ROWS rows inserted (1,000-row transactions) while two slots were idle;
+   then `pg_recvlogical` (pgoutput, over TCP, into /dev/null) drains its slot to the end LSN,
+   and moonlink-host drains its own slot until every row is committed in Iceberg.
+2. Initial copy: `COPY t TO STDOUT (FORMAT binary)` into /dev/null vs moonlink-host's copy of
+   the same table until every row is committed in Iceberg.
+3. Freshness: one-row transactions at ~50/s; for each, the time from Postgres's commit to the
+   snapshot that makes it visible (GET /tables/{name} polled every 5 ms), p50 and p99.
+
+Prints a Markdown table for BENCHMARKS.md.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+from conftest import PLUGIN_DIR, Server  # noqa: E402
+from pg import PostgresCluster, format_lsn  # noqa: E402
+
+TABLE_SQL = ("CREATE TABLE t (id bigint PRIMARY KEY, customer text NOT NULL, amount numeric(12,2), "
+             "created timestamptz, note text)")
+ROW_SQL = "SELECT g, 'customer-' || (g % 1000), g * 0.01, now(), 'note ' || g FROM generate_series({a}, {b}) g"
+
+
+def start_host(pg, data_dir, slot="moonlink", max_rows=20000):
+    config = os.path.join(data_dir + ".toml")
+    with open(config, "w") as f:
+        f.write(f'''name = "pg"
+[settings]
+host = "127.0.0.1"
+port = {pg.port}
+user = "postgres"
+password = "{pg.password}"
+database = "app"
+tables = ["public.t"]
+slot = "{slot}"
+[poll]
+max_rows = {max_rows}
+timeout_ms = 100
+''')
+    server = Server(data_dir, ["--plugin", os.path.join(PLUGIN_DIR, "postgres_cdc.wasm"), "--config", config])
+    server.start()
+    return server
+
+
+def rows_committed(server):
+    try:
+        info = server.table("public.t")
+    except AssertionError:
+        return -1
+    return info["total_records"] - info["deleted_rows"]
+
+
+def wait_rows(server, n, timeout=600):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if rows_committed(server) >= n:
+            return time.time()
+        time.sleep(0.02)
+    raise RuntimeError(f"only {rows_committed(server)} of {n} rows committed: {server.read_log()}")
+
+
+def insert(pg, first, count, txn_rows=1000):
+    stmts = []
+    for a in range(first, first + count, txn_rows):
+        b = min(a + txn_rows - 1, first + count - 1)
+        stmts.append(f"INSERT INTO t {ROW_SQL.format(a=a, b=b)};")
+    # One psql session, one transaction per statement (autocommit).
+    subprocess.run([pg._bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.host, "-p", str(pg.port),
+                    "-U", pg.user, "-d", "app"], input="\n".join(stmts), text=True, env=pg.env("app"), check=True)
+
+
+def streaming(pg, rows, tmp):
+    pg.execute(TABLE_SQL, db="app")
+    host = start_host(pg, os.path.join(tmp, "stream"))
+    wait_rows(host, 0)
+    # Both slots exist and are idle while the workload is written.
+    host.stop()
+    pg.execute("SELECT pg_create_logical_replication_slot('recv', 'pgoutput')")
+    insert(pg, 1, rows)
+    end = format_lsn(pg.current_wal_lsn())
+
+    start = time.time()
+    subprocess.run([pg._bin("pg_recvlogical"), "-h", pg.host, "-p", str(pg.port), "-U", pg.user, "-d", "app",
+                    "--slot", "recv", "--start", "--endpos", end, "-o", "proto_version=1",
+                    "-o", "publication_names=moonlink_moonlink", "-f", "/dev/null", "--no-loop"],
+                   env=pg.env("app"), check=True)
+    recv_s = time.time() - start
+
+    start = time.time()
+    host.start()
+    wait_rows(host, rows)
+    moon_s = time.time() - start
+    host.kill()
+    return recv_s, moon_s
+
+
+def initial_copy(pg, rows, tmp):
+    pg.execute("DROP TABLE IF EXISTS t; SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots;",
+               db="app")
+    pg.execute(TABLE_SQL, db="app")
+    insert(pg, 1, rows, txn_rows=100000)
+    pg.execute("VACUUM ANALYZE t", db="app")
+    start = time.time()
+    with open(os.devnull, "wb") as devnull:
+        subprocess.run([pg._bin("psql"), "-X", "-q", "-h", pg.host, "-p", str(pg.port), "-U", pg.user, "-d", "app",
+                        "-c", "COPY t TO STDOUT (FORMAT binary)"], stdout=devnull, env=pg.env("app"), check=True)
+    copy_s = time.time() - start
+
+    start = time.time()
+    host = start_host(pg, os.path.join(tmp, "copy"), slot="copy", max_rows=50000)
+    wait_rows(host, rows)
+    moon_s = time.time() - start
+    return copy_s, moon_s, host
+
+
+def freshness(pg, host, samples=300):
+    """Commit → visible latencies, in ms."""
+    base = rows_committed(host)
+    seen = {}
+    stop = threading.Event()
+
+    def poller():
+        while not stop.is_set():
+            n = rows_committed(host)
+            now = time.time()
+            for k in range(len(seen) + 1, n - base + 1):
+                seen.setdefault(k, now)
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=poller, daemon=True)
+    thread.start()
+    proc = subprocess.Popen([pg._bin("psql"), "-X", "-q", "-h", pg.host, "-p", str(pg.port), "-U", pg.user,
+                             "-d", "app"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=pg.env("app"))
+    committed = {}
+    first = 10_000_000
+    for k in range(1, samples + 1):
+        # The row's commit time is when psql reports it done (\echo after the INSERT).
+        proc.stdin.write(f"INSERT INTO t {ROW_SQL.format(a=first + k, b=first + k)};\n\\echo done\n")
+        proc.stdin.flush()
+        proc.stdout.readline()
+        committed[k] = time.time()
+        time.sleep(0.02)
+    proc.stdin.close()
+    proc.wait()
+    deadline = time.time() + 60
+    while len(seen) < samples and time.time() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    lat = sorted((seen[k] - committed[k]) * 1000 for k in committed if k in seen)
+    return lat[len(lat) // 2], lat[int(len(lat) * 0.99) - 1]
+
+
+def main():
+    stream_rows = int(sys.argv[1]) if len(sys.argv) > 1 else 500_000
+    copy_rows = int(sys.argv[2]) if len(sys.argv) > 2 else 2_000_000
+    tmp = tempfile.mkdtemp(prefix="moonlink-pgbench-")
+    pg = PostgresCluster(extra_conf={"max_wal_size": "4GB", "checkpoint_timeout": "30min"})
+    pg.start()
+    try:
+        pg.create_database("app")
+        recv_s, stream_s = streaming(pg, stream_rows, tmp)
+        copy_s, snap_s, host = initial_copy(pg, copy_rows, tmp)
+        p50, p99 = freshness(pg, host)
+        host.kill()
+    finally:
+        pg.cleanup()
+    print(f"| measurement | baseline | moonlink | ratio |")
+    print(f"|---|---|---|---|")
+    print(f"| streaming {stream_rows:,} inserted rows | pg_recvlogical {stream_rows / recv_s:,.0f} rows/s "
+          f"| {stream_rows / stream_s:,.0f} rows/s | {recv_s / stream_s:.2f}x |")
+    print(f"| initial copy of {copy_rows:,} rows | COPY binary {copy_rows / copy_s:,.0f} rows/s "
+          f"| {copy_rows / snap_s:,.0f} rows/s | {copy_s / snap_s:.2f}x |")
+    print(f"| freshness, commit → visible in Iceberg (commit interval 500 ms) | | p50 {p50:.0f} ms, p99 {p99:.0f} ms | |")
+
+
+if __name__ == "__main__":
+    main()
