@@ -211,3 +211,21 @@ def test_the_decoder_is_swappable_by_config(make_server, tmp_path):
     swapped = make_server(["--config", str(config)])
     swapped.create_table("demo.t", [{"name": "id", "data_type": "int64", "nullable": False}])
     error(requests.post(swapped.url + "/ingest/demo.t", data=b"trap"), 500, "plugin_error")
+
+
+def test_truncate_empties_the_table_and_it_stays_usable(server):
+    server.create_table("demo.users", USERS, primary_key=["id"])
+    server.ingest("demo.users", [{"id": i, "name": f"u{i}"} for i in range(10)])
+    server.ingest("demo.users", [{"id": 3}], operation="delete")
+    server.ingest("demo.users", [{"id": 99}], mode="async")  # buffered, not yet committed
+    r = requests.post(f"{server.url}/tables/demo.users/truncate", timeout=30)
+    assert r.status_code == 200, r.text
+    duck, py = both_readers(server, "demo.users", "demo", "users")
+    assert duck == py == []
+    assert server.table("demo.users")["data_files"] == 0
+    # Keys are free again, and a restart neither resurrects nor loses anything.
+    server.ingest("demo.users", [{"id": 1, "name": "again"}])
+    server.restart()
+    duck, py = both_readers(server, "demo.users", "demo", "users")
+    assert duck == py == expect((1, "again", None))
+    assert requests.post(f"{server.url}/tables/nope/truncate", timeout=10).status_code == 404
