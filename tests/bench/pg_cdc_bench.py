@@ -86,22 +86,28 @@ def streaming(pg, rows, tmp):
     wait_rows(host, 0)
     # Both slots exist and are idle while the workload is written.
     host.stop()
-    pg.execute("SELECT pg_create_logical_replication_slot('recv', 'pgoutput')")
+    for slot in ("recv1", "recv2"):
+        pg.execute(f"SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')", db="app")
     insert(pg, 1, rows)
     end = format_lsn(pg.current_wal_lsn())
 
-    start = time.time()
-    subprocess.run([pg._bin("pg_recvlogical"), "-h", pg.host, "-p", str(pg.port), "-U", pg.user, "-d", "app",
-                    "--slot", "recv", "--start", "--endpos", end, "-o", "proto_version=1",
-                    "-o", "publication_names=moonlink_moonlink", "-f", "/dev/null", "--no-loop"],
-                   env=pg.env("app"), check=True)
-    recv_s = time.time() - start
+    def recvlogical(slot):
+        start = time.time()
+        subprocess.run([pg._bin("pg_recvlogical"), "-h", pg.host, "-p", str(pg.port), "-U", pg.user, "-d", "app",
+                        "--slot", slot, "--start", "--endpos", end, "-o", "proto_version=1",
+                        "-o", "publication_names=moonlink_moonlink", "-f", "/dev/null", "--no-loop"],
+                       env=pg.env("app"), check=True)
+        return time.time() - start
 
+    # pg_recvlogical before and after moonlink (the first reader warms the page cache); the
+    # faster of the two is the baseline.
+    recv_first = recvlogical("recv1")
     start = time.time()
     host.start()
     wait_rows(host, rows)
     moon_s = time.time() - start
     host.kill()
+    recv_s = min(recv_first, recvlogical("recv2"))
     return recv_s, moon_s
 
 

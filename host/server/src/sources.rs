@@ -275,9 +275,55 @@ impl Driver {
             s.tables = known_tables.clone();
         });
         tracing::info!(source = %self.name, resume_from = ?resume, "source running");
-        let mut last_checkpoint = resume.checkpoint;
+        let last_checkpoint = resume.checkpoint;
         // (table, lsn, checkpoint) applied but not yet known to be committed.
-        let mut unacked: Vec<(String, u64, String)> = Vec::new();
+        let unacked: Mutex<Vec<(String, u64, String)>> = Mutex::new(Vec::new());
+        // Polling (plugin and transforms) and applying (engine) run on two threads, so decoding
+        // the next poll overlaps with indexing and buffering the last one.
+        std::thread::scope(|scope| {
+            let (to_apply, applier_rx) = std::sync::mpsc::sync_channel::<Applied>(2);
+            let applier = scope.spawn(|| {
+                for work in applier_rx {
+                    self.apply_poll(work, &unacked)?;
+                }
+                Ok::<(), String>(())
+            });
+            let polled = self.poll_loop(
+                &mut source,
+                &mut chain,
+                &to_apply,
+                last_checkpoint,
+                &unacked,
+            );
+            drop(to_apply);
+            let applied = applier
+                .join()
+                .unwrap_or_else(|_| Err("the apply thread panicked".into()));
+            // An apply failure is the cause of a failed send: report it first.
+            applied?;
+            let stop = polled?;
+            if let Stop::Finished = stop {
+                // Wait for the rest to commit, so the final ack reaches the plugin.
+                for table in known_tables.iter() {
+                    self.handle
+                        .block_on(self.engine.commit(table))
+                        .map_err(|e| format!("final commit failed: {e}"))?;
+                }
+                self.ack_committed(&mut source, &unacked)?;
+            }
+            Ok(stop)
+        })
+    }
+
+    /// Polls the plugin and runs the transforms; hands each poll to the apply thread.
+    fn poll_loop(
+        &self,
+        source: &mut RunningSource,
+        chain: &mut [RunningTransform],
+        to_apply: &std::sync::mpsc::SyncSender<Applied>,
+        mut last_checkpoint: Option<String>,
+        unacked: &Mutex<Vec<(String, u64, String)>>,
+    ) -> Result<Stop, String> {
         loop {
             if self.registry.stopping() {
                 return Ok(Stop::Shutdown);
@@ -285,90 +331,104 @@ impl Driver {
             let poll = source
                 .poll(self.config.poll.max_rows, self.config.poll.timeout_ms)
                 .map_err(|e| format!("poll failed: {e}"))?;
-            let mut out = Vec::new();
+            let mut steps = Vec::new();
             for event in poll.events {
                 match event {
                     SourceEvent::Changes(batch) => {
-                        out.extend(run_chain(&mut chain, batch)?.into_iter().map(Step::Apply))
+                        steps.extend(run_chain(chain, batch)?.into_iter().map(Step::Apply))
                     }
-                    other => out.push(Step::Control(other)),
+                    other => steps.push(Step::Control(other)),
                 }
             }
             let checkpoint = poll.checkpoint.clone().or(last_checkpoint.clone());
-            let count = out.len();
-            for (i, step) in out.into_iter().enumerate() {
-                // Only the last step of a poll carries the poll's checkpoint: a commit that
-                // lands between steps must not claim the rest of the poll.
-                let cp = if i + 1 == count {
-                    checkpoint.clone()
-                } else {
-                    last_checkpoint.clone()
-                };
-                match step {
-                    Step::Apply(mut batch) => {
-                        let table = self.config.host_table(&batch.table);
-                        batch.table = table.clone();
-                        let rows = batch.operations.len() as u64;
-                        let lsn = self.apply(&table, batch, cp.clone())?;
-                        if let Some(cp) = cp {
-                            unacked.push((table, lsn, cp));
-                        }
-                        self.registry.update(&self.name, |s| s.rows += rows);
-                    }
-                    Step::Control(SourceEvent::Truncate(table)) => {
-                        let table = self.config.host_table(&table);
-                        let info = self
-                            .handle
-                            .block_on(
-                                self.engine
-                                    .truncate(&table, cp.clone().map(|cp| (self.name.clone(), cp))),
-                            )
-                            .map_err(|e| format!("cannot truncate '{table}': {e}"))?;
-                        tracing::info!(source = %self.name, table, "table truncated");
-                        if let Some(cp) = cp {
-                            unacked.push((table, info.committed_lsn, cp));
-                        }
-                    }
-                    Step::Control(SourceEvent::SchemaChange(def)) => {
-                        let table = self.config.host_table(&def.name);
-                        self.handle
-                            .block_on(self.engine.evolve_table(&table, def.schema.columns))
-                            .map_err(|e| format!("cannot change the schema of '{table}': {e}"))?;
-                    }
-                    Step::Control(SourceEvent::Progress(mut progress)) => {
-                        progress.table = self.config.host_table(&progress.table);
-                        tracing::info!(source = %self.name, table = %progress.table,
-                            rows = progress.rows_copied, total = ?progress.rows_total,
-                            percent = ?progress.rows_total.filter(|t| *t > 0)
-                                .map(|t| progress.rows_copied.min(t) * 100 / t),
-                            done = progress.done, "initial copy");
-                        self.registry.update(&self.name, |s| {
-                            s.copy_progress.insert(progress.table.clone(), progress);
-                        });
-                    }
-                    Step::Control(SourceEvent::Changes(_)) => unreachable!("split above"),
-                }
-            }
-            // A checkpoint no applied step carries (a poll of only progress, or of changes to
-            // nothing mirrored) is acknowledged once everything before it is committed.
-            if let Some(cp) = &poll.checkpoint {
-                if unacked.last().map(|u| &u.2) != Some(cp) {
-                    unacked.push((String::new(), 0, cp.clone()));
-                }
-            }
+            to_apply
+                .send(Applied {
+                    steps,
+                    poll_checkpoint: poll.checkpoint,
+                    checkpoint: checkpoint.clone(),
+                    previous: last_checkpoint,
+                })
+                .map_err(|_| "the apply thread stopped".to_string())?;
             last_checkpoint = checkpoint;
-            self.ack_committed(&mut source, &mut unacked)?;
+            self.ack_committed(source, unacked)?;
             if poll.finished {
-                // Wait for the rest to commit, so the final ack reaches the plugin.
-                for table in known_tables.iter() {
-                    self.handle
-                        .block_on(self.engine.commit(table))
-                        .map_err(|e| format!("final commit failed: {e}"))?;
-                }
-                self.ack_committed(&mut source, &mut unacked)?;
                 return Ok(Stop::Finished);
             }
         }
+    }
+
+    /// Applies one poll's steps in order, recording what each checkpoint waits for.
+    fn apply_poll(
+        &self,
+        work: Applied,
+        unacked: &Mutex<Vec<(String, u64, String)>>,
+    ) -> Result<(), String> {
+        let count = work.steps.len();
+        for (i, step) in work.steps.into_iter().enumerate() {
+            // Only the last step of a poll carries the poll's checkpoint: a commit that
+            // lands between steps must not claim the rest of the poll.
+            let cp = if i + 1 == count {
+                work.checkpoint.clone()
+            } else {
+                work.previous.clone()
+            };
+            match step {
+                Step::Apply(mut batch) => {
+                    let table = self.config.host_table(&batch.table);
+                    batch.table = table.clone();
+                    let rows = batch.operations.len() as u64;
+                    let lsn = self.apply(&table, batch, cp.clone())?;
+                    if let Some(cp) = cp {
+                        unacked.lock().unwrap().push((table, lsn, cp));
+                    }
+                    self.registry.update(&self.name, |s| s.rows += rows);
+                }
+                Step::Control(SourceEvent::Truncate(table)) => {
+                    let table = self.config.host_table(&table);
+                    let info = self
+                        .handle
+                        .block_on(
+                            self.engine
+                                .truncate(&table, cp.clone().map(|cp| (self.name.clone(), cp))),
+                        )
+                        .map_err(|e| format!("cannot truncate '{table}': {e}"))?;
+                    tracing::info!(source = %self.name, table, "table truncated");
+                    if let Some(cp) = cp {
+                        unacked
+                            .lock()
+                            .unwrap()
+                            .push((table, info.committed_lsn, cp));
+                    }
+                }
+                Step::Control(SourceEvent::SchemaChange(def)) => {
+                    let table = self.config.host_table(&def.name);
+                    self.handle
+                        .block_on(self.engine.evolve_table(&table, def.schema.columns))
+                        .map_err(|e| format!("cannot change the schema of '{table}': {e}"))?;
+                }
+                Step::Control(SourceEvent::Progress(mut progress)) => {
+                    progress.table = self.config.host_table(&progress.table);
+                    tracing::info!(source = %self.name, table = %progress.table,
+                    rows = progress.rows_copied, total = ?progress.rows_total,
+                    percent = ?progress.rows_total.filter(|t| *t > 0)
+                        .map(|t| progress.rows_copied.min(t) * 100 / t),
+                    done = progress.done, "initial copy");
+                    self.registry.update(&self.name, |s| {
+                        s.copy_progress.insert(progress.table.clone(), progress);
+                    });
+                }
+                Step::Control(SourceEvent::Changes(_)) => unreachable!("split above"),
+            }
+        }
+        // A checkpoint no applied step carries (a poll of only progress, or of changes to
+        // nothing mirrored) is acknowledged once everything before it is committed.
+        if let Some(cp) = work.poll_checkpoint {
+            let mut unacked = unacked.lock().unwrap();
+            if unacked.last().map(|u| &u.2) != Some(&cp) {
+                unacked.push((String::new(), 0, cp));
+            }
+        }
+        Ok(())
     }
 
     fn ensure_table(&self, name: &str, schema: moonlink_engine::TableSchema) -> Result<(), String> {
@@ -422,8 +482,9 @@ impl Driver {
     fn ack_committed(
         &self,
         source: &mut RunningSource,
-        unacked: &mut Vec<(String, u64, String)>,
+        unacked: &Mutex<Vec<(String, u64, String)>>,
     ) -> Result<(), String> {
+        let mut unacked = unacked.lock().unwrap();
         let mut done = 0;
         for (table, lsn, _) in unacked.iter() {
             if table.is_empty() {
@@ -456,6 +517,17 @@ impl Driver {
             .update(&self.name, |s| s.acked_checkpoint = Some(checkpoint));
         Ok(())
     }
+}
+
+/// One poll, handed from the poll thread to the apply thread.
+struct Applied {
+    steps: Vec<Step>,
+    /// The checkpoint the plugin gave this poll, if any.
+    poll_checkpoint: Option<String>,
+    /// The checkpoint after this poll (the poll's, or the previous one carried on).
+    checkpoint: Option<String>,
+    /// The checkpoint before this poll.
+    previous: Option<String>,
 }
 
 /// What the driver does with one event, after transforms.

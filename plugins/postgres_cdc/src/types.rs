@@ -5,6 +5,8 @@
 //! one parser per type serves the initial copy and the stream.
 
 use moonlink_sdk::text::{parse_date, parse_decimal, parse_time, parse_timestamp, parse_uuid};
+use std::borrow::Cow;
+
 use moonlink_sdk::{DataType, DecimalType, Value};
 
 /// How a column's text values are parsed.
@@ -136,9 +138,12 @@ pub fn decode(decoder: Decoder, text: &str) -> Result<Decoded, String> {
 }
 
 /// Undoes COPY's text-format escaping of one field (`\N` is handled by the caller).
-pub fn unescape_copy(field: &[u8]) -> Result<String, String> {
+/// Borrows when there is nothing to undo (the common case).
+pub fn unescape_copy(field: &[u8]) -> Result<Cow<'_, str>, String> {
     if !field.contains(&b'\\') {
-        return String::from_utf8(field.to_vec()).map_err(|_| "a value is not UTF-8".to_string());
+        return std::str::from_utf8(field)
+            .map(Cow::Borrowed)
+            .map_err(|_| "a value is not UTF-8".to_string());
     }
     let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
@@ -181,11 +186,13 @@ pub fn unescape_copy(field: &[u8]) -> Result<String, String> {
             other => out.push(other),
         }
     }
-    String::from_utf8(out).map_err(|_| "a value is not UTF-8".to_string())
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| "a value is not UTF-8".to_string())
 }
 
 /// Splits one COPY text row into fields (`None` for `\N`), unescaped.
-pub fn split_copy_row(row: &[u8]) -> Result<Vec<Option<String>>, String> {
+pub fn split_copy_row(row: &[u8]) -> Result<Vec<Option<Cow<'_, str>>>, String> {
     let row = row.strip_suffix(b"\n").unwrap_or(row);
     row.split(|b| *b == b'\t')
         .map(|field| {
@@ -259,7 +266,7 @@ mod tests {
     fn copy_rows_unescape() {
         assert_eq!(
             split_copy_row(b"1\t\\N\ta\\tb\\\\c\\n\n").unwrap(),
-            vec![Some("1".into()), None, Some("a\tb\\c\n".into())]
+            vec![Some("1".into()), None, Some(Cow::Owned("a\tb\\c\n".into()))]
         );
     }
 }
