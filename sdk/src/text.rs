@@ -152,6 +152,9 @@ pub fn parse_timestamp(s: &str, with_zone: bool) -> Result<i64, String> {
 
 /// Parses a decimal literal exactly into its unscaled value at `scale`.
 pub fn parse_decimal(text: &str, precision: u8, scale: u8) -> Result<i128, String> {
+    if let Some(value) = parse_plain_decimal(text.as_bytes(), precision, scale) {
+        return Ok(value);
+    }
     let bad =
         |why: &str| format!("invalid decimal '{text}' for decimal({precision},{scale}): {why}");
     let t = text.trim();
@@ -200,6 +203,46 @@ pub fn parse_decimal(text: &str, precision: u8, scale: u8) -> Result<i128, Strin
         significant.parse().map_err(|_| bad("out of range"))?
     };
     Ok(if negative { -value } else { value })
+}
+
+/// The common case without allocating: `[-]digits[.digits]` that fits exactly. `None` sends
+/// everything else (exponents, too many digits, errors) to the general parser.
+fn parse_plain_decimal(t: &[u8], precision: u8, scale: u8) -> Option<i128> {
+    let (negative, t) = match t.first()? {
+        b'-' => (true, &t[1..]),
+        _ => (false, t),
+    };
+    let (int_part, frac_part) = match t.iter().position(|b| *b == b'.') {
+        Some(dot) => (&t[..dot], &t[dot + 1..]),
+        None => (t, &t[..0]),
+    };
+    if int_part.is_empty() || frac_part.len() > scale as usize {
+        return None;
+    }
+    let mut value: i128 = 0;
+    let mut significant = 0usize;
+    for &b in int_part.iter().chain(frac_part) {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        if value != 0 || b != b'0' {
+            significant += 1;
+        }
+        value = value * 10 + (b - b'0') as i128;
+        if significant > 38 {
+            return None;
+        }
+    }
+    for _ in frac_part.len()..scale as usize {
+        value *= 10;
+        if value != 0 {
+            significant += 1;
+        }
+    }
+    if significant > precision as usize {
+        return None;
+    }
+    Some(if negative { -value } else { value })
 }
 
 /// Parses the canonical 8-4-4-4-12 form (case-insensitive) into 16 big-endian bytes.
