@@ -5,7 +5,8 @@
 //! [`ChangeBatch`] whose columns have the physical form each logical type needs.
 
 use crate::{
-    ChangeBatch, Column, ColumnValues, DataError, DataType, Field, Int128, Operation, TableSchema,
+    ArrayValues, ChangeBatch, Column, ColumnValues, DataError, DataType, ElementType,
+    ElementValues, Field, Int128, Operation, TableSchema,
 };
 
 /// A value as a plugin parsed it, before it is packed into its column.
@@ -21,6 +22,8 @@ pub enum Value {
     Bytes(Vec<u8>),
     /// Unscaled decimal values.
     Int128(i128),
+    /// The elements of an array column's value (each a scalar value or `Null`).
+    List(Vec<Value>),
 }
 
 impl Value {
@@ -33,6 +36,7 @@ impl Value {
             Value::Str(_) => "string",
             Value::Bytes(_) => "bytes",
             Value::Int128(_) => "decimal",
+            Value::List(_) => "list",
         }
     }
 }
@@ -48,8 +52,12 @@ enum Values {
     Utf8(Vec<String>),
     Binary(Vec<Vec<u8>>),
     I128(Vec<Int128>),
-    /// Array columns: not built row by row yet (build `ColumnValues::Array` directly).
-    Unsupported,
+    /// An array column: row `i` holds `elements[offsets[i]..offsets[i + 1]]`.
+    Array {
+        offsets: Vec<u32>,
+        elements: Box<Values>,
+        element_validity: Vec<bool>,
+    },
 }
 
 impl Values {
@@ -66,7 +74,11 @@ impl Values {
             DataType::Utf8 => Values::Utf8(Vec::new()),
             DataType::Binary | DataType::Uuid => Values::Binary(Vec::new()),
             DataType::Decimal(_) => Values::I128(Vec::new()),
-            DataType::Array(_) => Values::Unsupported,
+            DataType::Array(element) => Values::Array {
+                offsets: vec![0],
+                elements: Box::new(Values::for_type(&element_data_type(element))),
+                element_validity: Vec::new(),
+            },
         }
     }
 
@@ -81,7 +93,10 @@ impl Values {
             Values::Utf8(v) => v.push(String::new()),
             Values::Binary(v) => v.push(Vec::new()),
             Values::I128(v) => v.push(Int128 { lo: 0, hi: 0 }),
-            Values::Unsupported => {}
+            Values::Array { offsets, .. } => {
+                let end = *offsets.last().unwrap();
+                offsets.push(end);
+            }
         }
     }
 
@@ -126,9 +141,31 @@ impl Values {
             (Values::Utf8(_), other) => return Err(mismatch("a string", &other)),
             (Values::Binary(_), other) => return Err(mismatch("bytes", &other)),
             (Values::I128(_), other) => return Err(mismatch("a decimal", &other)),
-            (Values::Unsupported, _) => {
-                return Err("BatchBuilder cannot build array columns yet".into())
+            (
+                Values::Array {
+                    offsets,
+                    elements,
+                    element_validity,
+                },
+                Value::List(items),
+            ) => {
+                // The row's elements replace whatever the row held (it is the last row).
+                let start = offsets[offsets.len() - 2] as usize;
+                elements.truncate(start);
+                element_validity.truncate(start);
+                for item in items {
+                    elements.push_default();
+                    let valid = item != Value::Null;
+                    if valid {
+                        elements
+                            .set_last(item)
+                            .map_err(|e| format!("array element: {e}"))?;
+                    }
+                    element_validity.push(valid);
+                }
+                *offsets.last_mut().unwrap() = element_validity.len() as u32;
             }
+            (Values::Array { .. }, other) => return Err(mismatch("a list", &other)),
         }
         Ok(())
     }
@@ -144,8 +181,66 @@ impl Values {
             Values::Utf8(v) => ColumnValues::Utf8(v),
             Values::Binary(v) => ColumnValues::Binary(v),
             Values::I128(v) => ColumnValues::Int128(v),
-            Values::Unsupported => ColumnValues::Utf8(Vec::new()),
+            Values::Array {
+                offsets,
+                elements,
+                element_validity,
+            } => {
+                let has_null = element_validity.iter().any(|v| !v);
+                ColumnValues::Array(ArrayValues {
+                    offsets,
+                    elements: match elements.into_wit() {
+                        ColumnValues::Int16(v) => ElementValues::Int16(v),
+                        ColumnValues::Int32(v) => ElementValues::Int32(v),
+                        ColumnValues::Int64(v) => ElementValues::Int64(v),
+                        ColumnValues::Float32(v) => ElementValues::Float32(v),
+                        ColumnValues::Float64(v) => ElementValues::Float64(v),
+                        ColumnValues::Boolean(v) => ElementValues::Boolean(v),
+                        ColumnValues::Utf8(v) => ElementValues::Utf8(v),
+                        ColumnValues::Binary(v) => ElementValues::Binary(v),
+                        ColumnValues::Int128(v) => ElementValues::Int128(v),
+                        ColumnValues::Array(_) => unreachable!("element types are scalar"),
+                    },
+                    element_validity: has_null.then_some(element_validity),
+                })
+            }
         }
+    }
+
+    /// Drops values past the first `len` (arrays' elements only).
+    fn truncate(&mut self, len: usize) {
+        match self {
+            Values::I16(v) => v.truncate(len),
+            Values::I32(v) => v.truncate(len),
+            Values::I64(v) => v.truncate(len),
+            Values::F32(v) => v.truncate(len),
+            Values::F64(v) => v.truncate(len),
+            Values::Bool(v) => v.truncate(len),
+            Values::Utf8(v) => v.truncate(len),
+            Values::Binary(v) => v.truncate(len),
+            Values::I128(v) => v.truncate(len),
+            Values::Array { .. } => {}
+        }
+    }
+}
+
+/// The scalar data type of an array's elements.
+fn element_data_type(element: &ElementType) -> DataType {
+    match element {
+        ElementType::Int16 => DataType::Int16,
+        ElementType::Int32 => DataType::Int32,
+        ElementType::Int64 => DataType::Int64,
+        ElementType::Float32 => DataType::Float32,
+        ElementType::Float64 => DataType::Float64,
+        ElementType::Boolean => DataType::Boolean,
+        ElementType::Utf8 => DataType::Utf8,
+        ElementType::Date32 => DataType::Date32,
+        ElementType::Decimal(d) => DataType::Decimal(*d),
+        ElementType::Timestamp => DataType::Timestamp,
+        ElementType::Timestamptz => DataType::Timestamptz,
+        ElementType::Binary => DataType::Binary,
+        ElementType::Uuid => DataType::Uuid,
+        ElementType::Time => DataType::Time,
     }
 }
 

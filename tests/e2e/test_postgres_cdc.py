@@ -421,3 +421,49 @@ def test_exactly_once_through_host_crashes_postgres_restarts_and_cut_connections
              what="the slot to advance past the last transaction")
     status = plugin_status(host)
     assert status["state"] == "running", status
+
+
+def test_arrays_become_iceberg_lists(postgres, cdc_host):
+    pg = postgres
+    pg.execute(
+        "CREATE TABLE tags (id int PRIMARY KEY, ints int[], names text[], prices numeric(6,2)[], days date[]);"
+        "INSERT INTO tags VALUES (1, '{1,2,3}', '{\"a b\",NULL,\"q\\\"x\"}', '{1.50,NULL}', '{2024-01-01}'),"
+        "                        (2, '{}', NULL, '{}', NULL);",
+        db="app",
+    )
+    host = cdc_host(pg, ["public.tags"])
+    types = wait_for(lambda: {c["name"]: c["data_type"] for c in host.table("public.tags")["schema"]},
+                     what="the table")
+    assert types["ints"] == "list<int32>" and types["prices"] == "list<decimal(6,2)>"
+    pg.execute("INSERT INTO tags VALUES (3, '{NULL,-7}', '{z}', '{0.01}', '{2000-02-29,NULL}');"
+               "UPDATE tags SET ints = '{9}' WHERE id = 1", db="app")
+
+    # Both readers return each list element by element; compare with Postgres's own view.
+    want = pg_rows(pg, "SELECT id, array_to_json(ints)::text, array_to_json(names)::text, "
+                       "array_to_json(prices)::text, array_to_json(days)::text FROM tags")
+
+    def as_json(v):
+        import json
+        if v is None:
+            return None
+        return json.dumps([None if x is None else (float(x) if hasattr(x, "as_tuple") else
+                                                      x.isoformat() if hasattr(x, "isoformat") else x)
+                           for x in v], separators=(",", ":"), ensure_ascii=False)
+
+    def same():
+        duck, py = (rows for rows in iceberg_rows_raw(host, "public.tags", ["id", "ints", "names", "prices", "days"]))
+        for rows in (duck, py):
+            got = sorted((str(r[0]), *[as_json(v) for v in r[1:]]) for r in rows)
+            normal = sorted((w[0], *[None if x is None else x.replace(".50", ".5") for x in w[1:]]) for w in want)
+            assert got == normal, (got, normal)
+        return True
+
+    wait_for(same, 60, "lists to match")
+
+
+def iceberg_rows_raw(server, table, columns):
+    meta = server.table(table)["metadata_location"]
+    duck = duckdb_rows(meta, ", ".join(f'"{c}"' for c in columns))
+    namespace, name = table.split(".", 1)
+    arrow = pyiceberg_table(server.data_dir, namespace, name).scan(selected_fields=tuple(columns)).to_arrow()
+    return duck, [tuple(row[c] for c in columns) for row in arrow.to_pylist()]

@@ -34,6 +34,7 @@ fn schema() -> TableSchema {
         ],
         primary_key: vec![],
         field_ids: Vec::new(),
+        element_ids: Vec::new(),
     }
 }
 

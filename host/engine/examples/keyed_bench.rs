@@ -32,6 +32,7 @@ fn schema() -> TableSchema {
         ],
         primary_key: vec!["id".into()],
         field_ids: Vec::new(),
+        element_ids: Vec::new(),
     }
 }
 

@@ -134,13 +134,13 @@ impl ChangeBatch {
             let column = &schema.columns[index];
             let array = match slot {
                 Some(a) => a,
-                None if column.nullable => new_null_array(&column.data_type.arrow_type(), num_rows),
+                None if column.nullable => new_null_array(&schema.arrow_type(index), num_rows),
                 None => {
                     // A delete needs only the key: other columns are filled with nulls, which
                     // never reach a data file.
                     let all_deletes = operations.iter().all(|o| *o == Operation::Delete);
                     if all_deletes && !schema.primary_key.contains(&column.name) {
-                        new_null_array(&column.data_type.arrow_type(), num_rows)
+                        new_null_array(&schema.arrow_type(index), num_rows)
                     } else {
                         return Err(EngineError::invalid_batch(
                             Some(&column.name),
@@ -261,6 +261,7 @@ mod tests {
             ],
             primary_key: vec![],
             field_ids: Vec::new(),
+            element_ids: Vec::new(),
         }
     }
 

@@ -85,6 +85,11 @@ fn relabel(
             .iter()
             .zip(&sources)
             .map(|(field, source)| match source {
+                // Same field, maybe labelled differently inside (a list's element field).
+                Some(i) if batch.column(*i).data_type() != field.data_type() => {
+                    arrow_cast::cast(batch.column(*i), field.data_type())
+                        .unwrap_or_else(|_| batch.column(*i).clone())
+                }
                 Some(i) => batch.column(*i).clone(),
                 None => new_null_array(field.data_type(), batch.num_rows()),
             })

@@ -8,13 +8,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema as ArrowSchema, SchemaRef, TimeUnit};
-use iceberg::spec::{NestedField, PrimitiveType, Schema as IcebergSchema, Type};
+use iceberg::spec::{ListType, NestedField, PrimitiveType, Schema as IcebergSchema, Type};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
 
 /// A column's logical type, as declared by users and plugins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ColumnType {
     Int16,
@@ -35,6 +35,9 @@ pub enum ColumnType {
     Uuid,
     /// Microseconds since midnight.
     Time,
+    /// A list of values of a scalar type (Postgres arrays); elements may be null. Stored as
+    /// an Iceberg `list` whose element field has its own id.
+    List(Box<ColumnType>),
 }
 
 impl ColumnType {
@@ -57,10 +60,19 @@ impl ColumnType {
             "binary" | "bytes" | "bytea" => ColumnType::Binary,
             "uuid" => ColumnType::Uuid,
             "time" => ColumnType::Time,
+            other if other.starts_with("list<") && other.ends_with('>') => {
+                let element = ColumnType::parse(&other[5..other.len() - 1])?;
+                if matches!(element, ColumnType::List(_)) {
+                    return Err(EngineError::InvalidSchema(format!(
+                        "'{name}': lists of lists are not supported"
+                    )));
+                }
+                ColumnType::List(Box::new(element))
+            }
             other => parse_decimal(other).ok_or_else(|| {
                 EngineError::InvalidSchema(format!(
                     "unknown data type '{name}' (expected one of int16, int32, int64, float32, \
-                     float64, bool, string, date32, decimal(p,s), timestamp, timestamptz, binary, uuid, time)"
+                     float64, bool, string, date32, decimal(p,s), timestamp, timestamptz, binary, uuid, time, list<T>)"
                 ))
             })?,
         };
@@ -84,10 +96,26 @@ impl ColumnType {
             ColumnType::Binary => "binary".into(),
             ColumnType::Uuid => "uuid".into(),
             ColumnType::Time => "time".into(),
+            ColumnType::List(element) => format!("list<{}>", element.name()),
         }
     }
 
-    /// The Arrow type the engine stores this column as.
+    /// The Arrow type the engine stores this column as. A list's element field carries its
+    /// Iceberg field id (`element_id`), as Parquet files and readers expect.
+    pub fn arrow_type_with_element_id(&self, element_id: i32) -> DataType {
+        match self {
+            ColumnType::List(element) => DataType::List(Arc::new(
+                Field::new("element", element.arrow_type(), true).with_metadata(HashMap::from([(
+                    PARQUET_FIELD_ID_KEY.to_string(),
+                    element_id.to_string(),
+                )])),
+            )),
+            scalar => scalar.arrow_type(),
+        }
+    }
+
+    /// The Arrow type of a scalar column (lists need their element id: see
+    /// [`ColumnType::arrow_type_with_element_id`]).
     pub fn arrow_type(&self) -> DataType {
         match self {
             ColumnType::Int16 | ColumnType::Int32 => DataType::Int32,
@@ -107,10 +135,20 @@ impl ColumnType {
             ColumnType::Binary => DataType::Binary,
             ColumnType::Uuid => DataType::FixedSizeBinary(16),
             ColumnType::Time => DataType::Time64(TimeUnit::Microsecond),
+            ColumnType::List(_) => self.arrow_type_with_element_id(0),
         }
     }
 
-    fn iceberg_type(&self) -> PrimitiveType {
+    fn iceberg_type(&self, element_id: i32) -> Type {
+        match self {
+            ColumnType::List(element) => Type::List(ListType::new(Arc::new(
+                NestedField::list_element(element_id, element.iceberg_type(0), false),
+            ))),
+            scalar => Type::Primitive(scalar.iceberg_primitive()),
+        }
+    }
+
+    fn iceberg_primitive(&self) -> PrimitiveType {
         match self {
             ColumnType::Int16 | ColumnType::Int32 => PrimitiveType::Int,
             ColumnType::Int64 => PrimitiveType::Long,
@@ -128,6 +166,7 @@ impl ColumnType {
             ColumnType::Binary => PrimitiveType::Binary,
             ColumnType::Uuid => PrimitiveType::Uuid,
             ColumnType::Time => PrimitiveType::Time,
+            ColumnType::List(_) => unreachable!("lists are not primitive"),
         }
     }
 }
@@ -165,6 +204,10 @@ pub struct TableSchema {
     /// or added (see [`TableSchema::evolve`]) they no longer follow positions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub field_ids: Vec<i32>,
+    /// The Iceberg field id of each list column's element (0 for other columns). Empty means
+    /// ids after the columns' own, in column order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub element_ids: Vec<i32>,
 }
 
 /// Arrow field metadata key that carries the Iceberg field id into Parquet files; readers match
@@ -203,6 +246,11 @@ impl TableSchema {
                     "primary key column '{k}' must be declared \"nullable\": false"
                 )));
             }
+            if matches!(col.data_type, ColumnType::List(_)) {
+                return Err(EngineError::InvalidSchema(format!(
+                    "primary key column '{k}' is a list; keys must be scalar"
+                )));
+            }
             if !key_seen.insert(k.as_str()) {
                 return Err(EngineError::InvalidSchema(format!(
                     "primary key column '{k}' is listed twice"
@@ -228,11 +276,34 @@ impl TableSchema {
             .unwrap_or(index as i32 + 1)
     }
 
+    /// The Iceberg field id of the element of list column `index`.
+    pub fn element_id(&self, index: usize) -> i32 {
+        if let Some(id) = self.element_ids.get(index) {
+            return *id;
+        }
+        let lists_before = self.columns[..index]
+            .iter()
+            .filter(|c| matches!(c.data_type, ColumnType::List(_)))
+            .count();
+        self.columns.len() as i32 + 1 + lists_before as i32
+    }
+
+    /// The Arrow type of column `index` (with its element's field id for lists).
+    pub fn arrow_type(&self, index: usize) -> DataType {
+        self.columns[index]
+            .data_type
+            .arrow_type_with_element_id(self.element_id(index))
+    }
+
     /// The highest field id this schema has ever handed out (ids of dropped columns included,
     /// as far as this schema knows them: the caller passes the table's `last_column_id`).
     fn max_field_id(&self) -> i32 {
         (0..self.columns.len())
-            .map(|i| self.field_id(i))
+            .flat_map(|i| {
+                let element = matches!(self.columns[i].data_type, ColumnType::List(_))
+                    .then(|| self.element_id(i));
+                std::iter::once(self.field_id(i)).chain(element)
+            })
             .max()
             .unwrap_or(0)
     }
@@ -243,9 +314,14 @@ impl TableSchema {
     pub fn evolve(&self, columns: &[ColumnSchema], last_column_id: i32) -> Result<TableSchema> {
         let mut next_id = last_column_id.max(self.max_field_id());
         let mut field_ids = Vec::with_capacity(columns.len());
+        let mut element_ids = Vec::with_capacity(columns.len());
         for column in columns {
             match self.column_index(&column.name) {
                 Some(i) => {
+                    element_ids.push(match column.data_type {
+                        ColumnType::List(_) => self.element_id(i),
+                        _ => 0,
+                    });
                     let old = &self.columns[i];
                     if old.data_type != column.data_type {
                         return Err(EngineError::InvalidSchema(format!(
@@ -261,6 +337,13 @@ impl TableSchema {
                 None => {
                     next_id += 1;
                     field_ids.push(next_id);
+                    element_ids.push(match column.data_type {
+                        ColumnType::List(_) => {
+                            next_id += 1;
+                            next_id
+                        }
+                        _ => 0,
+                    });
                 }
             }
         }
@@ -275,6 +358,7 @@ impl TableSchema {
             columns: columns.to_vec(),
             primary_key: self.primary_key.clone(),
             field_ids,
+            element_ids,
         };
         evolved.validate()?;
         Ok(evolved)
@@ -287,12 +371,12 @@ impl TableSchema {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                Field::new(&c.name, c.data_type.arrow_type(), c.nullable).with_metadata(
-                    HashMap::from([(
+                Field::new(&c.name, self.arrow_type(i), c.nullable).with_metadata(HashMap::from([
+                    (
                         PARQUET_FIELD_ID_KEY.to_string(),
                         self.field_id(i).to_string(),
-                    )]),
-                )
+                    ),
+                ]))
             })
             .collect();
         Arc::new(ArrowSchema::new(fields))
@@ -310,7 +394,7 @@ impl TableSchema {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let ty = Type::Primitive(c.data_type.iceberg_type());
+                let ty = c.data_type.iceberg_type(self.element_id(i));
                 let id = self.field_id(i);
                 Arc::new(if c.nullable {
                     NestedField::optional(id, &c.name, ty)
@@ -381,6 +465,7 @@ mod tests {
             }],
             primary_key: vec!["id".into()],
             field_ids: Vec::new(),
+            element_ids: Vec::new(),
         };
         assert!(schema.validate().is_err());
         schema.columns[0].nullable = false;

@@ -354,6 +354,7 @@ mod tests {
             }],
             primary_key: vec![],
             field_ids: Vec::new(),
+            element_ids: Vec::new(),
         };
         ChangeBatch::from_columns(
             &schema,

@@ -28,6 +28,7 @@ fn schema() -> TableSchema {
         ],
         primary_key: vec![],
         field_ids: Vec::new(),
+        element_ids: Vec::new(),
     }
 }
 
@@ -255,6 +256,7 @@ fn keyed_schema() -> TableSchema {
     TableSchema {
         primary_key: vec!["id".into()],
         field_ids: Vec::new(),
+        element_ids: Vec::new(),
         ..schema()
     }
 }

@@ -35,6 +35,7 @@ fn main() {
         ],
         primary_key: vec![],
         field_ids: Vec::new(),
+        element_ids: Vec::new(),
     };
     let data: Vec<String> = (0..rows)
         .map(|i| {

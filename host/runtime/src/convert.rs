@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use arrow_array::{
     ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
-    Float32Array, Float64Array, Int32Array, Int64Array, StringArray, Time64MicrosecondArray,
-    TimestampMicrosecondArray,
+    Float32Array, Float64Array, Int32Array, Int64Array, ListArray, StringArray,
+    Time64MicrosecondArray, TimestampMicrosecondArray,
 };
-use arrow_buffer::NullBuffer;
+use arrow_buffer::{NullBuffer, OffsetBuffer};
 use moonlink_engine::{ChangeBatch, ColumnType, Operation, TableSchema};
 
 use crate::bindings::moonlink::plugin::types as wit;
@@ -21,7 +21,7 @@ pub(crate) fn schema_to_wit(schema: &TableSchema) -> wit::TableSchema {
             .iter()
             .map(|c| wit::Field {
                 name: c.name.clone(),
-                data_type: type_to_wit(c.data_type),
+                data_type: type_to_wit(&c.data_type),
                 nullable: c.nullable,
             })
             .collect(),
@@ -31,32 +31,71 @@ pub(crate) fn schema_to_wit(schema: &TableSchema) -> wit::TableSchema {
 
 /// The engine schema of a table a plugin declares.
 pub fn schema_from_wit(schema: &wit::TableSchema) -> Result<TableSchema, RuntimeError> {
-    if let Some(f) = schema
-        .fields
-        .iter()
-        .find(|f| matches!(f.data_type, wit::DataType::Array(_)))
-    {
-        return Err(RuntimeError::MalformedBatch(format!(
-            "column '{}': array columns are not supported by this host yet",
-            f.name
-        )));
-    }
     Ok(TableSchema {
         columns: schema
             .fields
             .iter()
             .map(|f| moonlink_engine::ColumnSchema {
                 name: f.name.clone(),
-                data_type: type_from_wit(f.data_type),
+                data_type: type_from_wit(&f.data_type),
                 nullable: f.nullable,
             })
             .collect(),
         primary_key: schema.primary_key.clone(),
         field_ids: Vec::new(),
+        element_ids: Vec::new(),
     })
 }
 
-fn type_from_wit(t: wit::DataType) -> ColumnType {
+fn element_from_wit(t: &wit::ElementType) -> ColumnType {
+    use wit::ElementType as E;
+    match t {
+        E::Int16 => ColumnType::Int16,
+        E::Int32 => ColumnType::Int32,
+        E::Int64 => ColumnType::Int64,
+        E::Float32 => ColumnType::Float32,
+        E::Float64 => ColumnType::Float64,
+        E::Boolean => ColumnType::Boolean,
+        E::Utf8 => ColumnType::Utf8,
+        E::Date32 => ColumnType::Date32,
+        E::Decimal(d) => ColumnType::Decimal {
+            precision: d.precision,
+            scale: d.scale,
+        },
+        E::Timestamp => ColumnType::Timestamp,
+        E::Timestamptz => ColumnType::TimestampTz,
+        E::Binary => ColumnType::Binary,
+        E::Uuid => ColumnType::Uuid,
+        E::Time => ColumnType::Time,
+    }
+}
+
+fn element_to_wit(t: &ColumnType) -> wit::ElementType {
+    use wit::ElementType as E;
+    match t {
+        ColumnType::Int16 => E::Int16,
+        ColumnType::Int32 => E::Int32,
+        ColumnType::Int64 => E::Int64,
+        ColumnType::Float32 => E::Float32,
+        ColumnType::Float64 => E::Float64,
+        ColumnType::Boolean => E::Boolean,
+        ColumnType::Utf8 => E::Utf8,
+        ColumnType::Date32 => E::Date32,
+        ColumnType::Decimal { precision, scale } => E::Decimal(wit::DecimalType {
+            precision: *precision,
+            scale: *scale,
+        }),
+        ColumnType::Timestamp => E::Timestamp,
+        ColumnType::TimestampTz => E::Timestamptz,
+        ColumnType::Binary => E::Binary,
+        ColumnType::Uuid => E::Uuid,
+        ColumnType::Time => E::Time,
+        // The engine refuses nested lists at table creation.
+        ColumnType::List(_) => E::Utf8,
+    }
+}
+
+fn type_from_wit(t: &wit::DataType) -> ColumnType {
     match t {
         wit::DataType::Int16 => ColumnType::Int16,
         wit::DataType::Int32 => ColumnType::Int32,
@@ -75,12 +114,11 @@ fn type_from_wit(t: wit::DataType) -> ColumnType {
         wit::DataType::Binary => ColumnType::Binary,
         wit::DataType::Uuid => ColumnType::Uuid,
         wit::DataType::Time => ColumnType::Time,
-        // Not representable yet: the conversion reports it by name.
-        wit::DataType::Array(_) => ColumnType::Utf8,
+        wit::DataType::Array(element) => ColumnType::List(Box::new(element_from_wit(element))),
     }
 }
 
-fn type_to_wit(t: ColumnType) -> wit::DataType {
+fn type_to_wit(t: &ColumnType) -> wit::DataType {
     match t {
         ColumnType::Int16 => wit::DataType::Int16,
         ColumnType::Int32 => wit::DataType::Int32,
@@ -90,14 +128,16 @@ fn type_to_wit(t: ColumnType) -> wit::DataType {
         ColumnType::Boolean => wit::DataType::Boolean,
         ColumnType::Utf8 => wit::DataType::Utf8,
         ColumnType::Date32 => wit::DataType::Date32,
-        ColumnType::Decimal { precision, scale } => {
-            wit::DataType::Decimal(wit::DecimalType { precision, scale })
-        }
+        ColumnType::Decimal { precision, scale } => wit::DataType::Decimal(wit::DecimalType {
+            precision: *precision,
+            scale: *scale,
+        }),
         ColumnType::Timestamp => wit::DataType::Timestamp,
         ColumnType::TimestampTz => wit::DataType::Timestamptz,
         ColumnType::Binary => wit::DataType::Binary,
         ColumnType::Uuid => wit::DataType::Uuid,
         ColumnType::Time => wit::DataType::Time,
+        ColumnType::List(element) => wit::DataType::Array(element_to_wit(element)),
     }
 }
 
@@ -142,22 +182,47 @@ pub fn batch_from_wit(
         if let Some(mask) = column.unchanged {
             unchanged.push((column.name.clone(), mask));
         }
-        let Some(declared) = schema.column(&column.name) else {
+        let Some(index) = schema.column_index(&column.name) else {
             return Err(RuntimeError::MalformedBatch(format!(
                 "column '{}' is not in the table",
                 column.name
             )));
         };
-        let array = column_to_arrow(declared.data_type, column.values, column.validity, rows)
-            .map_err(|m| RuntimeError::MalformedBatch(format!("column '{}': {m}", column.name)))?;
+        let declared = &schema.columns[index];
+        let array = column_to_arrow(
+            &declared.data_type,
+            &schema.arrow_type(index),
+            column.values,
+            column.validity,
+            rows,
+        )
+        .map_err(|m| RuntimeError::MalformedBatch(format!("column '{}': {m}", column.name)))?;
         columns.push((column.name, array));
     }
     ChangeBatch::from_columns_keeping(schema, operations, columns, unchanged)
         .map_err(RuntimeError::InvalidBatch)
 }
 
+/// The values of an array's elements, as the column values of a scalar column.
+fn element_values(values: wit::ElementValues) -> wit::ColumnValues {
+    use wit::ColumnValues as C;
+    use wit::ElementValues as E;
+    match values {
+        E::Int16(v) => C::Int16(v),
+        E::Int32(v) => C::Int32(v),
+        E::Int64(v) => C::Int64(v),
+        E::Float32(v) => C::Float32(v),
+        E::Float64(v) => C::Float64(v),
+        E::Boolean(v) => C::Boolean(v),
+        E::Utf8(v) => C::Utf8(v),
+        E::Binary(v) => C::Binary(v),
+        E::Int128(v) => C::Int128(v),
+    }
+}
+
 fn column_to_arrow(
-    data_type: ColumnType,
+    data_type: &ColumnType,
+    arrow_type: &arrow_schema::DataType,
     values: wit::ColumnValues,
     validity: Option<Vec<bool>>,
     rows: usize,
@@ -182,7 +247,37 @@ fn column_to_arrow(
         return Err("validity length differs from row count".into());
     }
     let nulls = validity.map(NullBuffer::from);
-    let array: ArrayRef = match (data_type, values) {
+    let array: ArrayRef = match (data_type.clone(), values) {
+        (ColumnType::List(element), V::Array(a)) => {
+            let arrow_schema::DataType::List(field) = arrow_type else {
+                return Err("list column without a list type".into());
+            };
+            let mut offsets: Vec<i32> = a.offsets.iter().map(|o| *o as i32).collect();
+            if offsets.is_empty() {
+                offsets.push(0); // an empty batch
+            }
+            if offsets.first() != Some(&0) || offsets.windows(2).any(|w| w[1] < w[0]) {
+                return Err("array offsets must start at 0 and never decrease".into());
+            }
+            let count = *offsets.last().unwrap() as usize;
+            let elements = column_to_arrow(
+                &element,
+                field.data_type(),
+                element_values(a.elements),
+                a.element_validity,
+                count,
+            )
+            .map_err(|m| format!("array elements: {m}"))?;
+            Arc::new(
+                ListArray::try_new(
+                    field.clone(),
+                    OffsetBuffer::new(offsets.into()),
+                    elements,
+                    nulls,
+                )
+                .map_err(|e| e.to_string())?,
+            )
+        }
         (ColumnType::Int16, V::Int16(v)) => Arc::new(Int32Array::new(
             v.into_iter().map(i32::from).collect(),
             nulls,

@@ -294,6 +294,7 @@ async fn create_table(
                 columns,
                 primary_key: request.primary_key,
                 field_ids: Vec::new(),
+                element_ids: Vec::new(),
             },
         })
         .await?;

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use moonlink_sdk::source::{SourceEvent, TableDef};
 use moonlink_sdk::{BatchBuilder, Field, Operation, TableSchema, Value};
 
-use crate::types::{decode, map_type, Decoded, Decoder};
+use crate::types::{decode_column, map_column_type, ColumnDecoder, Decoded};
 
 /// A Postgres column, as the catalog or a Relation message describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,7 +34,7 @@ pub struct MirroredTable {
     /// The table name declared to the host (`namespace.table`).
     pub target: String,
     pub columns: Vec<PgColumn>,
-    pub decoders: Vec<Decoder>,
+    pub decoders: Vec<ColumnDecoder>,
     pub schema: TableSchema,
     /// Positions of the key columns in `columns`.
     pub key: Vec<usize>,
@@ -50,11 +50,11 @@ pub fn schema_for(
     source_name: &str,
     columns: &[PgColumn],
     key_names: &[String],
-) -> Result<(TableSchema, Vec<Decoder>), String> {
+) -> Result<(TableSchema, Vec<ColumnDecoder>), String> {
     let mut fields = Vec::with_capacity(columns.len());
     let mut decoders = Vec::with_capacity(columns.len());
     for c in columns {
-        let Some((data_type, decoder)) = map_type(c.type_oid, c.type_modifier) else {
+        let Some((data_type, decoder)) = map_column_type(c.type_oid, c.type_modifier) else {
             let name = if c.type_name.is_empty() {
                 format!("type oid {}", c.type_oid)
             } else {
@@ -63,7 +63,7 @@ pub fn schema_for(
             return Err(format!(
                 "table {source_name}: column '{}' has {name}, which moonlink cannot mirror \
                  (supported: bool, int2/4/8, float4/8, numeric, text, varchar, char, bytea, date, \
-                 time, timestamp, timestamptz, uuid, json, jsonb)",
+                 time, timestamp, timestamptz, uuid, json, jsonb, and arrays of them)",
                 c.name
             ));
         };
@@ -175,7 +175,7 @@ impl MirroredTable {
     fn set(&mut self, index: usize, text: Option<&str>) -> Result<(), String> {
         let value = match text {
             None => Value::Null,
-            Some(text) => match decode(self.decoders[index], text).map_err(|e| {
+            Some(text) => match decode_column(self.decoders[index], text).map_err(|e| {
                 format!(
                     "table {} column '{}': {e}",
                     self.source_name, self.columns[index].name

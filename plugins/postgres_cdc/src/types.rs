@@ -7,7 +7,7 @@
 use moonlink_sdk::text::{parse_date, parse_decimal, parse_time, parse_timestamp, parse_uuid};
 use std::borrow::Cow;
 
-use moonlink_sdk::{DataType, DecimalType, Value};
+use moonlink_sdk::{DataType, DecimalType, ElementType, Value};
 
 /// How a column's text values are parsed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,6 +62,157 @@ pub fn map_type(type_oid: u32, type_modifier: i32) -> Option<(DataType, Decoder)
         2950 => (DataType::Uuid, Decoder::Uuid),
         _ => return None,
     })
+}
+
+/// How one column's text is parsed: a scalar, or a one-dimensional array of scalars.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ColumnDecoder {
+    pub scalar: Decoder,
+    pub array: bool,
+}
+
+/// The element type of a Postgres array type.
+fn array_element(type_oid: u32) -> Option<u32> {
+    Some(match type_oid {
+        1000 => 16,
+        1005 => 21,
+        1007 => 23,
+        1016 => 20,
+        1021 => 700,
+        1022 => 701,
+        1231 => 1700,
+        1009 => 25,
+        1015 => 1043,
+        1014 => 1042,
+        1001 => 17,
+        1182 => 1082,
+        1183 => 1083,
+        1115 => 1114,
+        1185 => 1184,
+        2951 => 2950,
+        199 => 114,
+        3807 => 3802,
+        _ => return None,
+    })
+}
+
+fn element_type(t: &DataType) -> Option<ElementType> {
+    Some(match t {
+        DataType::Int16 => ElementType::Int16,
+        DataType::Int32 => ElementType::Int32,
+        DataType::Int64 => ElementType::Int64,
+        DataType::Float32 => ElementType::Float32,
+        DataType::Float64 => ElementType::Float64,
+        DataType::Boolean => ElementType::Boolean,
+        DataType::Utf8 => ElementType::Utf8,
+        DataType::Date32 => ElementType::Date32,
+        DataType::Decimal(d) => ElementType::Decimal(*d),
+        DataType::Timestamp => ElementType::Timestamp,
+        DataType::Timestamptz => ElementType::Timestamptz,
+        DataType::Binary => ElementType::Binary,
+        DataType::Uuid => ElementType::Uuid,
+        DataType::Time => ElementType::Time,
+        DataType::Array(_) => return None,
+    })
+}
+
+/// [`map_type`] for any column: arrays of supported types become lists of them (the array
+/// type's modifier is its element's, e.g. `numeric(10,2)[]`).
+pub fn map_column_type(type_oid: u32, type_modifier: i32) -> Option<(DataType, ColumnDecoder)> {
+    match array_element(type_oid) {
+        Some(element) => {
+            let (data_type, scalar) = map_type(element, type_modifier)?;
+            Some((
+                DataType::Array(element_type(&data_type)?),
+                ColumnDecoder {
+                    scalar,
+                    array: true,
+                },
+            ))
+        }
+        None => map_type(type_oid, type_modifier).map(|(data_type, scalar)| {
+            (
+                data_type,
+                ColumnDecoder {
+                    scalar,
+                    array: false,
+                },
+            )
+        }),
+    }
+}
+
+/// Splits a one-dimensional array literal (`{1,NULL,"a b","q\"x"}`) into element texts.
+pub fn parse_array(text: &str) -> Result<Vec<Option<String>>, String> {
+    let bad = |why: &str| format!("invalid array '{text}': {why}");
+    // A non-default lower bound prefix (`[0:1]={...}`) is dropped: lists start at 0.
+    let body = match text.find('=') {
+        Some(eq) if text.starts_with('[') => &text[eq + 1..],
+        _ => text,
+    };
+    let inner = body
+        .strip_prefix('{')
+        .and_then(|b| b.strip_suffix('}'))
+        .ok_or_else(|| bad("expected {...}"))?;
+    let mut items = Vec::new();
+    if inner.is_empty() {
+        return Ok(items);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        let mut item = String::new();
+        let quoted = chars.peek() == Some(&'"');
+        if quoted {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') => item.push(chars.next().ok_or_else(|| bad("dangling escape"))?),
+                    Some('"') => break,
+                    Some(c) => item.push(c),
+                    None => return Err(bad("unterminated quote")),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ',' {
+                    break;
+                }
+                if c == '{' {
+                    return Err(bad("multi-dimensional arrays are not supported"));
+                }
+                item.push(c);
+                chars.next();
+            }
+        }
+        items.push(if !quoted && item == "NULL" {
+            None
+        } else {
+            Some(item)
+        });
+        match chars.next() {
+            Some(',') => continue,
+            None => return Ok(items),
+            Some(_) => return Err(bad("expected ',' between elements")),
+        }
+    }
+}
+
+/// Parses a column's text: a scalar, or an array of them.
+pub fn decode_column(decoder: ColumnDecoder, text: &str) -> Result<Decoded, String> {
+    if !decoder.array {
+        return decode(decoder.scalar, text);
+    }
+    let values = parse_array(text)?
+        .into_iter()
+        .map(|item| match item {
+            None => Ok(Value::Null),
+            Some(t) => match decode(decoder.scalar, &t)? {
+                Decoded::Value(v) => Ok(v),
+                Decoded::Unrepresentable(_) => Ok(Value::Null),
+            },
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Decoded::Value(Value::List(values)))
 }
 
 /// What a value that moonlink cannot represent exactly becomes (see [`decode`]).
@@ -260,6 +411,31 @@ mod tests {
             Decoded::Unrepresentable("infinity".into())
         );
         assert!(decode(Decoder::Int, "x").is_err());
+    }
+
+    #[test]
+    fn arrays_become_lists() {
+        assert_eq!(
+            parse_array(r#"{1,NULL,"a b","q\"x",NULL}"#).unwrap(),
+            vec![
+                Some("1".into()),
+                None,
+                Some("a b".into()),
+                Some("q\"x".into()),
+                None
+            ]
+        );
+        assert_eq!(parse_array("{}").unwrap(), Vec::<Option<String>>::new());
+        assert!(parse_array("{{1,2},{3,4}}").is_err());
+        let int_array = map_column_type(1007, -1).unwrap().1;
+        assert_eq!(
+            decode_column(int_array, "{1,NULL,3}").unwrap(),
+            Decoded::Value(Value::List(vec![Value::Int(1), Value::Null, Value::Int(3)]))
+        );
+        assert!(matches!(
+            map_column_type(1007, -1).unwrap().0,
+            DataType::Array(ElementType::Int32)
+        ));
     }
 
     #[test]
