@@ -225,7 +225,7 @@ impl Values {
 }
 
 /// The scalar data type of an array's elements.
-fn element_data_type(element: &ElementType) -> DataType {
+pub fn element_data_type(element: &ElementType) -> DataType {
     match element {
         ElementType::Int16 => DataType::Int16,
         ElementType::Int32 => DataType::Int32,

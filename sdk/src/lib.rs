@@ -25,7 +25,7 @@ pub mod text;
 #[doc = include_str!("../README.md")]
 mod tutorial {}
 
-pub use batch::{BatchBuilder, Value};
+pub use batch::{element_data_type, BatchBuilder, Value};
 pub use config::{Config, ConfigError};
 
 /// Bindings generated from the WIT package `moonlink:plugin` (`wit/plugin.wit`). The shared

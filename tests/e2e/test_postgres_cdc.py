@@ -467,3 +467,21 @@ def iceberg_rows_raw(server, table, columns):
     namespace, name = table.split(".", 1)
     arrow = pyiceberg_table(server.data_dir, namespace, name).scan(selected_fields=tuple(columns)).to_arrow()
     return duck, [tuple(row[c] for c in columns) for row in arrow.to_pylist()]
+
+
+def test_an_existing_publication_and_a_target_namespace(postgres, cdc_host):
+    pg = postgres
+    pg.execute(
+        "CREATE SCHEMA shop; CREATE TABLE shop.orders (id int PRIMARY KEY, total int);"
+        "CREATE TABLE shop.hidden (id int PRIMARY KEY);"
+        "INSERT INTO shop.orders VALUES (1, 10), (2, 20); INSERT INTO shop.hidden VALUES (1);"
+        "CREATE PUBLICATION mine FOR TABLE shop.orders;",
+        db="app",
+    )
+    host = cdc_host(pg, None, publication="mine", namespace="mirror")
+    assert_mirrors(host, pg, "mirror.orders", "shop.orders", ["id", "total"], expect_rows=2)
+    pg.execute("UPDATE shop.orders SET total = 11 WHERE id = 1; INSERT INTO shop.hidden VALUES (2);", db="app")
+    assert_mirrors(host, pg, "mirror.orders", "shop.orders", ["id", "total"], expect_rows=2)
+    assert [t["name"] for t in host.tables()] == ["mirror.orders"]
+    # The user's publication is used as it is.
+    assert pg.psql("SELECT tablename FROM pg_publication_tables WHERE pubname = 'mine'", db="app") == [("orders",)]

@@ -2,6 +2,8 @@
 import base64
 import datetime
 import uuid
+
+import requests
 from decimal import Decimal
 
 from readers import duckdb_rows, pyiceberg_rows, expect, utc
@@ -57,3 +59,24 @@ def test_every_type_round_trips(server):
     py = pyiceberg_rows(server.data_dir, "demo", "types")
     assert duck == want
     assert py == want
+
+
+def test_list_columns_over_http(server):
+    server.create_table("demo.lists", [
+        {"name": "id", "data_type": "int32", "nullable": False},
+        {"name": "tags", "data_type": "list<string>", "nullable": True},
+        {"name": "scores", "data_type": "list<decimal(5,2)>", "nullable": True},
+    ], primary_key=["id"])
+    server.ingest("demo.lists", [
+        {"id": 1, "tags": ["a", None, "c"], "scores": ["1.25", 2]},
+        {"id": 2, "tags": [], "scores": None},
+        {"id": 3},
+    ])
+    r = requests.post(f"{server.url}/ingest/demo.lists", json={"operation": "insert", "request_mode": "sync",
+                                                               "data": [{"id": 4, "tags": [1]}]}, timeout=30)
+    assert r.status_code == 422 and r.json()["column"] == "tags" and "element 0" in r.json()["message"], r.text
+    meta = server.table("demo.lists")["metadata_location"]
+    want = [(1, ["a", None, "c"], [Decimal("1.25"), Decimal("2.00")]), (2, [], None), (3, None, None)]
+    assert duckdb_rows(meta) == want
+    py = pyiceberg_rows(server.data_dir, "demo", "lists")
+    assert [(r[0], r[1], r[2]) for r in py] == want

@@ -94,6 +94,19 @@ pub fn convert(data_type: &DataType, json: &Json) -> Result<Value, String> {
             Json::Number(n) if n.is_i64() => Ok(Value::Int(n.as_i64().unwrap())),
             _ => Err(expected("a time \"HH:MM:SS[.ffffff]\"", json)),
         },
-        DataType::Array(_) => Err("array columns cannot be ingested over HTTP yet".into()),
+        DataType::Array(element) => match json {
+            Json::Array(items) => {
+                let element = moonlink_sdk::element_data_type(element);
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| {
+                        convert(&element, item).map_err(|e| format!("element {i}: {e}"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Value::List)
+            }
+            _ => Err(expected("a JSON array", json)),
+        },
     }
 }
