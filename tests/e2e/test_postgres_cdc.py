@@ -485,3 +485,28 @@ def test_an_existing_publication_and_a_target_namespace(postgres, cdc_host):
     assert [t["name"] for t in host.tables()] == ["mirror.orders"]
     # The user's publication is used as it is.
     assert pg.psql("SELECT tablename FROM pg_publication_tables WHERE pubname = 'mine'", db="app") == [("orders",)]
+
+
+def test_a_crash_during_the_initial_copy_starts_it_over_exactly(postgres, cdc_host, tmp_path):
+    pg = postgres
+    pg.execute(
+        "CREATE TABLE big (id bigint PRIMARY KEY, payload text);"
+        "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 200000) g; ANALYZE big;",
+        db="app",
+    )
+    data_dir = str(tmp_path / "data")
+    host = cdc_host(pg, ["public.big"], data_dir=data_dir, snapshot_chunk_pages=20)
+
+    def copying():
+        copy = host.table("public.big")["initial_copy"]
+        return copy and 0 < copy["rows_copied"] and not copy["done"]
+
+    wait_for(copying, what="the copy to be under way")
+    host.kill()
+    # Rows changed between the two copies must come out as Postgres has them.
+    pg.execute("UPDATE big SET payload = 'changed' WHERE id % 1000 = 0; DELETE FROM big WHERE id <= 10;", db="app")
+    host = cdc_host(pg, ["public.big"], data_dir=data_dir, snapshot_chunk_pages=20)
+    pg.execute("INSERT INTO big VALUES (300000, 'after')", db="app")
+    assert_mirrors(host, pg, "public.big", "big", ["id", "payload"], timeout=120, expect_rows=199991)
+    assert host.table("public.big")["initial_copy"]["done"]
+    assert len(pg.replication_slots()) == 1, "the unfinished slot was replaced, not leaked"
