@@ -32,7 +32,7 @@ TABLE_SQL = ("CREATE TABLE t (id bigint PRIMARY KEY, customer text NOT NULL, amo
 ROW_SQL = "SELECT g, 'customer-' || (g % 1000), g * 0.01, now(), 'note ' || g FROM generate_series({a}, {b}) g"
 
 
-def start_host(pg, data_dir, slot="moonlink", max_rows=20000):
+def start_host(pg, data_dir, slot="moonlink", max_rows=20000, commit_ms=500):
     config = os.path.join(data_dir + ".toml")
     with open(config, "w") as f:
         f.write(f'''name = "pg"
@@ -48,7 +48,8 @@ slot = "{slot}"
 max_rows = {max_rows}
 timeout_ms = 100
 ''')
-    server = Server(data_dir, ["--plugin", os.path.join(PLUGIN_DIR, "postgres_cdc.wasm"), "--config", config])
+    server = Server(data_dir, ["--plugin", os.path.join(PLUGIN_DIR, "postgres_cdc.wasm"), "--config", config,
+                               "--commit-interval-ms", str(commit_ms)])
     server.start()
     return server
 

@@ -34,8 +34,9 @@ class Server:
     def start(self):
         assert os.path.exists(BIN), f"{BIN} missing: build it with `cargo build -p moonlink-host`"
         self.port = free_port()
-        args = [BIN, "--data-dir", self.data_dir, "--listen", f"127.0.0.1:{self.port}",
-                "--commit-interval-ms", "500", *self.extra_args]
+        args = [BIN, "--data-dir", self.data_dir, "--listen", f"127.0.0.1:{self.port}", *self.extra_args]
+        if "--commit-interval-ms" not in self.extra_args:
+            args += ["--commit-interval-ms", "500"]
         if "--plugin-dir" not in self.extra_args:
             args += ["--plugin-dir", PLUGIN_DIR]
         self.log = open(self.log_path, "ab")
