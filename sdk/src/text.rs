@@ -57,6 +57,9 @@ pub fn parse_date(s: &str) -> Result<i32, String> {
 /// (UTC when an offset is given). A naive value is taken as UTC for timestamptz and as
 /// wall-clock time for timestamp; an offset on a plain timestamp is refused, not dropped.
 pub fn parse_timestamp(s: &str, with_zone: bool) -> Result<i64, String> {
+    if let Some(micros) = parse_plain_timestamp(s.as_bytes(), with_zone) {
+        return Ok(micros);
+    }
     let bad = |why: &str| format!("invalid timestamp '{s}': {why}");
     let s_trim = s.trim();
     if s_trim.len() < 10 {
@@ -148,6 +151,67 @@ pub fn parse_timestamp(s: &str, with_zone: bool) -> Result<i64, String> {
         .and_then(|d| d.checked_add(micros_of_day))
         .and_then(|t| t.checked_sub(offset_secs * 1_000_000))
         .ok_or_else(|| bad("out of range"))
+}
+
+/// The common `YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM]]` form without allocating; `None` sends
+/// everything else (and every error) to the general parser.
+fn parse_plain_timestamp(b: &[u8], with_zone: bool) -> Option<i64> {
+    fn num(b: &[u8]) -> Option<i64> {
+        b.iter().try_fold(0i64, |acc, c| {
+            c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as i64)
+        })
+    }
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b' ' | b'T') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (
+        num(&b[0..4])?,
+        num(&b[5..7])? as u32,
+        num(&b[8..10])? as u32,
+    );
+    let (hour, minute, second) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut rest = &b[19..];
+    let mut micros = 0i64;
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let digits = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 || digits > 6 {
+            return None;
+        }
+        micros = num(&fraction[..digits])? * 10i64.pow(6 - digits as u32);
+        rest = &fraction[digits..];
+    }
+    let offset_secs = match rest {
+        [] => 0,
+        [sign @ (b'+' | b'-'), zone @ ..] if with_zone => {
+            let (h, m) = match zone {
+                [h1, h2] => (num(&[*h1, *h2])?, 0),
+                [h1, h2, b':', m1, m2] => (num(&[*h1, *h2])?, num(&[*m1, *m2])?),
+                _ => return None,
+            };
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let secs = h * 3600 + m * 60;
+            if *sign == b'-' {
+                -secs
+            } else {
+                secs
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let micros_of_day = ((hour * 60 + minute) * 60 + second) * 1_000_000 + micros;
+    Some(days * 86_400_000_000 + micros_of_day - offset_secs * 1_000_000)
 }
 
 /// Parses a decimal literal exactly into its unscaled value at `scale`.
@@ -269,4 +333,28 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
     // The same rules as a timestamp's time part.
     parse_timestamp(&format!("1970-01-01 {}", s.trim()), false)
         .map_err(|_| format!("invalid time '{s}' (expected HH:MM:SS[.ffffff])"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fast_paths_agree_with_the_general_parsers() {
+        let day = days_from_civil(2024, 2, 29);
+        let want = day * 86_400_000_000 + (21 * 3600 + 59 * 60 + 59) * 1_000_000 + 500_000;
+        assert_eq!(parse_timestamp("2024-02-29 23:59:59.5+02", true), Ok(want));
+        assert_eq!(
+            parse_timestamp("2024-02-29T23:59:59.500+02:00", true),
+            Ok(want)
+        );
+        // Forms only the general parser takes give the same instant.
+        assert_eq!(parse_timestamp("2024-02-29T21:59:59.5Z", true), Ok(want));
+        assert!(parse_timestamp("2023-02-29 00:00:00", false).is_err());
+        assert!(parse_timestamp("2024-01-01 00:00:00+02", false).is_err());
+        assert_eq!(parse_decimal("-12.5", 5, 2), Ok(-1250));
+        assert_eq!(parse_decimal("1.2e1", 5, 2), Ok(1200));
+        assert!(parse_decimal("123.456", 9, 2).is_err());
+        assert!(parse_decimal("1234", 3, 0).is_err());
+    }
 }

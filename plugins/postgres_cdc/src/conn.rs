@@ -138,8 +138,14 @@ impl Connection {
     /// (`replication=database`), which accepts replication commands besides SQL.
     pub fn connect(options: &ConnectOptions, replication: bool) -> PgResult<Connection> {
         let stream = TcpStream::connect((options.host.as_str(), options.port)).map_err(|e| {
+            let hint = if e.kind() == ErrorKind::PermissionDenied {
+                " (the sandbox allows only the host:port in the plugin's settings and \
+                 [capabilities] network)"
+            } else {
+                ""
+            };
             PgError::Io(format!(
-                "cannot connect to {}:{}: {e}",
+                "cannot connect to {}:{}: {e}{hint}",
                 options.host, options.port
             ))
         })?;
@@ -267,8 +273,8 @@ impl Connection {
         Ok(())
     }
 
-    /// Reads the next message. With a deadline, returns `Ok(None)`-like `WouldBlock` as an
-    /// error of kind timeout: callers use [`Connection::try_read_message`] instead.
+    /// Reads the next message; running past `deadline` is an error (see
+    /// [`Connection::try_read_message`] for a wait that may end empty).
     fn read_message(&mut self, deadline: Option<Instant>) -> PgResult<Message> {
         match self.try_read_message(deadline)? {
             Some(m) => Ok(m),

@@ -80,7 +80,18 @@ impl Settings {
                 "setting `slot`: '{slot}' is not a valid slot name (lower-case letters, digits, _)"
             ));
         }
-        let tables = config.str_list("tables")?;
+        // A bare table name is in schema `public`, as in Postgres's default search path.
+        let tables: Vec<String> = config
+            .str_list("tables")?
+            .into_iter()
+            .map(|t| {
+                if t.contains('.') {
+                    t
+                } else {
+                    format!("public.{t}")
+                }
+            })
+            .collect();
         let publication = config.opt_str("publication")?;
         if tables.is_empty() && publication.is_none() {
             return Err("set `tables` (a list of schema.table) or `publication`".into());
