@@ -510,3 +510,20 @@ def test_a_crash_during_the_initial_copy_starts_it_over_exactly(postgres, cdc_ho
     assert_mirrors(host, pg, "public.big", "big", ["id", "payload"], timeout=120, expect_rows=199991)
     assert host.table("public.big")["initial_copy"]["done"]
     assert len(pg.replication_slots()) == 1, "the unfinished slot was replaced, not leaked"
+
+
+def test_partitioned_tables_are_mirrored_under_their_own_name(postgres, cdc_host):
+    pg = postgres
+    pg.execute(
+        "CREATE TABLE measurements (id int, at date, v int, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);"
+        "CREATE TABLE m2023 PARTITION OF measurements FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');"
+        "CREATE TABLE m2024 PARTITION OF measurements FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');"
+        "INSERT INTO measurements VALUES (1, '2023-05-01', 1), (2, '2024-05-01', 2);",
+        db="app",
+    )
+    host = cdc_host(pg, ["public.measurements"])
+    cols = ["id", "at", "v"]
+    assert_mirrors(host, pg, "public.measurements", "measurements", cols, expect_rows=2)
+    pg.execute("INSERT INTO measurements VALUES (3, '2024-06-01', 3); UPDATE measurements SET v = 10 WHERE id = 1;"
+               "DELETE FROM measurements WHERE id = 2", db="app")
+    assert_mirrors(host, pg, "public.measurements", "measurements", cols, expect_rows=2)

@@ -332,7 +332,8 @@ fn ensure_publication(
     if !exists {
         return conn
             .execute(&format!(
-                "CREATE PUBLICATION {} FOR TABLE {}",
+                // Partitioned tables publish their changes under the table's own name.
+                "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
                 quote_ident(&settings.publication),
                 quoted.join(", ")
             ))
