@@ -527,3 +527,19 @@ def test_partitioned_tables_are_mirrored_under_their_own_name(postgres, cdc_host
     pg.execute("INSERT INTO measurements VALUES (3, '2024-06-01', 3); UPDATE measurements SET v = 10 WHERE id = 1;"
                "DELETE FROM measurements WHERE id = 2", db="app")
     assert_mirrors(host, pg, "public.measurements", "measurements", cols, expect_rows=2)
+
+
+def test_the_slot_advances_while_mirrored_tables_are_idle(make_postgres, cdc_host):
+    # Keepalives come every wal_sender_timeout / 2: a short timeout keeps the test short.
+    pg = make_postgres(extra_conf={"wal_sender_timeout": "4s"})
+    pg.create_database("app")
+    pg.execute("CREATE TABLE quiet (id int PRIMARY KEY); CREATE TABLE busy (id int, pad text);", db="app")
+    host = cdc_host(pg, ["public.quiet"])
+    wait_for(lambda: host.table("public.quiet")["initial_copy"]["done"], what="the copy")
+    for _ in range(5):
+        pg.execute("INSERT INTO busy SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g", db="app")
+    written = pg.current_wal_lsn()
+    # Only unmirrored traffic: the slot must still move past it, or Postgres keeps that WAL.
+    wait_for(lambda: (pg.slot_confirmed_lsn("moonlink") or 0) >= written, timeout=40,
+             what="the slot to pass unmirrored WAL")
+    assert pg.scalar("SELECT count(*) FROM quiet", db="app") == "0"
