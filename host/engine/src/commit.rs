@@ -232,20 +232,25 @@ pub async fn add_schema(
     metadata_location: &str,
     schema: iceberg::spec::Schema,
 ) -> Result<Committed> {
-    let table_location = metadata.location().trim_end_matches('/').to_string();
-    let new_metadata = TableMetadataBuilder::new_from_metadata(
+    let builder = TableMetadataBuilder::new_from_metadata(
         metadata.clone(),
         Some(metadata_location.to_string()),
     )
-    .add_current_schema(schema)?
-    .build()?
-    .metadata;
+    .add_current_schema(schema)?;
+    write_next_version(file_io, metadata_location, builder).await
+}
+
+/// Builds `builder` and writes it as the version after `metadata_location`.
+async fn write_next_version(
+    file_io: &FileIO,
+    metadata_location: &str,
+    builder: TableMetadataBuilder,
+) -> Result<Committed> {
+    let metadata = builder.build()?.metadata;
+    let table_location = metadata.location().trim_end_matches('/').to_string();
     let location = metadata_file_location(&table_location, metadata_version(metadata_location) + 1);
-    write_metadata(file_io, &location, &new_metadata).await?;
-    Ok(Committed {
-        metadata: new_metadata,
-        location,
-    })
+    write_metadata(file_io, &location, &metadata).await?;
+    Ok(Committed { metadata, location })
 }
 
 pub struct Committed {
@@ -458,20 +463,13 @@ pub async fn write_snapshot(
         .with_schema_id(schema.schema_id())
         .with_row_range(first_row_id, next_row_id - first_row_id)
         .build();
-    let new_metadata = TableMetadataBuilder::new_from_metadata(
+    let builder = TableMetadataBuilder::new_from_metadata(
         metadata.clone(),
         Some(metadata_location.to_string()),
     )
     .remove_snapshots(&expired)
-    .set_branch_snapshot(snapshot, MAIN_BRANCH)?
-    .build()?
-    .metadata;
-    let location = metadata_file_location(&table_location, metadata_version(metadata_location) + 1);
-    write_metadata(file_io, &location, &new_metadata).await?;
-    Ok(Committed {
-        metadata: new_metadata,
-        location,
-    })
+    .set_branch_snapshot(snapshot, MAIN_BRANCH)?;
+    write_next_version(file_io, metadata_location, builder).await
 }
 
 /// Counts of what a snapshot adds or removes, for the summary.

@@ -277,8 +277,14 @@ fn keyed_batch(op: Operation, ids: &[i64]) -> ChangeBatch {
     ChangeBatch::from_columns(&keyed_schema(), vec![op; ids.len()], columns).unwrap()
 }
 
-/// Live ids of the committed snapshot: data files minus their deletion vectors.
-async fn live_ids(dir: &std::path::Path, engine: &Engine, table: &str) -> Vec<i64> {
+/// Every live row of the committed snapshot, as (batch, row): data files read in `schema`
+/// (by field id) minus the positions their deletion vectors mask.
+async fn live_rows(
+    dir: &std::path::Path,
+    engine: &Engine,
+    table: &str,
+    schema: &arrow_schema::SchemaRef,
+) -> Vec<(arrow_array::RecordBatch, usize)> {
     use moonlink_engine::deletion_vector::read_deletion_vector;
     let warehouse = Warehouse::local(&dir.join("warehouse")).unwrap();
     let io = warehouse.file_io();
@@ -286,7 +292,7 @@ async fn live_ids(dir: &std::path::Path, engine: &Engine, table: &str) -> Vec<i6
         .await
         .unwrap();
     let files = live_files(&io, &metadata).await.unwrap();
-    let mut ids = Vec::new();
+    let mut rows = Vec::new();
     for f in files
         .iter()
         .filter(|f| f.data_file.content_type() == iceberg::spec::DataContentType::Data)
@@ -302,19 +308,31 @@ async fn live_ids(dir: &std::path::Path, engine: &Engine, table: &str) -> Vec<i6
             None => Default::default(),
         };
         let mut position = 0u64;
-        for b in read_data_file(&warehouse, path, &keyed_schema().arrow_schema())
-            .await
-            .unwrap()
-        {
-            let col = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
-            for v in col.values() {
+        for b in read_data_file(&warehouse, path, schema).await.unwrap() {
+            for i in 0..b.num_rows() {
                 if !dv.contains(position) {
-                    ids.push(*v);
+                    rows.push((b.clone(), i));
                 }
                 position += 1;
             }
         }
     }
+    rows
+}
+
+/// Live ids of the committed snapshot: data files minus their deletion vectors.
+async fn live_ids(dir: &std::path::Path, engine: &Engine, table: &str) -> Vec<i64> {
+    let mut ids: Vec<i64> = live_rows(dir, engine, table, &keyed_schema().arrow_schema())
+        .await
+        .into_iter()
+        .map(|(b, i)| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .value(i)
+        })
+        .collect();
     ids.sort();
     ids
 }
@@ -406,52 +424,30 @@ async fn deletes_landing_during_compaction_still_hold() {
 
 /// (id, score) of every live row, read with the table's current schema (by field id).
 async fn live_scores(dir: &std::path::Path, engine: &Engine) -> Vec<(i64, Option<i64>)> {
-    use moonlink_engine::deletion_vector::read_deletion_vector;
-    let warehouse = Warehouse::local(&dir.join("warehouse")).unwrap();
-    let io = warehouse.file_io();
-    let info = engine.table_info("demo.keyed").unwrap();
-    let metadata = load_metadata(&io, &info.metadata_location).await.unwrap();
-    let files = live_files(&io, &metadata).await.unwrap();
-    let schema = info.schema.arrow_schema();
-    let (id_col, score_col) = (
-        info.schema.column_index("id").unwrap(),
-        info.schema.column_index("score").unwrap(),
+    let schema = engine.table_schema("demo.keyed").unwrap();
+    let (id, score) = (
+        schema.column_index("id").unwrap(),
+        schema.column_index("score").unwrap(),
     );
-    let mut rows = Vec::new();
-    for f in files
-        .iter()
-        .filter(|f| f.data_file.content_type() == iceberg::spec::DataContentType::Data)
-    {
-        let path = f.data_file.file_path();
-        let dv = match files
-            .iter()
-            .find(|d| d.data_file.referenced_data_file().as_deref() == Some(path))
-        {
-            Some(d) => read_deletion_vector(&warehouse, &d.data_file)
-                .await
-                .unwrap(),
-            None => Default::default(),
-        };
-        let mut position = 0u64;
-        for b in read_data_file(&warehouse, path, &schema).await.unwrap() {
-            let ids = b
-                .column(id_col)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap();
-            let scores = b
-                .column(score_col)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap();
-            for i in 0..b.num_rows() {
-                if !dv.contains(position) {
-                    rows.push((ids.value(i), scores.is_valid(i).then(|| scores.value(i))));
-                }
-                position += 1;
-            }
-        }
-    }
+    let int = |b: &arrow_array::RecordBatch, c: usize| {
+        b.column(c)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .clone()
+    };
+    let mut rows: Vec<(i64, Option<i64>)> =
+        live_rows(dir, engine, "demo.keyed", &schema.arrow_schema())
+            .await
+            .into_iter()
+            .map(|(b, i)| {
+                let scores = int(&b, score);
+                (
+                    int(&b, id).value(i),
+                    scores.is_valid(i).then(|| scores.value(i)),
+                )
+            })
+            .collect();
     rows.sort();
     rows
 }
