@@ -6,7 +6,7 @@
 
 use crate::{
     ArrayValues, ChangeBatch, Column, ColumnValues, DataError, DataType, ElementType,
-    ElementValues, Field, Int128, Operation, TableSchema,
+    ElementValues, Field, Int128, Operation, TableSchema, Utf8Buffer,
 };
 
 /// A value as a plugin parsed it, before it is packed into its column.
@@ -50,6 +50,12 @@ enum Values {
     F64(Vec<f64>),
     Bool(Vec<bool>),
     Utf8(Vec<String>),
+    /// Top-level strings, packed: `data[offsets[i]..offsets[i + 1]]` (one copy per column
+    /// across the boundary, no allocation per value).
+    Utf8Packed {
+        offsets: Vec<u32>,
+        data: Vec<u8>,
+    },
     Binary(Vec<Vec<u8>>),
     I128(Vec<Int128>),
     /// An array column: row `i` holds `elements[offsets[i]..offsets[i + 1]]`.
@@ -61,6 +67,17 @@ enum Values {
 }
 
 impl Values {
+    /// A column's values: strings packed at the top level, plain inside arrays.
+    fn for_column(data_type: &DataType) -> Values {
+        match data_type {
+            DataType::Utf8 => Values::Utf8Packed {
+                offsets: vec![0],
+                data: Vec::new(),
+            },
+            other => Values::for_type(other),
+        }
+    }
+
     fn for_type(data_type: &DataType) -> Values {
         match data_type {
             DataType::Int16 => Values::I16(Vec::new()),
@@ -91,6 +108,7 @@ impl Values {
             Values::F64(v) => v.push(0.0),
             Values::Bool(v) => v.push(false),
             Values::Utf8(v) => v.push(String::new()),
+            Values::Utf8Packed { offsets, data } => offsets.push(data.len() as u32),
             Values::Binary(v) => v.push(Vec::new()),
             Values::I128(v) => v.push(Int128 { lo: 0, hi: 0 }),
             Values::Array { offsets, .. } => {
@@ -120,6 +138,9 @@ impl Values {
             (Values::F64(v), Value::Int(i)) => *v.last_mut().unwrap() = i as f64,
             (Values::Bool(v), Value::Bool(b)) => *v.last_mut().unwrap() = b,
             (Values::Utf8(v), Value::Str(s)) => *v.last_mut().unwrap() = s,
+            (Values::Utf8Packed { offsets, data }, Value::Str(s)) => {
+                Values::set_last_str(offsets, data, &s)
+            }
             (Values::Binary(v), Value::Bytes(b)) => *v.last_mut().unwrap() = b,
             (Values::I128(v), Value::Int128(i)) => {
                 *v.last_mut().unwrap() = Int128 {
@@ -138,7 +159,9 @@ impl Values {
             }
             (Values::F32(_) | Values::F64(_), other) => return Err(mismatch("a number", &other)),
             (Values::Bool(_), other) => return Err(mismatch("a boolean", &other)),
-            (Values::Utf8(_), other) => return Err(mismatch("a string", &other)),
+            (Values::Utf8(_) | Values::Utf8Packed { .. }, other) => {
+                return Err(mismatch("a string", &other))
+            }
             (Values::Binary(_), other) => return Err(mismatch("bytes", &other)),
             (Values::I128(_), other) => return Err(mismatch("a decimal", &other)),
             (
@@ -179,6 +202,9 @@ impl Values {
             Values::F64(v) => ColumnValues::Float64(v),
             Values::Bool(v) => ColumnValues::Boolean(v),
             Values::Utf8(v) => ColumnValues::Utf8(v),
+            Values::Utf8Packed { offsets, data } => {
+                ColumnValues::Utf8Buffer(Utf8Buffer { offsets, data })
+            }
             Values::Binary(v) => ColumnValues::Binary(v),
             Values::I128(v) => ColumnValues::Int128(v),
             Values::Array {
@@ -199,12 +225,22 @@ impl Values {
                         ColumnValues::Utf8(v) => ElementValues::Utf8(v),
                         ColumnValues::Binary(v) => ElementValues::Binary(v),
                         ColumnValues::Int128(v) => ElementValues::Int128(v),
-                        ColumnValues::Array(_) => unreachable!("element types are scalar"),
+                        ColumnValues::Array(_) | ColumnValues::Utf8Buffer(_) => {
+                            unreachable!("elements are scalar and unpacked")
+                        }
                     },
                     element_validity: has_null.then_some(element_validity),
                 })
             }
         }
+    }
+
+    /// Replaces the last packed string (the current row's) with `s`.
+    fn set_last_str(offsets: &mut [u32], data: &mut Vec<u8>, s: &str) {
+        let start = offsets[offsets.len() - 2] as usize;
+        data.truncate(start);
+        data.extend_from_slice(s.as_bytes());
+        *offsets.last_mut().unwrap() = data.len() as u32;
     }
 
     /// Drops values past the first `len` (arrays' elements only).
@@ -217,6 +253,10 @@ impl Values {
             Values::F64(v) => v.truncate(len),
             Values::Bool(v) => v.truncate(len),
             Values::Utf8(v) => v.truncate(len),
+            Values::Utf8Packed { offsets, data } => {
+                offsets.truncate(len + 1);
+                data.truncate(*offsets.last().unwrap() as usize);
+            }
             Values::Binary(v) => v.truncate(len),
             Values::I128(v) => v.truncate(len),
             Values::Array { .. } => {}
@@ -285,7 +325,7 @@ impl BatchBuilder {
                 .fields
                 .iter()
                 .map(|f| ColumnBuilder {
-                    values: Values::for_type(&f.data_type),
+                    values: Values::for_column(&f.data_type),
                     field: f.clone(),
                     validity: Vec::new(),
                     has_null: false,
@@ -325,6 +365,22 @@ impl BatchBuilder {
             c.unchanged.push(false);
             c.set_in_row = false;
         }
+    }
+
+    /// Sets a string column of the current row without allocating (the fast path of
+    /// `set(index, Value::Str(..))`).
+    pub fn set_str(&mut self, index: usize, s: &str) -> Result<(), String> {
+        let column = &mut self.columns[index];
+        match &mut column.values {
+            Values::Utf8Packed { offsets, data } => Values::set_last_str(offsets, data, s),
+            _ => return self.set(index, Value::Str(s.to_string())),
+        }
+        *column
+            .validity
+            .last_mut()
+            .expect("set_str() before start_row()") = true;
+        column.set_in_row = true;
+        Ok(())
     }
 
     /// Marks column `index` of the current row as not sent: an upsert keeps the row's current

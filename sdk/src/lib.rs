@@ -93,8 +93,27 @@ pub mod bindings {
 /// The shared vocabulary: schemas, change batches, errors.
 pub use bindings::types::moonlink::plugin::types::{
     ArrayValues, ChangeBatch, Column, ColumnValues, DataError, DataErrorKind, DataType,
-    DecimalType, ElementType, ElementValues, Field, Int128, Operation, TableSchema,
+    DecimalType, ElementType, ElementValues, Field, Int128, Operation, TableSchema, Utf8Buffer,
 };
+
+impl ColumnValues {
+    /// The values of a string column, whichever form it travels in (`utf8` or packed
+    /// `utf8-buffer`); `None` for other columns.
+    pub fn strings(&self) -> Option<Vec<&str>> {
+        match self {
+            ColumnValues::Utf8(v) => Some(v.iter().map(String::as_str).collect()),
+            ColumnValues::Utf8Buffer(b) => Some(
+                b.offsets
+                    .windows(2)
+                    .map(|w| {
+                        std::str::from_utf8(&b.data[w[0] as usize..w[1] as usize]).unwrap_or("")
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+}
 
 /// The rest-ingest plugin kind: HTTP request bodies in, one change batch out.
 #[cfg(feature = "rest-ingest")]

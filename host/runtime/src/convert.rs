@@ -239,6 +239,7 @@ fn column_to_arrow(
         V::Binary(v) => v.len(),
         V::Int128(v) => v.len(),
         V::Array(v) => v.offsets.len().saturating_sub(1),
+        V::Utf8Buffer(v) => v.offsets.len().saturating_sub(1),
     };
     if len != rows {
         return Err(format!("{len} values for {rows} rows"));
@@ -298,6 +299,21 @@ fn column_to_arrow(
             Arc::new(BooleanArray::new(v.into_iter().collect(), nulls))
         }
         (ColumnType::Utf8, V::Utf8(v)) => Arc::new(StringArray::from(v).with_nulls_from(nulls)?),
+        (ColumnType::Utf8, V::Utf8Buffer(b)) => {
+            // Checked once for the whole column: offsets in bounds and rising, UTF-8 at every
+            // boundary.
+            let mut offsets: Vec<i32> = Vec::with_capacity(b.offsets.len().max(1));
+            for o in b.offsets.iter().chain(b.offsets.is_empty().then_some(&0)) {
+                offsets.push(i32::try_from(*o).map_err(|_| "string buffer over 2 GiB")?);
+            }
+            if offsets.windows(2).any(|w| w[1] < w[0]) {
+                return Err("string offsets must never decrease".into());
+            }
+            let offsets = OffsetBuffer::new(offsets.into());
+            Arc::new(
+                StringArray::try_new(offsets, b.data.into(), nulls).map_err(|e| e.to_string())?,
+            )
+        }
         (ColumnType::Binary, V::Binary(v)) => {
             Arc::new(BinaryArray::from_iter_values(v).with_nulls_from(nulls)?)
         }

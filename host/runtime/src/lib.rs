@@ -26,7 +26,7 @@ pub type PluginBatch = bindings::moonlink::plugin::types::ChangeBatch;
 pub mod wit {
     pub use crate::bindings::moonlink::plugin::types::{
         ArrayValues, ChangeBatch, Column, ColumnValues, DataType, DecimalType, ElementType,
-        ElementValues, Field, Int128, Operation, TableSchema,
+        ElementValues, Field, Int128, Operation, TableSchema, Utf8Buffer,
     };
 }
 

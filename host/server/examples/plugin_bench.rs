@@ -54,6 +54,10 @@ fn to_plugin_batch(b: moonlink_sdk::ChangeBatch) -> PluginBatch {
                 S::Utf8(v) => RtValues::Utf8(v),
                 S::Binary(v) => RtValues::Binary(v),
                 S::Array(_) => unreachable!("datagen has no array columns"),
+                S::Utf8Buffer(b) => RtValues::Utf8Buffer(moonlink_runtime::wit::Utf8Buffer {
+                    offsets: b.offsets,
+                    data: b.data,
+                }),
                 S::Int128(v) => RtValues::Int128(
                     v.into_iter()
                         .map(|x| wit::Int128 { lo: x.lo, hi: x.hi })

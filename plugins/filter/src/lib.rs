@@ -7,7 +7,9 @@
 use std::cmp::Ordering;
 
 use moonlink_sdk::transform::Transform;
-use moonlink_sdk::{ArrayValues, ChangeBatch, ColumnValues, Config, ElementValues, Operation};
+use moonlink_sdk::{
+    ArrayValues, ChangeBatch, ColumnValues, Config, ElementValues, Operation, Utf8Buffer,
+};
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,6 +54,10 @@ impl Filter {
                 (ColumnValues::Float64(v), Value::Number(n)) => v[row].partial_cmp(&n.as_f64()?),
                 (ColumnValues::Boolean(v), Value::Bool(b)) => Some(v[row].cmp(b)),
                 (ColumnValues::Utf8(v), Value::String(s)) => Some(v[row].as_str().cmp(s.as_str())),
+                (ColumnValues::Utf8Buffer(b), Value::String(s)) => {
+                    let bytes = &b.data[b.offsets[row] as usize..b.offsets[row + 1] as usize];
+                    Some(bytes.cmp(s.as_bytes()))
+                }
                 _ => None,
             }
         };
@@ -114,6 +120,22 @@ fn pick_array(a: ArrayValues, keep: &[bool]) -> ArrayValues {
     }
 }
 
+/// Keeps the packed strings of the rows where `keep[row]`.
+fn pick_strings(b: Utf8Buffer, keep: &[bool]) -> Utf8Buffer {
+    let mut out = Utf8Buffer {
+        offsets: vec![0],
+        data: Vec::with_capacity(b.data.len()),
+    };
+    for (row, kept) in keep.iter().enumerate() {
+        if *kept {
+            let (start, end) = (b.offsets[row] as usize, b.offsets[row + 1] as usize);
+            out.data.extend_from_slice(&b.data[start..end]);
+            out.offsets.push(out.data.len() as u32);
+        }
+    }
+    out
+}
+
 /// Keeps the rows of `batch` where `keep[row]`, column by column.
 pub fn select_rows(batch: ChangeBatch, keep: &[bool]) -> ChangeBatch {
     ChangeBatch {
@@ -137,6 +159,7 @@ pub fn select_rows(batch: ChangeBatch, keep: &[bool]) -> ChangeBatch {
                     ColumnValues::Binary(v) => ColumnValues::Binary(pick(v, keep)),
                     ColumnValues::Int128(v) => ColumnValues::Int128(pick(v, keep)),
                     ColumnValues::Array(a) => ColumnValues::Array(pick_array(a, keep)),
+                    ColumnValues::Utf8Buffer(b) => ColumnValues::Utf8Buffer(pick_strings(b, keep)),
                 },
             })
             .collect(),

@@ -54,17 +54,24 @@ impl Transform for Mask {
             if !self.columns.contains(&column.name) {
                 continue;
             }
-            let ColumnValues::Utf8(values) = &mut column.values else {
+            let Some(values) = column.values.strings() else {
                 return Err(format!(
                     "mask: column '{}' is not a string column",
                     column.name
                 ));
             };
-            for (row, value) in values.iter_mut().enumerate() {
-                if column.validity.as_ref().is_none_or(|v| v[row]) {
-                    *value = self.mask_value(value);
-                }
-            }
+            let masked: Vec<String> = values
+                .iter()
+                .enumerate()
+                .map(|(row, value)| {
+                    if column.validity.as_ref().is_none_or(|v| v[row]) {
+                        self.mask_value(value)
+                    } else {
+                        String::new()
+                    }
+                })
+                .collect();
+            column.values = ColumnValues::Utf8(masked);
         }
         Ok(vec![batch])
     }

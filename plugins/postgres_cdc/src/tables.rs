@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use moonlink_sdk::source::{SourceEvent, TableDef};
 use moonlink_sdk::{BatchBuilder, Field, Operation, TableSchema, Value};
 
-use crate::types::{decode_column, map_column_type, ColumnDecoder, Decoded};
+use crate::types::{decode_column, map_column_type, ColumnDecoder, Decoded, Decoder};
 
 /// A Postgres column, as the catalog or a Relation message describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,6 +173,17 @@ impl MirroredTable {
     }
 
     fn set(&mut self, index: usize, text: Option<&str>) -> Result<(), String> {
+        if let (
+            Some(text),
+            ColumnDecoder {
+                scalar: Decoder::Text,
+                array: false,
+            },
+        ) = (text, self.decoders[index])
+        {
+            // Text needs no parsing: straight into the packed column.
+            return self.builder().set_str(index, text);
+        }
         let value = match text {
             None => Value::Null,
             Some(text) => match decode_column(self.decoders[index], text).map_err(|e| {
