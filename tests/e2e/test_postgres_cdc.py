@@ -345,6 +345,8 @@ class Workload:
         self.rng = random.Random(seed)
         self.stop_event = threading.Event()
         self.committed = 0
+        self.columns_added = 0
+        self.extra = []
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def step(self):
@@ -352,6 +354,10 @@ class Workload:
         a, b = r.randrange(1, 400), r.randrange(1, 400)
         amount = r.randrange(1, 100)
         kind = r.random()
+        if self.committed in (10, 30, 80):
+            kind = 0.98  # schema changes mid-stream, at fixed points so every run has them
+        elif self.committed == 60:
+            kind = 0.995
         if kind < 0.55:
             sql = (f"UPDATE accounts SET balance = balance - {amount} WHERE id = {a};"
                    f"UPDATE accounts SET balance = balance + {amount}, note = 'n{amount}' WHERE id = {b};"
@@ -363,9 +369,18 @@ class Workload:
         elif kind < 0.9:
             sql = (f"DELETE FROM accounts WHERE id = {a}; DELETE FROM ledger WHERE account = {a};"
                    f"INSERT INTO audit VALUES ({a}, 'close');")
-        else:
+        elif kind < 0.97:
             sql = (f"UPDATE accounts SET id = {1000 + r.randrange(100000)} WHERE id = {a};"
                    f"INSERT INTO audit VALUES ({a}, 'renumber');")
+        elif kind < 0.99 or not self.extra:
+            # Schema changes mid-stream: a new column, filled by the next statement.
+            self.columns_added += 1
+            name = f"x{self.columns_added}"
+            sql = f"ALTER TABLE accounts ADD COLUMN {name} int; UPDATE accounts SET {name} = id WHERE id % 3 = 0;"
+            self.extra.append(name)
+        else:
+            name = self.extra.pop(r.randrange(len(self.extra)))
+            sql = f"ALTER TABLE accounts DROP COLUMN {name};"
         self.pg.execute("BEGIN;" + sql + "COMMIT;", db="app")
 
     def run(self):
@@ -385,7 +400,7 @@ class Workload:
         self.thread.join(timeout=60)
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [int(x) for x in os.environ.get("MOONLINK_FAULT_SEEDS", "1,2").split(",")])
 def test_exactly_once_through_host_crashes_postgres_restarts_and_cut_connections(postgres, cdc_host, tmp_path, seed):
     pg = postgres
     pg.execute(
@@ -412,8 +427,11 @@ def test_exactly_once_through_host_crashes_postgres_restarts_and_cut_connections
         time.sleep(1.0)
         lsn_before_last = pg.current_wal_lsn()
         pg.execute("BEGIN; INSERT INTO audit VALUES (0, 'last'); COMMIT;", db="app")
-    assert work.committed > 20, "the workload barely ran"
-    assert_mirrors(host, pg, "public.accounts", "accounts", ["id", "balance", "note"], timeout=120)
+    assert work.committed > 80 and work.columns_added >= 2, "the workload barely ran"
+    columns = [r[0] for r in pg.psql("SELECT attname FROM pg_attribute WHERE attrelid = 'accounts'::regclass "
+                                     "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", db="app")]
+    assert_mirrors(host, pg, "public.accounts", "accounts", columns, timeout=120)
+    assert [c["name"] for c in host.table("public.accounts")["schema"]] == columns
     assert_mirrors(host, pg, "public.ledger", "ledger", ["id", "account", "delta"], timeout=60)
     assert_mirrors(host, pg, "public.audit", "audit", ["account", "what"], timeout=60)
     # The slot follows what is committed in Iceberg, so Postgres can recycle its WAL.

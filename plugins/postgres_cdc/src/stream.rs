@@ -31,6 +31,8 @@ pub struct Stream {
     confirmed: u64,
     last_status: Instant,
     warned: HashSet<String>,
+    /// Relations whose shape this stream has announced to the host.
+    announced: HashSet<u32>,
 }
 
 fn text(value: &TupleValue) -> Result<Option<&str>, String> {
@@ -90,6 +92,7 @@ impl Stream {
             confirmed: lsn,
             last_status: Instant::now(),
             warned: HashSet::new(),
+            announced: HashSet::new(),
         })
     }
 
@@ -223,7 +226,9 @@ impl Stream {
                         type_name: String::new(),
                     })
                     .collect();
-                if tables[index].change_columns(columns, events)? {
+                let announce = !self.skipped(&tables[index]);
+                let first = announce && self.announced.insert(relation.oid);
+                if tables[index].change_columns(columns, announce, first, events)? && announce {
                     moonlink_sdk::info!("table {name} changed its columns");
                 }
             }

@@ -122,16 +122,24 @@ impl MirroredTable {
 
     /// Adopts new columns (a Relation message after ALTER TABLE). Returns the schema-change
     /// event to emit, after the rows buffered in the old shape, or `None` if nothing changed.
+    ///
+    /// With `announce` false the new shape is only adopted: a replayed transaction the host
+    /// already committed for this table carries an old Relation message, and following it
+    /// would drop (and later re-add under a new field id) a column Iceberg already has.
+    /// `force` announces even an unchanged shape: the first Relation of a stream, because the
+    /// host may not have applied the last change before a crash (it no-ops if it had).
     pub fn change_columns(
         &mut self,
         columns: Vec<PgColumn>,
+        announce: bool,
+        force: bool,
         out: &mut Vec<SourceEvent>,
     ) -> Result<bool, String> {
         let same = columns.len() == self.columns.len()
             && columns.iter().zip(&self.columns).all(|(a, b)| {
                 a.name == b.name && a.type_oid == b.type_oid && a.type_modifier == b.type_modifier
             });
-        if same {
+        if same && !force {
             return Ok(false);
         }
         let key_names = self.schema.primary_key.clone();
@@ -153,7 +161,9 @@ impl MirroredTable {
         self.columns = columns;
         self.schema = schema;
         self.decoders = decoders;
-        out.push(SourceEvent::SchemaChange(self.def()));
+        if announce {
+            out.push(SourceEvent::SchemaChange(self.def()));
+        }
         Ok(true)
     }
 
