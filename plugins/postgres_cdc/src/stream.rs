@@ -180,14 +180,25 @@ impl Stream {
         }
     }
 
+    /// The table a change is for, unless the change is already committed for it. Before a
+    /// table's first applied change of this stream, its shape is announced: the host may be
+    /// ahead of (or behind) the shape of this point of the WAL after a crash.
     fn table<'t>(
-        &self,
+        &mut self,
         relation: u32,
         tables: &'t mut [MirroredTable],
+        events: &mut Vec<SourceEvent>,
     ) -> Option<&'t mut MirroredTable> {
         let index = *self.by_oid.get(&relation)?;
         let table = &mut tables[index];
-        (!self.skipped(table)).then_some(table)
+        if self.skipped(table) {
+            return None;
+        }
+        if self.announced.insert(relation) {
+            table.flush(events);
+            events.push(SourceEvent::SchemaChange(table.def()));
+        }
+        Some(table)
     }
 
     fn warn_once(&mut self, key: String, message: String) {
@@ -233,13 +244,13 @@ impl Stream {
                 }
             }
             Change::Insert { relation, new } => {
-                if let Some(table) = self.table(relation, tables) {
+                if let Some(table) = self.table(relation, tables, events) {
                     table.insert(&texts(&new)?)?;
                     *rows += 1;
                 }
             }
             Change::Update { relation, old, new } => {
-                let Some(table) = self.table(relation, tables) else {
+                let Some(table) = self.table(relation, tables, events) else {
                     return Ok(None);
                 };
                 if table.mode == Mode::AppendOnly {
@@ -271,7 +282,7 @@ impl Stream {
                 *rows += 1;
             }
             Change::Delete { relation, old } => {
-                let Some(table) = self.table(relation, tables) else {
+                let Some(table) = self.table(relation, tables, events) else {
                     return Ok(None);
                 };
                 if table.mode == Mode::AppendOnly {
@@ -287,7 +298,7 @@ impl Stream {
             }
             Change::Truncate { relations } => {
                 for relation in relations {
-                    if let Some(table) = self.table(relation, tables) {
+                    if let Some(table) = self.table(relation, tables, events) {
                         table.flush(events);
                         events.push(SourceEvent::Truncate(table.target.clone()));
                     }
