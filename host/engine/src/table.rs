@@ -882,12 +882,21 @@ impl Table {
             merged |= positions;
             vectors.push((path.clone(), merged));
         }
-        let added_deletes = if vectors.is_empty() {
-            Vec::new()
-        } else {
+        // One Puffin file per deletion vector. The spec allows several in one file, but
+        // DuckDB 1.5 and PyIceberg 0.12 then sometimes apply one file's vector to another data
+        // file (seen in the postgres_cdc tests): every reader must read our tables right.
+        let mut added_deletes = Vec::with_capacity(vectors.len());
+        for vector in &vectors {
             let location = format!("{table_location}/data/{}-deletes.puffin", Uuid::now_v7());
-            deletion_vector::write_deletion_vectors(&file_io, &location, &vectors).await?
-        };
+            added_deletes.extend(
+                deletion_vector::write_deletion_vectors(
+                    &file_io,
+                    &location,
+                    std::slice::from_ref(vector),
+                )
+                .await?,
+            );
+        }
 
         let changes = SnapshotChanges {
             added: added.clone(),

@@ -579,3 +579,52 @@ async fn schema_evolution_truncate_and_unchanged_values() {
     let engine = Engine::open(config(dir.path(), 3)).await.unwrap();
     assert_eq!(live_scores(dir.path(), &engine).await, vec![(1, Some(1))]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_after_truncate_hit_the_right_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), 8)).await.unwrap();
+    engine
+        .create_table(CreateTable {
+            options: Default::default(),
+            name: "demo.keyed".into(),
+            namespace: "demo".into(),
+            table: "keyed".into(),
+            schema: keyed_schema(),
+        })
+        .await
+        .unwrap();
+    engine.truncate("demo.keyed", None).await.unwrap();
+    let all: Vec<i64> = (1..=3000).collect();
+    engine
+        .apply(
+            "demo.keyed",
+            keyed_batch(Operation::Upsert, &all),
+            Durability::Logged,
+        )
+        .await
+        .unwrap();
+    engine.commit("demo.keyed").await.unwrap();
+    let tens: Vec<i64> = (1..=300).map(|i| i * 10).collect();
+    engine
+        .apply(
+            "demo.keyed",
+            keyed_batch(Operation::Upsert, &tens),
+            Durability::Logged,
+        )
+        .await
+        .unwrap();
+    engine.commit("demo.keyed").await.unwrap();
+    let gone: Vec<i64> = (100..200).collect();
+    engine
+        .apply(
+            "demo.keyed",
+            keyed_batch(Operation::Delete, &gone),
+            Durability::Logged,
+        )
+        .await
+        .unwrap();
+    engine.commit("demo.keyed").await.unwrap();
+    let want: Vec<i64> = (1..=3000).filter(|i| !(100..200).contains(i)).collect();
+    assert_eq!(live_ids(dir.path(), &engine, "demo.keyed").await, want);
+}
