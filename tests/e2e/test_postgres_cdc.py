@@ -426,7 +426,9 @@ def test_exactly_once_through_host_crashes_postgres_restarts_and_cut_connections
                 wait_for(lambda: pg.terminate_walsenders() > 0, what="a walsender to cut")
         time.sleep(1.0)
         lsn_before_last = pg.current_wal_lsn()
-        pg.execute("BEGIN; INSERT INTO audit VALUES (0, 'last'); COMMIT;", db="app")
+        # pgoutput shows a table's new shape only with its next change: touch accounts last.
+        pg.execute("BEGIN; INSERT INTO audit VALUES (0, 'last'); INSERT INTO accounts (id, balance) "
+                   "VALUES (999999, 0); COMMIT;", db="app")
     assert work.committed > 80 and work.columns_added >= 2, "the workload barely ran"
     columns = [r[0] for r in pg.psql("SELECT attname FROM pg_attribute WHERE attrelid = 'accounts'::regclass "
                                      "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", db="app")]
