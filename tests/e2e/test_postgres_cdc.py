@@ -524,10 +524,12 @@ def test_a_crash_during_the_initial_copy_starts_it_over_exactly(postgres, cdc_ho
     wait_for(copying, what="the copy to be under way")
     host.kill()
     # Rows changed between the two copies must come out as Postgres has them.
-    pg.execute("UPDATE big SET payload = 'changed' WHERE id % 1000 = 0; DELETE FROM big WHERE id <= 10;", db="app")
+    # ... and a column added meanwhile: the new copy has the new shape.
+    pg.execute("UPDATE big SET payload = 'changed' WHERE id % 1000 = 0; DELETE FROM big WHERE id <= 10;"
+               "ALTER TABLE big ADD COLUMN extra int DEFAULT 7;", db="app")
     host = cdc_host(pg, ["public.big"], data_dir=data_dir, snapshot_chunk_pages=20)
-    pg.execute("INSERT INTO big VALUES (300000, 'after')", db="app")
-    assert_mirrors(host, pg, "public.big", "big", ["id", "payload"], timeout=120, expect_rows=199991)
+    pg.execute("INSERT INTO big VALUES (300000, 'after', 8)", db="app")
+    assert_mirrors(host, pg, "public.big", "big", ["id", "payload", "extra"], timeout=120, expect_rows=199991)
     assert host.table("public.big")["initial_copy"]["done"]
     assert len(pg.replication_slots()) == 1, "the unfinished slot was replaced, not leaked"
 

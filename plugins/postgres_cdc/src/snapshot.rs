@@ -199,6 +199,9 @@ impl Snapshot {
             // A copy cut short earlier may have left rows behind: start from empty tables.
             for table in tables.iter() {
                 events.push(SourceEvent::Truncate(table.target.clone()));
+                // A table left by a copy cut short may have an older shape than the one
+                // copied now; the emptied table takes the current one.
+                events.push(SourceEvent::SchemaChange(table.def()));
             }
             self.truncated = true;
         }
