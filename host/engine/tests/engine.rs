@@ -320,6 +320,19 @@ async fn live_rows(
     rows
 }
 
+async fn create_keyed(engine: &Engine) {
+    engine
+        .create_table(CreateTable {
+            options: Default::default(),
+            name: "demo.keyed".into(),
+            namespace: "demo".into(),
+            table: "keyed".into(),
+            schema: keyed_schema(),
+        })
+        .await
+        .unwrap();
+}
+
 /// Live ids of the committed snapshot: data files minus their deletion vectors.
 async fn live_ids(dir: &std::path::Path, engine: &Engine, table: &str) -> Vec<i64> {
     let mut ids: Vec<i64> = live_rows(dir, engine, table, &keyed_schema().arrow_schema())
@@ -343,16 +356,7 @@ async fn deletes_landing_during_compaction_still_hold() {
     let mut cfg = config(dir.path(), 3);
     cfg.table.rewrite_deleted_fraction = 0.2;
     let engine = Engine::open(cfg).await.unwrap();
-    engine
-        .create_table(CreateTable {
-            options: Default::default(),
-            name: "demo.keyed".into(),
-            namespace: "demo".into(),
-            table: "keyed".into(),
-            schema: keyed_schema(),
-        })
-        .await
-        .unwrap();
+    create_keyed(&engine).await;
     let inserted = Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let deleter = {
@@ -456,16 +460,7 @@ async fn live_scores(dir: &std::path::Path, engine: &Engine) -> Vec<(i64, Option
 async fn schema_evolution_truncate_and_unchanged_values() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(config(dir.path(), 3)).await.unwrap();
-    engine
-        .create_table(CreateTable {
-            options: Default::default(),
-            name: "demo.keyed".into(),
-            namespace: "demo".into(),
-            table: "keyed".into(),
-            schema: keyed_schema(),
-        })
-        .await
-        .unwrap();
+    create_keyed(&engine).await;
     for ids in [[1, 2], [3, 4]] {
         engine
             .apply(
@@ -584,16 +579,7 @@ async fn schema_evolution_truncate_and_unchanged_values() {
 async fn deletes_after_truncate_hit_the_right_files() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(config(dir.path(), 8)).await.unwrap();
-    engine
-        .create_table(CreateTable {
-            options: Default::default(),
-            name: "demo.keyed".into(),
-            namespace: "demo".into(),
-            table: "keyed".into(),
-            schema: keyed_schema(),
-        })
-        .await
-        .unwrap();
+    create_keyed(&engine).await;
     engine.truncate("demo.keyed", None).await.unwrap();
     let all: Vec<i64> = (1..=3000).collect();
     engine

@@ -478,3 +478,40 @@ impl Source for PostgresCdc {
 }
 
 moonlink_sdk::export_source!(PostgresCdc);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn settings_name_what_is_wrong() {
+        let parse = |pairs: Vec<(&str, serde_json::Value)>| {
+            Settings::parse(&Config::from_pairs(pairs)).map(|s| (s.tables, s.publication))
+        };
+        // A bare table name is in `public`; the default publication follows the slot.
+        assert_eq!(
+            parse(vec![
+                ("tables", json!(["orders", "shop.items"])),
+                ("slot", json!("s1"))
+            ])
+            .unwrap(),
+            (
+                vec!["public.orders".to_string(), "shop.items".to_string()],
+                "moonlink_s1".to_string()
+            )
+        );
+        let err = |pairs| parse(pairs).err().unwrap();
+        assert!(err(vec![]).contains("`tables`"));
+        assert!(err(vec![("tables", json!(["t"])), ("slot", json!("Bad-Slot"))]).contains("slot"));
+        assert!(
+            err(vec![("tables", json!(["t"])), ("keyless", json!("drop"))]).contains("keyless")
+        );
+        assert!(err(vec![("tables", json!(["t"])), ("port", json!(70000))]).contains("port"));
+        assert!(err(vec![
+            ("tables", json!(["t"])),
+            ("password_env", json!("MOONLINK_NO_SUCH_VAR"))
+        ])
+        .contains("MOONLINK_NO_SUCH_VAR"));
+    }
+}
