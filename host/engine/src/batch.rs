@@ -2,11 +2,14 @@
 
 use std::sync::Arc;
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Decimal128Type, Time64MicrosecondType};
 use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch};
+use arrow_schema::DataType;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
-use crate::schema::TableSchema;
+use crate::schema::{ColumnSchema, TableSchema};
 
 /// What a row does to its table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +130,7 @@ impl ChangeBatch {
                     ),
                 ));
             }
+            check_values(&schema.columns[index], &array)?;
             slots[index] = Some(array);
         }
         let mut arrays = Vec::with_capacity(slots.len());
@@ -206,6 +210,33 @@ impl ChangeBatch {
         }
     }
 
+    /// Checks that the batch still has the shape of `arrow` (the table's Arrow schema): the
+    /// table may have been dropped and recreated, or evolved, since the batch was decoded
+    /// against its old schema. Nullability is not compared (deletes may carry nulls).
+    pub(crate) fn check_shape(&self, table: &str, arrow: &arrow_schema::SchemaRef) -> Result<()> {
+        let ours = self.rows.schema();
+        let same = ours.fields().len() == arrow.fields().len()
+            && ours.fields().iter().zip(arrow.fields()).all(|(a, b)| {
+                a.name() == b.name()
+                    && a.data_type() == b.data_type()
+                    && a.metadata() == b.metadata()
+            });
+        if same {
+            Ok(())
+        } else {
+            Err(EngineError::SchemaChanged(table.to_string()))
+        }
+    }
+
+    /// Re-checks every value against `schema` (see [`ChangeBatch::from_columns`]): used on
+    /// batches read back from the write-ahead log, which older versions may have accepted.
+    pub(crate) fn check_values(&self, schema: &TableSchema) -> Result<()> {
+        for (column, array) in schema.columns.iter().zip(self.rows.columns()) {
+            check_values(column, array)?;
+        }
+        Ok(())
+    }
+
     /// Columns (by index) with rows whose value must be kept from the current row.
     pub fn unchanged(&self) -> &[(usize, Vec<bool>)] {
         &self.unchanged
@@ -239,10 +270,76 @@ impl ChangeBatch {
     }
 }
 
+/// Microseconds in a day: Iceberg `time` values lie in `0..TIME_MICROS_PER_DAY`.
+const TIME_MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// Refuses values the column's type can carry in Arrow but Iceberg or the Parquet writer would
+/// refuse at commit: a `time` outside one day, a decimal wider than its precision. Checked
+/// before a batch is logged, so nothing in the write-ahead log can fail a commit.
+fn check_values(column: &ColumnSchema, array: &ArrayRef) -> Result<()> {
+    let bad = |row: Option<usize>, message: String| EngineError::InvalidBatch {
+        row,
+        column: Some(column.name.clone()),
+        message,
+    };
+    // A list's elements are checked as one flat array; the error names the list's row.
+    let (values, row_of): (ArrayRef, Box<dyn Fn(usize) -> usize>) = match array.data_type() {
+        DataType::List(_) => {
+            let list = array.as_list::<i32>();
+            let offsets = list.value_offsets().to_vec();
+            let start = offsets.first().copied().unwrap_or(0) as usize;
+            let end = offsets.last().copied().unwrap_or(0) as usize;
+            let values = list.values().slice(start, end - start);
+            let row_of = move |i: usize| {
+                offsets
+                    .partition_point(|&o| (o as usize) <= start + i)
+                    .saturating_sub(1)
+            };
+            (values, Box::new(row_of))
+        }
+        _ => (array.clone(), Box::new(|i| i)),
+    };
+    match values.data_type() {
+        DataType::Time64(_) => {
+            let times = values.as_primitive::<Time64MicrosecondType>();
+            if let Some(i) = (0..times.len())
+                .find(|&i| times.is_valid(i) && !(0..TIME_MICROS_PER_DAY).contains(&times.value(i)))
+            {
+                return Err(bad(
+                    Some(row_of(i)),
+                    format!(
+                        "time value {} µs is outside a day (0 to 86399999999 µs, \
+                         00:00:00 to 23:59:59.999999)",
+                        times.value(i)
+                    ),
+                ));
+            }
+        }
+        DataType::Decimal128(precision, scale) => {
+            let decimals = values.as_primitive::<Decimal128Type>();
+            let max = 10i128.pow(u32::from(*precision));
+            if let Some(i) = (0..decimals.len())
+                .find(|&i| decimals.is_valid(i) && decimals.value(i).unsigned_abs() >= max as u128)
+            {
+                return Err(bad(
+                    Some(row_of(i)),
+                    format!(
+                        "decimal value {} has more than {precision} digits \
+                         (decimal({precision},{scale}))",
+                        decimals.value_as_string(i)
+                    ),
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{ColumnSchema, ColumnType};
+    use crate::schema::ColumnType;
     use arrow_array::{Int64Array, StringArray};
 
     fn schema() -> TableSchema {

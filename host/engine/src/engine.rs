@@ -70,8 +70,61 @@ struct Inner {
     catalog: Arc<Catalog>,
     warehouse: Warehouse,
     tables: RwLock<HashMap<String, Arc<Table>>>,
+    /// Tables that could not be opened, with the reason; listed, refusing writes, droppable.
+    failed: RwLock<HashMap<String, FailedTable>>,
+    /// Held for the engine's life: one process per data directory.
+    _lock: std::fs::File,
     /// Serialises create and drop so names and directories never race.
     ddl: tokio::sync::Mutex<()>,
+}
+
+/// A table that could not be opened, and why.
+#[derive(Clone)]
+struct FailedTable {
+    entry: CatalogEntry,
+    reason: String,
+}
+
+impl FailedTable {
+    fn info(&self) -> TableInfo {
+        let schema = serde_json::from_str(&self.entry.schema_json).unwrap_or(TableSchema {
+            columns: Vec::new(),
+            primary_key: Vec::new(),
+            field_ids: Vec::new(),
+            element_ids: Vec::new(),
+        });
+        TableInfo::failed(
+            &self.entry.name,
+            &self.entry.namespace,
+            &self.entry.table,
+            schema,
+            &self.entry.metadata_location,
+            &self.reason,
+        )
+    }
+}
+
+/// Takes an exclusive lock on `DATA-DIR/moonlink.lock` for the process's life: a second
+/// process on the same directory would delete the first one's log segments and move its
+/// table pointers.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File> {
+    let path = data_dir.join("moonlink.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| EngineError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(EngineError::DataDirLocked(format!(
+            "data directory {} is in use by another moonlink-host process (lock {} is held); \
+             stop it or choose another --data-dir",
+            data_dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(EngineError::io(&path, e)),
+    }
 }
 
 fn valid_identifier_part(s: &str) -> bool {
@@ -87,6 +140,7 @@ impl Engine {
     pub async fn open(config: EngineConfig) -> Result<Engine> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| EngineError::io(&config.data_dir, e))?;
+        let lock = lock_data_dir(&config.data_dir)?;
         let catalog = Arc::new(Catalog::open(&config.data_dir.join("catalog.db"))?);
         let warehouse = Warehouse::local(&config.data_dir.join("warehouse"))?;
         let engine = Engine {
@@ -95,22 +149,54 @@ impl Engine {
                 catalog,
                 warehouse,
                 tables: RwLock::new(HashMap::new()),
+                failed: RwLock::new(HashMap::new()),
+                _lock: lock,
                 ddl: tokio::sync::Mutex::new(()),
             }),
         };
-        let file_io = engine.inner.warehouse.file_io();
         for entry in engine.inner.catalog.list()? {
-            let schema: TableSchema = serde_json::from_str(&entry.schema_json).map_err(|e| {
-                EngineError::Catalog(format!("bad stored schema for '{}': {e}", entry.name))
-            })?;
-            let options: TableOptions = serde_json::from_str(&entry.options_json).map_err(|e| {
-                EngineError::Catalog(format!("bad stored options for '{}': {e}", entry.name))
-            })?;
-            let metadata = commit::load_metadata(&file_io, &entry.metadata_location).await?;
-            let table = engine.open_table(entry, schema, options, metadata).await?;
-            engine.tables_mut().insert(table.name.clone(), table);
+            // One table that cannot open must not keep the others (or the server) down.
+            match engine.recover_table(&entry).await {
+                Ok(table) => {
+                    engine.tables_mut().insert(table.name.clone(), table);
+                }
+                Err(e) => engine.mark_failed(entry, e),
+            }
         }
         Ok(engine)
+    }
+
+    async fn recover_table(&self, entry: &CatalogEntry) -> Result<Arc<Table>> {
+        let schema: TableSchema = serde_json::from_str(&entry.schema_json).map_err(|e| {
+            EngineError::Catalog(format!("bad stored schema for '{}': {e}", entry.name))
+        })?;
+        let options: TableOptions = serde_json::from_str(&entry.options_json).map_err(|e| {
+            EngineError::Catalog(format!("bad stored options for '{}': {e}", entry.name))
+        })?;
+        let file_io = self.inner.warehouse.file_io();
+        let metadata = commit::load_metadata(&file_io, &entry.metadata_location).await?;
+        self.open_table(entry.clone(), schema, options, metadata)
+            .await
+    }
+
+    fn mark_failed(&self, entry: CatalogEntry, error: EngineError) {
+        let reason = error.to_string();
+        tracing::error!(table = %entry.name, error = %reason,
+            "table could not be opened; it is listed as failed and refuses writes until fixed and restarted");
+        self.inner
+            .failed
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(entry.name.clone(), FailedTable { entry, reason });
+    }
+
+    fn failed_table(&self, name: &str) -> Option<FailedTable> {
+        self.inner
+            .failed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     async fn open_table(
@@ -163,7 +249,13 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
             .cloned()
-            .ok_or_else(|| EngineError::TableNotFound(name.to_string()))
+            .ok_or_else(|| match self.failed_table(name) {
+                Some(failed) => EngineError::TableFailed {
+                    name: name.to_string(),
+                    reason: failed.reason,
+                },
+                None => EngineError::TableNotFound(name.to_string()),
+            })
     }
 
     /// Creates an Iceberg v3 table and registers it under `request.name`.
@@ -183,7 +275,7 @@ impl Engine {
             }
         }
         let _ddl = self.inner.ddl.lock().await;
-        if self.table(&request.name).is_ok() {
+        if self.table(&request.name).is_ok() || self.failed_table(&request.name).is_some() {
             return Err(EngineError::TableExists(request.name));
         }
         let file_io = self.inner.warehouse.file_io();
@@ -222,6 +314,9 @@ impl Engine {
     /// Drops a table: stops its writer, removes it from the catalog, deletes its files and log.
     pub async fn drop_table(&self, name: &str) -> Result<()> {
         let _ddl = self.inner.ddl.lock().await;
+        if let Some(failed) = self.failed_table(name) {
+            return self.drop_failed(failed).await;
+        }
         let table = self.table(name)?;
         table.destroy().await?;
         let location = table.info().metadata_location;
@@ -247,14 +342,48 @@ impl Engine {
         Ok(())
     }
 
+    /// Removes a table that could not be opened: catalog entry, log, index and files.
+    async fn drop_failed(&self, failed: FailedTable) -> Result<()> {
+        let entry = failed.entry;
+        self.inner.catalog.remove(&entry)?;
+        for kind in ["wal", "index"] {
+            let dir = self.cache_dir(kind, &entry.id);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(EngineError::io(dir, e));
+                }
+            }
+        }
+        self.inner
+            .failed
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&entry.name);
+        let table_root = format!(
+            "{}/{}/{}",
+            self.inner.warehouse.root(),
+            entry.namespace,
+            entry.table
+        );
+        if let Err(e) = self.inner.warehouse.delete_prefix(&table_root).await {
+            tracing::warn!(table = %entry.name, error = %e, "dropped table's files could not all be deleted");
+        }
+        Ok(())
+    }
+
     pub fn list_tables(&self) -> Vec<TableInfo> {
         let tables = self.inner.tables.read().unwrap_or_else(|p| p.into_inner());
         let mut infos: Vec<TableInfo> = tables.values().map(|t| t.info()).collect();
+        let failed = self.inner.failed.read().unwrap_or_else(|p| p.into_inner());
+        infos.extend(failed.values().map(FailedTable::info));
         infos.sort_by(|a, b| a.name.cmp(&b.name));
         infos
     }
 
     pub fn table_info(&self, name: &str) -> Result<TableInfo> {
+        if let Some(failed) = self.failed_table(name) {
+            return Ok(failed.info());
+        }
         Ok(self.table(name)?.info())
     }
 
@@ -321,21 +450,15 @@ impl Engine {
         if evolved.columns == current.columns {
             return Ok(current);
         }
-        let closed = table.close().await?;
+        // Checked before the table is closed: Iceberg must accept the new schema.
         let schema_id = metadata
             .schemas_iter()
             .map(|s| s.schema_id())
             .max()
             .unwrap_or(0)
             + 1;
-        let file_io = self.inner.warehouse.file_io();
-        let committed = commit::add_schema(
-            &file_io,
-            &closed.metadata,
-            &closed.metadata_location,
-            evolved.iceberg_schema_with_id(schema_id)?,
-        )
-        .await?;
+        let new_iceberg_schema = evolved.iceberg_schema_with_id(schema_id)?;
+        let closed = table.close().await?;
         let entry = CatalogEntry {
             name: table.name.clone(),
             id: table.id.clone(),
@@ -345,31 +468,58 @@ impl Engine {
                 .map_err(|e| EngineError::Catalog(e.to_string()))?,
             options_json: serde_json::to_string(&table.options)
                 .map_err(|e| EngineError::Catalog(e.to_string()))?,
-            metadata_location: committed.location.clone(),
+            metadata_location: String::new(),
         };
-        let reopen = |entry: CatalogEntry, schema: TableSchema, metadata| {
-            self.open_table(entry, schema, table.options.clone(), metadata)
-        };
-        if let Err(e) =
-            self.inner
-                .catalog
-                .swap_schema(&entry, &closed.metadata_location, &committed.location)
-        {
-            // Nothing changed: reopen the table as it was.
+        let swapped = async {
+            let committed = commit::add_schema(
+                &self.inner.warehouse.file_io(),
+                &closed.metadata,
+                &closed.metadata_location,
+                new_iceberg_schema,
+            )
+            .await?;
             let entry = CatalogEntry {
-                metadata_location: closed.metadata_location.clone(),
-                schema_json: String::new(),
-                ..entry
+                metadata_location: committed.location.clone(),
+                ..entry.clone()
             };
-            let table = reopen(entry, current, closed.metadata.as_ref().clone()).await?;
-            self.tables_mut().insert(table.name.clone(), table);
-            return Err(e);
+            self.inner.catalog.swap_schema(
+                &entry,
+                &closed.metadata_location,
+                &committed.location,
+            )?;
+            Ok::<_, EngineError>((entry, committed.metadata))
         }
-        tracing::info!(table = name, schema_id, columns = ?evolved.columns.iter().map(|c| &c.name).collect::<Vec<_>>(),
-            "table schema evolved");
-        let reopened = reopen(entry, evolved.clone(), committed.metadata).await?;
-        self.tables_mut().insert(reopened.name.clone(), reopened);
-        Ok(evolved)
+        .await;
+        let (entry, schema, metadata, result) = match swapped {
+            Ok((entry, metadata)) => (entry, evolved.clone(), metadata, Ok(evolved.clone())),
+            // Nothing changed in the catalog: reopen the table as it was, whatever failed.
+            Err(e) => (
+                CatalogEntry {
+                    metadata_location: closed.metadata_location.clone(),
+                    ..entry
+                },
+                current,
+                closed.metadata.as_ref().clone(),
+                Err(e),
+            ),
+        };
+        match self
+            .open_table(entry.clone(), schema, table.options.clone(), metadata)
+            .await
+        {
+            Ok(reopened) => {
+                self.tables_mut().insert(reopened.name.clone(), reopened);
+            }
+            Err(e) => {
+                self.tables_mut().remove(name);
+                self.mark_failed(entry, e);
+            }
+        }
+        if result.is_ok() {
+            tracing::info!(table = name, schema_id, columns = ?evolved.columns.iter().map(|c| &c.name).collect::<Vec<_>>(),
+                "table schema evolved");
+        }
+        result
     }
 
     /// Records that `source` was acknowledged `checkpoint`: every change up to it is committed

@@ -28,6 +28,20 @@ pub enum EngineError {
         message: String,
     },
 
+    /// The table's schema changed (or it was dropped and recreated) between decoding a batch
+    /// and applying it; nothing was written. Retrying decodes against the new schema.
+    #[error("table '{0}' changed its schema while the request was being decoded; nothing was written, retry the request")]
+    SchemaChanged(String),
+
+    /// The table could not be opened at startup (e.g. its write-ahead log is damaged); the
+    /// rest of the engine runs. The reason says what the operator must do.
+    #[error("table '{name}' is unavailable: {reason}")]
+    TableFailed { name: String, reason: String },
+
+    /// Another process holds the data directory.
+    #[error("{0}")]
+    DataDirLocked(String),
+
     /// An insert hit keys that already exist; the whole batch was refused.
     #[error("{} key(s) already exist: {}", .rows.len(), .keys.join("; "))]
     KeyConflict { rows: Vec<usize>, keys: Vec<String> },

@@ -1,16 +1,21 @@
 //! On-disk key-index segments: one immutable file per keyed data file in the local cache
-//! directory, so a restart reads 12 bytes per row instead of the Parquet key columns.
+//! directory, so a restart reads 16 bytes per row instead of the Parquet key columns; and the
+//! table's key secret (`key-secret`), under which every key is hashed.
 //!
-//! The cache is only a cache: a missing or damaged segment is rebuilt from the data file.
-//! Layout, little-endian: `b"MLIDX001" | rows: u64 | hashes: [u64; rows] |
+//! The cache is only a cache: a missing or damaged segment, or one written under another
+//! secret, is rebuilt from the data file. Layout, little-endian: `b"MLIDX002" |
+//! secret fingerprint: u64 | rows: u64 | hashes: [u64; rows] | checks: [u32; rows] |
 //! positions: [u32; rows] | crc32 of everything before`.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{EngineError, Result};
-use crate::key_index::Segment;
+use crate::key_index::{KeyHasher, Segment};
 
-const MAGIC: &[u8; 8] = b"MLIDX001";
+const MAGIC: &[u8; 8] = b"MLIDX002";
+const HEADER_LEN: usize = 24;
+const SECRET_FILE: &str = "key-secret";
 
 /// Where the segment of `data_file` (a warehouse location) lives under `dir`.
 pub fn segment_path(dir: &Path, data_file: &str) -> PathBuf {
@@ -19,12 +24,43 @@ pub fn segment_path(dir: &Path, data_file: &str) -> PathBuf {
     dir.join(format!("{stem}.idx"))
 }
 
-pub fn write_segment(path: &Path, segment: &Segment) -> Result<()> {
-    let mut bytes = Vec::with_capacity(20 + segment.len() * 12);
+/// The table's key secret, created (random, readable only by this user) on first use. A lost
+/// secret only costs a rebuild of the segments from the data files.
+pub fn key_secret(dir: &Path) -> Result<[u8; 16]> {
+    let path = dir.join(SECRET_FILE);
+    if let Ok(bytes) = std::fs::read(&path) {
+        if let Ok(secret) = <[u8; 16]>::try_from(bytes.as_slice()) {
+            return Ok(secret);
+        }
+        tracing::warn!(path = %path.display(), "key secret is damaged; making a new one (the key index is rebuilt)");
+    }
+    let mut secret = [0u8; 16];
+    getrandom::fill(&mut secret)
+        .map_err(|e| EngineError::io(&path, std::io::Error::other(e.to_string())))?;
+    std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(&secret).and_then(|()| f.sync_all()))
+        .map_err(|e| EngineError::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| EngineError::io(&path, e))?;
+    Ok(secret)
+}
+
+pub fn write_segment(path: &Path, segment: &Segment, hasher: &KeyHasher) -> Result<()> {
+    let mut bytes = Vec::with_capacity(HEADER_LEN + 4 + segment.len() * 16);
     bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&hasher.fingerprint().to_le_bytes());
     bytes.extend_from_slice(&(segment.len() as u64).to_le_bytes());
     for h in &segment.hashes {
         bytes.extend_from_slice(&h.to_le_bytes());
+    }
+    for c in &segment.checks {
+        bytes.extend_from_slice(&c.to_le_bytes());
     }
     for p in &segment.positions {
         bytes.extend_from_slice(&p.to_le_bytes());
@@ -38,48 +74,71 @@ pub fn write_segment(path: &Path, segment: &Segment) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e))
 }
 
-/// Reads a segment; `None` if it is missing or fails its checks (then rebuild it).
-pub fn read_segment(path: &Path) -> Option<Segment> {
+/// Reads a segment; `None` if it is missing, fails its checks or was written under another
+/// secret (then rebuild it).
+pub fn read_segment(path: &Path, hasher: &KeyHasher) -> Option<Segment> {
     let bytes = std::fs::read(path).ok()?;
-    if bytes.len() < 20 || &bytes[..8] != MAGIC {
+    if bytes.len() < HEADER_LEN + 4 || &bytes[..8] != MAGIC {
         return None;
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     if crc32fast::hash(body).to_le_bytes() != crc {
         return None;
     }
-    let rows = u64::from_le_bytes(body[8..16].try_into().ok()?) as usize;
-    if body.len() != 16 + rows * 12 {
+    let le64 = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(body.get(at..at + 8)?.try_into().ok()?))
+    };
+    if le64(8)? != hasher.fingerprint() {
         return None;
     }
-    let hashes_end = 16 + rows * 8;
-    let hashes = body[16..hashes_end]
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    let positions = body[hashes_end..]
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    Some(Segment { hashes, positions })
+    let rows = usize::try_from(le64(16)?).ok()?;
+    if body.len() != HEADER_LEN.checked_add(rows.checked_mul(16)?)? {
+        return None;
+    }
+    let (hashes, rest) = body[HEADER_LEN..].split_at(rows * 8);
+    let (checks, positions) = rest.split_at(rows * 4);
+    let u32s = |b: &[u8]| -> Vec<u32> {
+        b.chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    Some(Segment {
+        hashes: hashes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect(),
+        checks: u32s(checks),
+        positions: u32s(positions),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key_index::KeyHash;
 
     #[test]
-    fn round_trips_and_rejects_damage() {
+    fn round_trips_and_rejects_damage_or_another_secret() {
         let dir = tempfile::tempdir().unwrap();
+        let hasher = KeyHasher::new(key_secret(dir.path()).unwrap());
+        assert_eq!(
+            key_secret(dir.path()).unwrap(),
+            key_secret(dir.path()).unwrap()
+        );
         let path = segment_path(dir.path(), "/w/t/data/0190-abc.parquet");
         assert!(path.ends_with("0190-abc.idx"));
-        let segment = Segment::from_row_hashes(&[9, 1, 5]);
-        write_segment(&path, &segment).unwrap();
-        assert_eq!(read_segment(&path), Some(segment));
+        let keys = [9, 1, 5].map(|hash| KeyHash {
+            hash,
+            check: hash as u32 * 3,
+        });
+        let segment = Segment::from_row_hashes(&keys);
+        write_segment(&path, &segment, &hasher).unwrap();
+        assert_eq!(read_segment(&path, &hasher), Some(segment));
+        assert_eq!(read_segment(&path, &KeyHasher::new([1; 16])), None);
         let mut bytes = std::fs::read(&path).unwrap();
-        bytes[20] ^= 0xff;
+        bytes[30] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
-        assert_eq!(read_segment(&path), None);
-        assert_eq!(read_segment(&dir.path().join("missing.idx")), None);
+        assert_eq!(read_segment(&path, &hasher), None);
+        assert_eq!(read_segment(&dir.path().join("missing.idx"), &hasher), None);
     }
 }

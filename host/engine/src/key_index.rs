@@ -1,27 +1,29 @@
 //! The primary-key index: key → where the live row with that key is.
 //!
-//! Keys are hashed to 64 bits (xxh3 over a canonical encoding of the key columns, stable across
-//! builds, so hashes can be persisted). The index has two parts:
-//! - buffered rows: a hash map `hash → buffer row`, small and short-lived;
+//! Keys are hashed with SipHash-1-3 (128-bit output) under a random secret kept per table
+//! (`key-secret` in the table's index directory), so nobody outside the process can craft
+//! two keys that collide. Each key becomes a [`KeyHash`]: 64 bits to find it and 32 more
+//! bits to confirm it, compared on every hit — two distinct keys alias only if all 96 bits
+//! match (about n²/2^97 for n honest keys; ~6·10^-12 at a billion keys). The index has two parts:
+//! - buffered rows: a hash map `key hash → buffer row`, small and short-lived;
 //! - data files: one immutable [`Segment`] per file, the file's key hashes sorted, with their
-//!   row positions: 12 bytes per row. Segments are written beside the local cache
-//!   (`index_segment.rs`) so a restart reads them instead of Parquet.
+//!   check bits and row positions: 16 bytes per row. Segments are written beside the local
+//!   cache (`index_segment.rs`) so a restart reads them instead of Parquet.
 //!
 //! A segment never changes; a deleted row stays in it and is masked by the file's deleted
-//! positions (the same positions its deletion vector holds). Two distinct keys sharing a 64-bit
-//! hash (probability about n²/2^65) would be treated as one key; see NOTES.md.
+//! positions (the same positions its deletion vector holds).
 
 use std::collections::HashMap;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Date32Type, Decimal128Type, Float32Type, Float64Type, Int32Type, Int64Type,
-    TimestampMicrosecondType,
+    Time64MicrosecondType, TimestampMicrosecondType,
 };
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use roaring::RoaringTreemap;
-use xxhash_rust::xxh3::xxh3_64_with_seed;
+use siphasher::sip128::{Hasher128, SipHasher13};
 
 /// Where a live row is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,24 +34,77 @@ pub enum Location {
     File(u32, u32),
 }
 
-/// The sorted key hashes of one data file and the row position of each.
+/// A key's 96-bit fingerprint: `hash` places it, `check` confirms a hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KeyHash {
+    pub hash: u64,
+    pub check: u32,
+}
+
+impl std::hash::Hash for KeyHash {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Already uniform: maps use `hash` as is (see `PreHashed`).
+        state.write_u64(self.hash);
+    }
+}
+
+/// Hashes keys under a table's secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyHasher {
+    secret: [u8; 16],
+}
+
+impl KeyHasher {
+    pub fn new(secret: [u8; 16]) -> Self {
+        KeyHasher { secret }
+    }
+
+    /// Identifies the secret in persisted segments without revealing it.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = SipHasher13::new_with_key(&self.secret);
+        std::hash::Hasher::write(&mut h, b"moonlink key-index segment");
+        h.finish128().h1
+    }
+
+    /// Hashes the key columns (`key_columns`, indices into `batch`) of every row.
+    pub fn hash_rows(&self, batch: &RecordBatch, key_columns: &[usize]) -> Vec<KeyHash> {
+        let mut states = vec![SipHasher13::new_with_key(&self.secret); batch.num_rows()];
+        for &index in key_columns {
+            feed_column(batch.column(index).as_ref(), &mut states);
+        }
+        states
+            .into_iter()
+            .map(|state| {
+                let h = state.finish128();
+                KeyHash {
+                    hash: h.h1,
+                    check: h.h2 as u32,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The sorted key hashes of one data file, with check bits and the row position of each.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Segment {
     pub hashes: Vec<u64>,
+    pub checks: Vec<u32>,
     pub positions: Vec<u32>,
 }
 
 impl Segment {
     /// Builds a segment from the key hash of every row, in file order.
-    pub fn from_row_hashes(row_hashes: &[u64]) -> Segment {
-        let mut pairs: Vec<(u64, u32)> = row_hashes
+    pub fn from_row_hashes(row_hashes: &[KeyHash]) -> Segment {
+        let mut pairs: Vec<(KeyHash, u32)> = row_hashes
             .iter()
             .enumerate()
             .map(|(position, &hash)| (hash, position as u32))
             .collect();
         pairs.sort_unstable();
         Segment {
-            hashes: pairs.iter().map(|p| p.0).collect(),
+            hashes: pairs.iter().map(|p| p.0.hash).collect(),
+            checks: pairs.iter().map(|p| p.0.check).collect(),
             positions: pairs.iter().map(|p| p.1).collect(),
         }
     }
@@ -86,13 +141,15 @@ impl Segment {
         lo + self.hashes[lo..hi].partition_point(|&h| h < hash)
     }
 
-    /// Row positions holding `hash`.
-    fn positions_of(&self, hash: u64) -> impl Iterator<Item = u32> + '_ {
-        let start = self.lower_bound(hash);
+    /// Row positions holding `key` (both its hash and its check bits).
+    fn positions_of(&self, key: KeyHash) -> impl Iterator<Item = u32> + '_ {
+        let start = self.lower_bound(key.hash);
         self.hashes[start..]
             .iter()
-            .take_while(move |&&h| h == hash)
+            .take_while(move |&&h| h == key.hash)
+            .zip(&self.checks[start..])
             .zip(&self.positions[start..])
+            .filter(move |((_, &check), _)| check == key.check)
             .map(|(_, &p)| p)
     }
 
@@ -105,7 +162,7 @@ impl Segment {
     }
 
     fn memory_bytes(&self) -> usize {
-        self.hashes.capacity() * 8 + self.positions.capacity() * 4
+        self.hashes.capacity() * 8 + self.checks.capacity() * 4 + self.positions.capacity() * 4
     }
 }
 
@@ -131,7 +188,7 @@ impl std::hash::Hasher for PreHashed {
 }
 
 /// A hash map keyed by key hashes.
-pub type KeyHashMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<PreHashed>>;
+pub type KeyHashMap<V> = HashMap<KeyHash, V, std::hash::BuildHasherDefault<PreHashed>>;
 
 /// key hash → location, over the buffer and every data file's segment.
 #[derive(Debug, Default)]
@@ -145,7 +202,7 @@ pub struct KeyIndex {
 
 impl KeyIndex {
     /// The live location of `hash`, newest first.
-    pub fn get(&self, hash: u64) -> Option<Location> {
+    pub fn get(&self, hash: KeyHash) -> Option<Location> {
         if let Some(&row) = self.buffer.get(&hash) {
             return Some(Location::Buffer(row));
         }
@@ -161,12 +218,12 @@ impl KeyIndex {
     }
 
     /// Points `hash` at a buffered row.
-    pub fn insert_buffered(&mut self, hash: u64, row: u32) {
+    pub fn insert_buffered(&mut self, hash: KeyHash, row: u32) {
         self.buffer.insert(hash, row);
     }
 
     /// Forgets a location because its row was deleted or replaced.
-    pub fn kill(&mut self, hash: u64, location: Location) {
+    pub fn kill(&mut self, hash: KeyHash, location: Location) {
         match location {
             Location::Buffer(_) => {
                 self.buffer.remove(&hash);
@@ -228,67 +285,64 @@ impl KeyIndex {
     pub fn memory_bytes(&self) -> usize {
         let segments: usize = self.segments.iter().map(|(_, s)| s.memory_bytes()).sum();
         let dead: usize = self.dead.values().map(|d| d.serialized_size()).sum();
-        let buffer = self.buffer.capacity() * (8 + 4 + 1);
+        let buffer = self.buffer.capacity() * (std::mem::size_of::<(KeyHash, u32)>() + 1);
         segments + dead + buffer
     }
 }
 
-/// Hashes the key columns (`key_columns`, indices into `batch`) of every row.
-pub fn hash_keys(batch: &RecordBatch, key_columns: &[usize]) -> Vec<u64> {
-    let mut hashes = vec![0x6d6f_6f6e_6c69_6e6bu64; batch.num_rows()];
-    for &index in key_columns {
-        let column = batch.column(index);
-        let mut feed = |row: usize, bytes: &[u8]| {
-            hashes[row] = xxh3_64_with_seed(bytes, hashes[row]);
-        };
-        macro_rules! primitive {
-            ($t:ty) => {{
-                let values = column.as_primitive::<$t>();
-                for row in 0..values.len() {
-                    feed(row, &values.value(row).to_le_bytes());
-                }
-            }};
+/// Feeds one key column into every row's hasher, in a canonical encoding: fixed-width values
+/// little-endian, variable-width ones prefixed by their length (so `("ab","c")` and
+/// `("a","bc")` differ).
+fn feed_column(column: &dyn Array, states: &mut [SipHasher13]) {
+    use std::hash::Hasher;
+    macro_rules! primitive {
+        ($t:ty) => {{
+            let values = column.as_primitive::<$t>();
+            for (row, state) in states.iter_mut().enumerate() {
+                state.write(&values.value(row).to_le_bytes());
+            }
+        }};
+    }
+    macro_rules! variable {
+        ($values:expr) => {{
+            let values = $values;
+            for (row, state) in states.iter_mut().enumerate() {
+                let v: &[u8] = values.value(row).as_ref();
+                state.write(&(v.len() as u64).to_le_bytes());
+                state.write(v);
+            }
+        }};
+    }
+    match column.data_type() {
+        DataType::Int32 => primitive!(Int32Type),
+        DataType::Int64 => primitive!(Int64Type),
+        DataType::Date32 => primitive!(Date32Type),
+        DataType::Timestamp(_, _) => primitive!(TimestampMicrosecondType),
+        DataType::Time64(_) => primitive!(Time64MicrosecondType),
+        DataType::Decimal128(_, _) => primitive!(Decimal128Type),
+        DataType::Float32 => primitive!(Float32Type),
+        DataType::Float64 => primitive!(Float64Type),
+        DataType::Boolean => {
+            let values = column.as_boolean();
+            for (row, state) in states.iter_mut().enumerate() {
+                state.write(&[values.value(row) as u8]);
+            }
         }
-        match column.data_type() {
-            DataType::Int32 => primitive!(Int32Type),
-            DataType::Int64 => primitive!(Int64Type),
-            DataType::Date32 => primitive!(Date32Type),
-            DataType::Timestamp(_, _) => primitive!(TimestampMicrosecondType),
-            DataType::Decimal128(_, _) => primitive!(Decimal128Type),
-            DataType::Float32 => primitive!(Float32Type),
-            DataType::Float64 => primitive!(Float64Type),
-            DataType::Boolean => {
-                let values = column.as_boolean();
-                for row in 0..values.len() {
-                    feed(row, &[values.value(row) as u8]);
-                }
+        DataType::Utf8 => variable!(column.as_string::<i32>()),
+        DataType::Binary => variable!(column.as_binary::<i32>()),
+        DataType::FixedSizeBinary(_) => {
+            let values = column.as_fixed_size_binary();
+            for (row, state) in states.iter_mut().enumerate() {
+                state.write(values.value(row));
             }
-            DataType::Utf8 => {
-                let values = column.as_string::<i32>();
-                for row in 0..values.len() {
-                    let v = values.value(row).as_bytes();
-                    feed(row, &(v.len() as u64).to_le_bytes());
-                    feed(row, v);
-                }
+        }
+        // `TableSchema::validate` refuses key columns of any other type.
+        other => {
+            for state in states.iter_mut() {
+                state.write(other.to_string().as_bytes());
             }
-            DataType::Binary => {
-                let values = column.as_binary::<i32>();
-                for row in 0..values.len() {
-                    let v = values.value(row);
-                    feed(row, &(v.len() as u64).to_le_bytes());
-                    feed(row, v);
-                }
-            }
-            DataType::FixedSizeBinary(_) => {
-                let values = column.as_fixed_size_binary();
-                for row in 0..values.len() {
-                    feed(row, values.value(row));
-                }
-            }
-            other => unreachable!("key column of unsupported Arrow type {other}"),
         }
     }
-    hashes
 }
 
 #[cfg(test)]
@@ -296,6 +350,10 @@ mod tests {
     use super::*;
     use arrow_array::{ArrayRef, Int64Array, StringArray};
     use std::sync::Arc;
+
+    fn kh(hash: u64) -> KeyHash {
+        KeyHash { hash, check: 0 }
+    }
 
     #[test]
     fn composite_keys_hash_by_value_and_order() {
@@ -307,13 +365,30 @@ mod tests {
             ),
         ])
         .unwrap();
-        let h = hash_keys(&batch, &[0, 1]);
+        let hasher = KeyHasher::new([7; 16]);
+        let h = hasher.hash_rows(&batch, &[0, 1]);
         assert_ne!(h[0], h[1]);
         assert_ne!(h[0], h[2]);
-        let again = hash_keys(&batch.slice(2, 1), &[0, 1]);
+        let again = hasher.hash_rows(&batch.slice(2, 1), &[0, 1]);
         assert_eq!(again[0], h[2]);
-        // Stable across builds: this value is persisted nowhere yet, but must not drift.
-        assert_eq!(hash_keys(&batch, &[0])[0], hash_keys(&batch, &[0])[1]);
+        assert_eq!(
+            hasher.hash_rows(&batch, &[0])[0],
+            hasher.hash_rows(&batch, &[0])[1]
+        );
+        // Another table's secret gives unrelated hashes.
+        let other = KeyHasher::new([8; 16]);
+        assert_ne!(other.hash_rows(&batch, &[0, 1])[0], h[0]);
+        assert_ne!(other.fingerprint(), hasher.fingerprint());
+        // Variable-width values are length-prefixed: ("ab","c") is not ("a","bc").
+        let split = |a: &str, b: &str| {
+            let batch = RecordBatch::try_from_iter(vec![
+                ("a", Arc::new(StringArray::from(vec![a])) as ArrayRef),
+                ("b", Arc::new(StringArray::from(vec![b])) as ArrayRef),
+            ])
+            .unwrap();
+            hasher.hash_rows(&batch, &[0, 1])[0]
+        };
+        assert_ne!(split("ab", "c"), split("a", "bc"));
     }
 
     #[test]
@@ -328,29 +403,47 @@ mod tests {
             })
             .collect();
         hashes.extend([0, 1, u64::MAX, u64::MAX, 42, 42, 42]);
-        let segment = Segment::from_row_hashes(&hashes);
+        let keys: Vec<KeyHash> = hashes.iter().map(|&h| kh(h)).collect();
+        let segment = Segment::from_row_hashes(&keys);
         for probe in hashes.iter().copied().chain([2, 3, u64::MAX - 1, 1 << 63]) {
             let expected = segment.hashes.partition_point(|&h| h < probe);
             assert_eq!(segment.lower_bound(probe), expected, "probe {probe}");
         }
-        assert_eq!(segment.positions_of(42).count(), 3);
+        assert_eq!(segment.positions_of(kh(42)).count(), 3);
         assert_eq!(Segment::default().lower_bound(5), 0);
     }
 
     #[test]
     fn newest_live_location_wins() {
         let mut index = KeyIndex::default();
-        index.add_segment(0, Segment::from_row_hashes(&[7, 3, 7]), None);
+        index.add_segment(0, Segment::from_row_hashes(&[kh(7), kh(3), kh(7)]), None);
         // Two rows with hash 7 can only happen if one was deleted; mask position 0.
-        index.kill(7, Location::File(0, 0));
-        assert_eq!(index.get(7), Some(Location::File(0, 2)));
-        assert_eq!(index.get(3), Some(Location::File(0, 1)));
-        index.kill(3, Location::File(0, 1));
-        assert_eq!(index.get(3), None);
-        index.insert_buffered(3, 0);
-        assert_eq!(index.get(3), Some(Location::Buffer(0)));
-        index.seal_buffer(1, Segment::from_row_hashes(&[3]));
-        assert_eq!(index.get(3), Some(Location::File(1, 0)));
+        index.kill(kh(7), Location::File(0, 0));
+        assert_eq!(index.get(kh(7)), Some(Location::File(0, 2)));
+        assert_eq!(index.get(kh(3)), Some(Location::File(0, 1)));
+        index.kill(kh(3), Location::File(0, 1));
+        assert_eq!(index.get(kh(3)), None);
+        index.insert_buffered(kh(3), 0);
+        assert_eq!(index.get(kh(3)), Some(Location::Buffer(0)));
+        index.seal_buffer(1, Segment::from_row_hashes(&[kh(3)]));
+        assert_eq!(index.get(kh(3)), Some(Location::File(1, 0)));
         assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn keys_sharing_64_hash_bits_stay_distinct() {
+        let a = KeyHash { hash: 99, check: 1 };
+        let b = KeyHash { hash: 99, check: 2 };
+        let mut index = KeyIndex::default();
+        index.add_segment(0, Segment::from_row_hashes(&[a, kh(5)]), None);
+        assert_eq!(index.get(a), Some(Location::File(0, 0)));
+        assert_eq!(
+            index.get(b),
+            None,
+            "a hash hit with other check bits is another key"
+        );
+        index.insert_buffered(b, 0);
+        assert_eq!(index.get(b), Some(Location::Buffer(0)));
+        assert_eq!(index.get(a), Some(Location::File(0, 0)));
     }
 }

@@ -14,15 +14,16 @@ use roaring::{RoaringBitmap, RoaringTreemap};
 
 use crate::batch::Operation;
 use crate::error::Result;
-use crate::key_index::{hash_keys, KeyHashMap, KeyIndex, Location, Segment};
+use crate::key_index::{KeyHash, KeyHashMap, KeyHasher, KeyIndex, Location, Segment};
 
 /// Key bookkeeping of a keyed table, guarded by the table's buffer lock.
-#[derive(Default)]
 pub struct KeyedBuffer {
     pub key_columns: Vec<usize>,
+    /// Hashes keys under the table's secret.
+    pub hasher: KeyHasher,
     pub index: KeyIndex,
     /// Key hash of every buffered row, in buffer order.
-    buffer_hashes: Vec<u64>,
+    buffer_hashes: Vec<KeyHash>,
     /// Buffered rows deleted or replaced since they were buffered.
     buffer_deleted: RoaringBitmap,
     /// Positions deleted in data files, not yet in a committed deletion vector.
@@ -47,10 +48,15 @@ pub struct TakenGeneration {
 }
 
 impl KeyedBuffer {
-    pub fn new(key_columns: Vec<usize>) -> Self {
+    pub fn new(key_columns: Vec<usize>, hasher: KeyHasher) -> Self {
         KeyedBuffer {
             key_columns,
-            ..Default::default()
+            hasher,
+            index: KeyIndex::default(),
+            buffer_hashes: Vec::new(),
+            buffer_deleted: RoaringBitmap::new(),
+            file_deletes: HashMap::new(),
+            next_file_id: 0,
         }
     }
 
@@ -72,7 +78,7 @@ impl KeyedBuffer {
 
     /// Rows of `rows` whose `insert` would hit an existing key (in the table or earlier in the
     /// same batch). Checked before anything is written, so a conflicting request writes nothing.
-    pub fn insert_conflicts(&self, operations: &[Operation], hashes: &[u64]) -> Vec<usize> {
+    pub fn insert_conflicts(&self, operations: &[Operation], hashes: &[KeyHash]) -> Vec<usize> {
         if !operations.contains(&Operation::Insert) {
             return Vec::new();
         }
@@ -99,8 +105,8 @@ impl KeyedBuffer {
     /// Applies a batch in row order. An insert of an existing key (only possible when
     /// replaying the log) behaves as an upsert.
     /// The key hash of every row of `rows`.
-    pub fn hash(&self, rows: &RecordBatch) -> Vec<u64> {
-        hash_keys(rows, &self.key_columns)
+    pub fn hash(&self, rows: &RecordBatch) -> Vec<KeyHash> {
+        self.hasher.hash_rows(rows, &self.key_columns)
     }
 
     /// `hashes` are the rows' key hashes ([`KeyedBuffer::hash`]), computed once per batch.
@@ -108,7 +114,7 @@ impl KeyedBuffer {
         &mut self,
         operations: &[Operation],
         rows: &RecordBatch,
-        hashes: &[u64],
+        hashes: &[KeyHash],
     ) -> Result<KeyedApply> {
         let mut keep = Vec::with_capacity(operations.len());
         let mut matched = 0;
@@ -133,7 +139,7 @@ impl KeyedBuffer {
         Ok(KeyedApply { rows, matched })
     }
 
-    fn kill(&mut self, hash: u64, location: Location) {
+    fn kill(&mut self, hash: KeyHash, location: Location) {
         self.index.kill(hash, location);
         match location {
             Location::Buffer(row) => {

@@ -45,8 +45,33 @@ impl ColumnType {
     /// `int16 int32 int64 float32 float64 bool boolean string text date32 decimal(p,s)
     /// timestamp timestamptz binary uuid`.
     pub fn parse(name: &str) -> Result<Self> {
+        // Type names are short; refusing long ones up front keeps hostile input cheap.
+        if name.len() > 64 {
+            return Err(EngineError::InvalidSchema(format!(
+                "data type '{}...' is too long to be a type name",
+                name.chars().take(32).collect::<String>()
+            )));
+        }
         let lower = name.trim().to_ascii_lowercase();
-        let ty = match lower.as_str() {
+        if let Some(inner) = lower
+            .strip_prefix("list<")
+            .and_then(|rest| rest.strip_suffix('>'))
+        {
+            // Lists hold scalars only, so the parser never recurses.
+            let inner = inner.trim();
+            if inner.starts_with("list<") {
+                return Err(EngineError::InvalidSchema(format!(
+                    "'{name}': lists of lists are not supported"
+                )));
+            }
+            return Ok(ColumnType::List(Box::new(Self::parse_scalar(inner, name)?)));
+        }
+        Self::parse_scalar(&lower, name)
+    }
+
+    /// Parses a scalar type name (already lowercased); `original` is quoted in errors.
+    fn parse_scalar(lower: &str, original: &str) -> Result<Self> {
+        let ty = match lower {
             "int16" | "smallint" => ColumnType::Int16,
             "int32" | "int" | "integer" => ColumnType::Int32,
             "int64" | "bigint" | "long" => ColumnType::Int64,
@@ -60,18 +85,9 @@ impl ColumnType {
             "binary" | "bytes" | "bytea" => ColumnType::Binary,
             "uuid" => ColumnType::Uuid,
             "time" => ColumnType::Time,
-            other if other.starts_with("list<") && other.ends_with('>') => {
-                let element = ColumnType::parse(&other[5..other.len() - 1])?;
-                if matches!(element, ColumnType::List(_)) {
-                    return Err(EngineError::InvalidSchema(format!(
-                        "'{name}': lists of lists are not supported"
-                    )));
-                }
-                ColumnType::List(Box::new(element))
-            }
             other => parse_decimal(other).ok_or_else(|| {
                 EngineError::InvalidSchema(format!(
-                    "unknown data type '{name}' (expected one of int16, int32, int64, float32, \
+                    "unknown data type '{original}' (expected one of int16, int32, int64, float32, \
                      float64, bool, string, date32, decimal(p,s), timestamp, timestamptz, binary, uuid, time, list<T>)"
                 ))
             })?,
@@ -227,6 +243,12 @@ impl TableSchema {
             if c.name.is_empty() {
                 return Err(EngineError::InvalidSchema("a column name is empty".into()));
             }
+            if c.name.len() > 255 || c.name.chars().any(char::is_control) {
+                return Err(EngineError::InvalidSchema(format!(
+                    "column name '{}' is longer than 255 bytes or has control characters",
+                    c.name.chars().take(64).collect::<String>()
+                )));
+            }
             if !seen.insert(c.name.as_str()) {
                 return Err(EngineError::InvalidSchema(format!(
                     "column '{}' is declared twice",
@@ -246,10 +268,20 @@ impl TableSchema {
                     "primary key column '{k}' must be declared \"nullable\": false"
                 )));
             }
-            if matches!(col.data_type, ColumnType::List(_)) {
-                return Err(EngineError::InvalidSchema(format!(
-                    "primary key column '{k}' is a list; keys must be scalar"
-                )));
+            match col.data_type {
+                ColumnType::List(_) => {
+                    return Err(EngineError::InvalidSchema(format!(
+                        "primary key column '{k}' is a list; keys must be scalar"
+                    )))
+                }
+                // Iceberg identifier fields may not be float or double (readers refuse them).
+                ColumnType::Float32 | ColumnType::Float64 => {
+                    return Err(EngineError::InvalidSchema(format!(
+                        "primary key column '{k}' is {}; Iceberg keys cannot be floating point",
+                        col.data_type.name()
+                    )))
+                }
+                _ => {}
             }
             if !key_seen.insert(k.as_str()) {
                 return Err(EngineError::InvalidSchema(format!(
@@ -257,6 +289,11 @@ impl TableSchema {
                 )));
             }
         }
+        // Whatever Iceberg itself refuses (e.g. a column `l.element` beside list `l`, whose
+        // element has that full name) is refused here, before anything is created or logged.
+        self.iceberg_schema().map_err(|e| {
+            EngineError::InvalidSchema(format!("Iceberg cannot represent this table: {e}"))
+        })?;
         Ok(())
     }
 

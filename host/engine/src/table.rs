@@ -27,7 +27,7 @@ use crate::data_files;
 use crate::deletion_vector;
 use crate::error::{EngineError, Result};
 use crate::index_segment;
-use crate::key_index::{hash_keys, Location, Segment};
+use crate::key_index::{KeyHash, KeyHasher, Location, Segment};
 use crate::keyed_buffer::KeyedBuffer;
 use crate::maintenance;
 use crate::schema::TableSchema;
@@ -158,6 +158,42 @@ pub struct TableInfo {
     pub index_entries: usize,
     pub index_bytes: usize,
     pub last_error: Option<String>,
+    /// The table could not be opened (`last_error` says why); it refuses writes.
+    pub failed: bool,
+}
+
+impl TableInfo {
+    /// What is known of a table that could not be opened.
+    pub(crate) fn failed(
+        name: &str,
+        namespace: &str,
+        table: &str,
+        schema: TableSchema,
+        metadata_location: &str,
+        reason: &str,
+    ) -> TableInfo {
+        TableInfo {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+            table: table.to_string(),
+            schema,
+            options: TableOptions::default(),
+            metadata_location: metadata_location.to_string(),
+            snapshot_id: None,
+            committed_lsn: 0,
+            last_lsn: 0,
+            buffered_rows: 0,
+            data_files: 0,
+            total_records: 0,
+            deleted_rows: 0,
+            snapshots: 0,
+            data_bytes: 0,
+            index_entries: 0,
+            index_bytes: 0,
+            last_error: Some(reason.to_string()),
+            failed: true,
+        }
+    }
 }
 
 /// What `apply` reports back.
@@ -177,7 +213,10 @@ struct Buffer {
     rows: usize,
     bytes: usize,
     next_lsn: u64,
+    /// The table stopped taking writes (dropped, or closed to be reopened).
     dropped: bool,
+    /// Closed to be reopened with a new schema: writes are told to retry, not 404.
+    reopening: bool,
     /// Present for tables with a primary key.
     keyed: Option<KeyedBuffer>,
     /// The latest checkpoint of each source whose batches are buffered.
@@ -245,6 +284,8 @@ pub(crate) struct Table {
     config: TableConfig,
     /// Key-index segments of this table's data files (local cache).
     index_dir: std::path::PathBuf,
+    /// Keyed tables: hashes keys under the table's secret.
+    key_hasher: Option<KeyHasher>,
     wal: Mutex<Option<Wal>>,
     buffer: Mutex<Buffer>,
     pending: tokio::sync::Mutex<Pending>,
@@ -296,6 +337,7 @@ impl Table {
         }
         let arrow_schema = open.schema.arrow_schema();
         let mut paths = HashMap::new();
+        let mut key_hasher = None;
         let keyed = if open.schema.primary_key.is_empty() {
             None
         } else {
@@ -307,13 +349,15 @@ impl Table {
                 .iter()
                 .filter_map(|k| open.schema.column_index(k))
                 .collect();
-            let mut keyed = KeyedBuffer::new(key_columns.clone());
+            let hasher = KeyHasher::new(index_segment::key_secret(index_dir)?);
+            key_hasher = Some(hasher);
+            let mut keyed = KeyedBuffer::new(key_columns.clone(), hasher);
             let mut rebuilt = 0;
             for file in &live_files {
                 let id = keyed.allocate_file_id();
                 paths.insert(id, file.file_path().to_string());
                 let segment_file = index_segment::segment_path(index_dir, file.file_path());
-                let segment = match index_segment::read_segment(&segment_file) {
+                let segment = match index_segment::read_segment(&segment_file, &hasher) {
                     Some(segment) => segment,
                     None => {
                         rebuilt += 1;
@@ -322,10 +366,10 @@ impl Table {
                             data_files::read_data_file(&warehouse, file.file_path(), &arrow_schema)
                                 .await?
                         {
-                            hashes.extend(hash_keys(&batch, &key_columns));
+                            hashes.extend(hasher.hash_rows(&batch, &key_columns));
                         }
                         let segment = Segment::from_row_hashes(&hashes);
-                        index_segment::write_segment(&segment_file, &segment)?;
+                        index_segment::write_segment(&segment_file, &segment, &hasher)?;
                         segment
                     }
                 };
@@ -344,6 +388,7 @@ impl Table {
             bytes: 0,
             next_lsn: committed_lsn + 1,
             dropped: false,
+            reopening: false,
             keyed,
             source_checkpoints: BTreeMap::new(),
         };
@@ -353,6 +398,18 @@ impl Table {
         }
         for record in replay {
             buffer.next_lsn = record.lsn + 1;
+            // A logged batch the table cannot commit would fail every commit and every
+            // restart: skip it loudly. Today's checks refuse such batches before logging;
+            // only older versions (or a decode racing a drop and recreate) logged them.
+            let fits = record
+                .batch
+                .check_shape(&open.name, &arrow_schema)
+                .and_then(|()| record.batch.check_values(&open.schema));
+            if let Err(e) = fits {
+                tracing::error!(table = %open.name, lsn = record.lsn, rows = record.batch.num_rows(), error = %e,
+                    "skipping a write-ahead log record the table cannot commit");
+                continue;
+            }
             buffer.append(&arrow_schema, &record.batch, None)?;
         }
         let iceberg_schema = open.metadata.current_schema().clone();
@@ -370,6 +427,7 @@ impl Table {
             warehouse,
             config: open_options_config,
             index_dir: index_dir.to_path_buf(),
+            key_hasher,
             wal: Mutex::new(Some(wal)),
             buffer: Mutex::new(buffer),
             pending: tokio::sync::Mutex::new(Pending {
@@ -425,6 +483,9 @@ impl Table {
                 )));
             }
         }
+        // Before anything is logged: a batch decoded against an older schema of this name
+        // (dropped and recreated, or evolved, meanwhile) would be unreadable on replay.
+        batch.check_shape(&self.name, &self.arrow_schema)?;
         let batch = self.fill_unchanged(batch).await?;
         let rows = batch.num_rows();
         if rows == 0 {
@@ -444,7 +505,10 @@ impl Table {
         let (lsn, matched, logged, over_limit) = {
             let mut buffer = self.lock_buffer();
             if buffer.dropped {
-                return Err(EngineError::TableNotFound(self.name.clone()));
+                return Err(match buffer.reopening {
+                    true => EngineError::SchemaChanged(self.name.clone()),
+                    false => EngineError::TableNotFound(self.name.clone()),
+                });
             }
             // Keys are hashed once per batch: for the conflict check and for applying.
             let hashes = buffer.keyed.as_ref().map(|keys| keys.hash(batch.rows()));
@@ -524,7 +588,7 @@ impl Table {
                 return Ok(batch);
             };
             let hashes = keys.hash(batch.rows());
-            let mut latest: HashMap<u64, usize> = HashMap::new();
+            let mut latest: HashMap<KeyHash, usize> = HashMap::new();
             for (r, (&hash, op)) in hashes.iter().zip(batch.operations()).enumerate() {
                 if needs(r) {
                     if let Some(&earlier) = latest.get(&hash) {
@@ -834,7 +898,9 @@ impl Table {
                     );
                     if let Some(segment) = &generation.segment {
                         let segment_file = index_segment::segment_path(&self.index_dir, &path);
-                        index_segment::write_segment(&segment_file, segment)?;
+                        if let Some(hasher) = &self.key_hasher {
+                            index_segment::write_segment(&segment_file, segment, hasher)?;
+                        }
                     }
                     new_paths.push((file_id, path));
                 }
@@ -1005,7 +1071,11 @@ impl Table {
     /// Stops accepting writes, commits what was accepted and releases the log, so the table
     /// can be reopened (after a schema change). If the commit fails, the table stays open.
     pub async fn close(&self) -> Result<CommitState> {
-        self.lock_buffer().dropped = true;
+        {
+            let mut buffer = self.lock_buffer();
+            buffer.dropped = true;
+            buffer.reopening = true;
+        }
         match self.commit().await {
             Ok(state) => {
                 let _ = self.stop.send(true);
@@ -1013,7 +1083,9 @@ impl Table {
                 Ok(state)
             }
             Err(e) => {
-                self.lock_buffer().dropped = false;
+                let mut buffer = self.lock_buffer();
+                buffer.dropped = false;
+                buffer.reopening = false;
                 Err(e)
             }
         }
@@ -1088,6 +1160,9 @@ impl Table {
         if candidates.is_empty() || (candidates.len() == 1 && dead(candidates[0]).is_empty()) {
             return Ok(None);
         }
+        let Some(hasher) = self.key_hasher else {
+            return Ok(None);
+        };
         let file_id = {
             let mut buffer = self.lock_buffer();
             match buffer.keyed.as_mut() {
@@ -1130,7 +1205,7 @@ impl Table {
                     &arrow_array::BooleanArray::from(keep),
                 )?;
                 if batch.num_rows() > 0 {
-                    hashes.extend(hash_keys(&batch, &key_columns));
+                    hashes.extend(hasher.hash_rows(&batch, &key_columns));
                     kept.push(batch);
                 }
             }
@@ -1158,6 +1233,7 @@ impl Table {
             index_segment::write_segment(
                 &index_segment::segment_path(&self.index_dir, &path),
                 &segment,
+                &hasher,
             )?;
             (Some(path), Some(data_file))
         };
@@ -1255,6 +1331,7 @@ impl Table {
             index_entries,
             index_bytes,
             last_error: state.last_error,
+            failed: false,
         }
     }
 
@@ -1294,7 +1371,7 @@ impl Buffer {
         &mut self,
         schema: &SchemaRef,
         batch: &ChangeBatch,
-        hashes: Option<Vec<u64>>,
+        hashes: Option<Vec<KeyHash>>,
     ) -> Result<usize> {
         let (rows, matched) = match self.keyed.as_mut() {
             Some(keys) => {

@@ -10,9 +10,9 @@
 //! Iceberg snapshot; on restart the records past the committed checkpoint are replayed.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use arrow_array::RecordBatch;
 use arrow_ipc::reader::StreamReader;
@@ -75,6 +75,50 @@ pub struct WalRecord {
     pub batch: ChangeBatch,
 }
 
+/// What replay found besides the records.
+#[derive(Debug, Default)]
+pub struct ReplayReport {
+    /// Corrupt records skipped because the records after them were provably intact.
+    pub skipped: usize,
+    /// Bytes cut off the end of segments (a write that never completed).
+    pub torn_bytes: u64,
+}
+
+/// The file operations the log needs. Tests substitute an implementation that fails
+/// (`ENOSPC`, `EIO` on fsync, short writes) to check that the log fails safe.
+pub trait SegmentFile: Send {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    fn sync(&mut self) -> std::io::Result<()>;
+    /// Cuts the file back to `len` bytes.
+    fn truncate(&mut self, len: u64) -> std::io::Result<()>;
+}
+
+impl SegmentFile for File {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        Write::write_all(self, bytes)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.sync_data()
+    }
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.set_len(len)?;
+        self.seek(SeekFrom::Start(len))?;
+        Ok(())
+    }
+}
+
+/// Creates (or empties) a segment file for writing.
+pub type SegmentOpener = Arc<dyn Fn(&Path) -> std::io::Result<Box<dyn SegmentFile>> + Send + Sync>;
+
+fn open_real_segment(path: &Path) -> std::io::Result<Box<dyn SegmentFile>> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(path)?;
+    Ok(Box::new(file))
+}
+
 enum Command {
     Append {
         lsn: u64,
@@ -129,28 +173,44 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 impl Wal {
     /// Opens the log in `dir`, returning the records with an LSN above `after_lsn` (the
-    /// committed checkpoint). A torn record at the end of the newest segment, left by a crash
-    /// mid-write, is cut off; new appends go to a fresh segment starting at `next_lsn`.
+    /// committed LSN). See [`Wal::open_with`].
     pub fn open(dir: &Path, after_lsn: u64) -> Result<(Wal, Vec<WalRecord>)> {
+        let (wal, records, _) = Wal::open_with(dir, after_lsn, Arc::new(open_real_segment))?;
+        Ok((wal, records))
+    }
+
+    /// Opens the log, writing new segments through `opener`.
+    ///
+    /// Replay rules: a record cut short or unreadable at the end of a segment, with no valid
+    /// record after it, is a write that never completed (nothing after it was acknowledged) and
+    /// is cut off. A corrupt record followed by an intact one that starts exactly where the
+    /// corrupt one's header says it ends is skipped (logged as an error). Anything else — a
+    /// corrupt record whose framing cannot be trusted with valid records after it — fails the
+    /// open: replay never silently drops acknowledged records. New appends go to a fresh
+    /// segment, so no LSN is reused.
+    pub fn open_with(
+        dir: &Path,
+        after_lsn: u64,
+        opener: SegmentOpener,
+    ) -> Result<(Wal, Vec<WalRecord>, ReplayReport)> {
         std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
         let mut records = Vec::new();
+        let mut report = ReplayReport::default();
         let mut max_lsn = after_lsn;
         for (_, path) in list_segments(dir)? {
-            read_segment(&path, |lsn, batch| {
-                max_lsn = max_lsn.max(lsn);
+            read_segment(&path, &mut max_lsn, &mut report, |lsn, batch| {
                 if lsn > after_lsn {
                     records.push(WalRecord { lsn, batch });
                 }
             })?;
         }
-        let next_lsn = max_lsn + 1;
-        let wal = Wal::start(dir, next_lsn)?;
-        Ok((wal, records))
+        let wal = Wal::start(dir, max_lsn + 1, opener)?;
+        Ok((wal, records, report))
     }
 
-    fn start(dir: &Path, next_lsn: u64) -> Result<Wal> {
+    fn start(dir: &Path, next_lsn: u64, opener: SegmentOpener) -> Result<Wal> {
         let (tx, rx) = mpsc::channel();
-        let writer = SegmentWriter::create(dir, next_lsn)?;
+        let writer = SegmentWriter::create(dir, next_lsn, opener)?;
         std::thread::Builder::new()
             .name("moonlink-wal".into())
             .spawn(move || writer.run(rx))
@@ -205,71 +265,145 @@ impl Wal {
     }
 }
 
-fn read_segment(path: &Path, mut on_record: impl FnMut(u64, ChangeBatch)) -> Result<()> {
-    let file = File::open(path).map_err(|e| EngineError::io(path, e))?;
-    let file_len = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
-    let mut reader = BufReader::new(file);
-    let mut offset = 0u64;
-    loop {
-        let mut header = [0u8; HEADER_LEN];
-        match reader.read_exact(&mut header) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(EngineError::io(path, e)),
+/// One record parsed at an offset of a segment.
+enum Parsed<'a> {
+    Valid {
+        lsn: u64,
+        payload: &'a [u8],
+        end: usize,
+    },
+    /// The header fits but the checksum does not match; `end` is where the header says the
+    /// record ends.
+    BadChecksum { end: usize },
+    /// The header or the payload runs past the end of the file.
+    Truncated,
+}
+
+fn parse_record(bytes: &[u8], offset: usize) -> Parsed<'_> {
+    let Some(header) = bytes.get(offset..offset + HEADER_LEN) else {
+        return Parsed::Truncated;
+    };
+    let le32 = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let len = le32(&header[0..4]) as usize;
+    let crc = le32(&header[4..8]);
+    let lsn_bytes = &header[8..16];
+    let end = offset + HEADER_LEN + len;
+    let Some(payload) = bytes.get(offset + HEADER_LEN..end) else {
+        return Parsed::Truncated;
+    };
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(lsn_bytes);
+    hasher.update(payload);
+    if hasher.finalize() != crc {
+        return Parsed::BadChecksum { end };
+    }
+    let mut lsn = [0u8; 8];
+    lsn.copy_from_slice(lsn_bytes);
+    Parsed::Valid {
+        lsn: u64::from_le_bytes(lsn),
+        payload,
+        end,
+    }
+}
+
+/// The first offset after `from` where a valid record with an LSN above `after_lsn` starts.
+/// Only used on damage, so a linear scan is fine; cheap checks run before the checksum.
+fn next_valid_record(bytes: &[u8], from: usize, after_lsn: u64) -> Option<usize> {
+    (from..bytes.len().saturating_sub(HEADER_LEN - 1)).find(|&offset| {
+        let lsn = u64::from_le_bytes(bytes[offset + 8..offset + 16].try_into().unwrap_or([0; 8]));
+        lsn > after_lsn
+            && matches!(parse_record(bytes, offset), Parsed::Valid { lsn: l, .. } if l == lsn)
+    })
+}
+
+fn read_segment(
+    path: &Path,
+    max_lsn: &mut u64,
+    report: &mut ReplayReport,
+    mut on_record: impl FnMut(u64, ChangeBatch),
+) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
+    let corrupt = |offset: usize, message: String| EngineError::WalCorrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        message,
+    };
+    let mut offset = 0;
+    let mut last_lsn = 0u64;
+    while offset < bytes.len() {
+        let (lsn, payload, end) = match parse_record(&bytes, offset) {
+            Parsed::Valid { lsn, payload, end } => (lsn, payload, end),
+            damaged => {
+                let Some(next) = next_valid_record(&bytes, offset + 1, last_lsn) else {
+                    // Nothing valid follows: the tail of a write that never completed (a crash
+                    // or a failed write mid-record), never acknowledged.
+                    tracing::warn!(path = %path.display(), offset, bytes = bytes.len() - offset,
+                        "cutting off an incomplete record at the end of a write-ahead log segment");
+                    report.torn_bytes += (bytes.len() - offset) as u64;
+                    break;
+                };
+                match damaged {
+                    Parsed::BadChecksum { end } if end == next => {
+                        tracing::error!(path = %path.display(), offset, after_lsn = last_lsn,
+                            "skipping a corrupt write-ahead log record (bad checksum); the records after it are intact");
+                        report.skipped += 1;
+                        offset = next;
+                        continue;
+                    }
+                    _ => return Err(corrupt(
+                        offset,
+                        format!(
+                            "a damaged record after LSN {last_lsn} is followed by valid records \
+                                 at offset {next}, and its length cannot be trusted; move this \
+                                 segment aside to open the table without the records from here on"
+                        ),
+                    )),
+                }
+            }
+        };
+        if lsn <= last_lsn {
+            return Err(corrupt(
+                offset,
+                format!("LSN {lsn} does not follow LSN {last_lsn}"),
+            ));
         }
-        let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as u64;
-        let crc = u32::from_le_bytes(header[4..8].try_into().unwrap());
-        let lsn = u64::from_le_bytes(header[8..16].try_into().unwrap());
-        if offset + HEADER_LEN as u64 + len > file_len {
-            tracing::warn!(path = %path.display(), offset, "cutting off a torn record at the end of the write-ahead log");
-            break;
-        }
-        let mut payload = vec![0u8; len as usize];
-        reader
-            .read_exact(&mut payload)
-            .map_err(|e| EngineError::io(path, e))?;
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&header[8..16]);
-        hasher.update(&payload);
-        if hasher.finalize() != crc {
-            // Only a crash mid-write produces this, and only at the end: nothing after it was
-            // acknowledged, because acknowledgement waits for the fsync of the whole group.
-            tracing::warn!(path = %path.display(), offset, "cutting off a record with a bad checksum in the write-ahead log");
-            break;
-        }
-        let batch = decode_batch(&payload).map_err(|message| EngineError::WalCorrupt {
-            path: path.to_path_buf(),
-            offset,
-            message,
-        })?;
+        let batch = decode_batch(payload).map_err(|message| corrupt(offset, message))?;
+        last_lsn = lsn;
+        *max_lsn = (*max_lsn).max(lsn);
         on_record(lsn, batch);
-        offset += HEADER_LEN as u64 + len;
+        offset = end;
     }
     Ok(())
 }
 
+/// The log's writer thread state. After any failed write or fsync the segment is poisoned:
+/// its unconfirmed tail is cut back (best effort) and the next append starts a new segment,
+/// so a record is never written after bytes of unknown state.
 struct SegmentWriter {
     dir: PathBuf,
     path: PathBuf,
-    file: File,
-    empty: bool,
+    file: Box<dyn SegmentFile>,
+    opener: SegmentOpener,
+    /// Bytes of the segment known to be on disk (fsynced).
+    synced_len: u64,
+    /// Bytes written, synced or not.
+    written_len: u64,
+    poisoned: bool,
 }
 
 impl SegmentWriter {
-    fn create(dir: &Path, first_lsn: u64) -> Result<Self> {
+    fn create(dir: &Path, first_lsn: u64, opener: SegmentOpener) -> Result<Self> {
         let path = segment_path(dir, first_lsn);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| EngineError::io(&path, e))?;
+        let file = opener(&path).map_err(|e| EngineError::io(&path, e))?;
         sync_dir(dir)?;
         Ok(SegmentWriter {
             dir: dir.to_path_buf(),
             path,
             file,
-            empty: true,
+            opener,
+            synced_len: 0,
+            written_len: 0,
+            poisoned: false,
         })
     }
 
@@ -283,26 +417,26 @@ impl SegmentWriter {
             for command in group {
                 match command {
                     Command::Append { lsn, payload, done } => {
+                        if result.is_ok() && this.poisoned {
+                            result = this.roll(lsn);
+                        }
                         if result.is_ok() {
                             result = this.write_record(lsn, &payload);
                         }
                         waiting.push(done);
                     }
                     Command::Rotate { next_lsn } => {
-                        if result.is_ok() && !this.empty {
-                            result = this.sync();
-                            if result.is_ok() {
-                                match SegmentWriter::create(&this.dir, next_lsn) {
-                                    Ok(next) => this = next,
-                                    Err(e) => result = Err(e),
-                                }
-                            }
+                        if result.is_ok() && !this.poisoned && this.written_len > 0 {
+                            result = this.sync().and_then(|()| this.roll(next_lsn));
                         }
                     }
                 }
             }
             if result.is_ok() && !waiting.is_empty() {
                 result = this.sync();
+            }
+            if let Err(e) = &result {
+                this.poison(e);
             }
             for done in waiting {
                 let _ = done.send(match &result {
@@ -315,28 +449,66 @@ impl SegmentWriter {
         }
     }
 
+    /// Continues in a new segment whose first LSN is `next_lsn`.
+    fn roll(&mut self, next_lsn: u64) -> Result<()> {
+        let next = SegmentWriter::create(&self.dir, next_lsn, self.opener.clone())?;
+        *self = next;
+        Ok(())
+    }
+
+    /// After a failure, nothing more is written to this segment; its unconfirmed bytes are
+    /// cut off if possible (replay also cuts an incomplete tail).
+    fn poison(&mut self, error: &EngineError) {
+        if !self.poisoned {
+            tracing::error!(path = %self.path.display(), error = %error,
+                "write-ahead log write failed; continuing in a new segment with the next record");
+        }
+        self.poisoned = true;
+        if self.written_len > self.synced_len {
+            let cut = self
+                .file
+                .truncate(self.synced_len)
+                .and_then(|()| self.file.sync());
+            if cut.is_ok() {
+                self.written_len = self.synced_len;
+            }
+        }
+    }
+
     fn write_record(&mut self, lsn: u64, payload: &[u8]) -> Result<()> {
+        let len = u32::try_from(payload.len()).map_err(|_| {
+            EngineError::Unsupported(format!(
+                "a batch of {} bytes is too large for one log record (4 GiB)",
+                payload.len()
+            ))
+        })?;
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&lsn.to_le_bytes());
         hasher.update(payload);
         let mut header = [0u8; HEADER_LEN];
-        header[0..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        header[0..4].copy_from_slice(&len.to_le_bytes());
         header[4..8].copy_from_slice(&hasher.finalize().to_le_bytes());
         header[8..16].copy_from_slice(&lsn.to_le_bytes());
+        // Counted before writing: a failed write leaves bytes of unknown extent to cut off.
+        self.written_len += (HEADER_LEN + payload.len()) as u64;
         self.file
             .write_all(&header)
             .and_then(|()| self.file.write_all(payload))
-            .map_err(|e| EngineError::io(&self.path, e))?;
-        self.empty = false;
-        Ok(())
+            .map_err(|e| EngineError::io(&self.path, e))
     }
 
     fn sync(&mut self) -> Result<()> {
         self.file
-            .sync_data()
-            .map_err(|e| EngineError::io(&self.path, e))
+            .sync()
+            .map_err(|e| EngineError::io(&self.path, e))?;
+        self.synced_len = self.written_len;
+        Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "wal_fault_tests.rs"]
+mod fault_tests;
 
 #[cfg(test)]
 mod tests {
