@@ -5,7 +5,7 @@
 //! [`ChangeBatch`] whose columns have the physical form each logical type needs.
 
 use crate::{
-    ArrayValues, ChangeBatch, Column, ColumnValues, DataError, DataType, ElementType,
+    ArrayValues, ChangeBatch, Column, ColumnValues, DataError, DataType, DecimalType, ElementType,
     ElementValues, Field, Int128, Operation, TableSchema, Utf8Buffer,
 };
 
@@ -132,7 +132,9 @@ impl Values {
                     i32::try_from(i).map_err(|_| format!("{i} is out of range for int32"))?
             }
             (Values::I64(v), Value::Int(i)) => *v.last_mut().unwrap() = i,
-            (Values::F32(v), Value::Float(f)) => *v.last_mut().unwrap() = f as f32,
+            (Values::F32(v), Value::Float(f)) => {
+                *v.last_mut().unwrap() = crate::text::check_float32(f)?
+            }
             (Values::F32(v), Value::Int(i)) => *v.last_mut().unwrap() = i as f32,
             (Values::F64(v), Value::Float(f)) => *v.last_mut().unwrap() = f,
             (Values::F64(v), Value::Int(i)) => *v.last_mut().unwrap() = i as f64,
@@ -284,6 +286,42 @@ pub fn element_data_type(element: &ElementType) -> DataType {
     }
 }
 
+/// Checks what the physical form cannot: the ranges Iceberg gives a logical type. Every value
+/// that passes can be written, so nothing a plugin hands over can fail a commit later.
+fn check_range(data_type: &DataType, value: &Value) -> Result<(), String> {
+    match (data_type, value) {
+        (DataType::Time, Value::Int(micros)) => crate::text::check_time(*micros).map(drop),
+        (DataType::Date32, Value::Int(days)) => crate::text::check_date_days(*days).map(drop),
+        (DataType::Decimal(d), Value::Int128(unscaled)) => check_decimal(*unscaled, d),
+        (DataType::Decimal(d), Value::Int(unscaled)) => check_decimal(*unscaled as i128, d),
+        (DataType::Uuid, Value::Bytes(bytes)) if bytes.len() != 16 => {
+            Err(format!("a UUID is 16 bytes, got {} bytes", bytes.len()))
+        }
+        (DataType::Array(element), Value::List(items)) => {
+            let element = element_data_type(element);
+            for (i, item) in items.iter().enumerate() {
+                if *item != Value::Null {
+                    check_range(&element, item).map_err(|e| format!("array element {i}: {e}"))?;
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An unscaled decimal must have at most `precision` digits.
+fn check_decimal(unscaled: i128, d: &DecimalType) -> Result<(), String> {
+    let limit = 10u128.pow(d.precision.min(38) as u32);
+    if unscaled.unsigned_abs() < limit {
+        return Ok(());
+    }
+    Err(format!(
+        "unscaled value {unscaled} is out of range for decimal({},{}) (at most {} digits)",
+        d.precision, d.scale, d.precision
+    ))
+}
+
 struct ColumnBuilder {
     field: Field,
     values: Values,
@@ -404,6 +442,7 @@ impl BatchBuilder {
             column.set_in_row = true;
             return Ok(());
         }
+        check_range(&column.field.data_type, &value)?;
         column.values.set_last(value)?;
         *column
             .validity
@@ -452,5 +491,79 @@ impl BatchBuilder {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builder(data_type: DataType) -> BatchBuilder {
+        let schema = TableSchema {
+            fields: vec![Field {
+                name: "c".into(),
+                data_type,
+                nullable: true,
+            }],
+            primary_key: vec![],
+        };
+        let mut batch = BatchBuilder::new("t", &schema);
+        batch.start_row(Operation::Insert);
+        batch
+    }
+
+    #[test]
+    fn values_outside_the_logical_type_are_refused() {
+        let time = || builder(DataType::Time);
+        for bad in [-5, 86_400_000_000, 1_000_000_000_000_000] {
+            let err = time().set(0, Value::Int(bad)).unwrap_err();
+            assert!(
+                err.contains("out of range") && err.contains("time"),
+                "{err}"
+            );
+        }
+        assert!(time().set(0, Value::Int(86_399_999_999)).is_ok());
+
+        let float32 = || builder(DataType::Float32);
+        for bad in [1e39, -1e39, f64::MAX] {
+            let err = float32().set(0, Value::Float(bad)).unwrap_err();
+            assert!(err.contains("float32"), "{err}");
+        }
+        // Infinity and NaN written as such stay accepted.
+        assert!(float32().set(0, Value::Float(f64::INFINITY)).is_ok());
+        assert!(float32().set(0, Value::Float(f64::NAN)).is_ok());
+
+        let decimal = || {
+            builder(DataType::Decimal(DecimalType {
+                precision: 5,
+                scale: 2,
+            }))
+        };
+        let err = decimal().set(0, Value::Int128(100_000)).unwrap_err();
+        assert!(err.contains("decimal(5,2)"), "{err}");
+        assert!(decimal().set(0, Value::Int(-100_000)).is_err());
+        assert!(decimal().set(0, Value::Int128(-99_999)).is_ok());
+
+        let err = builder(DataType::Uuid)
+            .set(0, Value::Bytes(vec![1, 2, 3]))
+            .unwrap_err();
+        assert!(err.contains("16 bytes"), "{err}");
+
+        let err = builder(DataType::Date32)
+            .set(0, Value::Int(i64::from(i32::MAX) + 1))
+            .unwrap_err();
+        assert!(err.contains("date"), "{err}");
+
+        let err = builder(DataType::Array(ElementType::Time))
+            .set(
+                0,
+                Value::List(vec![Value::Int(0), Value::Null, Value::Int(-1)]),
+            )
+            .unwrap_err();
+        assert!(err.contains("element 2"), "{err}");
+        let err = builder(DataType::Array(ElementType::Float32))
+            .set(0, Value::List(vec![Value::Float(1e39)]))
+            .unwrap_err();
+        assert!(err.contains("float32"), "{err}");
     }
 }
