@@ -6,13 +6,17 @@
 //! - NDJSON (`Content-Type: application/x-ndjson`): one row object per line, with `operation`
 //!   and `request_mode` in the URL query.
 //!
-//! All or nothing: the first bad value fails the request with its row and column.
+//! All or nothing: the first bad value fails the request with its row and column. A key
+//! given twice in a row object (or a field twice in the envelope) is refused, not "last wins".
 
+mod json;
 mod values;
 
+use std::borrow::Cow;
+
+use json::{Data, Envelope, Field, Members, Row};
 use moonlink_sdk::rest::{IngestRequest, RequestInfo, RequestMode, RestDecoder};
-use moonlink_sdk::{BatchBuilder, DataError, DataErrorKind, Operation};
-use serde_json::{Map, Value as Json};
+use moonlink_sdk::{BatchBuilder, DataError, DataErrorKind, DataType, Operation};
 
 pub struct RestIngest;
 
@@ -78,76 +82,91 @@ pub fn decode(info: &RequestInfo, body: &[u8]) -> Result<IngestRequest, DataErro
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     };
-    let mut builder = BatchBuilder::new(&info.table, &info.schema);
+    let mut rows = RowWriter::new(&info.table, &info.schema);
     if is_ndjson(info.content_type.as_deref()) {
         let operation = parse_operation(param("operation").unwrap_or("insert"))?;
         let mode = parse_mode(param("request_mode").unwrap_or("async"))?;
         let text = std::str::from_utf8(body).map_err(|e| {
             DataError::new(DataErrorKind::Malformed, format!("body is not UTF-8: {e}"))
         })?;
-        let mut row = 0;
         for (line_no, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let value: Json = serde_json::from_str(line).map_err(|e| malformed(e, line_no))?;
-            add_row(&mut builder, operation, row, &value)?;
-            row += 1;
+            let row: Row = serde_json::from_str(line).map_err(|e| malformed(e, line_no))?;
+            rows.add(operation, &row)?;
         }
-        return finish(builder, mode);
+        return Ok(rows.finish(mode));
     }
 
-    let envelope: Json = serde_json::from_slice(body).map_err(|e| malformed(e, 0))?;
-    let Json::Object(envelope) = envelope else {
-        return Err(DataError::new(
-            DataErrorKind::InvalidRequest,
-            "body must be a JSON object {\"operation\", \"request_mode\", \"data\"}",
-        ));
-    };
-    let text_field = |key: &str| -> Result<Option<&str>, DataError> {
-        match envelope.get(key) {
-            None | Some(Json::Null) => Ok(None),
-            Some(Json::String(s)) => Ok(Some(s.as_str())),
-            Some(_) => Err(DataError::new(
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| malformed(e, 0))?;
+    let fields = match envelope {
+        Envelope::Object(fields) => fields,
+        Envelope::NotObject(got) => {
+            return Err(DataError::new(
                 DataErrorKind::InvalidRequest,
-                format!("\"{key}\" must be a string"),
-            )),
+                format!(
+                    "body must be a JSON object {{\"operation\", \"request_mode\", \"data\"}}, \
+                     got {got}"
+                ),
+            ))
         }
     };
-    let operation = parse_operation(
-        text_field("operation")?
-            .or(param("operation"))
-            .unwrap_or("insert"),
-    )?;
-    let mode = parse_mode(
-        text_field("request_mode")?
-            .or(param("request_mode"))
-            .unwrap_or("async"),
-    )?;
-    for key in envelope.keys() {
-        if !matches!(
-            key.as_str(),
-            "operation" | "request_mode" | "data" | "table"
-        ) {
+    let mut data = None;
+    let mut texts: [Option<Cow<str>>; 2] = [None, None];
+    for (i, (key, field)) in fields.iter().enumerate() {
+        let key = key.0.as_ref();
+        if fields[..i].iter().any(|(k, _)| k.0 == key) {
             return Err(DataError::new(
+                DataErrorKind::InvalidRequest,
+                format!("duplicate field \"{key}\" in the request"),
+            ));
+        }
+        match (key, field) {
+            ("data", Field::Data(d)) => data = Some(d),
+            ("operation" | "request_mode", Field::Raw(raw)) => {
+                let slot = &mut texts[usize::from(key == "request_mode")];
+                *slot = match values::kind(raw.get()) {
+                    values::Kind::Null => None,
+                    values::Kind::String => Some(values::string(raw.get()).map_err(|e| {
+                        DataError::new(DataErrorKind::InvalidRequest, format!("\"{key}\": {e}"))
+                    })?),
+                    _ => {
+                        return Err(DataError::new(
+                            DataErrorKind::InvalidRequest,
+                            format!("\"{key}\" must be a string"),
+                        ))
+                    }
+                };
+            }
+            ("table", _) => {}
+            _ => return Err(DataError::new(
                 DataErrorKind::InvalidRequest,
                 format!(
                     "unknown field \"{key}\" in request (expected operation, request_mode, data)"
                 ),
-            ));
+            )),
         }
     }
-    match envelope.get("data") {
-        Some(Json::Array(rows)) => {
-            for (row, value) in rows.iter().enumerate() {
-                add_row(&mut builder, operation, row, value)?;
+    let [operation, mode] = texts;
+    let operation = parse_operation(
+        operation
+            .as_deref()
+            .or(param("operation"))
+            .unwrap_or("insert"),
+    )?;
+    let mode = parse_mode(mode.as_deref().or(param("request_mode")).unwrap_or("async"))?;
+    match data {
+        Some(Data::Rows(list)) => {
+            for row in list {
+                rows.add(operation, row)?;
             }
         }
-        Some(row @ Json::Object(_)) => add_row(&mut builder, operation, 0, row)?,
-        Some(_) => {
+        Some(Data::Row(members)) => rows.add_members(operation, members)?,
+        Some(Data::Other(got)) => {
             return Err(DataError::new(
                 DataErrorKind::InvalidRequest,
-                "\"data\" must be a row object or an array of row objects",
+                format!("\"data\" must be a row object or an array of row objects, got {got}"),
             ))
         }
         None => {
@@ -157,56 +176,83 @@ pub fn decode(info: &RequestInfo, body: &[u8]) -> Result<IngestRequest, DataErro
             ))
         }
     }
-    finish(builder, mode)
+    Ok(rows.finish(mode))
 }
 
-fn finish(builder: BatchBuilder, mode: RequestMode) -> Result<IngestRequest, DataError> {
-    Ok(IngestRequest {
-        batch: builder.finish(),
-        request_mode: mode,
-    })
-}
-
-fn add_row(
-    builder: &mut BatchBuilder,
-    operation: Operation,
+/// Rows into one batch, with the columns each row set (to refuse duplicate keys).
+struct RowWriter {
+    builder: BatchBuilder,
+    /// `set_in[column] == row + 1` when the current row set the column.
+    set_in: Vec<usize>,
     row: usize,
-    value: &Json,
-) -> Result<(), DataError> {
-    let Json::Object(fields) = value else {
-        return Err(DataError {
-            kind: DataErrorKind::InvalidValue,
-            row: Some(row as u32),
-            column: None,
-            message: format!("row must be a JSON object, got {}", values::describe(value)),
-        });
-    };
-    builder.start_row(operation);
-    set_fields(builder, row, fields)?;
-    builder.finish_row()
 }
 
-fn set_fields(
-    builder: &mut BatchBuilder,
-    row: usize,
-    fields: &Map<String, Json>,
-) -> Result<(), DataError> {
-    for (name, json) in fields {
-        let Some(index) = builder.column_index(name) else {
-            return Err(DataError::invalid_value(
-                row,
-                name,
-                "no such column in the table",
-            ));
-        };
-        let data_type = builder.field(index).data_type;
-        let value = values::convert(&data_type, json)
-            .map_err(|message| DataError::invalid_value(row, name, message))?;
-        builder
-            .set(index, value)
-            .map_err(|message| DataError::invalid_value(row, name, message))?;
+impl RowWriter {
+    fn new(table: &str, schema: &moonlink_sdk::TableSchema) -> Self {
+        RowWriter {
+            builder: BatchBuilder::new(table, schema),
+            set_in: vec![0; schema.fields.len()],
+            row: 0,
+        }
     }
-    Ok(())
+
+    fn add(&mut self, operation: Operation, row: &Row) -> Result<(), DataError> {
+        match row {
+            Row::Object(members) => self.add_members(operation, members),
+            Row::NotObject(got) => Err(DataError {
+                kind: DataErrorKind::InvalidValue,
+                row: Some(self.row as u32),
+                column: None,
+                message: format!("row must be a JSON object, got {got}"),
+            }),
+        }
+    }
+
+    fn add_members(&mut self, operation: Operation, members: &Members) -> Result<(), DataError> {
+        let row = self.row;
+        self.builder.start_row(operation);
+        for (key, raw) in members {
+            let name = key.0.as_ref();
+            let Some(index) = self.builder.column_index(name) else {
+                return Err(DataError::invalid_value(
+                    row,
+                    name,
+                    "no such column in the table",
+                ));
+            };
+            // A repeated key would otherwise be "last wins": the sender meant one of them.
+            if self.set_in[index] == row + 1 {
+                return Err(DataError::invalid_value(
+                    row,
+                    name,
+                    format!("duplicate key \"{name}\" in the row object"),
+                ));
+            }
+            self.set_in[index] = row + 1;
+            self.set(index, raw.get())
+                .map_err(|message| DataError::invalid_value(row, name, message))?;
+        }
+        self.builder.finish_row()?;
+        self.row += 1;
+        Ok(())
+    }
+
+    fn set(&mut self, index: usize, raw: &str) -> Result<(), String> {
+        let data_type = self.builder.field(index).data_type;
+        if matches!(data_type, DataType::Utf8) && values::kind(raw) == values::Kind::String {
+            // Strings go straight into the packed column, without a copy when unescaped.
+            return self.builder.set_str(index, &values::string(raw)?);
+        }
+        let value = values::convert(&data_type, raw)?;
+        self.builder.set(index, value)
+    }
+
+    fn finish(self, mode: RequestMode) -> IngestRequest {
+        IngestRequest {
+            batch: self.builder.finish(),
+            request_mode: mode,
+        }
+    }
 }
 
 #[cfg(test)]

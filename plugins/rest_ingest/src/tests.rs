@@ -271,3 +271,132 @@ fn value_parsers_are_exact() {
         255
     );
 }
+
+/// The error of decoding `body` against `all_types()` plus a time column `t` and a
+/// decimal(38,10) column `big`.
+fn error_of(body: &str) -> moonlink_sdk::DataError {
+    let mut i = all_types();
+    i.schema.fields.push(field("t", DataType::Time, true));
+    i.schema.fields.push(field(
+        "big",
+        DataType::Decimal(DecimalType {
+            precision: 38,
+            scale: 10,
+        }),
+        true,
+    ));
+    match decode(&i, body.as_bytes()) {
+        Ok(_) => panic!("accepted: {body}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn duplicate_keys_are_refused_naming_the_key() {
+    for body in [
+        r#"{"data":{"i32":1,"i32":2}}"#,
+        r#"{"data":[{"i32":1},{"i32":1,"s":"a","s":"b"}]}"#,
+    ] {
+        let err = error_of(body);
+        assert!(matches!(err.kind, DataErrorKind::InvalidValue), "{body}");
+        assert!(err.message.contains("duplicate key"), "{}", err.message);
+        assert!(err.column.is_some(), "{body}");
+    }
+    let err = error_of(r#"{"data":[{"i32":1}],"data":[{"i32":2}]}"#);
+    assert!(matches!(err.kind, DataErrorKind::InvalidRequest));
+    assert!(
+        err.message.contains("duplicate field \"data\""),
+        "{}",
+        err.message
+    );
+    let err = error_of(r#"{"operation":"delete","operation":"insert","data":[]}"#);
+    assert!(err.message.contains("\"operation\""), "{}", err.message);
+    // NDJSON rows too.
+    let mut i = all_types();
+    i.content_type = Some("application/x-ndjson".into());
+    let err = decode(&i, b"{\"i32\":1}\n{\"i32\":1,\"i32\":1}\n").unwrap_err();
+    assert_eq!((err.row, err.column.as_deref()), (Some(1), Some("i32")));
+}
+
+#[test]
+fn json_numbers_follow_the_column_type() {
+    // (body, column, words the message must contain)
+    let cases = [
+        (r#"{"data":{"i32":1,"f32":1e39}}"#, "f32", "float32"),
+        (r#"{"data":{"i32":1,"f32":-1e39}}"#, "f32", "float32"),
+        (r#"{"data":{"i32":1,"f64":1e309}}"#, "f64", "float64"),
+        (r#"{"data":{"i32":1,"t":-5}}"#, "t", "out of range"),
+        (
+            r#"{"data":{"i32":1,"t":1000000000000000}}"#,
+            "t",
+            "out of range",
+        ),
+        (r#"{"data":{"i32":1,"t":"24:00:00"}}"#, "t", "24:00:00"),
+        (
+            r#"{"data":{"i32":1,"i64":9223372036854775808}}"#,
+            "i64",
+            "out of range",
+        ),
+        (r#"{"data":{"i32":1,"d":2147483648}}"#, "d", "date"),
+        (r#"{"data":{"i32":1,"dec":1e-5}}"#, "dec", "decimal(10,2)"),
+        (
+            r#"{"data":{"i32":1,"dec":1e-999999999}}"#,
+            "dec",
+            "decimal(10,2)",
+        ),
+        (
+            r#"{"data":{"i32":1,"dec":123456789}}"#,
+            "dec",
+            "decimal(10,2)",
+        ),
+        (
+            r#"{"data":{"i32":1,"u":"0ééé0-0000-0000-0000-000000000000"}}"#,
+            "u",
+            "UUID",
+        ),
+        (
+            r#"{"data":{"i32":1,"ts":"2026-01-0é 00:00:00"}}"#,
+            "ts",
+            "timestamp",
+        ),
+    ];
+    for (body, column, words) in cases {
+        let err = error_of(body);
+        assert!(
+            matches!(err.kind, DataErrorKind::InvalidValue),
+            "{body}: {}",
+            err.message
+        );
+        assert_eq!(err.column.as_deref(), Some(column), "{body}");
+        assert!(err.message.contains(words), "{body}: {}", err.message);
+    }
+}
+
+#[test]
+fn decimal_numbers_are_read_from_the_literal() {
+    let mut i = all_types();
+    i.schema.fields.push(field(
+        "big",
+        DataType::Decimal(DecimalType {
+            precision: 38,
+            scale: 10,
+        }),
+        true,
+    ));
+    // 20 significant digits: an f64 keeps only about 17 of them.
+    let req = decode(
+        &i,
+        br#"{"data":[{"i32":1,"big":1234567890.1234567891},{"i32":2,"big":-5e-10,"dec":1E3}]}"#,
+    )
+    .unwrap();
+    let ColumnValues::Int128(v) = &column(&req, "big").values else {
+        panic!("not decimal")
+    };
+    let unscaled = |x: &moonlink_sdk::Int128| ((x.hi as i128) << 64) | x.lo as i128;
+    assert_eq!(unscaled(&v[0]), 12_345_678_901_234_567_891);
+    assert_eq!(unscaled(&v[1]), -5);
+    let ColumnValues::Int128(d) = &column(&req, "dec").values else {
+        panic!("not decimal")
+    };
+    assert_eq!(unscaled(&d[1]), 100_000);
+}

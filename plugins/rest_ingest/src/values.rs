@@ -1,112 +1,179 @@
-//! JSON values to typed column values, per logical type. Strict: nothing is rounded or guessed.
+//! Raw JSON values to typed column values, per logical type. Strict: nothing is rounded or
+//! guessed, and every range Iceberg has is checked here (the SDK's parsers and the batch
+//! builder), so a value that is accepted can always be committed.
+
+use std::borrow::Cow;
 
 use base64::Engine as _;
-use moonlink_sdk::text::{parse_date, parse_decimal, parse_time, parse_timestamp, parse_uuid};
+use moonlink_sdk::text::{
+    parse_date, parse_decimal, parse_float, parse_time, parse_timestamp, parse_uuid,
+};
 use moonlink_sdk::{DataType, Value};
-use serde_json::Value as Json;
+use serde_json::value::RawValue;
 
-/// A short description of a JSON value for error messages: `string "abc"`, `number 1.5`.
-pub fn describe(json: &Json) -> String {
-    let mut text = json.to_string();
-    if text.len() > 40 {
-        text.truncate(37);
-        text.push_str("...");
+/// What a raw JSON value is, from its first byte (raw values are valid JSON, trimmed).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    Null,
+    Boolean,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+pub fn kind(raw: &str) -> Kind {
+    match raw.as_bytes().first() {
+        Some(b'n') => Kind::Null,
+        Some(b't' | b'f') => Kind::Boolean,
+        Some(b'"') => Kind::String,
+        Some(b'[') => Kind::Array,
+        Some(b'{') => Kind::Object,
+        _ => Kind::Number,
     }
-    let kind = match json {
-        Json::Null => return "null".into(),
-        Json::Bool(_) => "boolean",
-        Json::Number(_) => "number",
-        Json::String(_) => "string",
-        Json::Array(_) => "array",
-        Json::Object(_) => "object",
+}
+
+/// A short description of a raw JSON value for error messages: `string "abc"`, `number 1.5`.
+pub fn describe(raw: &str) -> String {
+    let name = match kind(raw) {
+        Kind::Null => return "null".into(),
+        Kind::Boolean => "boolean",
+        Kind::Number => "number",
+        Kind::String => "string",
+        Kind::Array => "array",
+        Kind::Object => "object",
     };
-    format!("{kind} {text}")
+    if raw.len() <= 40 {
+        return format!("{name} {raw}");
+    }
+    let mut end = 37;
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{name} {}...", &raw[..end])
 }
 
-fn expected(what: &str, json: &Json) -> String {
-    format!("expected {what}, got {}", describe(json))
+fn expected(what: &str, raw: &str) -> String {
+    format!("expected {what}, got {}", describe(raw))
 }
 
-pub fn convert(data_type: &DataType, json: &Json) -> Result<Value, String> {
-    if json.is_null() {
+/// The text of a JSON string literal, borrowed when it has no escapes.
+pub fn string(raw: &str) -> Result<Cow<'_, str>, String> {
+    if kind(raw) != Kind::String {
+        return Err(expected("a string", raw));
+    }
+    if !raw.contains('\\') && raw.len() >= 2 {
+        return Ok(Cow::Borrowed(&raw[1..raw.len() - 1]));
+    }
+    serde_json::from_str::<String>(raw)
+        .map(Cow::Owned)
+        .map_err(|e| format!("invalid string: {e}"))
+}
+
+/// A JSON integer literal; a fraction or exponent is refused, as is a value beyond int64.
+fn integer(raw: &str, what: &str) -> Result<i64, String> {
+    if kind(raw) != Kind::Number {
+        return Err(expected(what, raw));
+    }
+    raw.parse::<i64>().map_err(|_| {
+        let digits = raw.strip_prefix('-').unwrap_or(raw);
+        if digits.bytes().all(|b| b.is_ascii_digit()) {
+            format!("{} is out of range for int64", describe(raw))
+        } else {
+            expected(what, raw)
+        }
+    })
+}
+
+pub fn convert(data_type: &DataType, raw: &str) -> Result<Value, String> {
+    let kind = kind(raw);
+    if kind == Kind::Null {
         return Ok(Value::Null);
     }
     match data_type {
         DataType::Int16 | DataType::Int32 | DataType::Int64 => {
             let name = match data_type {
-                DataType::Int16 => "int16",
-                DataType::Int32 => "int32",
-                _ => "int64",
+                DataType::Int16 => "an int16 integer",
+                DataType::Int32 => "an int32 integer",
+                _ => "an int64 integer",
             };
-            json.as_i64()
-                .map(Value::Int)
-                .ok_or_else(|| expected(&format!("an {name} integer"), json))
+            integer(raw, name).map(Value::Int)
         }
-        DataType::Float32 | DataType::Float64 => json
-            .as_f64()
-            .filter(|_| json.is_number())
-            .map(Value::Float)
-            .ok_or_else(|| expected("a number", json)),
-        DataType::Boolean => json
-            .as_bool()
-            .map(Value::Bool)
-            .ok_or_else(|| expected("true or false", json)),
-        DataType::Utf8 => json
-            .as_str()
-            .map(|s| Value::Str(s.to_string()))
-            .ok_or_else(|| expected("a string", json)),
-        DataType::Date32 => match json {
-            Json::String(s) => parse_date(s).map(|d| Value::Int(d as i64)),
-            Json::Number(n) if n.is_i64() => Ok(Value::Int(n.as_i64().unwrap())),
-            _ => Err(expected("a date \"YYYY-MM-DD\"", json)),
-        },
-        DataType::Timestamp | DataType::Timestamptz => match json {
-            Json::String(s) => {
-                parse_timestamp(s, matches!(data_type, DataType::Timestamptz)).map(Value::Int)
+        DataType::Float32 | DataType::Float64 => match kind {
+            // JSON numbers have no inf/nan, so an infinite result is an overflow: refused.
+            Kind::Number => {
+                parse_float(raw, matches!(data_type, DataType::Float32)).map(Value::Float)
             }
-            Json::Number(n) if n.is_i64() => Ok(Value::Int(n.as_i64().unwrap())),
+            _ => Err(expected("a number", raw)),
+        },
+        DataType::Boolean => match raw {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            _ => Err(expected("true or false", raw)),
+        },
+        DataType::Utf8 => string(raw).map(|s| Value::Str(s.into_owned())),
+        DataType::Date32 => match kind {
+            Kind::String => parse_date(&string(raw)?).map(|d| Value::Int(d as i64)),
+            // Days since 1970-01-01; the batch builder checks the 32-bit range.
+            Kind::Number => integer(raw, "a date \"YYYY-MM-DD\" or integer days").map(Value::Int),
+            _ => Err(expected("a date \"YYYY-MM-DD\"", raw)),
+        },
+        DataType::Timestamp | DataType::Timestamptz => match kind {
+            Kind::String => {
+                parse_timestamp(&string(raw)?, matches!(data_type, DataType::Timestamptz))
+                    .map(Value::Int)
+            }
+            Kind::Number => integer(
+                raw,
+                "a timestamp \"YYYY-MM-DD HH:MM:SS[.ffffff]\" or integer microseconds",
+            )
+            .map(Value::Int),
             _ => Err(expected(
                 "a timestamp \"YYYY-MM-DD HH:MM:SS[.ffffff]\" or integer microseconds",
-                json,
+                raw,
             )),
         },
-        DataType::Decimal(d) => {
-            let text = match json {
-                Json::String(s) => s.clone(),
-                Json::Number(n) => n.to_string(),
-                _ => return Err(expected("a decimal (string or number)", json)),
-            };
-            parse_decimal(&text, d.precision, d.scale).map(Value::Int128)
+        DataType::Decimal(d) => match kind {
+            Kind::String => parse_decimal(&string(raw)?, d.precision, d.scale),
+            // The literal itself, exactly (an f64 would drop digits past the 17th).
+            Kind::Number => parse_decimal(raw, d.precision, d.scale),
+            _ => Err(expected("a decimal (string or number)", raw)),
         }
-        DataType::Binary => match json {
-            Json::String(s) => base64::engine::general_purpose::STANDARD
-                .decode(s)
+        .map(Value::Int128),
+        DataType::Binary => match kind {
+            Kind::String => base64::engine::general_purpose::STANDARD
+                .decode(string(raw)?.as_bytes())
                 .map(Value::Bytes)
                 .map_err(|e| format!("expected base64, {e}")),
-            _ => Err(expected("a base64 string", json)),
+            _ => Err(expected("a base64 string", raw)),
         },
-        DataType::Uuid => match json {
-            Json::String(s) => parse_uuid(s).map(|b| Value::Bytes(b.to_vec())),
-            _ => Err(expected("a UUID string", json)),
+        DataType::Uuid => match kind {
+            Kind::String => parse_uuid(&string(raw)?).map(|b| Value::Bytes(b.to_vec())),
+            _ => Err(expected("a UUID string", raw)),
         },
-        DataType::Time => match json {
-            Json::String(s) => parse_time(s).map(Value::Int),
-            Json::Number(n) if n.is_i64() => Ok(Value::Int(n.as_i64().unwrap())),
-            _ => Err(expected("a time \"HH:MM:SS[.ffffff]\"", json)),
+        DataType::Time => match kind {
+            Kind::String => parse_time(&string(raw)?).map(Value::Int),
+            // Microseconds since midnight; the batch builder checks Iceberg's range.
+            Kind::Number => {
+                integer(raw, "a time \"HH:MM:SS[.ffffff]\" or integer microseconds").map(Value::Int)
+            }
+            _ => Err(expected("a time \"HH:MM:SS[.ffffff]\"", raw)),
         },
-        DataType::Array(element) => match json {
-            Json::Array(items) => {
+        DataType::Array(element) => match kind {
+            Kind::Array => {
+                let items: Vec<&RawValue> =
+                    serde_json::from_str(raw).map_err(|e| format!("invalid array: {e}"))?;
                 let element = moonlink_sdk::element_data_type(element);
                 items
                     .iter()
                     .enumerate()
                     .map(|(i, item)| {
-                        convert(&element, item).map_err(|e| format!("element {i}: {e}"))
+                        convert(&element, item.get()).map_err(|e| format!("element {i}: {e}"))
                     })
                     .collect::<Result<Vec<_>, _>>()
                     .map(Value::List)
             }
-            _ => Err(expected("a JSON array", json)),
+            _ => Err(expected("a JSON array", raw)),
         },
     }
 }
