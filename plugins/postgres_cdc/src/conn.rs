@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -28,6 +28,8 @@ pub enum PgError {
     },
     /// The server sent something this client does not understand.
     Protocol(String),
+    /// The server went silent while an answer was due (or stopped reading).
+    Stalled(String),
 }
 
 impl fmt::Display for PgError {
@@ -50,6 +52,7 @@ impl fmt::Display for PgError {
                 Ok(())
             }
             PgError::Protocol(m) => write!(f, "Postgres protocol error: {m}"),
+            PgError::Stalled(m) => f.write_str(m),
         }
     }
 }
@@ -71,7 +74,7 @@ impl From<std::io::Error> for PgError {
 
 pub type PgResult<T> = Result<T, PgError>;
 
-/// Where and as whom to connect.
+/// Where and as whom to connect, and how long to wait.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
     pub host: String,
@@ -79,6 +82,12 @@ pub struct ConnectOptions {
     pub user: String,
     pub password: Option<String>,
     pub database: String,
+    /// The longest wait for the TCP connection and for each answer until the session is
+    /// ready (startup, authentication); also bounds every write.
+    pub connect_timeout: Duration,
+    /// The longest silence once connected while an answer is due: a query's result, the
+    /// next COPY row, the start of replication, a keepalive the plugin asked for.
+    pub reply_timeout: Duration,
 }
 
 /// One backend message: its type byte and body.
@@ -90,33 +99,160 @@ pub struct Message {
 /// A query's result rows, each column as text (`None` for NULL).
 pub type Rows = Vec<Vec<Option<String>>>;
 
-pub struct Connection {
-    stream: TcpStream,
-    input: BytesMut,
-    output: BytesMut,
+/// Column `i` of a result row as text: `None` for NULL, and for a column the server did not
+/// send (so a short row from a broken server is a clear error upstream, never a panic).
+pub fn col(row: &[Option<String>], i: usize) -> Option<&str> {
+    row.get(i).and_then(|v| v.as_deref())
 }
 
-fn read_cstr(body: &mut Bytes) -> PgResult<String> {
-    let end = body
-        .iter()
-        .position(|b| *b == 0)
-        .ok_or_else(|| PgError::Protocol("unterminated string".into()))?;
-    let s = String::from_utf8_lossy(&body[..end]).into_owned();
-    body.advance(end + 1);
-    Ok(s)
+/// Postgres never sends a message over 1 GiB (its own allocation limit): a larger length
+/// is garbage, or the peer is not Postgres at all.
+pub const MAX_MESSAGE_LEN: usize = 1 << 30;
+
+/// The message types a backend sends (protocol 3.0); anything else is garbage.
+const BACKEND_TAGS: &[u8] = b"123ACDEGHIKNRSTVWZcdnstv";
+
+/// A message type for error messages: `'R'`, or `0x00` when not printable.
+pub fn tag_name(tag: u8) -> String {
+    if tag.is_ascii_graphic() {
+        format!("'{}'", tag as char)
+    } else {
+        format!("0x{tag:02x}")
+    }
 }
 
-/// Parses an ErrorResponse/NoticeResponse body.
-fn server_error(mut body: Bytes) -> PgError {
+/// A wait for error messages: `10 s`, `250 ms`.
+pub fn span(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{ms} ms")
+    }
+}
+
+/// The size of the frame at the start of `input` (type byte + length + body), once its header
+/// is there; checked, so no length can overflow (wasm32 has 32-bit `usize`).
+pub fn frame_size(input: &[u8]) -> PgResult<Option<usize>> {
+    let [tag, a, b, c, d, ..] = *input else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([a, b, c, d]);
+    if !BACKEND_TAGS.contains(&tag) {
+        return Err(PgError::Protocol(format!(
+            "unknown backend message type {} (length field {len}); is this a Postgres server?",
+            tag_name(tag)
+        )));
+    }
+    let body_len = usize::try_from(len)
+        .ok()
+        .and_then(|l| l.checked_sub(4))
+        .filter(|l| *l <= MAX_MESSAGE_LEN)
+        .ok_or_else(|| {
+            PgError::Protocol(format!(
+                "backend message {} has an invalid length field {len} (4 to {} bytes)",
+                tag_name(tag),
+                MAX_MESSAGE_LEN + 4
+            ))
+        })?;
+    Ok(Some(body_len + 5))
+}
+
+/// Splits the first complete message off `input`, if there is one.
+pub fn take_message(input: &mut BytesMut) -> PgResult<Option<Message>> {
+    let Some(size) = frame_size(input)? else {
+        return Ok(None);
+    };
+    if input.len() < size {
+        return Ok(None);
+    }
+    let mut frame = input.split_to(size).freeze();
+    let tag = frame[0];
+    frame.advance(5);
+    Ok(Some(Message { tag, body: frame }))
+}
+
+/// A reader of one message's body whose every read is checked: a short or malformed body is
+/// an error naming the message, its length and what was missing, never a panic.
+pub struct Fields {
+    tag: u8,
+    body: Bytes,
+    len: usize,
+}
+
+impl Fields {
+    pub fn new(tag: u8, body: Bytes) -> Fields {
+        let len = body.len();
+        Fields { tag, body, len }
+    }
+
+    pub fn error(&self, why: impl fmt::Display) -> PgError {
+        PgError::Protocol(format!(
+            "malformed backend message {} ({} bytes): {why} at byte {}",
+            tag_name(self.tag),
+            self.len,
+            self.len - self.body.len()
+        ))
+    }
+
+    fn need(&self, n: usize, what: &str) -> PgResult<()> {
+        if self.body.len() < n {
+            return Err(self.error(format_args!(
+                "{what} needs {n} bytes, {} left",
+                self.body.len()
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn i16(&mut self, what: &str) -> PgResult<i16> {
+        self.need(2, what)?;
+        Ok(self.body.get_i16())
+    }
+
+    pub fn i32(&mut self, what: &str) -> PgResult<i32> {
+        self.need(4, what)?;
+        Ok(self.body.get_i32())
+    }
+
+    pub fn bytes(&mut self, n: usize, what: &str) -> PgResult<Bytes> {
+        self.need(n, what)?;
+        Ok(self.body.split_to(n))
+    }
+
+    pub fn cstr(&mut self, what: &str) -> PgResult<String> {
+        let end = self
+            .body
+            .iter()
+            .position(|b| *b == 0)
+            .ok_or_else(|| self.error(format_args!("{what} is not NUL-terminated")))?;
+        let s = String::from_utf8_lossy(&self.body[..end]).into_owned();
+        self.body.advance(end + 1);
+        Ok(s)
+    }
+
+    pub fn rest(self) -> Bytes {
+        self.body
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.body.len()
+    }
+}
+
+/// Parses an ErrorResponse/NoticeResponse body (lenient: it is already bad news).
+pub fn server_error(mut body: Bytes) -> PgError {
     let (mut code, mut message, mut detail, mut hint) = (String::new(), String::new(), None, None);
     while body.has_remaining() {
         let field = body.get_u8();
         if field == 0 {
             break;
         }
-        let Ok(value) = read_cstr(&mut body) else {
+        let Some(end) = body.iter().position(|b| *b == 0) else {
             break;
         };
+        let value = String::from_utf8_lossy(&body[..end]).into_owned();
+        body.advance(end + 1);
         match field {
             b'C' => code = value,
             b'M' => message = value,
@@ -133,27 +269,150 @@ fn server_error(mut body: Bytes) -> PgError {
     }
 }
 
+/// An authentication request (`R`).
+#[derive(Debug, PartialEq)]
+pub enum Auth {
+    Ok,
+    Cleartext,
+    Md5([u8; 4]),
+    Sasl(Vec<String>),
+    SaslContinue(Bytes),
+    SaslFinal(Bytes),
+    Unsupported(i32),
+}
+
+pub fn parse_auth(body: Bytes) -> PgResult<Auth> {
+    let mut f = Fields::new(b'R', body);
+    Ok(match f.i32("the authentication code")? {
+        0 => Auth::Ok,
+        3 => Auth::Cleartext,
+        5 => {
+            let salt = f.bytes(4, "the md5 salt")?;
+            Auth::Md5([salt[0], salt[1], salt[2], salt[3]])
+        }
+        10 => {
+            let mut mechanisms = Vec::new();
+            loop {
+                let m = f.cstr("a SASL mechanism name")?;
+                if m.is_empty() {
+                    break;
+                }
+                mechanisms.push(m);
+            }
+            Auth::Sasl(mechanisms)
+        }
+        11 => Auth::SaslContinue(f.rest()),
+        12 => Auth::SaslFinal(f.rest()),
+        other => Auth::Unsupported(other),
+    })
+}
+
+/// The number of columns a RowDescription (`T`) announces.
+pub fn parse_row_description(body: Bytes) -> PgResult<usize> {
+    let mut f = Fields::new(b'T', body);
+    let n = f.i16("the column count")?;
+    usize::try_from(n).map_err(|_| f.error(format_args!("negative column count {n}")))
+}
+
+/// A DataRow (`D`): each column as text (`None` for NULL).
+pub fn parse_data_row(body: Bytes) -> PgResult<Vec<Option<String>>> {
+    let mut f = Fields::new(b'D', body);
+    let n = f.i16("the column count")?;
+    let n = usize::try_from(n).map_err(|_| f.error(format_args!("negative column count {n}")))?;
+    // Each column takes at least its 4-byte length: no allocation beyond what arrived.
+    let mut row = Vec::with_capacity(n.min(f.remaining() / 4));
+    for i in 0..n {
+        let len = f.i32("a column length")?;
+        if len == -1 {
+            row.push(None);
+            continue;
+        }
+        let len = usize::try_from(len)
+            .map_err(|_| f.error(format_args!("column {i} has length {len}")))?;
+        let value = f.bytes(len, "a column value")?;
+        row.push(Some(String::from_utf8_lossy(&value).into_owned()));
+    }
+    if f.remaining() != 0 {
+        return Err(f.error(format_args!(
+            "{} bytes after the last column",
+            f.remaining()
+        )));
+    }
+    Ok(row)
+}
+
+pub struct Connection {
+    stream: TcpStream,
+    input: BytesMut,
+    output: BytesMut,
+    /// `host:port`, for messages.
+    peer: String,
+    connect_timeout: Duration,
+    reply_timeout: Duration,
+    /// Setup (startup, authentication) is over.
+    ready: bool,
+    /// Any byte arrived yet.
+    heard: bool,
+    /// The last request sent or byte received: silence is measured from here.
+    last_activity: Instant,
+    /// When a keepalive was requested (status update with the reply flag) and not yet heard.
+    reply_due_since: Option<Instant>,
+}
+
 impl Connection {
     /// Connects and authenticates. `replication` opens a walsender connection
     /// (`replication=database`), which accepts replication commands besides SQL.
     pub fn connect(options: &ConnectOptions, replication: bool) -> PgResult<Connection> {
-        let stream = TcpStream::connect((options.host.as_str(), options.port)).map_err(|e| {
+        let peer = format!("{}:{}", options.host, options.port);
+        let cannot = |e: std::io::Error| {
             let hint = if e.kind() == ErrorKind::PermissionDenied {
                 " (the sandbox allows only the host:port in the plugin's settings and \
                  [capabilities] network)"
             } else {
                 ""
             };
-            PgError::Io(format!(
-                "cannot connect to {}:{}: {e}{hint}",
-                options.host, options.port
-            ))
-        })?;
+            PgError::Io(format!("cannot connect to {peer}: {e}{hint}"))
+        };
+        let addresses: Vec<SocketAddr> = (options.host.as_str(), options.port)
+            .to_socket_addrs()
+            .map_err(cannot)?
+            .collect();
+        let mut stream = None;
+        let mut last_error = None;
+        for address in &addresses {
+            match TcpStream::connect_timeout(address, options.connect_timeout) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::TimedOut => {
+                    last_error = Some(PgError::Stalled(format!(
+                        "cannot connect to {peer}: no answer within {}",
+                        span(options.connect_timeout)
+                    )))
+                }
+                Err(e) => last_error = Some(cannot(e)),
+            }
+        }
+        let Some(stream) = stream else {
+            return Err(last_error.unwrap_or_else(|| {
+                PgError::Io(format!("cannot connect to {peer}: the name has no address"))
+            }));
+        };
         let _ = stream.set_nodelay(true);
+        // A write that cannot proceed (the server stopped reading) fails instead of blocking.
+        stream.set_write_timeout(Some(options.connect_timeout.max(Duration::from_millis(1))))?;
         let mut conn = Connection {
             stream,
             input: BytesMut::with_capacity(64 * 1024),
             output: BytesMut::with_capacity(1024),
+            peer,
+            connect_timeout: options.connect_timeout.max(Duration::from_millis(1)),
+            reply_timeout: options.reply_timeout.max(Duration::from_millis(1)),
+            ready: false,
+            heard: false,
+            last_activity: Instant::now(),
+            reply_due_since: None,
         };
         // Values arrive in text form; fix the formats so they parse the same everywhere.
         let mut params: Vec<(&str, &str)> = vec![
@@ -175,13 +434,25 @@ impl Connection {
         conn.authenticate(options)?;
         // Parameter statuses and the backend key, until the server is ready.
         loop {
-            let msg = conn.read_message(None)?;
+            let msg = conn.answer("waiting for the server to be ready")?;
             match msg.tag {
-                b'Z' => return Ok(conn),
+                b'Z' => {
+                    conn.ready = true;
+                    return Ok(conn);
+                }
                 b'E' => return Err(server_error(msg.body)),
-                _ => {}
+                b'S' | b'K' | b'v' => {}
+                other => return Err(conn.unexpected(other, "during startup")),
             }
         }
+    }
+
+    fn unexpected(&self, tag: u8, when: &str) -> PgError {
+        PgError::Protocol(format!(
+            "unexpected backend message {} {when} from {}",
+            tag_name(tag),
+            self.peer
+        ))
     }
 
     fn authenticate(&mut self, options: &ConnectOptions) -> PgResult<()> {
@@ -193,40 +464,29 @@ impl Connection {
             })
         };
         loop {
-            let msg = self.read_message(None)?;
+            let msg = self.answer("authenticating")?;
             if msg.tag == b'E' {
                 return Err(server_error(msg.body));
             }
             if msg.tag != b'R' {
                 return Err(PgError::Protocol(format!(
-                    "expected an authentication request, got message '{}'",
-                    msg.tag as char
+                    "expected an authentication request, got message {}",
+                    tag_name(msg.tag)
                 )));
             }
-            let mut body = msg.body;
-            match body.get_i32() {
-                0 => return Ok(()),
-                3 => {
+            match parse_auth(msg.body)? {
+                Auth::Ok => return Ok(()),
+                Auth::Cleartext => {
                     let pw = password()?;
                     frontend::password_message(pw.as_bytes(), &mut self.output)?;
                     self.flush()?;
                 }
-                5 => {
-                    let mut salt = [0u8; 4];
-                    body.copy_to_slice(&mut salt);
+                Auth::Md5(salt) => {
                     let hashed = md5_hash(options.user.as_bytes(), password()?.as_bytes(), salt);
                     frontend::password_message(hashed.as_bytes(), &mut self.output)?;
                     self.flush()?;
                 }
-                10 => {
-                    let mut mechanisms = Vec::new();
-                    loop {
-                        let m = read_cstr(&mut body)?;
-                        if m.is_empty() {
-                            break;
-                        }
-                        mechanisms.push(m);
-                    }
+                Auth::Sasl(mechanisms) => {
                     if !mechanisms.iter().any(|m| m == sasl::SCRAM_SHA_256) {
                         return Err(PgError::Protocol(format!(
                             "the server offers SASL mechanisms {mechanisms:?}; only SCRAM-SHA-256 is supported"
@@ -234,7 +494,12 @@ impl Connection {
                     }
                     self.scram(password()?.as_bytes())?;
                 }
-                other => {
+                Auth::SaslContinue(_) | Auth::SaslFinal(_) => {
+                    return Err(PgError::Protocol(
+                        "a SASL message arrived before SASL started".into(),
+                    ))
+                }
+                Auth::Unsupported(other) => {
                     return Err(PgError::Protocol(format!(
                         "authentication method {other} is not supported (use trust, password, md5 or scram-sha-256)"
                     )))
@@ -247,93 +512,191 @@ impl Connection {
         let mut scram = sasl::ScramSha256::new(password, sasl::ChannelBinding::unsupported());
         frontend::sasl_initial_response(sasl::SCRAM_SHA_256, scram.message(), &mut self.output)?;
         self.flush()?;
-        let expect = |conn: &mut Connection, kind: i32| -> PgResult<Bytes> {
-            let msg = conn.read_message(None)?;
+        let expect = |conn: &mut Connection, last: bool| -> PgResult<Bytes> {
+            let msg = conn.answer("authenticating (SCRAM)")?;
             if msg.tag == b'E' {
                 return Err(server_error(msg.body));
             }
-            let mut body = msg.body;
-            if msg.tag != b'R' || body.get_i32() != kind {
-                return Err(PgError::Protocol("unexpected message during SCRAM".into()));
+            if msg.tag != b'R' {
+                return Err(conn.unexpected(msg.tag, "during SCRAM"));
             }
-            Ok(body)
+            match (parse_auth(msg.body)?, last) {
+                (Auth::SaslContinue(data), false) | (Auth::SaslFinal(data), true) => Ok(data),
+                (other, _) => Err(PgError::Protocol(format!(
+                    "unexpected authentication request during SCRAM: {other:?}"
+                ))),
+            }
         };
-        let cont = expect(self, 11)?;
+        let cont = expect(self, false)?;
         scram.update(&cont)?;
         frontend::sasl_response(scram.message(), &mut self.output)?;
         self.flush()?;
-        let fin = expect(self, 12)?;
+        let fin = expect(self, true)?;
         scram.finish(&fin)?;
         Ok(())
     }
 
     fn flush(&mut self) -> PgResult<()> {
-        self.stream.write_all(&self.output)?;
+        self.stream.write_all(&self.output).map_err(|e| {
+            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+                PgError::Stalled(format!(
+                    "postgres at {} stopped reading: a write made no progress for {}",
+                    self.peer,
+                    span(self.connect_timeout)
+                ))
+            } else {
+                e.into()
+            }
+        })?;
         self.output.clear();
+        self.last_activity = Instant::now();
         Ok(())
     }
 
-    /// Reads the next message; running past `deadline` is an error (see
-    /// [`Connection::try_read_message`] for a wait that may end empty).
-    fn read_message(&mut self, deadline: Option<Instant>) -> PgResult<Message> {
-        match self.try_read_message(deadline)? {
-            Some(m) => Ok(m),
-            None => Err(PgError::Io("timed out waiting for the server".into())),
+    /// The longest silence accepted while an answer is due.
+    fn silence_limit(&self) -> Duration {
+        if self.ready {
+            self.reply_timeout
+        } else {
+            self.connect_timeout
         }
     }
 
-    /// The next message, or `None` if none arrived before `deadline`.
-    pub fn try_read_message(&mut self, deadline: Option<Instant>) -> PgResult<Option<Message>> {
+    fn stalled(&self, what: &str) -> PgError {
+        let limit = span(self.silence_limit());
+        PgError::Stalled(if self.heard {
+            format!(
+                "postgres at {} sent nothing for {limit} while {what}",
+                self.peer
+            )
+        } else {
+            format!(
+                "postgres at {} accepted the connection but sent nothing for {limit}",
+                self.peer
+            )
+        })
+    }
+
+    /// The next message of an answer that is due; a silence longer than the limit is an error
+    /// saying what was awaited.
+    fn answer(&mut self, what: &str) -> PgResult<Message> {
+        match self.next_message(None, Some(what), false)? {
+            Some(m) => Ok(m),
+            None => Err(self.stalled(what)),
+        }
+    }
+
+    /// The next message, or `None` once `until` passes (with `take_ready`, only once nothing
+    /// more is readable at once: data already there is not left behind). With `answer_due`,
+    /// silence beyond the limit is an error; a keepalive requested and not heard in time is
+    /// one too. Every wait is bounded: no read blocks past `until` or the limit.
+    pub fn next_message(
+        &mut self,
+        until: Option<Instant>,
+        answer_due: Option<&str>,
+        take_ready: bool,
+    ) -> PgResult<Option<Message>> {
+        let answer_due = match (until, answer_due) {
+            (None, None) => Some("waiting for an answer"),
+            (_, due) => due,
+        };
+        // Silence is an error only once a read here found nothing: the host may simply have
+        // been slow to call again, with the answer waiting in the socket.
+        let mut read_here = false;
         loop {
-            if self.input.len() >= 5 {
-                let len = u32::from_be_bytes([
-                    self.input[1],
-                    self.input[2],
-                    self.input[3],
-                    self.input[4],
-                ]) as usize;
-                if len < 4 {
-                    return Err(PgError::Protocol("invalid message length".into()));
+            if let Some(msg) = take_message(&mut self.input)? {
+                // Notices are informational; they never interrupt a conversation.
+                if msg.tag == b'N' {
+                    continue;
                 }
-                if self.input.len() > len {
-                    let mut frame = self.input.split_to(len + 1).freeze();
-                    let tag = frame.get_u8();
-                    frame.advance(4);
-                    // Notices are informational; they never interrupt a conversation.
-                    if tag == b'N' {
-                        continue;
-                    }
-                    return Ok(Some(Message { tag, body: frame }));
-                }
-                self.input.reserve(len + 1 - self.input.len());
+                return Ok(Some(msg));
             }
-            let timeout = match deadline {
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
+            let now = Instant::now();
+            let mut wake = until;
+            let mut stalled = None;
+            if let Some(what) = answer_due {
+                let stall_at = self.last_activity + self.silence_limit();
+                if now >= stall_at {
+                    stalled = Some(self.stalled(what));
+                }
+                wake = Some(wake.map_or(stall_at, |w| w.min(stall_at)));
+            }
+            if let Some(since) = self.reply_due_since {
+                let stall_at = since + self.reply_timeout;
+                if now >= stall_at {
+                    stalled = Some(PgError::Stalled(format!(
+                        "postgres at {} sent nothing for {}, not even the keepalive it was asked for",
+                        self.peer,
+                        span(self.reply_timeout)
+                    )));
+                }
+                wake = Some(wake.map_or(stall_at, |w| w.min(stall_at)));
+            }
+            let timeout = match stalled {
+                Some(e) if read_here => return Err(e),
+                Some(_) => Duration::from_millis(1),
+                None if until.is_some_and(|u| now >= u) => {
+                    if !take_ready || read_here {
                         return Ok(None);
                     }
-                    Some((d - now).max(Duration::from_millis(1)))
+                    Duration::from_millis(1)
                 }
-                None => None,
+                None => wake
+                    .unwrap_or(now + self.silence_limit())
+                    .saturating_duration_since(now),
             };
-            self.stream.set_read_timeout(timeout)?;
-            let start = self.input.len();
-            self.input.resize(start + 64 * 1024, 0);
-            match self.stream.read(&mut self.input[start..]) {
-                Ok(0) => {
-                    self.input.truncate(start);
-                    return Err(PgError::Io("the server closed the connection".into()));
-                }
-                Ok(n) => self.input.truncate(start + n),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    self.input.truncate(start);
-                    return Ok(None);
-                }
-                Err(e) => {
-                    self.input.truncate(start);
-                    return Err(e.into());
-                }
+            self.fill(timeout)?;
+            read_here = true;
+        }
+    }
+
+    /// Reads what arrives within `timeout` (at least 1 ms: zero means "forever" to sockets).
+    fn fill(&mut self, timeout: Duration) -> PgResult<()> {
+        let want = match frame_size(&self.input)? {
+            Some(size) if size > self.input.len() => size - self.input.len(),
+            _ => 64 * 1024,
+        };
+        if want > 1 << 20 && self.input.capacity() - self.input.len() < want {
+            // A message too large for the plugin's memory is an error naming it, not a trap.
+            let mut probe: Vec<u8> = Vec::new();
+            if probe.try_reserve_exact(self.input.len() + want).is_err() {
+                return Err(PgError::Protocol(format!(
+                    "a backend message of {} bytes does not fit in the plugin's memory \
+                     (raise [capabilities] memory_mib)",
+                    self.input.len() + want
+                )));
+            }
+            drop(probe);
+            self.input.reserve(want);
+        }
+        // Large messages arrive in reads of up to 1 MiB; small ones share 64 KiB reads.
+        let room = want.clamp(64 * 1024, 1 << 20);
+        self.stream
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        let start = self.input.len();
+        self.input.resize(start + room, 0);
+        match self.stream.read(&mut self.input[start..]) {
+            Ok(0) => {
+                self.input.truncate(start);
+                Err(PgError::Io(format!(
+                    "postgres at {} closed the connection",
+                    self.peer
+                )))
+            }
+            Ok(n) => {
+                self.input.truncate(start + n);
+                self.heard = true;
+                self.last_activity = Instant::now();
+                self.reply_due_since = None;
+                Ok(())
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                self.input.truncate(start);
+                Ok(())
+            }
+            Err(e) => {
+                self.input.truncate(start);
+                Err(e.into())
             }
         }
     }
@@ -344,15 +707,29 @@ impl Connection {
         frontend::query(sql, &mut self.output)?;
         self.flush()?;
         let mut rows = Vec::new();
+        let mut columns = None;
         let mut error = None;
         loop {
-            let msg = self.read_message(None)?;
+            let msg = self.answer("waiting for the result of a query")?;
             match msg.tag {
-                b'T' => rows.clear(),
-                b'D' => rows.push(parse_data_row(msg.body)?),
+                b'T' => {
+                    rows.clear();
+                    columns = Some(parse_row_description(msg.body)?);
+                }
+                b'D' => {
+                    let row = parse_data_row(msg.body)?;
+                    if columns != Some(row.len()) {
+                        return Err(PgError::Protocol(format!(
+                            "data row 'D' has {} columns, but the row description announced {}",
+                            row.len(),
+                            columns.map_or("none".to_string(), |n| n.to_string())
+                        )));
+                    }
+                    rows.push(row);
+                }
                 b'E' => error = Some(server_error(msg.body)),
                 b'Z' => break,
-                b'H' | b'W' => {
+                b'H' | b'W' | b'G' => {
                     return Err(PgError::Protocol(
                         "a COPY started where a plain query was expected".into(),
                     ))
@@ -376,7 +753,7 @@ impl Connection {
         frontend::query(sql, &mut self.output)?;
         self.flush()?;
         loop {
-            let msg = self.read_message(None)?;
+            let msg = self.answer("waiting for a COPY to start")?;
             match msg.tag {
                 b'H' => return Ok(()),
                 b'E' => {
@@ -384,33 +761,37 @@ impl Connection {
                     self.wait_ready()?;
                     return Err(e);
                 }
+                b'Z' => return Err(self.unexpected(b'Z', "instead of a COPY")),
                 _ => {}
             }
         }
     }
 
-    /// The next COPY row (one text line, without the newline), or `None` at the end.
-    pub fn copy_row(&mut self) -> PgResult<Option<Bytes>> {
+    /// The next COPY row (one text line, without the newline): `Some(None)` at the end, and
+    /// `None` once `until` has passed and no row is readable at once (the copy goes on; ask
+    /// again). Rows already there are taken even past `until`: waiting is what is bounded.
+    pub fn copy_row(&mut self, until: Instant) -> PgResult<Option<Option<Bytes>>> {
         loop {
-            let msg = self.read_message(None)?;
+            let Some(msg) = self.next_message(Some(until), Some("copying rows"), true)? else {
+                return Ok(None);
+            };
             match msg.tag {
-                b'd' => return Ok(Some(msg.body)),
-                b'c' => {}
-                b'C' => {}
+                b'd' => return Ok(Some(Some(msg.body))),
+                b'c' | b'C' => {}
                 b'E' => {
                     let e = server_error(msg.body);
                     self.wait_ready()?;
                     return Err(e);
                 }
-                b'Z' => return Ok(None),
-                _ => {}
+                b'Z' => return Ok(Some(None)),
+                other => return Err(self.unexpected(other, "during a COPY")),
             }
         }
     }
 
     fn wait_ready(&mut self) -> PgResult<()> {
         loop {
-            if self.read_message(None)?.tag == b'Z' {
+            if self.answer("waiting for the server to be ready")?.tag == b'Z' {
                 return Ok(());
             }
         }
@@ -421,19 +802,22 @@ impl Connection {
         frontend::query(command, &mut self.output)?;
         self.flush()?;
         loop {
-            let msg = self.read_message(None)?;
+            let msg = self.answer("waiting for replication to start")?;
             match msg.tag {
                 b'W' => return Ok(()),
                 b'E' => return Err(server_error(msg.body)),
+                b'Z' => return Err(self.unexpected(b'Z', "instead of replication")),
                 _ => {}
             }
         }
     }
 
     /// The next replication CopyData payload, or `None` if nothing arrived before `deadline`.
+    /// Nothing is due while the stream is idle, except a keepalive asked for (see
+    /// [`Connection::send_status`]).
     pub fn replication_data(&mut self, deadline: Instant) -> PgResult<Option<Bytes>> {
         loop {
-            let Some(msg) = self.try_read_message(Some(deadline))? else {
+            let Some(msg) = self.next_message(Some(deadline), None, false)? else {
                 return Ok(None);
             };
             match msg.tag {
@@ -448,17 +832,22 @@ impl Connection {
     }
 
     /// Sends a Standby Status Update: everything up to `flushed` is durable here, so the
-    /// server may advance the slot and recycle WAL before it.
-    pub fn send_status(&mut self, written: u64, flushed: u64) -> PgResult<()> {
+    /// server may advance the slot and recycle WAL before it. With `reply`, the server is
+    /// asked to answer at once: a silent one is then noticed within the reply timeout.
+    pub fn send_status(&mut self, written: u64, flushed: u64, reply: bool) -> PgResult<()> {
         let mut payload = Vec::with_capacity(34);
         payload.push(b'r');
         payload.extend_from_slice(&written.to_be_bytes());
         payload.extend_from_slice(&flushed.to_be_bytes());
         payload.extend_from_slice(&flushed.to_be_bytes());
         payload.extend_from_slice(&postgres_epoch_micros().to_be_bytes());
-        payload.push(0);
+        payload.push(u8::from(reply));
         frontend::CopyData::new(&payload[..])?.write(&mut self.output);
-        self.flush()
+        self.flush()?;
+        if reply && self.reply_due_since.is_none() {
+            self.reply_due_since = Some(Instant::now());
+        }
+        Ok(())
     }
 
     /// Ends the session politely (the server drops a lost one after its timeout anyway).
@@ -475,25 +864,6 @@ fn postgres_epoch_micros() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64 - UNIX_TO_PG_MICROS)
         .unwrap_or(0)
-}
-
-fn parse_data_row(mut body: Bytes) -> PgResult<Vec<Option<String>>> {
-    let n = body.get_i16();
-    let mut row = Vec::with_capacity(n.max(0) as usize);
-    for _ in 0..n {
-        let len = body.get_i32();
-        if len < 0 {
-            row.push(None);
-        } else {
-            let len = len as usize;
-            if body.remaining() < len {
-                return Err(PgError::Protocol("truncated data row".into()));
-            }
-            row.push(Some(String::from_utf8_lossy(&body[..len]).into_owned()));
-            body.advance(len);
-        }
-    }
-    Ok(row)
 }
 
 /// Quotes an identifier for SQL (`"my ""table"""`).

@@ -9,7 +9,8 @@
 //!
 //! Settings (see `example.toml`): `host`, `port`, `user`, `password` or `password_env`,
 //! `database`, `tables` (`schema.table`, ...) or `publication`, `slot`, `namespace`,
-//! `keyless` (`refuse` | `append-only`), `snapshot_connections`, `snapshot_chunk_pages`.
+//! `keyless` (`refuse` | `append-only`), `snapshot_connections`, `snapshot_chunk_pages`,
+//! `connect_timeout_ms`, `reply_timeout_ms` (every wait on the server is bounded; README.md).
 
 mod conn;
 mod pgoutput;
@@ -19,11 +20,12 @@ mod tables;
 mod types;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use moonlink_sdk::source::{PollResult, ResumePoint, Source, SourceEvent, TableDef};
 use moonlink_sdk::Config;
 
-use conn::{quote_ident, quote_literal, ConnectOptions, Connection, PgError};
+use conn::{col, quote_ident, quote_literal, ConnectOptions, Connection, PgError};
 use snapshot::Snapshot;
 use stream::Stream;
 use tables::{MirroredTable, PgColumn};
@@ -111,8 +113,20 @@ impl Settings {
                 ))
             }
         };
+        let millis = |key: &str, default: u64| -> Result<Duration, String> {
+            match config.opt_u64(key)?.unwrap_or(default) {
+                0 => Err(format!(
+                    "setting `{key}`: must be at least 1 (milliseconds)"
+                )),
+                ms => Ok(Duration::from_millis(ms)),
+            }
+        };
+        let connect_timeout = millis("connect_timeout_ms", 10_000)?;
+        let reply_timeout = millis("reply_timeout_ms", 60_000)?;
         Ok(Settings {
             connect: ConnectOptions {
+                connect_timeout,
+                reply_timeout,
                 host: config.opt_str("host")?.unwrap_or("127.0.0.1").to_string(),
                 port,
                 user: config.opt_str("user")?.unwrap_or("postgres").to_string(),
@@ -167,7 +181,7 @@ fn pg(context: &str) -> impl Fn(PgError) -> String + '_ {
 /// Checks what logical replication needs, with messages that say how to fix each gap.
 fn preflight(conn: &mut Connection, settings: &Settings) -> Result<(), String> {
     let rows = conn.query("SHOW wal_level").map_err(pg("SHOW wal_level"))?;
-    let level = rows.first().and_then(|r| r[0].clone()).unwrap_or_default();
+    let level = rows.first().and_then(|r| col(r, 0)).unwrap_or_default();
     if level != "logical" {
         return Err(format!(
             "Postgres has wal_level = '{level}'; logical replication needs 'logical': run \
@@ -181,7 +195,7 @@ fn preflight(conn: &mut Connection, settings: &Settings) -> Result<(), String> {
             quote_literal(user)
         ))
         .map_err(pg("checking privileges"))?;
-    if rows.first().and_then(|r| r[0].as_deref()) != Some("t") {
+    if rows.first().and_then(|r| col(r, 0)) != Some("t") {
         return Err(format!(
             "role '{user}' may not start replication: ALTER ROLE {} REPLICATION; (or use a superuser)",
             quote_ident(user)
@@ -210,7 +224,10 @@ fn table_names(conn: &mut Connection, settings: &Settings) -> Result<Vec<String>
             quote_ident(&settings.publication)
         ));
     }
-    Ok(rows.into_iter().filter_map(|r| r[0].clone()).collect())
+    Ok(rows
+        .iter()
+        .filter_map(|r| col(r, 0).map(str::to_string))
+        .collect())
 }
 
 /// Reads a table's columns and key from the catalog.
@@ -234,12 +251,15 @@ fn describe_table(
             settings.connect.database
         ));
     };
-    let oid = row[0].clone().unwrap_or_default();
-    let identity = row[1].clone().unwrap_or_default();
-    if row[2].as_deref() != Some("r") && row[2].as_deref() != Some("p") {
+    // The oid goes into SQL below: it must be a number, whatever the server sent.
+    let oid: u32 = col(row, 0)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("looking up table {name}: the server sent no valid oid"))?;
+    let identity = col(row, 1).unwrap_or_default().to_string();
+    if col(row, 2) != Some("r") && col(row, 2) != Some("p") {
         return Err(format!("{name} is not a table"));
     }
-    if row[3].as_deref() != Some("t") {
+    if col(row, 3) != Some("t") {
         return Err(format!(
             "role '{}' cannot read table {name}: GRANT SELECT ON {}.{} TO {};",
             settings.connect.user,
@@ -257,10 +277,10 @@ fn describe_table(
         .map_err(pg(&format!("reading the columns of {name}")))?
         .into_iter()
         .map(|r| PgColumn {
-            name: r[0].clone().unwrap_or_default(),
-            type_oid: r[1].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
-            type_modifier: r[2].as_deref().and_then(|v| v.parse().ok()).unwrap_or(-1),
-            type_name: r[3].clone().unwrap_or_default(),
+            name: col(&r, 0).unwrap_or_default().to_string(),
+            type_oid: col(&r, 1).and_then(|v| v.parse().ok()).unwrap_or(0),
+            type_modifier: col(&r, 2).and_then(|v| v.parse().ok()).unwrap_or(-1),
+            type_name: col(&r, 3).unwrap_or_default().to_string(),
         })
         .collect();
     // The key: the primary key under the default identity, or the identity index.
@@ -278,7 +298,7 @@ fn describe_table(
         ))
         .map_err(pg(&format!("reading the key of {name}")))?
         .into_iter()
-        .filter_map(|r| r[0].clone())
+        .filter_map(|r| col(&r, 0).map(str::to_string))
         .collect();
     if key.is_empty() && !settings.append_only_keyless {
         return Err(format!(
@@ -309,7 +329,10 @@ fn ensure_publication(
     let quoted: Vec<String> = tables
         .iter()
         .map(|t| {
-            let (s, n) = t.source_name.split_once('.').unwrap();
+            let (s, n) = t
+                .source_name
+                .split_once('.')
+                .unwrap_or(("public", &t.source_name));
             format!("{}.{}", quote_ident(s), quote_ident(n))
         })
         .collect();
@@ -346,7 +369,7 @@ fn ensure_publication(
         ))
         .map_err(pg("reading the publication"))?
         .into_iter()
-        .filter_map(|r| r[0].clone())
+        .filter_map(|r| col(&r, 0).map(str::to_string))
         .collect();
     for (table, q) in tables.iter().zip(&quoted) {
         if !published.contains(&table.source_name) {
@@ -431,7 +454,7 @@ impl Source for PostgresCdc {
         let mut events: Vec<SourceEvent> = Vec::new();
         let checkpoint = match &mut self.phase {
             Phase::Copying(snapshot) => {
-                if snapshot.poll(&mut self.tables, max_rows as usize, &mut events)? {
+                if snapshot.poll(&mut self.tables, max_rows as usize, timeout_ms, &mut events)? {
                     // Copied: stream from the slot's consistent point on, and make that point
                     // the checkpoint of the copy's last rows.
                     let Phase::Copying(snapshot) =
@@ -478,6 +501,11 @@ impl Source for PostgresCdc {
 }
 
 moonlink_sdk::export_source!(PostgresCdc);
+
+#[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
+mod server_tests;
 
 #[cfg(test)]
 mod tests {

@@ -78,73 +78,165 @@ pub enum Change {
     Other,
 }
 
-fn err(what: &str) -> String {
-    format!("malformed pgoutput message: {what}")
+/// A message type for error messages: `'R'`, or `0x00` when not printable.
+fn tag_name(tag: u8) -> String {
+    if tag.is_ascii_graphic() {
+        format!("'{}'", tag as char)
+    } else {
+        format!("0x{tag:02x}")
+    }
 }
 
-fn need(buf: &Bytes, n: usize, what: &str) -> Result<(), String> {
-    if buf.remaining() < n {
-        Err(err(what))
-    } else {
+/// A reader of one message whose every read is checked: a short or malformed message is an
+/// error naming it (kind, type, length, offset, what was missing), never a panic.
+struct Reader {
+    /// "pgoutput message" or "replication message".
+    kind: &'static str,
+    tag: u8,
+    buf: Bytes,
+    len: usize,
+}
+
+impl Reader {
+    /// Starts reading `buf`, whose first byte is its type.
+    fn new(kind: &'static str, mut buf: Bytes) -> Result<Reader, String> {
+        if buf.is_empty() {
+            return Err(format!("malformed {kind}: empty (0 bytes)"));
+        }
+        let len = buf.len();
+        let tag = buf.get_u8();
+        Ok(Reader {
+            kind,
+            tag,
+            buf,
+            len,
+        })
+    }
+
+    fn error(&self, why: impl std::fmt::Display) -> String {
+        format!(
+            "malformed {} {} ({} bytes): {why} at byte {}",
+            self.kind,
+            tag_name(self.tag),
+            self.len,
+            self.len - self.buf.len()
+        )
+    }
+
+    fn need(&self, n: usize, what: &str) -> Result<(), String> {
+        if self.buf.remaining() < n {
+            return Err(self.error(format_args!(
+                "{what} needs {n} bytes, {} left",
+                self.buf.remaining()
+            )));
+        }
+        Ok(())
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, String> {
+        self.need(1, what)?;
+        Ok(self.buf.get_u8())
+    }
+
+    fn i16(&mut self, what: &str) -> Result<i16, String> {
+        self.need(2, what)?;
+        Ok(self.buf.get_i16())
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, String> {
+        self.need(4, what)?;
+        Ok(self.buf.get_u32())
+    }
+
+    fn i32(&mut self, what: &str) -> Result<i32, String> {
+        self.need(4, what)?;
+        Ok(self.buf.get_i32())
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, String> {
+        self.need(8, what)?;
+        Ok(self.buf.get_u64())
+    }
+
+    fn i64(&mut self, what: &str) -> Result<i64, String> {
+        self.need(8, what)?;
+        Ok(self.buf.get_i64())
+    }
+
+    fn bytes(&mut self, n: usize, what: &str) -> Result<Bytes, String> {
+        self.need(n, what)?;
+        Ok(self.buf.split_to(n))
+    }
+
+    fn cstr(&mut self, what: &str) -> Result<String, String> {
+        let end = self
+            .buf
+            .iter()
+            .position(|b| *b == 0)
+            .ok_or_else(|| self.error(format_args!("{what} is not NUL-terminated")))?;
+        let s = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.advance(end + 1);
+        Ok(s)
+    }
+
+    /// A count that must not be negative.
+    fn count(&mut self, what: &str) -> Result<usize, String> {
+        let n = self.i16(what)?;
+        usize::try_from(n).map_err(|_| self.error(format_args!("{what} is negative ({n})")))
+    }
+
+    /// Every byte must have been used: trailing garbage means the framing is not understood.
+    fn end(&self) -> Result<(), String> {
+        if self.buf.has_remaining() {
+            return Err(self.error(format_args!(
+                "{} unexpected bytes after the message",
+                self.buf.remaining()
+            )));
+        }
         Ok(())
     }
 }
 
-fn cstr(buf: &mut Bytes) -> Result<String, String> {
-    let end = buf
-        .iter()
-        .position(|b| *b == 0)
-        .ok_or_else(|| err("unterminated string"))?;
-    let s = String::from_utf8_lossy(&buf[..end]).into_owned();
-    buf.advance(end + 1);
-    Ok(s)
-}
-
 /// Splits a CopyData payload of the replication stream.
-pub fn parse_stream_message(mut data: Bytes) -> Result<Option<StreamMessage>, String> {
-    need(&data, 1, "empty replication message")?;
-    match data.get_u8() {
+pub fn parse_stream_message(data: Bytes) -> Result<StreamMessage, String> {
+    let mut r = Reader::new("replication message", data)?;
+    match r.tag {
         b'w' => {
-            need(&data, 24, "XLogData header")?;
-            let start = data.get_u64();
-            let _end = data.get_u64();
-            let _time = data.get_i64();
-            Ok(Some(StreamMessage::XLogData {
+            let start = r.u64("the XLogData start position")?;
+            let _end = r.u64("the XLogData end position")?;
+            let _time = r.i64("the XLogData send time")?;
+            Ok(StreamMessage::XLogData {
                 start,
-                message: data,
-            }))
+                message: r.buf,
+            })
         }
         b'k' => {
-            need(&data, 17, "keepalive")?;
-            let wal_end = data.get_u64();
-            let _time = data.get_i64();
-            let reply = data.get_u8() == 1;
-            Ok(Some(StreamMessage::Keepalive { wal_end, reply }))
+            let wal_end = r.u64("the keepalive WAL end")?;
+            let _time = r.i64("the keepalive send time")?;
+            let reply = r.u8("the keepalive reply flag")? == 1;
+            r.end()?;
+            Ok(StreamMessage::Keepalive { wal_end, reply })
         }
-        _ => Ok(None),
+        _ => Err(r.error("unknown message type")),
     }
 }
 
-fn tuple(buf: &mut Bytes) -> Result<Vec<TupleValue>, String> {
-    need(buf, 2, "tuple")?;
-    let n = buf.get_i16().max(0) as usize;
-    let mut values = Vec::with_capacity(n);
+fn tuple(r: &mut Reader) -> Result<Vec<TupleValue>, String> {
+    let n = r.count("the tuple's column count")?;
+    // Each column takes at least one byte: no allocation beyond what arrived.
+    let mut values = Vec::with_capacity(n.min(r.buf.remaining()));
     for _ in 0..n {
-        need(buf, 1, "tuple column")?;
-        values.push(match buf.get_u8() {
+        values.push(match r.u8("a tuple column kind")? {
             b'n' => TupleValue::Null,
             b'u' => TupleValue::UnchangedToast,
             b't' | b'b' => {
-                need(buf, 4, "value length")?;
-                let len = buf.get_i32().max(0) as usize;
-                need(buf, len, "value")?;
-                TupleValue::Text(buf.split_to(len))
+                let len = r.i32("a value length")?;
+                let len = usize::try_from(len)
+                    .map_err(|_| r.error(format_args!("negative value length {len}")))?;
+                TupleValue::Text(r.bytes(len, "a value")?)
             }
             other => {
-                return Err(err(&format!(
-                    "unknown tuple value kind '{}'",
-                    other as char
-                )))
+                return Err(r.error(format_args!("unknown tuple value kind {}", tag_name(other))))
             }
         });
     }
@@ -152,23 +244,20 @@ fn tuple(buf: &mut Bytes) -> Result<Vec<TupleValue>, String> {
 }
 
 /// Decodes one pgoutput message.
-pub fn parse_change(mut buf: Bytes) -> Result<Change, String> {
-    need(&buf, 1, "empty message")?;
-    let kind = buf.get_u8();
-    Ok(match kind {
+pub fn parse_change(buf: Bytes) -> Result<Change, String> {
+    let mut r = Reader::new("pgoutput message", buf)?;
+    let change = match r.tag {
         b'B' => {
-            need(&buf, 20, "Begin")?;
-            let final_lsn = buf.get_u64();
-            let _time = buf.get_i64();
-            let xid = buf.get_u32();
+            let final_lsn = r.u64("the Begin final LSN")?;
+            let _time = r.i64("the Begin commit time")?;
+            let xid = r.u32("the Begin xid")?;
             Change::Begin { final_lsn, xid }
         }
         b'C' => {
-            need(&buf, 25, "Commit")?;
-            let _flags = buf.get_u8();
-            let commit_lsn = buf.get_u64();
-            let end_lsn = buf.get_u64();
-            let commit_time_micros = buf.get_i64();
+            let _flags = r.u8("the Commit flags")?;
+            let commit_lsn = r.u64("the Commit LSN")?;
+            let end_lsn = r.u64("the Commit end LSN")?;
+            let commit_time_micros = r.i64("the Commit time")?;
             Change::Commit {
                 commit_lsn,
                 end_lsn,
@@ -176,21 +265,17 @@ pub fn parse_change(mut buf: Bytes) -> Result<Change, String> {
             }
         }
         b'R' => {
-            need(&buf, 4, "Relation")?;
-            let oid = buf.get_u32();
-            let namespace = cstr(&mut buf)?;
-            let name = cstr(&mut buf)?;
-            need(&buf, 3, "Relation")?;
-            let replica_identity = buf.get_u8();
-            let n = buf.get_i16().max(0) as usize;
-            let mut columns = Vec::with_capacity(n);
+            let oid = r.u32("the Relation oid")?;
+            let namespace = r.cstr("the Relation namespace")?;
+            let name = r.cstr("the Relation name")?;
+            let replica_identity = r.u8("the Relation replica identity")?;
+            let n = r.count("the Relation column count")?;
+            let mut columns = Vec::with_capacity(n.min(r.buf.remaining()));
             for _ in 0..n {
-                need(&buf, 1, "Relation column")?;
-                let flags = buf.get_u8();
-                let name = cstr(&mut buf)?;
-                need(&buf, 8, "Relation column type")?;
-                let type_oid = buf.get_u32();
-                let type_modifier = buf.get_i32();
+                let flags = r.u8("a Relation column's flags")?;
+                let name = r.cstr("a Relation column's name")?;
+                let type_oid = r.u32("a Relation column's type")?;
+                let type_modifier = r.i32("a Relation column's type modifier")?;
                 columns.push(RelationColumn {
                     name,
                     type_oid,
@@ -207,59 +292,62 @@ pub fn parse_change(mut buf: Bytes) -> Result<Change, String> {
             })
         }
         b'I' => {
-            need(&buf, 5, "Insert")?;
-            let relation = buf.get_u32();
-            if buf.get_u8() != b'N' {
-                return Err(err("Insert without a new tuple"));
+            let relation = r.u32("the Insert relation")?;
+            if r.u8("the Insert tuple marker")? != b'N' {
+                return Err(r.error("Insert without a new tuple"));
             }
             Change::Insert {
                 relation,
-                new: tuple(&mut buf)?,
+                new: tuple(&mut r)?,
             }
         }
         b'U' => {
-            need(&buf, 5, "Update")?;
-            let relation = buf.get_u32();
-            let mut marker = buf.get_u8();
+            let relation = r.u32("the Update relation")?;
+            let mut marker = r.u8("the Update tuple marker")?;
             let mut old = None;
             if marker == b'K' || marker == b'O' {
-                old = Some(tuple(&mut buf)?);
-                need(&buf, 1, "Update new tuple")?;
-                marker = buf.get_u8();
+                old = Some(tuple(&mut r)?);
+                marker = r.u8("the Update new tuple marker")?;
             }
             if marker != b'N' {
-                return Err(err("Update without a new tuple"));
+                return Err(r.error("Update without a new tuple"));
             }
             Change::Update {
                 relation,
                 old,
-                new: tuple(&mut buf)?,
+                new: tuple(&mut r)?,
             }
         }
         b'D' => {
-            need(&buf, 5, "Delete")?;
-            let relation = buf.get_u32();
-            let marker = buf.get_u8();
+            let relation = r.u32("the Delete relation")?;
+            let marker = r.u8("the Delete tuple marker")?;
             if marker != b'K' && marker != b'O' {
-                return Err(err("Delete without an old key"));
+                return Err(r.error("Delete without an old key"));
             }
             Change::Delete {
                 relation,
-                old: tuple(&mut buf)?,
+                old: tuple(&mut r)?,
             }
         }
         b'T' => {
-            need(&buf, 5, "Truncate")?;
-            let n = buf.get_u32() as usize;
-            let _options = buf.get_u8();
-            need(&buf, n * 4, "Truncate relations")?;
-            Change::Truncate {
-                relations: (0..n).map(|_| buf.get_u32()).collect(),
-            }
+            let n = r.u32("the Truncate relation count")?;
+            let _options = r.u8("the Truncate options")?;
+            let n = usize::try_from(n).map_err(|_| r.error("relation count overflows"))?;
+            // Checked: on wasm32 `n * 4` could wrap around and pass a too-short message.
+            let needed = n
+                .checked_mul(4)
+                .ok_or_else(|| r.error(format_args!("relation count {n} overflows")))?;
+            r.need(needed, "the Truncate relations")?;
+            let relations = (0..n)
+                .map(|_| r.u32("a Truncate relation"))
+                .collect::<Result<_, _>>()?;
+            Change::Truncate { relations }
         }
-        b'O' | b'Y' | b'M' => Change::Other,
-        other => return Err(err(&format!("unknown message type '{}'", other as char))),
-    })
+        b'O' | b'Y' | b'M' => return Ok(Change::Other),
+        _ => return Err(r.error("unknown message type")),
+    };
+    r.end()?;
+    Ok(change)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! consistent point. So the copy and the stream meet exactly: no gap, no duplicate.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use moonlink_sdk::source::{CopyProgress, SourceEvent};
 
@@ -105,7 +106,10 @@ impl Snapshot {
         let mut selects = Vec::new();
         let sizing = &mut workers[0].conn;
         for (index, table) in tables.iter().enumerate() {
-            let (schema, name) = table.source_name.split_once('.').unwrap();
+            let (schema, name) = table
+                .source_name
+                .split_once('.')
+                .unwrap_or(("public", &table.source_name));
             let qualified = format!("{}.{}", quote_ident(schema), quote_ident(name));
             let size = sizing
                 .query(&format!(
@@ -188,13 +192,16 @@ impl Snapshot {
         Ok(())
     }
 
-    /// Copies up to `max_rows` rows into `events`. Returns true once every table is copied.
+    /// Copies up to `max_rows` rows into `events`, for at most `timeout_ms` of waiting.
+    /// Returns true once every table is copied.
     pub fn poll(
         &mut self,
         tables: &mut [MirroredTable],
         max_rows: usize,
+        timeout_ms: u32,
         events: &mut Vec<SourceEvent>,
     ) -> Result<bool, String> {
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
         if !self.truncated {
             // A copy cut short earlier may have left rows behind: start from empty tables.
             for table in tables.iter() {
@@ -218,7 +225,11 @@ impl Snapshot {
                 }
                 continue;
             };
-            match worker.conn.copy_row().map_err(pg("copying"))? {
+            // Rows so far go out at the deadline; the copy goes on at the next poll.
+            let Some(row) = worker.conn.copy_row(deadline).map_err(pg("copying"))? else {
+                break;
+            };
+            match row {
                 Some(line) => {
                     let fields = split_copy_row(&line)
                         .map_err(|e| format!("table {}: {e}", tables[chunk.table].source_name))?;

@@ -13,7 +13,8 @@ use crate::tables::{MirroredTable, Mode, PgColumn};
 use crate::{pg, Settings};
 
 /// How often the slot hears from us even when nothing happens (well inside Postgres's
-/// default `wal_sender_timeout` of 60 s).
+/// default `wal_sender_timeout` of 60 s). Each such update asks for a keepalive back, so a
+/// server gone silent is noticed within the reply timeout.
 const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 
 pub struct Stream {
@@ -30,6 +31,8 @@ pub struct Stream {
     /// The highest LSN the host acknowledged (or that is safe to confirm when idle).
     confirmed: u64,
     last_status: Instant,
+    /// How often to send a status update (and ask for a keepalive).
+    status_interval: Duration,
     warned: HashSet<String>,
     /// Relations whose shape this stream has announced to the host.
     announced: HashSet<u32>,
@@ -91,6 +94,7 @@ impl Stream {
             emitted: lsn,
             confirmed: lsn,
             last_status: Instant::now(),
+            status_interval: STATUS_INTERVAL.min(settings.connect.reply_timeout / 2),
             warned: HashSet::new(),
             announced: HashSet::new(),
         })
@@ -98,6 +102,7 @@ impl Stream {
 
     /// Reads changes until `max_rows` rows are built (at a transaction boundary) or no more
     /// arrive within `timeout_ms`. Returns the end LSN of the last complete transaction read.
+    /// No read waits past `timeout_ms`: an idle stream returns empty in time.
     pub fn poll(
         &mut self,
         tables: &mut [MirroredTable],
@@ -109,6 +114,9 @@ impl Stream {
         let mut rows = 0;
         let mut complete = None;
         loop {
+            if self.last_status.elapsed() >= self.status_interval {
+                self.send_status(true)?;
+            }
             if rows >= max_rows && (self.in_transaction.is_none() || rows >= 4 * max_rows) {
                 // At a transaction boundary, or a huge transaction handed over in parts.
                 break;
@@ -127,7 +135,7 @@ impl Stream {
                 break;
             };
             match parse_stream_message(data)? {
-                Some(StreamMessage::Keepalive { wal_end, reply }) => {
+                StreamMessage::Keepalive { wal_end, reply } => {
                     // Idle and everything handed over is acknowledged: WAL up to here holds
                     // nothing for us, so the slot may advance (no unbounded WAL growth).
                     let idle = self.in_transaction.is_none() && rows == 0 && complete.is_none();
@@ -135,18 +143,14 @@ impl Stream {
                         self.confirmed = self.confirmed.max(wal_end);
                     }
                     if reply {
-                        self.send_status()?;
+                        self.send_status(false)?;
                     }
                 }
-                Some(StreamMessage::XLogData { message, .. }) => {
+                StreamMessage::XLogData { message, .. } => {
                     if let Some(end) = self.apply(message, tables, events, &mut rows)? {
                         complete = Some(end);
                     }
                 }
-                None => {}
-            }
-            if self.last_status.elapsed() >= STATUS_INTERVAL {
-                self.send_status()?;
             }
         }
         for table in tables.iter_mut() {
@@ -158,10 +162,11 @@ impl Stream {
         Ok(complete)
     }
 
-    fn send_status(&mut self) -> Result<(), String> {
+    /// Confirms `confirmed` to the server; `reply` asks it to answer at once.
+    fn send_status(&mut self, reply: bool) -> Result<(), String> {
         self.last_status = Instant::now();
         self.conn
-            .send_status(self.confirmed, self.confirmed)
+            .send_status(self.confirmed, self.confirmed, reply)
             .map_err(pg("confirming a position to Postgres"))
     }
 
@@ -170,7 +175,7 @@ impl Stream {
         if lsn > self.confirmed {
             self.confirmed = lsn;
         }
-        self.send_status()
+        self.send_status(false)
     }
 
     fn skipped(&self, table: &MirroredTable) -> bool {

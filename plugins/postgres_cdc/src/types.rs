@@ -4,7 +4,9 @@
 //! STDOUT`, with the session's formats fixed at connect time (ISO dates, UTC, hex bytea), so
 //! one parser per type serves the initial copy and the stream.
 
-use moonlink_sdk::text::{parse_date, parse_decimal, parse_time, parse_timestamp, parse_uuid};
+use moonlink_sdk::text::{
+    parse_date, parse_decimal, parse_float, parse_time, parse_timestamp, parse_uuid,
+};
 use std::borrow::Cow;
 
 use moonlink_sdk::{DataType, DecimalType, ElementType, Value};
@@ -219,7 +221,8 @@ pub fn decode_column(decoder: ColumnDecoder, text: &str) -> Result<Decoded, Stri
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded {
     Value(Value),
-    /// `NaN`, `infinity` and the like: stored as null, reported once per column.
+    /// `NaN`, `infinity`, BC dates, `time '24:00:00'` and the like: stored as null, reported
+    /// once per column.
     Unrepresentable(String),
 }
 
@@ -241,14 +244,8 @@ pub fn decode(decoder: Decoder, text: &str) -> Result<Decoded, String> {
             text.parse()
                 .map_err(|_| format!("invalid integer '{text}'"))?,
         ),
-        Decoder::Float => Value::Float(match text {
-            "NaN" => f64::NAN,
-            "Infinity" => f64::INFINITY,
-            "-Infinity" => f64::NEG_INFINITY,
-            _ => text
-                .parse()
-                .map_err(|_| format!("invalid number '{text}'"))?,
-        }),
+        // NaN and ±Infinity are kept (floats have them); float4 range is checked on build.
+        Decoder::Float => Value::Float(parse_float(text, false)?),
         Decoder::Decimal { precision, scale } => {
             if special(text) {
                 return Ok(Decoded::Unrepresentable(text.to_string()));
@@ -263,11 +260,14 @@ pub fn decode(decoder: Decoder, text: &str) -> Result<Decoded, String> {
             if hex.len() % 2 != 0 {
                 return Err("bytea hex value has an odd length".into());
             }
-            let bytes = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
-                .collect::<Result<Vec<u8>, _>>()
-                .map_err(|_| "invalid bytea hex value".to_string())?;
+            // Bytes, not string slices: a multibyte character must not split a slice.
+            let nibble = |b: u8| (b as char).to_digit(16);
+            let bytes = hex
+                .as_bytes()
+                .chunks_exact(2)
+                .map(|p| Some((nibble(p[0])? * 16 + nibble(p[1])?) as u8))
+                .collect::<Option<Vec<u8>>>()
+                .ok_or_else(|| "invalid bytea hex value".to_string())?;
             Value::Bytes(bytes)
         }
         Decoder::Date => {
@@ -276,7 +276,13 @@ pub fn decode(decoder: Decoder, text: &str) -> Result<Decoded, String> {
             }
             Value::Int(parse_date(text)? as i64)
         }
-        Decoder::Time => Value::Int(parse_time(text)?),
+        Decoder::Time => {
+            // Postgres allows 24:00:00; Iceberg's time ends at 23:59:59.999999.
+            if text == "24:00:00" {
+                return Ok(Decoded::Unrepresentable(text.to_string()));
+            }
+            Value::Int(parse_time(text)?)
+        }
         Decoder::Timestamp | Decoder::TimestampTz => {
             if special(text) || text.ends_with(" BC") {
                 return Ok(Decoded::Unrepresentable(text.to_string()));
@@ -400,6 +406,7 @@ mod tests {
             Value::Int128(-1250)
         );
         assert_eq!(value(Decoder::Bytea, "\\x00ff"), Value::Bytes(vec![0, 255]));
+        assert!(decode(Decoder::Bytea, "\\x0é0").is_err()); // sliced mid-character before
         assert_eq!(value(Decoder::Date, "2000-01-01"), Value::Int(10957));
         assert_eq!(value(Decoder::Time, "00:00:01.5"), Value::Int(1_500_000));
         assert_eq!(
@@ -411,6 +418,24 @@ mod tests {
             Decoded::Unrepresentable("infinity".into())
         );
         assert!(decode(Decoder::Int, "x").is_err());
+    }
+
+    #[test]
+    fn time_24_00_is_unrepresentable_not_an_error() {
+        // Postgres's end-of-day time has no Iceberg form: null (logged), the source goes on.
+        assert_eq!(
+            decode(Decoder::Time, "24:00:00").unwrap(),
+            Decoded::Unrepresentable("24:00:00".into())
+        );
+        let time_array = map_column_type(1183, -1).unwrap().1;
+        assert_eq!(
+            decode_column(time_array, "{00:00:01,24:00:00}").unwrap(),
+            Decoded::Value(Value::List(vec![Value::Int(1_000_000), Value::Null]))
+        );
+        assert_eq!(
+            value(Decoder::Time, "23:59:59.999999"),
+            Value::Int(86_399_999_999)
+        );
     }
 
     #[test]
