@@ -350,14 +350,16 @@ fn read_segment(
                         offset = next;
                         continue;
                     }
-                    _ => return Err(corrupt(
-                        offset,
-                        format!(
+                    _ => {
+                        return Err(corrupt(
+                            offset,
+                            format!(
                             "a damaged record after LSN {last_lsn} is followed by valid records \
                                  at offset {next}, and its length cannot be trusted; move this \
                                  segment aside to open the table without the records from here on"
                         ),
-                    )),
+                        ))
+                    }
                 }
             }
         };
