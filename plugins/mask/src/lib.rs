@@ -1,12 +1,17 @@
 //! mask: hides PII in string columns.
 //!
 //! Settings: `columns` (names), `mode` = `hash` (default: hex SHA-256 of `salt` + value, so
-//! equal inputs still join) or `redact` (replaced by `***`), `salt` (string, default empty).
+//! equal inputs still join) or `redact` (replaced by `***`), and `salt`: required for `hash`,
+//! a secret of at least 16 characters. Without one an unsalted hash of an e-mail address or
+//! a phone number is reversed by hashing a list of candidates, so hashing would hide nothing.
 //! Nulls stay null; a listed column that is not a string column is an error.
 
 use moonlink_sdk::transform::Transform;
 use moonlink_sdk::{ChangeBatch, ColumnValues, Config};
 use sha2::{Digest, Sha256};
+
+/// The shortest salt accepted for `hash`: shorter ones can be guessed along with the values.
+const MIN_SALT_CHARS: usize = 16;
 
 pub struct Mask {
     columns: Vec<String>,
@@ -42,10 +47,25 @@ impl Transform for Mask {
                 ))
             }
         };
+        let salt = config.opt_str("salt")?.unwrap_or("");
+        if hash && salt.chars().count() < MIN_SALT_CHARS {
+            return Err(format!(
+                "setting `salt`: {} (mode = \"hash\" needs a secret of at least {MIN_SALT_CHARS} \
+                 characters; without one, hashed values such as e-mail addresses are recovered by \
+                 hashing lists of candidates). Set salt to a long random secret, e.g. the output \
+                 of `openssl rand -hex 32`, keep it private and keep it stable (changing it \
+                 changes every hash)",
+                if salt.is_empty() {
+                    "missing or empty".to_string()
+                } else {
+                    format!("only {} characters", salt.chars().count())
+                }
+            ));
+        }
         Ok(Mask {
             columns,
             hash,
-            salt: config.opt_str("salt")?.unwrap_or("").to_string(),
+            salt: salt.to_string(),
         })
     }
 
@@ -64,7 +84,11 @@ impl Transform for Mask {
                 .iter()
                 .enumerate()
                 .map(|(row, value)| {
-                    if column.validity.as_ref().is_none_or(|v| v[row]) {
+                    if column
+                        .validity
+                        .as_ref()
+                        .is_none_or(|v| v.get(row).copied().unwrap_or(true))
+                    {
                         self.mask_value(value)
                     } else {
                         String::new()
@@ -100,7 +124,7 @@ mod tests {
     #[test]
     fn hashes_with_salt_and_keeps_nulls() {
         let mut m =
-            Mask::configure(Config::parse(r#"{"columns":["email"],"salt":"s"}"#).unwrap()).unwrap();
+            Mask::configure(Config::parse(&settings("salt-s-0123456789abcdef")).unwrap()).unwrap();
         let out = m.apply(batch()).unwrap();
         let ColumnValues::Utf8(v) = &out[0].columns[0].values else {
             panic!()
@@ -109,11 +133,39 @@ mod tests {
         assert_eq!(v[0], m.mask_value("a@b.c"));
         assert_ne!(
             v[0],
-            Mask::configure(Config::parse(r#"{"columns":["email"],"salt":"t"}"#).unwrap())
+            Mask::configure(Config::parse(&settings("salt-t-0123456789abcdef")).unwrap())
                 .unwrap()
                 .mask_value("a@b.c")
         );
         assert_eq!(v[1], "");
+    }
+
+    fn settings(salt: &str) -> String {
+        format!(r#"{{"columns":["email"],"salt":"{salt}"}}"#)
+    }
+
+    #[test]
+    fn hashing_needs_a_long_secret_salt() {
+        for config in [
+            r#"{"columns":["email"]}"#.to_string(),
+            r#"{"columns":["email"],"mode":"hash"}"#.to_string(),
+            settings(""),
+            settings("demo-salt"),
+        ] {
+            let err = Mask::configure(Config::parse(&config).unwrap())
+                .err()
+                .unwrap();
+            assert!(
+                err.contains("setting `salt`") && err.contains("long random secret"),
+                "{err}"
+            );
+        }
+        assert!(Mask::configure(Config::parse(&settings("0123456789abcdef")).unwrap()).is_ok());
+        // Redacting needs no salt.
+        assert!(Mask::configure(
+            Config::parse(r#"{"columns":["email"],"mode":"redact"}"#).unwrap()
+        )
+        .is_ok());
     }
 
     #[test]
