@@ -330,16 +330,17 @@ impl Engine {
             metadata_location: location,
         })?;
         self.tables_mut().remove(name);
-        let table_root = format!(
-            "{}/{}/{}",
-            self.inner.warehouse.root(),
-            table.namespace,
-            table.table
-        );
+        self.delete_table_files(name, &table.namespace, &table.table)
+            .await;
+        Ok(())
+    }
+
+    /// Deletes a dropped table's warehouse files (best effort: leftovers are only logged).
+    async fn delete_table_files(&self, name: &str, namespace: &str, table: &str) {
+        let table_root = format!("{}/{namespace}/{table}", self.inner.warehouse.root());
         if let Err(e) = self.inner.warehouse.delete_prefix(&table_root).await {
             tracing::warn!(table = name, error = %e, "dropped table's files could not all be deleted");
         }
-        Ok(())
     }
 
     /// Removes a table that could not be opened: catalog entry, log, index and files.
@@ -359,15 +360,8 @@ impl Engine {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&entry.name);
-        let table_root = format!(
-            "{}/{}/{}",
-            self.inner.warehouse.root(),
-            entry.namespace,
-            entry.table
-        );
-        if let Err(e) = self.inner.warehouse.delete_prefix(&table_root).await {
-            tracing::warn!(table = %entry.name, error = %e, "dropped table's files could not all be deleted");
-        }
+        self.delete_table_files(&entry.name, &entry.namespace, &entry.table)
+            .await;
         Ok(())
     }
 
