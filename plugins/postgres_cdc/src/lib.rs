@@ -121,7 +121,7 @@ impl Settings {
                 ms => Ok(Duration::from_millis(ms)),
             }
         };
-        let connect_timeout = millis("connect_timeout_ms", 10_000)?;
+        let connect_timeout = millis("connect_timeout_ms", 4_000)?;
         let reply_timeout = millis("reply_timeout_ms", 60_000)?;
         Ok(Settings {
             connect: ConnectOptions {
