@@ -49,19 +49,34 @@ pub enum RuntimeError {
     #[error("plugin trapped: {0}")]
     Trap(String),
 
-    #[error("plugin exceeded its time limit")]
-    Timeout,
+    /// The call ran past the plugin's time limit, computing or blocked in a host call (a
+    /// socket that never answers). The instance is discarded.
+    #[error("plugin timed out after {ms} ms (its time limit)")]
+    Timeout { ms: u64 },
 
-    #[error("plugin exceeded its memory limit")]
-    MemoryLimit,
+    /// The plugin tried to use more memory than its limit.
+    #[error("plugin exceeded its memory limit ({} MiB)", limit_bytes / (1024 * 1024))]
+    MemoryLimit { limit_bytes: u64 },
+
+    /// Decoding one request needed more memory than the rest decoder may use: the request is
+    /// too large for this server (not malformed, not a plugin bug). HTTP: 413 (or 503 when
+    /// the limit is a transient budget); never 500.
+    #[error(
+        "decoding this request needs more than the decoder's {} MiB memory limit: send the rows in smaller requests",
+        limit_bytes / (1024 * 1024)
+    )]
+    ResourceExhausted { limit_bytes: u64 },
 }
 
 impl RuntimeError {
-    /// Whether the caller's input, not the plugin or the host, is at fault.
+    /// Whether the caller's input, not the plugin or the host, is at fault (a request too
+    /// large to decode counts: the caller can split it).
     pub fn is_caller_error(&self) -> bool {
         matches!(
             self,
-            RuntimeError::Data { .. } | RuntimeError::InvalidBatch(_)
+            RuntimeError::Data { .. }
+                | RuntimeError::InvalidBatch(_)
+                | RuntimeError::ResourceExhausted { .. }
         )
     }
 }

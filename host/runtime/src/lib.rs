@@ -1,10 +1,11 @@
 //! moonlink-runtime: runs moonlink plugins (WebAssembly components) with wasmtime.
 //!
 //! Every plugin call gets a fresh, sandboxed instance: no filesystem, no network, no
-//! environment, a memory limit and a time limit (epoch interruption). A plugin that traps,
-//! loops or exhausts memory fails that one call with a clear error; the host keeps running.
-//! The runtime knows nothing of HTTP.
+//! environment, a memory limit and a time limit (epoch interruption for computing, a timeout
+//! for host calls that block). A plugin that traps, loops, blocks or exhausts memory fails
+//! that one call with a clear error; the host keeps running. The runtime knows nothing of HTTP.
 
+mod cache;
 mod convert;
 mod error;
 mod sandbox;
@@ -39,12 +40,14 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../../wit",
         world: "rest-ingest",
+        exports: { default: async },
     });
 
     pub mod source {
         wasmtime::component::bindgen!({
             path: "../../wit",
             world: "source-plugin",
+            exports: { default: async },
             with: { "moonlink:plugin/types": super::moonlink::plugin::types },
         });
     }
@@ -53,6 +56,7 @@ mod bindings {
         wasmtime::component::bindgen!({
             path: "../../wit",
             world: "transform-plugin",
+            exports: { default: async },
             with: {
                 "moonlink:plugin/types": super::moonlink::plugin::types,
                 "moonlink:plugin/host": super::source::moonlink::plugin::host,
@@ -62,6 +66,11 @@ mod bindings {
 }
 
 use bindings::exports::moonlink::plugin::rest_decoder;
+
+/// A decoder that needs more memory than this per body byte is broken, not overloaded: its
+/// memory-limit failures are plugin errors, not [`RuntimeError::ResourceExhausted`].
+/// (rest_ingest needs ~4.5 bytes per byte for wide rows, ~15 for rows of a single integer.)
+const MAX_DECODE_EXPANSION: u64 = 64;
 
 /// When the host may answer an ingest request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +110,10 @@ impl RestDecoder {
         })
     }
 
-    /// Decodes one request body for `table` into a batch the engine accepts.
+    /// Decodes one request body for `table` into a batch the engine accepts. Blocks the
+    /// calling thread (run it on `spawn_blocking` or a plain thread). A body too large for
+    /// the decoder's memory limit gives [`RuntimeError::ResourceExhausted`] (a decoder out of
+    /// memory on a small body gives [`RuntimeError::MemoryLimit`]: the plugin's fault).
     pub fn decode(
         &self,
         table: &str,
@@ -110,24 +122,38 @@ impl RestDecoder {
         parameters: &[(String, String)],
         body: &[u8],
     ) -> Result<DecodedRequest, RuntimeError> {
-        let mut store = self
-            .runtime
-            .new_store("rest_ingest", &Capabilities::default())?;
+        let capabilities = Capabilities {
+            memory_limit_bytes: Some(self.runtime.config().decoder_memory_limit_bytes(body.len())),
+            ..Capabilities::default()
+        };
+        let mut store = self.runtime.new_store("rest_ingest", &capabilities)?;
+        let (limit, memory_limit_bytes) = sandbox::store_limits(&store);
         let info = rest_decoder::RequestInfo {
             table: table.to_string(),
             schema: convert::schema_to_wit(schema),
             content_type: content_type.map(str::to_string),
             parameters: parameters.to_vec(),
         };
+        let pre = &self.pre;
         let result = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| {
+            .runtime
+            .block_on_call(limit, memory_limit_bytes, async {
+                let instance = pre.instantiate_async(&mut store).await?;
                 instance
                     .moonlink_plugin_rest_decoder()
                     .call_decode(&mut store, &info, body)
+                    .await
             })
-            .map_err(|e| self.runtime.classify(e))?;
+            .map_err(|e| match e {
+                // Out of memory on a body large enough to explain it: the request is too
+                // large for this server. On a small body it is the plugin's fault.
+                RuntimeError::MemoryLimit { limit_bytes }
+                    if body.len() as u64 * MAX_DECODE_EXPANSION >= limit_bytes =>
+                {
+                    RuntimeError::ResourceExhausted { limit_bytes }
+                }
+                other => other,
+            })?;
         let request = result.map_err(convert::data_error)?;
         let batch = convert::batch_from_wit(table, schema, request.batch)?;
         let mode = match request.request_mode {

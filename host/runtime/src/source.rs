@@ -8,7 +8,7 @@ use wasmtime::Store;
 use crate::bindings::source::exports::moonlink::plugin::source as wit_source;
 use crate::bindings::source::SourcePluginPre;
 use crate::convert::schema_from_wit;
-use crate::sandbox::{Capabilities, PluginRuntime, PluginState};
+use crate::sandbox::{self, Capabilities, PluginRuntime, PluginState};
 use crate::{PluginBatch, RuntimeError};
 
 /// A table a source declares, in engine terms.
@@ -96,15 +96,19 @@ impl SourcePlugin {
             tables: resume.tables.clone(),
         };
         let mut store = self.runtime.new_store(&self.name, &self.capabilities)?;
-        let instance = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| self.runtime.classify(e))?;
-        let tables = instance
-            .moonlink_plugin_source()
-            .call_open(&mut store, config_json, &resume)
-            .map_err(|e| self.runtime.classify(e))?
-            .map_err(RuntimeError::Plugin)?;
+        let (limit, memory_limit_bytes) = sandbox::store_limits(&store);
+        let pre = &self.pre;
+        let (instance, tables) = self
+            .runtime
+            .block_on_call(limit, memory_limit_bytes, async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                let tables = instance
+                    .moonlink_plugin_source()
+                    .call_open(&mut store, config_json, &resume)
+                    .await?;
+                Ok((instance, tables))
+            })?;
+        let tables = tables.map_err(RuntimeError::Plugin)?;
         let tables = tables
             .into_iter()
             .map(table_definition)
@@ -114,6 +118,7 @@ impl SourcePlugin {
                 runtime: self.runtime.clone(),
                 store,
                 instance,
+                broken: false,
             },
             tables,
         ))
@@ -134,17 +139,34 @@ pub struct RunningSource {
     runtime: PluginRuntime,
     store: Store<PluginState>,
     instance: crate::bindings::source::SourcePlugin,
+    /// A call failed in a way that leaves the instance unusable (trap, timeout).
+    broken: bool,
 }
 
 impl RunningSource {
+    /// Arms the deadline of the next call; refuses calls on a broken instance.
+    fn begin(&mut self) -> Result<(std::time::Duration, u64), RuntimeError> {
+        if self.broken {
+            return Err(RuntimeError::Plugin(
+                "the instance failed earlier and must be restarted".into(),
+            ));
+        }
+        let limit = self.runtime.arm_deadline(&mut self.store);
+        Ok((limit, sandbox::store_limits(&self.store).1))
+    }
+
     pub fn poll(&mut self, max_rows: u32, timeout_ms: u32) -> Result<SourcePoll, RuntimeError> {
-        self.runtime.arm_deadline(&mut self.store);
-        let result = self
-            .instance
-            .moonlink_plugin_source()
-            .call_poll(&mut self.store, max_rows, timeout_ms)
-            .map_err(|e| self.runtime.classify(e))?
-            .map_err(RuntimeError::Plugin)?;
+        let (limit, memory_limit_bytes) = self.begin()?;
+        let result = self.runtime.block_on_call(
+            limit,
+            memory_limit_bytes,
+            self.instance
+                .moonlink_plugin_source()
+                .call_poll(&mut self.store, max_rows, timeout_ms),
+        );
+        // A trap or a timeout leaves the instance unusable.
+        self.broken = result.is_err();
+        let result = result?.map_err(RuntimeError::Plugin)?;
         let events = result
             .events
             .into_iter()
@@ -172,10 +194,15 @@ impl RunningSource {
     }
 
     pub fn ack(&mut self, checkpoint: &str) -> Result<(), RuntimeError> {
-        self.runtime.arm_deadline(&mut self.store);
-        self.instance
-            .moonlink_plugin_source()
-            .call_ack(&mut self.store, checkpoint)
-            .map_err(|e| self.runtime.classify(e))
+        let (limit, memory_limit_bytes) = self.begin()?;
+        let result = self.runtime.block_on_call(
+            limit,
+            memory_limit_bytes,
+            self.instance
+                .moonlink_plugin_source()
+                .call_ack(&mut self.store, checkpoint),
+        );
+        self.broken = result.is_err();
+        result
     }
 }

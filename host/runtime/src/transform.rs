@@ -5,7 +5,7 @@ use std::path::Path;
 use wasmtime::Store;
 
 use crate::bindings::transform::TransformPluginPre;
-use crate::sandbox::{Capabilities, PluginRuntime, PluginState};
+use crate::sandbox::{self, Capabilities, PluginRuntime, PluginState};
 use crate::{PluginBatch, RuntimeError};
 
 /// A loaded transform component.
@@ -38,19 +38,24 @@ impl TransformPlugin {
         let mut store = self
             .runtime
             .new_store(&self.name, &Capabilities::default())?;
-        let instance = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| self.runtime.classify(e))?;
-        instance
-            .moonlink_plugin_transform()
-            .call_configure(&mut store, config_json)
-            .map_err(|e| self.runtime.classify(e))?
-            .map_err(RuntimeError::Plugin)?;
+        let (limit, memory_limit_bytes) = sandbox::store_limits(&store);
+        let pre = &self.pre;
+        let (instance, configured) =
+            self.runtime
+                .block_on_call(limit, memory_limit_bytes, async {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let configured = instance
+                        .moonlink_plugin_transform()
+                        .call_configure(&mut store, config_json)
+                        .await?;
+                    Ok((instance, configured))
+                })?;
+        configured.map_err(RuntimeError::Plugin)?;
         Ok(RunningTransform {
             runtime: self.runtime.clone(),
             store,
             instance,
+            broken: false,
         })
     }
 }
@@ -60,15 +65,27 @@ pub struct RunningTransform {
     runtime: PluginRuntime,
     store: Store<PluginState>,
     instance: crate::bindings::transform::TransformPlugin,
+    /// A call trapped or timed out: the instance must be restarted.
+    broken: bool,
 }
 
 impl RunningTransform {
     pub fn apply(&mut self, batch: &PluginBatch) -> Result<Vec<PluginBatch>, RuntimeError> {
-        self.runtime.arm_deadline(&mut self.store);
-        self.instance
-            .moonlink_plugin_transform()
-            .call_apply(&mut self.store, batch)
-            .map_err(|e| self.runtime.classify(e))?
-            .map_err(RuntimeError::Plugin)
+        if self.broken {
+            return Err(RuntimeError::Plugin(
+                "the instance failed earlier and must be restarted".into(),
+            ));
+        }
+        let limit = self.runtime.arm_deadline(&mut self.store);
+        let (_, memory_limit_bytes) = sandbox::store_limits(&self.store);
+        let result = self.runtime.block_on_call(
+            limit,
+            memory_limit_bytes,
+            self.instance
+                .moonlink_plugin_transform()
+                .call_apply(&mut self.store, batch),
+        );
+        self.broken = result.is_err();
+        result?.map_err(RuntimeError::Plugin)
     }
 }

@@ -33,6 +33,7 @@ fn runtime(cache_dir: Option<PathBuf>) -> PluginRuntime {
         memory_limit_bytes: 64 * 1024 * 1024,
         call_timeout: Duration::from_millis(300),
         cache_dir,
+        ..RuntimeConfig::default()
     })
     .unwrap()
 }
@@ -138,8 +139,14 @@ fn faults_fail_one_call_and_the_next_call_works() {
     let decoder = RestDecoder::load(&runtime(None), &plugin("faulty")).unwrap();
     let call = |body: &[u8]| decoder.decode("demo.t", &schema(), None, &[], body);
     assert!(matches!(call(b"trap"), Err(RuntimeError::Trap(_))));
-    assert!(matches!(call(b"loop"), Err(RuntimeError::Timeout)));
-    assert!(matches!(call(b"oom"), Err(RuntimeError::MemoryLimit)));
+    assert!(matches!(
+        call(b"loop"),
+        Err(RuntimeError::Timeout { ms: 300 })
+    ));
+    // Out of memory on a 3-byte body: the plugin's fault, not a request too large.
+    let err = call(b"oom").unwrap_err();
+    assert!(matches!(err, RuntimeError::MemoryLimit { .. }), "{err}");
+    assert!(!err.is_caller_error());
     for body in [&b"wrong-table"[..], b"ragged", b"wrong-type"] {
         let err = call(body).unwrap_err();
         assert!(matches!(err, RuntimeError::MalformedBatch(_)), "{err}");
@@ -166,4 +173,61 @@ fn compiled_components_are_cached_on_disk() {
     decoder
         .decode("demo.t", &schema(), None, &[], br#"{"data":{"id":3}}"#)
         .unwrap();
+}
+
+/// `{"data":[{"id":0,"small":-5,...},...]}` of at least `size` bytes (`full`), or of rows with
+/// just an id (the decoder's worst case per body byte).
+fn large_body(full: bool, size: usize) -> Vec<u8> {
+    let mut body = br#"{"operation":"insert","data":["#.to_vec();
+    let mut id = 0u64;
+    while body.len() < size {
+        if id > 0 {
+            body.push(b',');
+        }
+        let row = if full {
+            format!(
+                r#"{{"id":{id},"small":-5,"day":"2024-01-02","price":"12.34","name":"name-{id}"}}"#
+            )
+        } else {
+            format!(r#"{{"id":{id}}}"#)
+        };
+        body.extend_from_slice(row.as_bytes());
+        id += 1;
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
+#[test]
+fn a_body_below_the_body_limit_decodes() {
+    // The host's defaults: 256 MiB per plugin, 64 MiB bodies. A 58 MB body needs ~260 MiB of
+    // decoder memory; the decoder's limit grows with the body it decodes.
+    let runtime = PluginRuntime::new(RuntimeConfig::default()).unwrap();
+    let decoder = RestDecoder::load(&runtime, &plugin("rest_ingest")).unwrap();
+    let body = large_body(true, 58_000_000);
+    let decoded = decoder
+        .decode("demo.t", &schema(), None, &[], &body)
+        .unwrap();
+    assert_eq!(decoded.batch.num_rows(), 718_793);
+}
+
+#[test]
+fn a_body_too_large_to_decode_is_resource_exhausted() {
+    let runtime = PluginRuntime::new(RuntimeConfig {
+        memory_limit_bytes: 64 * 1024 * 1024,
+        max_body_bytes: 1024 * 1024,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let decoder = RestDecoder::load(&runtime, &plugin("rest_ingest")).unwrap();
+    let body = large_body(false, 8_000_000);
+    let err = decoder
+        .decode("demo.t", &schema(), None, &[], &body)
+        .unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::ResourceExhausted { limit_bytes } if limit_bytes == 69 * 1024 * 1024),
+        "{err}"
+    );
+    assert!(err.is_caller_error());
+    assert!(err.to_string().contains("69 MiB"), "{err}");
 }

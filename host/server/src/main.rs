@@ -109,6 +109,8 @@ async fn main() -> anyhow::Result<()> {
         memory_limit_bytes: cli.plugin_memory_mib * 1024 * 1024,
         call_timeout: Duration::from_millis(cli.plugin_timeout_ms),
         cache_dir: Some(cli.data_dir.join("cache").join("plugins")),
+        // The rest decoder's memory limit grows with the body, up to what this one needs.
+        max_body_bytes: cli.max_body_bytes as u64,
     })
     .context("starting the plugin runtime")?;
     let mut plugin_configs = plugin_config::load(&cli.plugins, &cli.configs, &cli.plugin_dir)?;
@@ -167,14 +169,15 @@ async fn main() -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("shutting down: stopping sources, committing buffered rows");
-    registry.stop();
-    tokio::task::spawn_blocking(move || {
-        for t in source_threads {
-            let _ = t.join();
-        }
-    })
-    .await?;
+    // Bounded: a plugin call ends within its time limit; a thread still running after that is
+    // left behind (what it applied is committed below, the rest is replayed from its
+    // acknowledged checkpoint on the next start).
+    let stuck = sources::stop_all(&registry, source_threads).await;
     engine.shutdown().await;
+    if !stuck.is_empty() {
+        tracing::warn!(threads = ?stuck, "source threads did not stop in time; exiting anyway");
+        std::process::exit(0);
+    }
     Ok(())
 }
 

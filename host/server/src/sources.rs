@@ -1,10 +1,10 @@
 //! Runs source plugins: poll → transform chain → engine, ack once committed, and restart from
 //! the last committed checkpoint (with back-off) when the plugin faults.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use moonlink_engine::{CreateTable, Engine, EngineError};
 use moonlink_runtime::{
@@ -37,24 +37,33 @@ pub struct SourceStatus {
 pub struct SourceRegistry {
     statuses: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
     stopping: Arc<AtomicBool>,
+    /// The longest time one plugin call of any source may take (its time limit).
+    longest_call: Arc<Mutex<Duration>>,
 }
+
+/// A lock that survives a panic elsewhere: the data behind these locks (statuses, pending
+/// acknowledgements) stays consistent between statements, so a poisoned lock is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How long shutdown waits for source threads beyond the longest plugin call.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(3);
 
 impl SourceRegistry {
     pub fn list(&self) -> Vec<SourceStatus> {
-        self.statuses.lock().unwrap().values().cloned().collect()
+        lock(&self.statuses).values().cloned().collect()
     }
 
     fn update(&self, name: &str, f: impl FnOnce(&mut SourceStatus)) {
-        if let Some(status) = self.statuses.lock().unwrap().get_mut(name) {
+        if let Some(status) = lock(&self.statuses).get_mut(name) {
             f(status);
         }
     }
 
     /// Initial-copy progress of a host table, if a source is copying or has copied it.
     pub fn copy_progress(&self, table: &str) -> Option<CopyProgress> {
-        self.statuses
-            .lock()
-            .unwrap()
+        lock(&self.statuses)
             .values()
             .find_map(|s| s.copy_progress.get(table).cloned())
     }
@@ -66,6 +75,49 @@ impl SourceRegistry {
     fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
+
+    /// Sleeps `duration`, or less if shutdown begins meanwhile.
+    fn sleep_unless_stopping(&self, duration: Duration) {
+        let until = Instant::now() + duration;
+        while !self.stopping() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+
+    /// How long shutdown waits for the source threads: a call in progress ends within its
+    /// time limit (blocked host calls included), then a thread commits and returns.
+    pub fn shutdown_grace(&self) -> Duration {
+        *lock(&self.longest_call) + SHUTDOWN_SLACK
+    }
+}
+
+/// Stops every source and waits for their threads, at most [`SourceRegistry::shutdown_grace`].
+/// Returns the names of the threads still running then (stuck: they are left behind, and the
+/// caller commits what was applied and exits anyway).
+pub async fn stop_all(
+    registry: &SourceRegistry,
+    threads: Vec<std::thread::JoinHandle<()>>,
+) -> Vec<String> {
+    registry.stop();
+    let deadline = Instant::now() + registry.shutdown_grace();
+    while Instant::now() < deadline && threads.iter().any(|t| !t.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut stuck = Vec::new();
+    for thread in threads {
+        if thread.is_finished() {
+            if thread.join().is_err() {
+                tracing::error!("a source thread panicked");
+            }
+        } else {
+            stuck.push(thread.thread().name().unwrap_or("source").to_string());
+        }
+    }
+    stuck
 }
 
 /// Starts one thread per source. Load failures are reported as `failed`, never fatal.
@@ -80,7 +132,17 @@ pub fn start_all(
     for config in configs {
         let name = config.name();
         let path = config.path.clone().unwrap_or_default();
-        registry.statuses.lock().unwrap().insert(
+        let call_limit = config
+            .capabilities
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(runtime.config().call_timeout)
+            .max(runtime.config().call_timeout);
+        {
+            let mut longest = lock(&registry.longest_call);
+            *longest = (*longest).max(call_limit);
+        }
+        lock(&registry.statuses).insert(
             name.clone(),
             SourceStatus {
                 name: name.clone(),
@@ -195,7 +257,7 @@ impl Driver {
                             tracing::warn!(source = %self.name, table, error = %e, "commit before restart failed");
                         }
                     }
-                    std::thread::sleep(backoff);
+                    self.registry.sleep_unless_stopping(backoff);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
@@ -263,9 +325,12 @@ impl Driver {
             .map(|(t, settings)| t.start(settings))
             .collect::<Result<_, _>>()
             .map_err(|e| format!("transform failed to start: {e}"))?;
+        // The tables this run may touch: what `open` declared, under the config's names.
+        let mut declared = BTreeSet::new();
         for table in &tables {
             let host_name = self.config.host_table(&table.name);
             self.ensure_table(&host_name, table.schema.clone())?;
+            declared.insert(host_name.clone());
             if !known_tables.contains(&host_name) {
                 known_tables.push(host_name);
             }
@@ -291,6 +356,7 @@ impl Driver {
             let polled = self.poll_loop(
                 &mut source,
                 &mut chain,
+                &declared,
                 &to_apply,
                 last_checkpoint,
                 &unacked,
@@ -320,6 +386,7 @@ impl Driver {
         &self,
         source: &mut RunningSource,
         chain: &mut [RunningTransform],
+        declared: &BTreeSet<String>,
         to_apply: &std::sync::mpsc::SyncSender<Applied>,
         mut last_checkpoint: Option<String>,
         unacked: &Mutex<Vec<(String, u64, String)>>,
@@ -340,6 +407,8 @@ impl Driver {
                     other => steps.push(Step::Control(other)),
                 }
             }
+            // Refused as a whole: nothing of a poll that touches another table is applied.
+            self.confine(&steps, declared)?;
             let checkpoint = poll.checkpoint.clone().or(last_checkpoint.clone());
             to_apply
                 .send(Applied {
@@ -355,6 +424,33 @@ impl Driver {
                 return Ok(Stop::Finished);
             }
         }
+    }
+
+    /// Refuses steps for tables the source did not declare in `open` (after the config's
+    /// renames): a source may write, truncate or evolve only its own tables.
+    fn confine(&self, steps: &[Step], declared: &BTreeSet<String>) -> Result<(), String> {
+        for step in steps {
+            let (what, table) = match step {
+                Step::Apply(batch) | Step::Control(SourceEvent::Changes(batch)) => {
+                    ("wrote to", &batch.table)
+                }
+                Step::Control(SourceEvent::Truncate(table)) => ("truncated", table),
+                Step::Control(SourceEvent::SchemaChange(def)) => {
+                    ("changed the schema of", &def.name)
+                }
+                Step::Control(SourceEvent::Progress(p)) => ("reported copy progress of", &p.table),
+            };
+            let host = self.config.host_table(table);
+            if !declared.contains(&host) {
+                let declared: Vec<&str> = declared.iter().map(String::as_str).collect();
+                return Err(format!(
+                    "the source {what} table '{host}', which it did not declare in open \
+                     (declared: {}); the poll was refused, nothing of it was applied",
+                    declared.join(", ")
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Applies one poll's steps in order, recording what each checkpoint waits for.
@@ -379,7 +475,7 @@ impl Driver {
                     let rows = batch.operations.len() as u64;
                     let lsn = self.apply(&table, batch, cp.clone())?;
                     if let Some(cp) = cp {
-                        unacked.lock().unwrap().push((table, lsn, cp));
+                        lock(unacked).push((table, lsn, cp));
                     }
                     self.registry.update(&self.name, |s| s.rows += rows);
                 }
@@ -394,10 +490,7 @@ impl Driver {
                         .map_err(|e| format!("cannot truncate '{table}': {e}"))?;
                     tracing::info!(source = %self.name, table, "table truncated");
                     if let Some(cp) = cp {
-                        unacked
-                            .lock()
-                            .unwrap()
-                            .push((table, info.committed_lsn, cp));
+                        lock(unacked).push((table, info.committed_lsn, cp));
                     }
                 }
                 Step::Control(SourceEvent::SchemaChange(def)) => {
@@ -423,7 +516,7 @@ impl Driver {
         // A checkpoint no applied step carries (a poll of only progress, or of changes to
         // nothing mirrored) is acknowledged once everything before it is committed.
         if let Some(cp) = work.poll_checkpoint {
-            let mut unacked = unacked.lock().unwrap();
+            let mut unacked = lock(unacked);
             if unacked.last().map(|u| &u.2) != Some(&cp) {
                 unacked.push((String::new(), 0, cp));
             }
@@ -484,7 +577,7 @@ impl Driver {
         source: &mut RunningSource,
         unacked: &Mutex<Vec<(String, u64, String)>>,
     ) -> Result<(), String> {
-        let mut unacked = unacked.lock().unwrap();
+        let mut unacked = lock(unacked);
         let mut done = 0;
         for (table, lsn, _) in unacked.iter() {
             if table.is_empty() {

@@ -1,0 +1,240 @@
+//! The compiled-component cache (`cache/plugins/*.cwasm`), verified before use.
+//!
+//! Loading a compiled component maps native code into the process, so an entry is used only if
+//! it is provably one this runtime wrote for exactly these component bytes:
+//! - an entry's name carries the SHA-256 of the component bytes together with wasmtime's
+//!   compatibility hash (its version and compilation settings) and this format's version;
+//! - an entry starts with an HMAC-SHA256, under a random key kept in the cache directory
+//!   (`cache.key`, mode 0600), of that hash and the compiled bytes. Anyone who can write the
+//!   directory but not read the key cannot forge an entry, and an entry copied from another
+//!   component's name does not verify (the hash of the component is inside the MAC).
+//!
+//! A missing, damaged or rejected entry is recompiled and rewritten (write-then-rename). The
+//! bytes are verified in memory and deserialized from that same buffer, so the file cannot
+//! change between the check and the use. Plugins can never be granted a directory that
+//! contains the cache (see `PluginRuntime::new_store`).
+
+use std::hash::Hasher;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Starts every entry; bump when the layout or the key derivation changes.
+const MAGIC: &[u8; 8] = b"MLCWASM1";
+const TAG_LEN: usize = 32;
+const KEY_FILE: &str = "cache.key";
+const KEY_LEN: usize = 32;
+
+pub(crate) struct CompiledCache {
+    dir: PathBuf,
+    /// The canonical form of `dir`, for the capability check.
+    canonical_dir: PathBuf,
+    key: [u8; KEY_LEN],
+    engine: Engine,
+}
+
+/// Where one component's compiled form lives, and what it is bound to.
+pub(crate) struct Entry {
+    path: PathBuf,
+    /// SHA-256 of the format, wasmtime's compatibility hash and the component bytes.
+    id: [u8; 32],
+}
+
+/// Feeds `std::hash::Hash` values (wasmtime's compatibility hash) into SHA-256.
+struct ShaHasher<'a>(&'a mut Sha256);
+
+impl Hasher for ShaHasher<'_> {
+    fn finish(&self) -> u64 {
+        0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+impl CompiledCache {
+    pub(crate) fn open(dir: &Path, engine: &Engine) -> Result<Self, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let key = load_or_create_key(&dir.join(KEY_FILE))?;
+        let canonical_dir = dir
+            .canonicalize()
+            .map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
+        Ok(CompiledCache {
+            dir: dir.to_path_buf(),
+            canonical_dir,
+            key,
+            engine: engine.clone(),
+        })
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether granting `host_dir` would expose the cache (it is the cache or an ancestor).
+    pub(crate) fn is_inside(&self, host_dir: &Path) -> bool {
+        match host_dir.canonicalize() {
+            Ok(granted) => self.canonical_dir.starts_with(granted),
+            // A directory that does not exist cannot be preopened anyway.
+            Err(_) => false,
+        }
+    }
+
+    pub(crate) fn entry(&self, stem: &str, component: &[u8]) -> Entry {
+        let mut sha = Sha256::new();
+        sha.update(MAGIC);
+        std::hash::Hash::hash(
+            &self.engine.precompile_compatibility_hash(),
+            &mut ShaHasher(&mut sha),
+        );
+        sha.update((component.len() as u64).to_le_bytes());
+        sha.update(component);
+        let id: [u8; 32] = sha.finalize().into();
+        let hex: String = id[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let stem: String = stem
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Entry {
+            path: self.dir.join(format!("{stem}-{hex}.cwasm")),
+            id,
+        }
+    }
+
+    fn tag(&self, entry: &Entry, compiled: &[u8]) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        mac.update(MAGIC);
+        mac.update(&entry.id);
+        mac.update(compiled);
+        mac
+    }
+
+    /// The verified compiled component, or `None` (missing, or rejected with a warning).
+    pub(crate) fn load(&self, entry: &Entry) -> Option<Component> {
+        let bytes = match std::fs::read(&entry.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                self.reject(entry, &format!("unreadable: {e}"));
+                return None;
+            }
+        };
+        let header = MAGIC.len() + TAG_LEN;
+        if bytes.len() < header || &bytes[..MAGIC.len()] != MAGIC {
+            self.reject(entry, "not an entry this runtime wrote");
+            return None;
+        }
+        let (tag, compiled) = bytes[MAGIC.len()..].split_at(TAG_LEN);
+        if self.tag(entry, compiled).verify_slice(tag).is_err() {
+            self.reject(
+                entry,
+                "its MAC does not match (modified, or written for another component)",
+            );
+            return None;
+        }
+        // SAFETY: `compiled` is exactly the bytes this runtime serialized for this component
+        // with this engine configuration: its MAC under our secret key, bound to the
+        // component's hash and wasmtime's compatibility hash, was verified just above on this
+        // same in-memory buffer.
+        match unsafe { Component::deserialize(&self.engine, compiled) } {
+            Ok(component) => Some(component),
+            Err(e) => {
+                self.reject(entry, &format!("cannot be deserialized: {e:#}"));
+                None
+            }
+        }
+    }
+
+    fn reject(&self, entry: &Entry, reason: &str) {
+        tracing::warn!(path = %entry.path.display(), reason,
+            "compiled-plugin cache entry rejected: recompiling");
+    }
+
+    /// Writes the entry (write-then-rename: a crash never leaves a torn file under the name).
+    pub(crate) fn store(&self, entry: &Entry, component: &Component) {
+        if let Err(e) = self.try_store(entry, component) {
+            tracing::warn!(path = %entry.path.display(), error = %e, "cannot cache compiled plugin");
+        }
+    }
+
+    fn try_store(&self, entry: &Entry, component: &Component) -> Result<(), String> {
+        let compiled = component.serialize().map_err(|e| format!("{e:#}"))?;
+        let tag = self.tag(entry, &compiled).finalize().into_bytes();
+        let tmp = entry
+            .path
+            .with_extension(format!("tmp{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(MAGIC)?;
+            file.write_all(&tag)?;
+            file.write_all(&compiled)?;
+            file.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.to_string());
+        }
+        std::fs::rename(&tmp, &entry.path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            e.to_string()
+        })
+    }
+}
+
+/// The cache's MAC key: read it if it is ours (32 bytes, private to this user), else make a
+/// new one (which invalidates every existing entry).
+fn load_or_create_key(path: &Path) -> Result<[u8; KEY_LEN], String> {
+    if let Some(key) = read_private_key(path) {
+        return Ok(key);
+    }
+    let mut key = [0u8; KEY_LEN];
+    getrandom::fill(&mut key).map_err(|e| format!("no randomness for the cache key: {e}"))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let _ = std::fs::remove_file(&tmp);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
+        file.write_all(&key)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot write the cache key {}: {e}", path.display())
+    })?;
+    Ok(key)
+}
+
+fn read_private_key(path: &Path) -> Option<[u8; KEY_LEN]> {
+    let metadata = std::fs::symlink_metadata(path).ok()?;
+    if !metadata.is_file() {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // Readable or writable by others: whoever could see it could forge entries.
+        if metadata.mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "the cache key is not private (mode & 077 != 0): replacing it");
+            return None;
+        }
+    }
+    let bytes = std::fs::read(path).ok()?;
+    bytes.try_into().ok()
+}
