@@ -123,14 +123,31 @@ fn a_name_is_looked_up_only_when_granted() {
 }
 
 #[test]
-fn without_a_network_grant_every_name_lookup_is_denied() {
-    let (lines, logs) = probe(
-        Capabilities::default(),
-        r#", "lookup": ["localhost", "secret-abc123.exfil.invalid"]"#,
-    );
-    assert!(lines.contains("probe lookup localhost: failed"), "{lines}");
-    assert_eq!(lines.matches("PermissionDenied").count(), 2, "{lines}");
-    assert_eq!(logs.matches("name lookup denied").count(), 2, "{logs}");
+fn without_a_granted_name_every_name_lookup_is_denied() {
+    // No network at all, and (the issue's probe) only an IP address granted.
+    for network in [vec![], vec!["127.0.0.1:1".to_string()]] {
+        let (lines, logs) = probe(
+            Capabilities {
+                network: network.clone(),
+                ..Capabilities::default()
+            },
+            r#", "lookup": ["localhost", "secret-abc123.exfil.example.com"]"#,
+        );
+        assert!(
+            lines.contains("probe lookup localhost: failed"),
+            "{network:?}: {lines}"
+        );
+        assert_eq!(
+            lines.matches("PermissionDenied").count(),
+            2,
+            "{network:?}: {lines}"
+        );
+        assert_eq!(
+            logs.matches("name lookup denied").count(),
+            2,
+            "{network:?}: {logs}"
+        );
+    }
 }
 
 /// A server that accepts connections and never sends a byte.
