@@ -7,7 +7,8 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasData, InstancePre, Linker, Resource, ResourceTable};
@@ -256,6 +257,8 @@ pub struct PluginRuntime {
     linker: Arc<Linker<PluginState>>,
     config: RuntimeConfig,
     cache: Option<Arc<CompiledCache>>,
+    /// Drives WASI's I/O (sockets, timers, lookups) for every plugin call.
+    io: tokio::runtime::Handle,
 }
 
 impl PluginRuntime {
@@ -314,6 +317,7 @@ impl PluginRuntime {
             linker: Arc::new(linker),
             config,
             cache,
+            io: plugin_io()?,
         })
     }
 
@@ -453,18 +457,17 @@ impl PluginRuntime {
     /// plugin computing past it, and the timeout stops one blocked in a host call (the call's
     /// future is dropped, which unwinds the instance: its store must not be used again).
     ///
-    /// Blocks the calling thread; call it from a thread that is not running async tasks
-    /// (a plain thread or `spawn_blocking`).
+    /// Blocks the calling thread (any thread: the call's I/O is driven by the runtime's own
+    /// tokio runtime, not the caller's). From an async task, prefer `spawn_blocking`: the
+    /// worker it blocks cannot run other tasks meanwhile.
     pub(crate) fn block_on_call<R>(
         &self,
         limit: Duration,
         memory_limit_bytes: u64,
         call: impl Future<Output = wasmtime::Result<R>>,
     ) -> Result<R, RuntimeError> {
-        let outcome =
-            wasmtime_wasi::runtime::in_tokio(
-                async move { tokio::time::timeout(limit, call).await },
-            );
+        let _io = self.io.enter();
+        let outcome = block_on(async move { tokio::time::timeout(limit, call).await });
         match outcome {
             Ok(result) => result.map_err(|e| self.classify(e, limit, memory_limit_bytes)),
             Err(_elapsed) => Err(RuntimeError::Timeout {
@@ -494,6 +497,74 @@ impl PluginRuntime {
             };
         }
         RuntimeError::Trap(text)
+    }
+}
+
+/// The tokio runtime that drives plugins' I/O, made once per process and never dropped (like
+/// a static: dropping a runtime from async code panics, and stores may outlive any one
+/// `PluginRuntime`). A plugin call is polled on the calling thread; this runtime's workers
+/// only run the I/O driver, timers and WASI's background tasks.
+fn plugin_io() -> Result<tokio::runtime::Handle, RuntimeError> {
+    static IO: Mutex<Option<tokio::runtime::Handle>> = Mutex::new(None);
+    let mut slot = IO.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(handle) = slot.as_ref() {
+        return Ok(handle.clone());
+    }
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 4);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("moonlink-plugin-io")
+        .enable_all()
+        .build()
+        .map_err(|e| RuntimeError::Load {
+            path: PathBuf::new(),
+            message: format!("cannot start the plugin I/O runtime: {e}"),
+        })?;
+    let handle = runtime.handle().clone();
+    std::mem::forget(runtime);
+    *slot = Some(handle.clone());
+    Ok(handle)
+}
+
+/// Polls `future` to completion on this thread. Unlike a tokio `block_on`, it may be used
+/// anywhere (also inside another runtime's task); wake-ups come through a condition variable,
+/// so nothing else using this thread's park token can swallow one.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Signal {
+        woken: Mutex<bool>,
+        condvar: Condvar,
+    }
+    impl Wake for Signal {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            *self.woken.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            self.condvar.notify_one();
+        }
+    }
+    let signal = Arc::new(Signal {
+        woken: Mutex::new(false),
+        condvar: Condvar::new(),
+    });
+    let waker = Waker::from(signal.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        let mut woken = signal.woken.lock().unwrap_or_else(PoisonError::into_inner);
+        while !*woken {
+            woken = signal
+                .condvar
+                .wait(woken)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *woken = false;
     }
 }
 

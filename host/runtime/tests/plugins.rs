@@ -31,7 +31,9 @@ fn plugin(name: &str) -> PathBuf {
 fn runtime(cache_dir: Option<PathBuf>) -> PluginRuntime {
     PluginRuntime::new(RuntimeConfig {
         memory_limit_bytes: 64 * 1024 * 1024,
-        call_timeout: Duration::from_millis(300),
+        // Long enough for the `oom` fault to reach the memory limit while other tests load
+        // the machine; the `loop` fault takes this long.
+        call_timeout: Duration::from_millis(1000),
         cache_dir,
         ..RuntimeConfig::default()
     })
@@ -141,7 +143,7 @@ fn faults_fail_one_call_and_the_next_call_works() {
     assert!(matches!(call(b"trap"), Err(RuntimeError::Trap(_))));
     assert!(matches!(
         call(b"loop"),
-        Err(RuntimeError::Timeout { ms: 300 })
+        Err(RuntimeError::Timeout { ms: 1000 })
     ));
     // Out of memory on a 3-byte body: the plugin's fault, not a request too large.
     let err = call(b"oom").unwrap_err();
