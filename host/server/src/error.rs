@@ -8,13 +8,22 @@ use moonlink_engine::EngineError;
 use moonlink_runtime::{DataErrorKind, RuntimeError};
 use serde::Serialize;
 
-#[derive(Debug, Serialize)]
+/// The error body of every failed request.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorBody)]
 pub struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,
+    /// Machine-readable code: `malformed_body`, `invalid_request`, `invalid_schema`,
+    /// `invalid_value`, `table_not_found`, `table_exists`, `key_conflict`, `body_too_large`,
+    /// `overloaded`, `unauthorized`, `unavailable`, `internal`, ...
+    #[schema(example = "invalid_value")]
     pub error: &'static str,
+    /// What went wrong, for a person.
     pub message: String,
+    /// 0-based row of the request the error is about, if any.
     pub row: Option<u64>,
+    /// Column the error is about, if any.
     pub column: Option<String>,
 }
 
@@ -32,6 +41,20 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry = matches!(
+            self.status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        );
+        if retry {
+            // Overload and unavailability are transient: say when to come back.
+            tracing::warn!(error = self.error, message = %self.message, "request refused");
+            return (
+                self.status,
+                [(axum::http::header::RETRY_AFTER, "1")],
+                Json(self),
+            )
+                .into_response();
+        }
         if self.status.is_server_error() {
             tracing::error!(error = self.error, message = %self.message, "request failed");
         }

@@ -1,7 +1,9 @@
 //! `moonlink-host`: the HTTP API and CLI over the engine and the plugin runtime.
 
 mod api;
+mod budget;
 mod error;
+mod openapi;
 mod plugin_config;
 mod sources;
 
@@ -58,6 +60,13 @@ struct Cli {
     #[arg(long, env = "MOONLINK_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     max_body_bytes: usize,
 
+    /// Request body bytes all requests together may hold in memory at once; a body that would
+    /// pass it is answered 503 with `Retry-After` before it is read. Default: 4 ×
+    /// --max-body-bytes (256 MiB with the default body limit). Must be at least
+    /// --max-body-bytes.
+    #[arg(long, env = "MOONLINK_MAX_INFLIGHT_BYTES")]
+    max_inflight_bytes: Option<usize>,
+
     /// Bearer token required on every route but /health. Required when --listen is not a
     /// loopback address.
     #[arg(long, env = "MOONLINK_AUTH_TOKEN")]
@@ -102,6 +111,16 @@ async fn main() -> anyhow::Result<()> {
         bail!(
             "--listen {} is reachable beyond this machine: set --auth-token (or MOONLINK_AUTH_TOKEN)",
             cli.listen
+        );
+    }
+
+    let max_inflight_bytes = cli
+        .max_inflight_bytes
+        .unwrap_or_else(|| cli.max_body_bytes.saturating_mul(4));
+    if max_inflight_bytes < cli.max_body_bytes {
+        bail!(
+            "--max-inflight-bytes {max_inflight_bytes} is below --max-body-bytes {}: a body of the largest accepted size could never be admitted",
+            cli.max_body_bytes
         );
     }
 
@@ -159,6 +178,7 @@ async fn main() -> anyhow::Result<()> {
         decoder,
         sources: registry.clone(),
         max_body_bytes: cli.max_body_bytes,
+        budget: budget::InflightBudget::new(max_inflight_bytes),
         auth_token: cli.auth_token.clone(),
     });
     let listener = tokio::net::TcpListener::bind(cli.listen)

@@ -1,0 +1,155 @@
+//! The OpenAPI 3.1 document of the HTTP API, generated at compile time from the route
+//! attributes and body types in `api.rs` (utoipa) and served at `GET /openapi.json`.
+//!
+//! `/health` and `/openapi.json` need no token; every other route needs
+//! `Authorization: Bearer <token>` when the server runs with `--auth-token`.
+
+use std::sync::OnceLock;
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::api;
+use crate::error::ApiError;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The --auth-token the server was started with (required when it listens beyond loopback)",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "moonlink-host",
+        description = "Ingest inserts, updates and deletes into Apache Iceberg v3 tables. Every failure answers with the error body `{\"error\", \"message\", \"row\", \"column\"}`; 503 and 429 replies carry `Retry-After`.",
+    ),
+    paths(
+        api::health,
+        api::openapi_json,
+        api::list_tables,
+        api::get_table,
+        api::create_table,
+        api::drop_table,
+        api::commit_table,
+        api::flush_table,
+        api::optimize_table,
+        api::truncate_table,
+        api::ingest,
+        api::list_plugins,
+    ),
+    components(schemas(ApiError)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "service", description = "Liveness and this document (no token needed)"),
+        (name = "tables", description = "Create, inspect, commit, maintain and drop tables"),
+        (name = "ingest", description = "Write rows"),
+        (name = "plugins", description = "Source plugins"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as JSON, built once.
+pub fn document_json() -> String {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT
+        .get_or_init(|| {
+            ApiDoc::openapi()
+                .to_pretty_json()
+                .unwrap_or_else(|e| format!("{{\"error\": \"internal\", \"message\": \"{e}\"}}"))
+        })
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn doc() -> Value {
+        serde_json::from_str(&document_json()).expect("the document is JSON")
+    }
+
+    #[test]
+    fn every_route_is_documented() {
+        let doc = doc();
+        let paths = doc["paths"].as_object().expect("paths");
+        for (path, methods) in [
+            ("/health", &["get"][..]),
+            ("/openapi.json", &["get"]),
+            ("/tables", &["get"]),
+            ("/tables/{name}", &["get", "post", "delete"]),
+            ("/tables/{name}/commit", &["post"]),
+            ("/tables/{name}/flush", &["post"]),
+            ("/tables/{name}/optimize", &["post"]),
+            ("/tables/{name}/truncate", &["post"]),
+            ("/ingest/{name}", &["post"]),
+            ("/plugins", &["get"]),
+        ] {
+            for method in methods {
+                assert!(
+                    paths[path][method].is_object(),
+                    "{method} {path} is not documented"
+                );
+            }
+        }
+        assert_eq!(paths.len(), 10, "a documented route the router lacks?");
+    }
+
+    #[test]
+    fn protected_routes_document_401_and_public_ones_need_no_token() {
+        let doc = doc();
+        for (path, methods) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in methods.as_object().expect("methods") {
+                let public = path == "/health" || path == "/openapi.json";
+                if public {
+                    assert_eq!(op["security"], serde_json::json!([{}]), "{method} {path}");
+                } else {
+                    assert!(
+                        op["responses"]["401"].is_object(),
+                        "{method} {path} lacks 401"
+                    );
+                }
+            }
+        }
+        assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    }
+
+    #[test]
+    fn ingest_documents_bodies_parameters_and_limits() {
+        let doc = doc();
+        let op = &doc["paths"]["/ingest/{name}"]["post"];
+        let content = &op["requestBody"]["content"];
+        assert!(content["application/json"].is_object());
+        assert!(content["application/x-ndjson"].is_object());
+        let params: Vec<&str> = op["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert_eq!(params, ["name", "operation", "request_mode"]);
+        for status in ["400", "404", "409", "413", "422", "503"] {
+            assert!(op["responses"][status].is_object(), "ingest lacks {status}");
+        }
+        assert!(op["responses"]["503"]["headers"]["Retry-After"].is_object());
+        let error = &doc["components"]["schemas"]["ErrorBody"]["properties"];
+        for field in ["error", "message", "row", "column"] {
+            assert!(error[field].is_object(), "ErrorBody lacks {field}");
+        }
+    }
+}
