@@ -62,6 +62,12 @@ impl CompiledCache {
     pub(crate) fn open(dir: &Path, engine: &Engine) -> Result<Self, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // Private to this user (best effort: the MAC is what protects the entries).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
         let key = load_or_create_key(&dir.join(KEY_FILE))?;
         let canonical_dir = dir
             .canonicalize()
@@ -229,6 +235,14 @@ fn read_private_key(path: &Path) -> Option<[u8; KEY_LEN]> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
+        // Someone else's key (written by whoever could write the directory) is not ours.
+        #[cfg(target_os = "linux")]
+        if let Ok(me) = std::fs::metadata("/proc/self") {
+            if metadata.uid() != me.uid() {
+                tracing::warn!(path = %path.display(), "the cache key belongs to another user: replacing it");
+                return None;
+            }
+        }
         // Readable or writable by others: whoever could see it could forge entries.
         if metadata.mode() & 0o077 != 0 {
             tracing::warn!(path = %path.display(), "the cache key is not private (mode & 077 != 0): replacing it");

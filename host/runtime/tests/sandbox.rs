@@ -334,6 +334,25 @@ fn tampered_cache_entries_are_rejected_and_rebuilt() {
     assert_eq!(rows_decoded(&decoder), 2);
     assert!(!logs.contains("rejected"), "{logs}");
     assert_eq!(cwasm_files(cache.path()).len(), 2);
+
+    // A key others could read is replaced, which invalidates every entry made with it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key_path = cache.path().join("cache.key");
+        let old_key = std::fs::read(&key_path).unwrap();
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (decoder, logs) = capture_logs(|| {
+            let runtime = self::runtime(Duration::from_secs(5), Some(cache.path().to_path_buf()));
+            RestDecoder::load(&runtime, &rest).unwrap()
+        });
+        assert_eq!(rows_decoded(&decoder), 2);
+        assert!(logs.contains("not private"), "{logs}");
+        assert!(logs.contains("cache entry rejected"), "{logs}");
+        assert_ne!(std::fs::read(&key_path).unwrap(), old_key);
+        let mode = std::fs::metadata(&key_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 }
 
 #[test]
