@@ -10,6 +10,7 @@ import time
 import requests
 
 from conftest import PLUGIN_DIR
+from readers import pyiceberg_rows
 from test_sources import write_config
 
 TIMEOUT_MS = 1500
@@ -94,6 +95,8 @@ block_addr = "127.0.0.1:{raw.port}"
 network = ["127.0.0.1:{raw.port}"]
 """)
         server = make_server([
+            # Only the shutdown commit can make the HTTP rows below visible.
+            "--commit-interval-ms", "600000",
             "--plugin-timeout-ms", str(TIMEOUT_MS),
             "--plugin", os.path.join(PLUGIN_DIR, "postgres_cdc.wasm"), "--config", pg_config,
             "--plugin", "faulty_source.wasm", "--config", block_config,
@@ -120,7 +123,11 @@ network = ["127.0.0.1:{raw.port}"]
         wait_for("a restart", lambda: statuses(server)["stalled-read"]["restarts"] >= 2, 20)
         assert requests.get(server.url + "/health", timeout=5).status_code == 200
 
-        # SIGTERM while both plugins are blocked in host calls: a bounded shutdown.
+        server.create_table("stall.http", [{"name": "id", "data_type": "int64", "nullable": False}])
+        server.ingest("stall.http", [{"id": i} for i in range(10)], mode="async")
+
+        # SIGTERM while both plugins are blocked in host calls: a bounded shutdown that still
+        # commits what was applied.
         before = len(pg.accepted)
         wait_for("the next blocked attempt", lambda: len(pg.accepted) > before, 40)
         proc = server.proc
@@ -133,6 +140,7 @@ network = ["127.0.0.1:{raw.port}"]
         assert took < 15, took
         log = server.read_log()
         assert "shutting down" in log, log
+        assert sorted(r[0] for r in pyiceberg_rows(server.data_dir, "stall", "http")) == list(range(10)), log
     finally:
         pg.close()
         raw.close()
