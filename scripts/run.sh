@@ -6,10 +6,11 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 ensure_wasm_target
 build_plugins
-section "build moonlink-host"
-cargo build -p moonlink-host
+# A server's main job runs the release build (the debug build is for tests).
+section "build moonlink-host (release)"
+cargo build -p moonlink-host --release
 # Defaults through the environment, so flags given to this script override them.
 export MOONLINK_DATA_DIR="${MOONLINK_DATA_DIR:-./data}"
 export MOONLINK_LISTEN="${MOONLINK_LISTEN:-127.0.0.1:3030}"
 export MOONLINK_PLUGIN_DIR="${MOONLINK_PLUGIN_DIR:-$PLUGIN_DIR}"
-exec "$CARGO_TARGET_DIR/debug/moonlink-host" "$@"
+exec "$CARGO_TARGET_DIR/release/moonlink-host" "$@"
