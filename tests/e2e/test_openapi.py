@@ -173,7 +173,7 @@ def test_schemathesis_finds_no_5xx_and_every_reply_is_documented(make_server, tm
     rc, out = run_schemathesis(server, generic, tmp_path, [
         "--mode", "all", "--checks", "all",
         "--exclude-checks", "positive_data_acceptance,object_level_authorization",
-        "--phases", "examples,coverage,fuzzing"])
+        "--phases", "examples,coverage,fuzzing,stateful"])
     if rc != 0:
         failures.append(("served document", out[-8000:]))
     assert server.proc.poll() is None, "the server died during the generic run: " + server.read_log()

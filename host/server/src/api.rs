@@ -330,13 +330,20 @@ pub(crate) enum IngestData {
 /// `async`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "operation": "upsert",
+    "request_mode": "sync",
+    "data": [{"id": 1, "name": "Ada", "balance": "10.50"}, {"id": 2, "name": "Grace"}]
+}))]
 #[allow(dead_code)] // documents the rest_ingest decoder's input; the plugin parses it
 pub(crate) struct IngestEnvelope {
     operation: Option<IngestOperation>,
     request_mode: Option<IngestRequestMode>,
     data: IngestData,
-    /// Accepted for compatibility and ignored: the table is the one in the path.
-    table: Option<String>,
+    /// Accepted for compatibility and ignored (any value): the table is the one in the path.
+    #[serde(default)]
+    #[schema(value_type = Value)]
+    table: Option<Value>,
 }
 
 /// What `GET /plugins` reports for a source.
@@ -390,6 +397,14 @@ fn default_nullable() -> bool {
 /// The body of `POST /tables/{name}`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "schema": [
+        {"name": "id", "data_type": "int64", "nullable": false},
+        {"name": "name", "data_type": "string", "nullable": true},
+        {"name": "balance", "data_type": "decimal(12,2)", "nullable": true}
+    ],
+    "primary_key": ["id"]
+}))]
 pub(crate) struct CreateTableRequest {
     /// Iceberg namespace; defaults to the part of the name before the last `.` (or `default`).
     database: Option<String>,
@@ -548,7 +563,7 @@ pub(crate) async fn list_tables(State(state): State<AppState>) -> Json<TableList
 
 /// One table.
 #[utoipa::path(get, path = "/tables/{name}", tag = "tables",
-    params(("name" = String, Path, description = "Table name, e.g. `demo.users`")),
+    params(("name" = String, Path, description = "Table name, e.g. `demo.users`", example = "demo.users")),
     responses(
         (status = 200, description = "The table", body = TableView),
         (status = 400, description = "Undecodable name", body = ApiError),
@@ -692,7 +707,7 @@ fn json_error(e: serde_json::Error) -> ApiError {
 /// Creates a table. `{name}` is how the API names it; `database`/`table` (default: split at the
 /// last `.`) are its Iceberg namespace and name.
 #[utoipa::path(post, path = "/tables/{name}", tag = "tables",
-    params(("name" = String, Path, description = "Table name, e.g. `demo.users`")),
+    params(("name" = String, Path, description = "Table name, e.g. `demo.users`", example = "demo.users")),
     request_body(content = CreateTableRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Created", body = CreatedTable),
@@ -785,7 +800,7 @@ pub(crate) async fn create_table(
 
 /// Drops a table (a JSON body, as Moonlink sends one, is ignored).
 #[utoipa::path(delete, path = "/tables/{name}", tag = "tables",
-    params(("name" = String, Path, description = "Table name")),
+    params(("name" = String, Path, description = "Table name", example = "demo.users")),
     responses(
         (status = 200, description = "Dropped", body = DropResponse),
         (status = 400, description = "Undecodable name", body = ApiError),
@@ -818,7 +833,7 @@ async fn commit(state: &AppState, name: String) -> Result<Json<CommitResponse>, 
 
 /// Commits every accepted row of the table now.
 #[utoipa::path(post, path = "/tables/{name}/commit", tag = "tables",
-    params(("name" = String, Path, description = "Table name")),
+    params(("name" = String, Path, description = "Table name", example = "demo.users")),
     responses(
         (status = 200, description = "Committed", body = CommitResponse),
         (status = 400, description = "Undecodable name", body = ApiError),
@@ -836,7 +851,7 @@ pub(crate) async fn commit_table(
 
 /// Same as `commit` (Moonlink's name for it).
 #[utoipa::path(post, path = "/tables/{name}/flush", tag = "tables",
-    params(("name" = String, Path, description = "Table name")),
+    params(("name" = String, Path, description = "Table name", example = "demo.users")),
     responses(
         (status = 200, description = "Committed", body = CommitResponse),
         (status = 400, description = "Undecodable name", body = ApiError),
@@ -854,7 +869,7 @@ pub(crate) async fn flush_table(
 
 /// Removes every row, committed now.
 #[utoipa::path(post, path = "/tables/{name}/truncate", tag = "tables",
-    params(("name" = String, Path, description = "Table name")),
+    params(("name" = String, Path, description = "Table name", example = "demo.users")),
     responses(
         (status = 200, description = "Truncated", body = TruncateResponse),
         (status = 400, description = "Undecodable name", body = ApiError),
@@ -878,7 +893,7 @@ pub(crate) async fn truncate_table(
 
 /// Commits now, merging small files and rewriting deletion-heavy ones.
 #[utoipa::path(post, path = "/tables/{name}/optimize", tag = "tables",
-    params(("name" = String, Path, description = "Table name")),
+    params(("name" = String, Path, description = "Table name", example = "demo.users")),
     responses(
         (status = 200, description = "Optimized", body = OptimizeResponse),
         (status = 400, description = "Undecodable name", body = ApiError),
@@ -958,7 +973,7 @@ fn decode_error(state: &AppState, e: RuntimeError, body_len: usize) -> ApiError 
 /// All or nothing: a rejected request writes nothing.
 #[utoipa::path(post, path = "/ingest/{name}", tag = "ingest",
     params(
-        ("name" = String, Path, description = "Table name"),
+        ("name" = String, Path, description = "Table name", example = "demo.users"),
         ("operation" = Option<IngestOperation>, Query, description = "Default operation (the JSON envelope's `operation` wins)"),
         ("request_mode" = Option<IngestRequestMode>, Query, description = "Default request mode (the JSON envelope's `request_mode` wins)"),
     ),
