@@ -947,14 +947,13 @@ const SLOW_DECODE_MIN_BYTES: usize = 1024 * 1024;
 
 /// Maps a decoder failure: a body too large for the decoder's memory is the caller's (413); a
 /// large body out of time is the machine's load (503); the rest are the decoder's fault (500).
-fn decode_error(state: &AppState, e: RuntimeError, body_len: usize) -> ApiError {
+fn decode_error(max_body_bytes: usize, e: RuntimeError, body_len: usize) -> ApiError {
     match &e {
         RuntimeError::ResourceExhausted { .. } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!(
-                "{e} (this body: {body_len} bytes; the body limit is {} bytes, --max-body-bytes)",
-                state.max_body_bytes
+                "{e} (this body: {body_len} bytes; the body limit is {max_body_bytes} bytes, --max-body-bytes)"
             ),
         ),
         RuntimeError::Timeout { .. } if body_len >= SLOW_DECODE_MIN_BYTES => ApiError::new(
@@ -1029,7 +1028,7 @@ pub(crate) async fn ingest(
             format!("decoder task failed: {e}"),
         )
     })?
-    .map_err(|e| decode_error(&state, e, body_len))?;
+    .map_err(|e| decode_error(state.max_body_bytes, e, body_len))?;
     let operation = match decoded.batch.operations().first() {
         Some(Operation::Upsert) => IngestOperation::Upsert,
         Some(Operation::Delete) => IngestOperation::Delete,
@@ -1065,6 +1064,33 @@ mod tests {
         assert!(!token_matches(Some(""), "s3cret"));
         assert!(!token_matches(None, "s3cret"));
         assert!(!token_matches(None, ""), "no header never matches");
+    }
+
+    #[test]
+    fn decoder_failures_say_whose_fault_they_are() {
+        let mib = 1024 * 1024;
+        let exhausted = decode_error(
+            64 * mib,
+            RuntimeError::ResourceExhausted {
+                limit_bytes: 384 * mib as u64,
+            },
+            58_000_000,
+        );
+        assert_eq!(exhausted.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(exhausted.message.contains("--max-body-bytes"));
+        let slow = decode_error(64 * mib, RuntimeError::Timeout { ms: 5000 }, 2 * mib);
+        assert_eq!(slow.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(slow.message.contains("--plugin-timeout-ms"));
+        let looping = decode_error(64 * mib, RuntimeError::Timeout { ms: 5000 }, 4);
+        assert_eq!(looping.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let broken = decode_error(
+            64 * mib,
+            RuntimeError::MemoryLimit {
+                limit_bytes: 64 * mib as u64,
+            },
+            3,
+        );
+        assert_eq!(broken.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[test]
