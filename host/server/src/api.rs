@@ -516,30 +516,49 @@ pub(crate) async fn list_plugins(State(state): State<AppState>) -> Json<PluginLi
         .sources
         .list()
         .into_iter()
-        .map(|s| PluginView {
-            name: s.name,
-            path: s.path,
-            state: s.state.to_string(),
-            tables: s.tables,
-            rows: s.rows,
-            restarts: s.restarts,
-            last_error: s.last_error,
-            acked_checkpoint: s.acked_checkpoint,
-            copy_progress: s
-                .copy_progress
-                .into_iter()
-                .map(|(table, p)| {
-                    (
-                        table,
-                        CopyProgressView {
-                            table: p.table,
-                            rows_copied: p.rows_copied,
-                            rows_total: p.rows_total,
-                            done: p.done,
-                        },
-                    )
-                })
-                .collect(),
+        .map(|s| {
+            // Destructured whole: a new status field fails to compile until it is documented.
+            let crate::sources::SourceStatus {
+                name,
+                path,
+                state,
+                tables,
+                rows,
+                restarts,
+                last_error,
+                acked_checkpoint,
+                copy_progress,
+            } = s;
+            PluginView {
+                name,
+                path,
+                state: state.to_string(),
+                tables,
+                rows,
+                restarts,
+                last_error,
+                acked_checkpoint,
+                copy_progress: copy_progress
+                    .into_iter()
+                    .map(|(table, p)| {
+                        let moonlink_runtime::CopyProgress {
+                            table: progress_table,
+                            rows_copied,
+                            rows_total,
+                            done,
+                        } = p;
+                        (
+                            table,
+                            CopyProgressView {
+                                table: progress_table,
+                                rows_copied,
+                                rows_total,
+                                done,
+                            },
+                        )
+                    })
+                    .collect(),
+            }
         })
         .collect();
     Json(PluginList { plugins })
