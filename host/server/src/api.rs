@@ -213,6 +213,9 @@ pub(crate) struct TableView {
     index_bytes: u64,
     /// The last failure of the table's background work, if any.
     last_error: Option<String>,
+    /// The table could not be opened (`last_error` says why): it refuses writes (503
+    /// `table_failed`) until it is dropped; the other tables serve.
+    failed: bool,
 }
 
 /// `POST /tables/{name}` reply: the table plus its starting log position.
@@ -454,27 +457,46 @@ pub(crate) async fn openapi_json() -> Response {
 }
 
 fn table_view(state: &AppState, info: &TableInfo) -> TableView {
-    let initial_copy = state
-        .sources
-        .copy_progress(&info.name)
-        .map(|p| InitialCopyView {
-            rows_copied: p.rows_copied,
-            rows_total: p.rows_total,
-            percent: p
-                .rows_total
-                .filter(|t| *t > 0)
-                .map(|t| p.rows_copied.min(t) as f64 * 100.0 / t as f64),
-            done: p.done,
-        });
+    // Destructured whole: a new engine field fails to compile until it is reported (or
+    // deliberately left out here).
+    let TableInfo {
+        name,
+        namespace,
+        table,
+        schema,
+        options,
+        metadata_location,
+        snapshot_id,
+        committed_lsn,
+        last_lsn,
+        buffered_rows,
+        data_files,
+        total_records,
+        deleted_rows,
+        snapshots,
+        data_bytes,
+        index_entries,
+        index_bytes,
+        last_error,
+        failed,
+    } = info;
+    let initial_copy = state.sources.copy_progress(name).map(|p| InitialCopyView {
+        rows_copied: p.rows_copied,
+        rows_total: p.rows_total,
+        percent: p
+            .rows_total
+            .filter(|t| *t > 0)
+            .map(|t| p.rows_copied.min(t) as f64 * 100.0 / t as f64),
+        done: p.done,
+    });
     TableView {
         initial_copy,
-        name: info.name.clone(),
-        database: info.namespace.clone(),
-        table: info.table.clone(),
-        metadata_location: info.metadata_location.clone(),
-        snapshot_id: info.snapshot_id,
-        schema: info
-            .schema
+        name: name.clone(),
+        database: namespace.clone(),
+        table: table.clone(),
+        metadata_location: metadata_location.clone(),
+        snapshot_id: *snapshot_id,
+        schema: schema
             .columns
             .iter()
             .map(|c| ColumnView {
@@ -483,25 +505,26 @@ fn table_view(state: &AppState, info: &TableInfo) -> TableView {
                 nullable: c.nullable,
             })
             .collect(),
-        primary_key: info.schema.primary_key.clone(),
-        table_config: TableConfig::from(&info.options),
-        committed_lsn: info.committed_lsn,
-        last_lsn: info.last_lsn,
-        buffered_rows: info.buffered_rows as u64,
-        data_files: info.data_files,
-        total_records: info.total_records,
-        deleted_rows: info.deleted_rows,
-        deleted_fraction: if info.total_records == 0 {
+        primary_key: schema.primary_key.clone(),
+        table_config: TableConfig::from(options),
+        committed_lsn: *committed_lsn,
+        last_lsn: *last_lsn,
+        buffered_rows: *buffered_rows as u64,
+        data_files: *data_files,
+        total_records: *total_records,
+        deleted_rows: *deleted_rows,
+        deleted_fraction: if *total_records == 0 {
             0.0
         } else {
-            info.deleted_rows as f64 / info.total_records as f64
+            *deleted_rows as f64 / *total_records as f64
         },
-        snapshots: info.snapshots as u64,
-        avg_file_bytes: info.data_bytes.checked_div(info.data_files).unwrap_or(0),
-        live_rows: info.total_records.saturating_sub(info.deleted_rows),
-        index_entries: info.index_entries as u64,
-        index_bytes: info.index_bytes as u64,
-        last_error: info.last_error.clone(),
+        snapshots: *snapshots as u64,
+        avg_file_bytes: data_bytes.checked_div(*data_files).unwrap_or(0),
+        live_rows: total_records.saturating_sub(*deleted_rows),
+        index_entries: *index_entries as u64,
+        index_bytes: *index_bytes as u64,
+        last_error: last_error.clone(),
+        failed: *failed,
     }
 }
 
