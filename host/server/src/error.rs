@@ -69,6 +69,8 @@ impl From<EngineError> for ApiError {
             EngineError::TableNotFound(_) => (StatusCode::NOT_FOUND, "table_not_found"),
             EngineError::TableExists(_) => (StatusCode::CONFLICT, "table_exists"),
             EngineError::KeyConflict { .. } => (StatusCode::CONFLICT, "key_conflict"),
+            EngineError::SchemaChanged(_) => (StatusCode::CONFLICT, "schema_changed"),
+            EngineError::TableFailed { .. } => (StatusCode::SERVICE_UNAVAILABLE, "table_failed"),
             EngineError::InvalidSchema(_) => (StatusCode::BAD_REQUEST, "invalid_schema"),
             EngineError::InvalidBatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value"),
             EngineError::OperationNotAllowed(_) => {

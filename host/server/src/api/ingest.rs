@@ -1,0 +1,145 @@
+//! `POST /ingest/{name}`: decode with the rest_ingest plugin, apply to the engine.
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use moonlink_engine::{Durability, Operation};
+use moonlink_runtime::{RequestMode, RuntimeError};
+
+use crate::error::ApiError;
+
+use super::body::*;
+use super::*;
+
+/// The query parameters `/ingest` documents: their values are checked here, whatever the
+/// decoder, so a bad one is refused even when the body names the operation itself.
+pub(super) fn check_ingest_parameters(parameters: &[(String, String)]) -> Result<(), ApiError> {
+    for (key, value) in parameters {
+        let ok = match key.as_str() {
+            "operation" => matches!(value.as_str(), "insert" | "upsert" | "delete"),
+            "request_mode" => matches!(value.as_str(), "async" | "sync"),
+            _ => true,
+        };
+        if !ok {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("unknown {key} '{value}' in the query"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Bodies at least this large may take a decoder past its time limit on a loaded machine (503,
+/// retry later); a smaller body that does points at a broken decoder (500).
+pub(super) const SLOW_DECODE_MIN_BYTES: usize = 1024 * 1024;
+
+/// Maps a decoder failure: a body too large for the decoder's memory is the caller's (413); a
+/// large body out of time is the machine's load (503); the rest are the decoder's fault (500).
+pub(super) fn decode_error(max_body_bytes: usize, e: RuntimeError, body_len: usize) -> ApiError {
+    match &e {
+        RuntimeError::ResourceExhausted { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "{e} (this body: {body_len} bytes; the body limit is {max_body_bytes} bytes, --max-body-bytes)"
+            ),
+        ),
+        RuntimeError::Timeout { .. } if body_len >= SLOW_DECODE_MIN_BYTES => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!(
+                "decoding this {body_len}-byte body: {e} (--plugin-timeout-ms); retry later or send smaller bodies"
+            ),
+        ),
+        _ => e.into(),
+    }
+}
+
+/// Inserts, upserts or deletes rows. The body is decoded by the `rest_ingest` plugin: a JSON
+/// envelope, or NDJSON (one row object per line) with `operation`/`request_mode` in the query.
+/// All or nothing: a rejected request writes nothing.
+#[utoipa::path(post, path = "/ingest/{name}", tag = "ingest",
+    params(
+        ("name" = String, Path, description = "Table name", example = "demo.users"),
+        ("operation" = Option<IngestOperation>, Query, description = "Default operation (the JSON envelope's `operation` wins)"),
+        ("request_mode" = Option<IngestRequestMode>, Query, description = "Default request mode (the JSON envelope's `request_mode` wins)"),
+    ),
+    request_body(content(
+        (IngestEnvelope = "application/json"),
+        (String = "application/x-ndjson"),
+    )),
+    responses(
+        (status = 200, description = "Applied (async: in the write-ahead log; sync: committed)", body = IngestResponse),
+        (status = 400, description = "Malformed body or bad request fields", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError),
+        (status = 404, description = "No such table", body = ApiError),
+        (status = 409, description = "An insert hit existing keys, or the table changed shape meanwhile; nothing written", body = ApiError),
+        (status = 413, description = "Body over --max-body-bytes, or too large for the decoder's memory", body = ApiError),
+        (status = 422, description = "A value does not fit its column (`row`, `column` say where), or the operation needs a key", body = ApiError),
+        (status = 503, description = "Request bodies in flight exceed --max-inflight-bytes, the decoder ran out of time, or the table is unavailable", body = ApiError,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ))]
+pub(crate) async fn ingest(
+    State(state): State<AppState>,
+    TableName(name): TableName,
+    parameters: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<IngestResponse>, ApiError> {
+    let Query(parameters) = parameters.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("invalid query: {}", e.body_text()),
+        )
+    })?;
+    check_ingest_parameters(&parameters)?;
+    // Unknown table first: a 404 is more useful than a complaint about the body.
+    let schema = state.engine.table_schema(&name)?;
+    // `_permit` holds the body's bytes in the in-flight budget until decode and apply are done.
+    let (body, _permit) = read_body(&state, &headers, body).await?;
+    let body_len = body.len();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let decoder = state.decoder.clone();
+    let table = name.clone();
+    let decoded = tokio::task::spawn_blocking(move || {
+        decoder.decode(&table, &schema, content_type.as_deref(), &parameters, &body)
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("decoder task failed: {e}"),
+        )
+    })?
+    .map_err(|e| decode_error(state.max_body_bytes, e, body_len))?;
+    let operation = match decoded.batch.operations().first() {
+        Some(Operation::Upsert) => IngestOperation::Upsert,
+        Some(Operation::Delete) => IngestOperation::Delete,
+        Some(Operation::Insert) | None => IngestOperation::Insert,
+    };
+    let (durability, mode) = match decoded.mode {
+        RequestMode::Async => (Durability::Logged, IngestRequestMode::Async),
+        RequestMode::Sync => (Durability::Committed, IngestRequestMode::Sync),
+    };
+    let receipt = state.engine.apply(&name, decoded.batch, durability).await?;
+    Ok(Json(IngestResponse {
+        status: "ok",
+        table: name,
+        operation,
+        request_mode: mode,
+        rows: receipt.rows as u64,
+        matched: receipt.matched as u64,
+        lsn: receipt.lsn,
+        snapshot_id: receipt.snapshot_id,
+        metadata_location: receipt.metadata_location,
+    }))
+}
