@@ -279,6 +279,10 @@ def test_a_damaged_log_fails_only_its_table(make_server):
     assert a["last_error"] and "corrupt" in a["last_error"], a
     r = post_ingest(server, "d.a", [{"id": 50}], mode="async")
     error_of(r, 503, "table_failed")
+    # Health says so, and why.
+    health = requests.get(f"{server.url}/health", timeout=10).json()
+    assert health["status"] == "degraded", health
+    assert any("d.a" in reason and "corrupt" in reason for reason in health["reasons"]), health
     b = table_entry(server, "d.b")
     assert not b.get("failed"), b
     server.commit("d.b")
@@ -297,6 +301,7 @@ def test_a_damaged_log_fails_only_its_table(make_server):
     server.kill()
     server.start()
     assert not table_entry(server, "d.a").get("failed"), table_entry(server, "d.a")
+    assert requests.get(f"{server.url}/health", timeout=10).json()["status"] == "healthy"
     assert both_readers(server, "d.a") == expect((7,))
     assert ids(server, "d.b") == [100, 101, 102]
     alive(server)
