@@ -140,12 +140,14 @@ pub fn decode(info: &RequestInfo, body: &[u8]) -> Result<IngestRequest, DataErro
                 };
             }
             ("table", _) => {}
-            _ => return Err(DataError::new(
-                DataErrorKind::InvalidRequest,
-                format!(
+            _ => {
+                return Err(DataError::new(
+                    DataErrorKind::InvalidRequest,
+                    format!(
                     "unknown field \"{key}\" in request (expected operation, request_mode, data)"
                 ),
-            )),
+                ))
+            }
         }
     }
     let [operation, mode] = texts;
