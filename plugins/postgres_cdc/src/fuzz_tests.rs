@@ -6,11 +6,11 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::conn::{
+use crate::pgoutput::{parse_change, parse_stream_message};
+use crate::wire::{
     frame_size, parse_auth, parse_data_row, parse_row_description, server_error, tag_name,
     take_message, PgError,
 };
-use crate::pgoutput::{parse_change, parse_stream_message};
 
 /// xorshift64*: tiny, deterministic, good enough to shake a parser.
 struct Rng(u64);

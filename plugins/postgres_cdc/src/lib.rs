@@ -15,9 +15,11 @@
 mod conn;
 mod pgoutput;
 mod snapshot;
+mod sql;
 mod stream;
 mod tables;
 mod types;
+mod wire;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -25,10 +27,12 @@ use std::time::Duration;
 use moonlink_sdk::source::{PollResult, ResumePoint, Source, SourceEvent, TableDef};
 use moonlink_sdk::Config;
 
-use conn::{col, quote_ident, quote_literal, ConnectOptions, Connection, PgError};
+use conn::{col, ConnectOptions, Connection};
 use snapshot::Snapshot;
+use sql::{quote_ident, quote_literal};
 use stream::Stream;
 use tables::{MirroredTable, PgColumn};
+use wire::PgError;
 
 /// The checkpoint of an initial copy in progress: sorts before every LSN. Resuming from it
 /// starts the copy over.
@@ -418,7 +422,7 @@ impl Source for PostgresCdc {
                         "replication slot '{}' is gone, so changes after {} cannot be replayed; \
                          drop the mirrored tables (or use a new slot name) to copy afresh",
                         settings.slot,
-                        conn::format_lsn(lsn)
+                        sql::format_lsn(lsn)
                     ));
                 }
                 let mut skip = HashMap::new();
@@ -430,7 +434,7 @@ impl Source for PostgresCdc {
                 moonlink_sdk::info!(
                     "resuming slot {} at {}",
                     settings.slot,
-                    conn::format_lsn(lsn)
+                    sql::format_lsn(lsn)
                 );
                 Phase::Streaming(Stream::start(&settings, lsn, skip)?)
             }
@@ -465,7 +469,7 @@ impl Source for PostgresCdc {
                     let lsn = snapshot.consistent_lsn();
                     moonlink_sdk::info!(
                         "initial copy done; streaming from {}",
-                        conn::format_lsn(lsn)
+                        sql::format_lsn(lsn)
                     );
                     self.phase = Phase::Streaming(snapshot.into_stream(&self.settings)?);
                     Some(checkpoint_of(lsn))

@@ -13,8 +13,9 @@ use moonlink_sdk::source::{ResumePoint, Source};
 use moonlink_sdk::Config;
 use serde_json::json;
 
-use crate::conn::{ConnectOptions, Connection, PgError};
+use crate::conn::{ConnectOptions, Connection};
 use crate::stream::Stream;
+use crate::wire::PgError;
 use crate::{PostgresCdc, Settings};
 
 /// A backend message.

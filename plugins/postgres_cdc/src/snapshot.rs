@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use moonlink_sdk::source::{CopyProgress, SourceEvent};
 
-use crate::conn::{parse_lsn, quote_ident, quote_literal, Connection};
+use crate::conn::Connection;
+use crate::sql::{parse_lsn, quote_ident, quote_literal};
 use crate::stream::Stream;
 use crate::tables::MirroredTable;
 use crate::types::split_copy_row;
@@ -82,7 +83,7 @@ impl Snapshot {
         moonlink_sdk::info!(
             "created slot {} at {}; copying {} tables",
             settings.slot,
-            crate::conn::format_lsn(consistent_lsn),
+            crate::sql::format_lsn(consistent_lsn),
             tables.len()
         );
 

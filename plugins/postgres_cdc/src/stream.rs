@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use moonlink_sdk::source::SourceEvent;
 
-use crate::conn::{format_lsn, quote_ident, quote_literal, Connection};
+use crate::conn::Connection;
 use crate::pgoutput::{parse_change, parse_stream_message, Change, StreamMessage, TupleValue};
+use crate::sql::{format_lsn, quote_ident, quote_literal};
 use crate::tables::{MirroredTable, Mode, PgColumn};
 use crate::{pg, Settings};
 
