@@ -289,7 +289,7 @@ fn timeouts_are_settings_and_zero_is_refused() {
     assert_eq!(s.connect.connect_timeout, Duration::from_millis(2000));
     assert_eq!(s.connect.reply_timeout, Duration::from_millis(1500));
     let defaults = Settings::parse(&Config::from_pairs([("tables", json!(["t"]))])).unwrap();
-    assert_eq!(defaults.connect.connect_timeout, Duration::from_secs(10));
+    assert_eq!(defaults.connect.connect_timeout, Duration::from_secs(4));
     assert_eq!(defaults.connect.reply_timeout, Duration::from_secs(60));
     let err = Settings::parse(&Config::from_pairs([
         ("tables", json!(["t"])),
