@@ -187,46 +187,4 @@ mod tests {
         assert!(!token_matches(None, "s3cret"));
         assert!(!token_matches(None, ""), "no header never matches");
     }
-
-    #[test]
-    fn decoder_failures_say_whose_fault_they_are() {
-        let mib = 1024 * 1024;
-        let exhausted = ingest::decode_error(
-            64 * mib,
-            RuntimeError::ResourceExhausted {
-                limit_bytes: 384 * mib as u64,
-            },
-            58_000_000,
-        );
-        assert_eq!(exhausted.status, StatusCode::PAYLOAD_TOO_LARGE);
-        assert!(exhausted.message.contains("--max-body-bytes"));
-        let slow = ingest::decode_error(64 * mib, RuntimeError::Timeout { ms: 5000 }, 2 * mib);
-        assert_eq!(slow.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(slow.message.contains("--plugin-timeout-ms"));
-        let looping = ingest::decode_error(64 * mib, RuntimeError::Timeout { ms: 5000 }, 4);
-        assert_eq!(looping.status, StatusCode::INTERNAL_SERVER_ERROR);
-        let broken = ingest::decode_error(
-            64 * mib,
-            RuntimeError::MemoryLimit {
-                limit_bytes: 64 * mib as u64,
-            },
-            3,
-        );
-        assert_eq!(broken.status, StatusCode::INTERNAL_SERVER_ERROR);
-    }
-
-    #[test]
-    fn query_parameters_are_checked() {
-        let p = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
-        assert!(ingest::check_ingest_parameters(&p("operation", "upsert")).is_ok());
-        assert!(ingest::check_ingest_parameters(&p("request_mode", "sync")).is_ok());
-        assert!(ingest::check_ingest_parameters(&p("other", "x")).is_ok());
-        assert_eq!(
-            ingest::check_ingest_parameters(&p("operation", "merge"))
-                .unwrap_err()
-                .status,
-            StatusCode::BAD_REQUEST
-        );
-        assert!(ingest::check_ingest_parameters(&p("request_mode", "SYNC")).is_err());
-    }
 }
