@@ -140,9 +140,16 @@ impl Engine {
     pub async fn open(config: EngineConfig) -> Result<Engine> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| EngineError::io(&config.data_dir, e))?;
+        let warehouse = Warehouse::local(&config.data_dir.join("warehouse"))?;
+        Engine::open_with_warehouse(config, warehouse).await
+    }
+
+    /// [`Engine::open`] with the warehouse given (e.g. over a store that injects faults).
+    pub async fn open_with_warehouse(config: EngineConfig, warehouse: Warehouse) -> Result<Engine> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| EngineError::io(&config.data_dir, e))?;
         let lock = lock_data_dir(&config.data_dir)?;
         let catalog = Arc::new(Catalog::open(&config.data_dir.join("catalog.db"))?);
-        let warehouse = Warehouse::local(&config.data_dir.join("warehouse"))?;
         let engine = Engine {
             inner: Arc::new(Inner {
                 config,
@@ -156,7 +163,7 @@ impl Engine {
         };
         for entry in engine.inner.catalog.list()? {
             // One table that cannot open must not keep the others (or the server) down.
-            match engine.recover_table(&entry).await {
+            match engine.recover_table_retrying(&entry).await {
                 Ok(table) => {
                     engine.tables_mut().insert(table.name.clone(), table);
                 }
@@ -164,6 +171,23 @@ impl Engine {
             }
         }
         Ok(engine)
+    }
+
+    /// [`Engine::recover_table`], retrying a few times when the store failed (a read error is
+    /// often transient on object storage); a damaged log or catalog entry fails at once.
+    async fn recover_table_retrying(&self, entry: &CatalogEntry) -> Result<Arc<Table>> {
+        let mut delay = std::time::Duration::from_millis(50);
+        for _ in 0..3 {
+            match self.recover_table(entry).await {
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(table = %entry.name, error = %e, "opening the table failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+                other => return other,
+            }
+        }
+        self.recover_table(entry).await
     }
 
     async fn recover_table(&self, entry: &CatalogEntry) -> Result<Arc<Table>> {

@@ -113,6 +113,15 @@ impl EngineError {
         EngineError::Catalog(e.to_string())
     }
 
+    /// Storage errors that may pass on retry (I/O, the object store, Iceberg reads), as
+    /// opposed to bad input or damaged state.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Io { .. } | EngineError::ObjectStore(_) | EngineError::Iceberg(_)
+        )
+    }
+
     /// An error about a batch, not tied to a row.
     pub fn invalid_batch(column: Option<&str>, message: impl Into<String>) -> Self {
         EngineError::InvalidBatch {

@@ -58,6 +58,16 @@ impl Warehouse {
         })
     }
 
+    /// A warehouse under the local directory `root`, reached through `store` (an
+    /// `object_store` addressing local paths): how tests put a failing store beneath the engine.
+    pub fn local_with_store(root: &std::path::Path, store: Arc<dyn ObjectStore>) -> Result<Self> {
+        let local = Warehouse::local(root)?;
+        Ok(Warehouse {
+            store,
+            root: local.root,
+        })
+    }
+
     /// The warehouse root location; table locations live below it.
     pub fn root(&self) -> &str {
         &self.root
