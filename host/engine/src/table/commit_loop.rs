@@ -1,0 +1,374 @@
+//! The commit loop: take the buffer, write Parquet (merging small files of append-only
+//! tables), deletion vectors and manifests, and publish one Iceberg snapshot. Also truncation.
+//!
+//! Invariant: a commit includes every LSN up to the `through_lsn` it took, and records it as
+//! `moonlink.checkpoint`; what it took stays in `Pending` until a commit succeeds.
+
+use super::*;
+
+impl Table {
+    pub(super) async fn commit_loop(table: Arc<Table>) {
+        let mut stop = table.stop.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(table.config.commit_interval) => {}
+                _ = table.wake.notified() => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            if let Err(e) = table.commit().await {
+                tracing::warn!(table = %table.name, error = %e, "commit failed; will retry");
+            }
+        }
+    }
+
+    /// Commits everything accepted so far as one snapshot (no-op if there is nothing new).
+    pub async fn commit(&self) -> Result<CommitState> {
+        self.commit_with(false).await
+    }
+
+    /// Commits, compacting every small or deletion-heavy file now (`POST .../optimize`).
+    pub async fn optimize(&self) -> Result<CommitState> {
+        self.commit_with(true).await
+    }
+
+    async fn commit_with(&self, force_compaction: bool) -> Result<CommitState> {
+        let mut pending = self.pending.lock().await;
+        {
+            let mut buffer = self.lock_buffer();
+            let through_lsn = buffer.next_lsn - 1;
+            let has_deletes = buffer
+                .keyed
+                .as_ref()
+                .is_some_and(|k| !k.file_deletes.is_empty());
+            if through_lsn > pending.through_lsn || has_deletes {
+                let batches = std::mem::take(&mut buffer.batches);
+                buffer.rows = 0;
+                buffer.bytes = 0;
+                let generation = match buffer.keyed.as_mut() {
+                    Some(keys) => {
+                        for (file, positions) in std::mem::take(&mut keys.file_deletes) {
+                            *pending.deletes.entry(file).or_default() |= positions;
+                        }
+                        let taken = keys.take(batches)?;
+                        Generation {
+                            file_id: Some(taken.file_id),
+                            segment: Some(taken.segment),
+                            batches: taken.rows.into_iter().collect(),
+                        }
+                    }
+                    None => Generation {
+                        file_id: None,
+                        segment: None,
+                        batches,
+                    },
+                };
+                if !generation.batches.is_empty() {
+                    pending.generations.push(generation);
+                }
+                pending.through_lsn = through_lsn;
+                let checkpoints = std::mem::take(&mut buffer.source_checkpoints);
+                pending.source_checkpoints.extend(checkpoints);
+                if let Some(wal) = self.wal.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    wal.rotate(buffer.next_lsn);
+                }
+            }
+        }
+        let committed_lsn = self.committed.borrow().committed_lsn;
+        if pending.is_empty() && pending.through_lsn <= committed_lsn && !force_compaction {
+            return Ok(self.committed.borrow().clone());
+        }
+        match self.commit_pending(&mut pending, force_compaction).await {
+            Ok(state) => {
+                pending.commits += 1;
+                let sweep_due = pending.commits % self.config.orphan_sweep_every.max(1) == 0;
+                if force_compaction || sweep_due {
+                    // Under the commit lock: no commit of ours is writing files right now.
+                    match maintenance::remove_orphan_files(
+                        &self.warehouse,
+                        &state.metadata,
+                        &state.metadata_location,
+                    )
+                    .await
+                    {
+                        Ok(n) if n > 0 => {
+                            tracing::info!(table = %self.name, files = n, "removed unreferenced files")
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(table = %self.name, error = %e, "orphan file sweep failed")
+                        }
+                    }
+                }
+                Ok(state)
+            }
+            Err(e) => {
+                self.committed.send_modify(|s| {
+                    s.last_error = Some(e.to_string());
+                    s.failures += 1;
+                });
+                Err(e)
+            }
+        }
+    }
+
+    async fn commit_pending(
+        &self,
+        pending: &mut Pending,
+        force_compaction: bool,
+    ) -> Result<CommitState> {
+        let file_io = self.warehouse.file_io();
+        let current = self.committed.borrow().clone();
+        let table_location = current
+            .metadata
+            .location()
+            .trim_end_matches('/')
+            .to_string();
+        let new_data_path = || format!("{table_location}/data/{}.parquet", Uuid::now_v7());
+
+        // Append-only tables merge small files on commit. Keyed tables do not yet: merging
+        // moves row positions, which the key index and deletion vectors would have to follow.
+        let mut removed = HashSet::new();
+        let mut merged_rows: Vec<RecordBatch> = Vec::new();
+        let truncating = pending.truncated.is_some();
+        if let Some(files) = &pending.truncated {
+            removed.extend(files.iter().cloned());
+        } else if self.schema.primary_key.is_empty() {
+            let small_limit = self.config.target_file_size / 2;
+            let small: Vec<&DataFile> = pending
+                .live_files
+                .iter()
+                .filter(|f| f.file_size_in_bytes() < small_limit)
+                .collect();
+            if small.len() + 1 >= self.config.merge_fanout.max(2)
+                || (force_compaction && small.len() >= 2)
+            {
+                for file in &small {
+                    merged_rows.extend(
+                        data_files::read_data_file(
+                            &self.warehouse,
+                            file.file_path(),
+                            &self.arrow_schema,
+                        )
+                        .await?,
+                    );
+                    removed.insert(file.file_path().to_string());
+                }
+            }
+        }
+
+        let mut added = Vec::new();
+        let mut new_paths = Vec::new();
+        for generation in &pending.generations {
+            match generation.file_id {
+                Some(file_id) => {
+                    // One file per generation: its rows' positions are already in the index.
+                    let path = new_data_path();
+                    added.push(
+                        data_files::write_data_file(
+                            &file_io,
+                            &self.iceberg_schema,
+                            &path,
+                            &generation.batches,
+                        )
+                        .await?,
+                    );
+                    if let Some(segment) = &generation.segment {
+                        let segment_file = index_segment::segment_path(&self.index_dir, &path);
+                        if let Some(hasher) = &self.key_hasher {
+                            index_segment::write_segment(&segment_file, segment, hasher)?;
+                        }
+                    }
+                    new_paths.push((file_id, path));
+                }
+                None => merged_rows.extend(generation.batches.iter().cloned()),
+            }
+        }
+        for chunk in chunk_by_size(&merged_rows, self.arrow_bytes_per_file()) {
+            added.push(
+                data_files::write_data_file(
+                    &file_io,
+                    &self.iceberg_schema,
+                    &new_data_path(),
+                    chunk,
+                )
+                .await?,
+            );
+        }
+
+        let compaction = if self.schema.primary_key.is_empty() || truncating {
+            None
+        } else {
+            self.compact_keyed(pending, force_compaction).await?
+        };
+        if let Some(c) = &compaction {
+            removed.extend(c.removed_paths.iter().cloned());
+            added.extend(c.data_file.clone());
+        }
+
+        let mut paths = pending.paths.clone();
+        paths.extend(new_paths.iter().cloned());
+        let mut vectors = Vec::new();
+        for (file_id, positions) in &pending.deletes {
+            if compaction
+                .as_ref()
+                .is_some_and(|c| c.mapping.contains_key(file_id))
+            {
+                continue; // applied by the rewrite
+            }
+            let Some(path) = paths.get(file_id) else {
+                return Err(EngineError::Catalog(format!(
+                    "deletes for unknown data file id {file_id}"
+                )));
+            };
+            let mut merged = pending.committed_dvs.get(path).cloned().unwrap_or_default();
+            merged |= positions;
+            vectors.push((path.clone(), merged));
+        }
+        // One Puffin file per deletion vector. The spec allows several in one file, but
+        // DuckDB 1.5 and PyIceberg 0.12 then sometimes apply one file's vector to another data
+        // file (seen in the postgres_cdc tests): every reader must read our tables right.
+        let mut added_deletes = Vec::with_capacity(vectors.len());
+        for vector in &vectors {
+            let location = format!("{table_location}/data/{}-deletes.puffin", Uuid::now_v7());
+            added_deletes.extend(
+                deletion_vector::write_deletion_vectors(
+                    &file_io,
+                    &location,
+                    std::slice::from_ref(vector),
+                )
+                .await?,
+            );
+        }
+
+        let changes = SnapshotChanges {
+            added: added.clone(),
+            removed: removed.clone(),
+            added_deletes,
+            checkpoint: pending.through_lsn,
+            source_checkpoints: pending.source_checkpoints.clone(),
+            retention: self.config.retention,
+        };
+        let committed = commit::write_snapshot(
+            &file_io,
+            &current.metadata,
+            &current.metadata_location,
+            changes,
+        )
+        .await?;
+        self.catalog.swap_metadata(
+            &self.namespace,
+            &self.table,
+            &current.metadata_location,
+            &committed.location,
+        )?;
+        tracing::debug!(table = %self.name, lsn = pending.through_lsn, files = added.len(),
+            merged = removed.len(), deletion_vectors = vectors.len(), "committed snapshot");
+        pending
+            .live_files
+            .retain(|f| !removed.contains(f.file_path()));
+        pending.live_files.extend(added);
+        pending.paths = paths;
+        for (path, merged) in vectors {
+            pending.committed_dvs.insert(path, merged);
+        }
+        if let Some(c) = compaction {
+            self.apply_keyed_compaction(pending, c);
+        }
+        if truncating {
+            pending.paths.retain(|_, path| !removed.contains(path));
+            pending
+                .committed_dvs
+                .retain(|path, _| !removed.contains(path));
+            pending.truncated = None;
+        }
+        pending.generations.clear();
+        pending.deletes.clear();
+        pending.source_checkpoints.clear();
+        let through = pending.through_lsn;
+        let state = CommitState {
+            metadata: Arc::new(committed.metadata),
+            metadata_location: committed.location,
+            committed_lsn: through,
+            last_error: None,
+            failures: current.failures,
+        };
+        self.committed.send_replace(state.clone());
+        if let Some(wal) = self.wal.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            if let Err(e) = wal.truncate_through(through) {
+                tracing::warn!(table = %self.name, error = %e, "cannot delete committed log segments");
+            }
+        }
+        Ok(state)
+    }
+
+    /// Removes every row: what is buffered or pending is discarded, and a snapshot that removes
+    /// every live data file (with its deletion vector) is committed now. Writes accepted before
+    /// the call are covered by it; `source_checkpoint` is recorded like a batch's.
+    pub async fn truncate(
+        &self,
+        source_checkpoint: Option<(String, String)>,
+    ) -> Result<CommitState> {
+        {
+            let mut pending = self.pending.lock().await;
+            {
+                let mut buffer = self.lock_buffer();
+                if buffer.dropped {
+                    return Err(EngineError::TableNotFound(self.name.clone()));
+                }
+                buffer.batches.clear();
+                buffer.rows = 0;
+                buffer.bytes = 0;
+                if let Some(keys) = buffer.keyed.as_mut() {
+                    keys.clear();
+                }
+                // Everything logged so far is superseded: the snapshot's checkpoint covers it.
+                pending.through_lsn = buffer.next_lsn - 1;
+                let checkpoints = std::mem::take(&mut buffer.source_checkpoints);
+                pending.source_checkpoints.extend(checkpoints);
+                if let Some((source, checkpoint)) = source_checkpoint {
+                    pending.source_checkpoints.insert(source, checkpoint);
+                }
+                if let Some(wal) = self.wal.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    wal.rotate(buffer.next_lsn);
+                }
+            }
+            pending.generations.clear();
+            pending.deletes.clear();
+            // Files of an earlier truncation that has not committed yet are still live.
+            let mut files = pending.truncated.take().unwrap_or_default();
+            files.extend(pending.live_files.iter().map(|f| f.file_path().to_string()));
+            files.sort();
+            files.dedup();
+            pending.truncated = Some(files);
+        }
+        self.commit().await
+    }
+
+    /// Arrow bytes per output file: Parquet with zstd is typically 3-5x smaller than Arrow
+    /// in memory, so this aims the written file near the target.
+    fn arrow_bytes_per_file(&self) -> usize {
+        (self.config.target_file_size as usize).saturating_mul(3)
+    }
+}
+
+/// Splits batches into consecutive groups of about `max_bytes` Arrow bytes each.
+fn chunk_by_size(batches: &[RecordBatch], max_bytes: usize) -> Vec<&[RecordBatch]> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, batch) in batches.iter().enumerate() {
+        bytes += batch.get_array_memory_size();
+        if bytes >= max_bytes {
+            chunks.push(&batches[start..=i]);
+            start = i + 1;
+            bytes = 0;
+        }
+    }
+    if start < batches.len() {
+        chunks.push(&batches[start..]);
+    }
+    chunks
+}
