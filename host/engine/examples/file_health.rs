@@ -25,17 +25,15 @@ fn schema() -> TableSchema {
         data_type,
         nullable: false,
     };
-    TableSchema {
-        columns: vec![
+    TableSchema::new(
+        vec![
             col("id", ColumnType::Int64),
             col("ts", ColumnType::Timestamp),
             col("user", ColumnType::Utf8),
             col("value", ColumnType::Float64),
         ],
-        primary_key: vec![],
-        field_ids: Vec::new(),
-        element_ids: Vec::new(),
-    }
+        vec![],
+    )
 }
 
 fn batch(start: i64, n: usize) -> ChangeBatch {

@@ -25,17 +25,15 @@ fn schema() -> TableSchema {
         data_type,
         nullable: false,
     };
-    TableSchema {
-        columns: vec![
+    TableSchema::new(
+        vec![
             col("id", ColumnType::Int64),
             col("name", ColumnType::Utf8),
             col("value", ColumnType::Float64),
             col("ts", ColumnType::Timestamp),
         ],
-        primary_key: vec![],
-        field_ids: Vec::new(),
-        element_ids: Vec::new(),
-    }
+        vec![],
+    )
 }
 
 fn columns(start: i64, n: usize) -> Vec<(String, ArrayRef)> {

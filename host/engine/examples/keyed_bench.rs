@@ -24,16 +24,14 @@ fn schema() -> TableSchema {
         data_type,
         nullable: false,
     };
-    TableSchema {
-        columns: vec![
+    TableSchema::new(
+        vec![
             col("id", ColumnType::Int64),
             col("name", ColumnType::Utf8),
             col("value", ColumnType::Float64),
         ],
-        primary_key: vec!["id".into()],
-        field_ids: Vec::new(),
-        element_ids: Vec::new(),
-    }
+        vec!["id".into()],
+    )
 }
 
 fn batches(rows: usize, op: Operation, salt: f64) -> Vec<ChangeBatch> {

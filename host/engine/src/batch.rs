@@ -343,8 +343,8 @@ mod tests {
     use arrow_array::{Int64Array, StringArray};
 
     fn schema() -> TableSchema {
-        TableSchema {
-            columns: vec![
+        TableSchema::new(
+            vec![
                 ColumnSchema {
                     name: "id".into(),
                     data_type: ColumnType::Int64,
@@ -356,10 +356,8 @@ mod tests {
                     nullable: true,
                 },
             ],
-            primary_key: vec![],
-            field_ids: Vec::new(),
-            element_ids: Vec::new(),
-        }
+            vec![],
+        )
     }
 
     #[test]

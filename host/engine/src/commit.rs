@@ -19,8 +19,9 @@ use uuid::Uuid;
 
 use crate::error::{EngineError, Result};
 
-/// Snapshot-summary key holding the last write-ahead-log LSN the snapshot contains.
-pub const CHECKPOINT_SUMMARY_KEY: &str = "moonlink.checkpoint";
+/// Snapshot-summary key holding the last write-ahead-log LSN the snapshot contains. The
+/// string is on disk in existing tables and must not change.
+pub const COMMITTED_LSN_SUMMARY_KEY: &str = "moonlink.checkpoint";
 
 /// A live file of the current snapshot: a data file, or a deletion vector (content
 /// `PositionDeletes`, with `referenced_data_file` naming the data file it applies to).
@@ -38,8 +39,8 @@ pub struct SnapshotChanges {
     pub removed: HashSet<String>,
     /// New deletion vectors (delete files); each replaces any live one for the same data file.
     pub added_deletes: Vec<DataFile>,
-    /// The checkpoint (WAL LSN) the snapshot makes durable.
-    pub checkpoint: u64,
+    /// The last WAL LSN the snapshot contains (recorded under [`COMMITTED_LSN_SUMMARY_KEY`]).
+    pub through_lsn: u64,
     /// Pull-source checkpoints this snapshot makes durable (source id → checkpoint).
     pub source_checkpoints: BTreeMap<String, String>,
     /// Which older snapshots to expire in the same metadata update.
@@ -174,14 +175,14 @@ pub async fn load_metadata(file_io: &FileIO, location: &str) -> Result<TableMeta
         .map_err(|e| EngineError::Catalog(format!("cannot parse table metadata {location}: {e}")))
 }
 
-/// The checkpoint recorded in the current snapshot (0 for a table without snapshots).
-pub fn committed_checkpoint(metadata: &TableMetadata) -> u64 {
+/// The WAL LSN recorded in the current snapshot (0 for a table without snapshots).
+pub fn committed_lsn(metadata: &TableMetadata) -> u64 {
     metadata
         .current_snapshot()
         .and_then(|s| {
             s.summary()
                 .additional_properties
-                .get(CHECKPOINT_SUMMARY_KEY)
+                .get(COMMITTED_LSN_SUMMARY_KEY)
         })
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
@@ -430,8 +431,8 @@ pub async fn write_snapshot(
     let changed = added.data_files + added.delete_files + removed.data_files + removed.delete_files;
     set("changed-partition-count", u64::from(changed > 0));
     props.insert(
-        CHECKPOINT_SUMMARY_KEY.to_string(),
-        changes.checkpoint.to_string(),
+        COMMITTED_LSN_SUMMARY_KEY.to_string(),
+        changes.through_lsn.to_string(),
     );
     // Source checkpoints carry forward: each snapshot holds every source's latest one.
     for (key, value) in &previous {

@@ -5,7 +5,7 @@
 //! DATA-DIR/catalog.db          SQLite catalog, Iceberg JDBC layout (catalog name `moonlink`)
 //! DATA-DIR/warehouse/NS/TABLE  Iceberg tables: data/*.parquet, metadata/*.json|avro
 //! DATA-DIR/cache/wal/TABLE-ID  write-ahead log segments (local disk; Iceberg is the truth)
-//! DATA-DIR/cache/index/TABLE-ID  key-index segments, one per keyed data file (rebuildable)
+//! DATA-DIR/cache/index/TABLE-ID  key-index files, one per keyed data file (rebuildable)
 //! ```
 
 use std::collections::HashMap;
@@ -87,12 +87,8 @@ struct FailedTable {
 
 impl FailedTable {
     fn info(&self) -> TableInfo {
-        let schema = serde_json::from_str(&self.entry.schema_json).unwrap_or(TableSchema {
-            columns: Vec::new(),
-            primary_key: Vec::new(),
-            field_ids: Vec::new(),
-            element_ids: Vec::new(),
-        });
+        let schema = serde_json::from_str(&self.entry.schema_json)
+            .unwrap_or(TableSchema::new(Vec::new(), Vec::new()));
         TableInfo::failed(
             &self.entry.name,
             &self.entry.namespace,
@@ -136,7 +132,7 @@ fn valid_identifier_part(s: &str) -> bool {
 
 impl Engine {
     /// Opens (or creates) the data directory and recovers every table: committed state from
-    /// Iceberg, then the write-ahead log past the committed checkpoint.
+    /// Iceberg, then the write-ahead log past the committed LSN.
     pub async fn open(config: EngineConfig) -> Result<Engine> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| EngineError::io(&config.data_dir, e))?;

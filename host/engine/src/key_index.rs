@@ -6,11 +6,11 @@
 //! bits to confirm it, compared on every hit — two distinct keys alias only if all 96 bits
 //! match (about n²/2^97 for n honest keys; ~6·10^-12 at a billion keys). The index has two parts:
 //! - buffered rows: a hash map `key hash → buffer row`, small and short-lived;
-//! - data files: one immutable [`Segment`] per file, the file's key hashes sorted, with their
-//!   check bits and row positions: 16 bytes per row. Segments are written beside the local
-//!   cache (`index_segment.rs`) so a restart reads them instead of Parquet.
+//! - data files: one immutable [`FileKeys`] per file, the file's key hashes sorted, with their
+//!   check bits and row positions: 16 bytes per row. They are written to the local
+//!   cache (`key_index_file.rs`) so a restart reads them instead of Parquet.
 //!
-//! A segment never changes; a deleted row stays in it and is masked by the file's deleted
+//! A `FileKeys` never changes; a deleted row stays in it and is masked by the file's deleted
 //! positions (the same positions its deletion vector holds).
 
 use std::collections::HashMap;
@@ -59,8 +59,9 @@ impl KeyHasher {
         KeyHasher { secret }
     }
 
-    /// Identifies the secret in persisted segments without revealing it.
+    /// Identifies the secret in persisted files without revealing it.
     pub fn fingerprint(&self) -> u64 {
+        // A fixed input (named before key-index files were): changing it changes every fingerprint.
         let mut h = SipHasher13::new_with_key(&self.secret);
         std::hash::Hasher::write(&mut h, b"moonlink key-index segment");
         h.finish128().h1
@@ -87,22 +88,22 @@ impl KeyHasher {
 
 /// The sorted key hashes of one data file, with check bits and the row position of each.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Segment {
+pub struct FileKeys {
     pub hashes: Vec<u64>,
     pub checks: Vec<u32>,
     pub positions: Vec<u32>,
 }
 
-impl Segment {
-    /// Builds a segment from the key hash of every row, in file order.
-    pub fn from_row_hashes(row_hashes: &[KeyHash]) -> Segment {
+impl FileKeys {
+    /// Builds the keys of a file from the key hash of every row, in file order.
+    pub fn from_row_hashes(row_hashes: &[KeyHash]) -> FileKeys {
         let mut pairs: Vec<(KeyHash, u32)> = row_hashes
             .iter()
             .enumerate()
             .map(|(position, &hash)| (hash, position as u32))
             .collect();
         pairs.sort_unstable();
-        Segment {
+        FileKeys {
             hashes: pairs.iter().map(|p| p.0.hash).collect(),
             checks: pairs.iter().map(|p| p.0.check).collect(),
             positions: pairs.iter().map(|p| p.1).collect(),
@@ -111,7 +112,7 @@ impl Segment {
 
     /// The first index whose hash is not below `hash`. Hashes are uniform, so the value itself
     /// predicts its index; a gallop from there brackets it within a few cache lines, where a
-    /// plain binary search over a large segment would take a cache miss per probe.
+    /// plain binary search over a large keys would take a cache miss per probe.
     fn lower_bound(&self, hash: u64) -> usize {
         let n = self.hashes.len();
         if n == 0 {
@@ -190,12 +191,12 @@ impl std::hash::Hasher for PreHashed {
 /// A hash map keyed by key hashes.
 pub type KeyHashMap<V> = HashMap<KeyHash, V, std::hash::BuildHasherDefault<PreHashed>>;
 
-/// key hash → location, over the buffer and every data file's segment.
+/// key hash → location, over the buffer and every data file's keys.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
     buffer: KeyHashMap<u32>,
-    /// (file id, segment), oldest first.
-    segments: Vec<(u32, Segment)>,
+    /// (file id, keys), oldest first.
+    files: Vec<(u32, FileKeys)>,
     /// Deleted positions per file id: committed deletion vectors plus pending deletes.
     dead: HashMap<u32, RoaringTreemap>,
 }
@@ -206,9 +207,9 @@ impl KeyIndex {
         if let Some(&row) = self.buffer.get(&hash) {
             return Some(Location::Buffer(row));
         }
-        for (file, segment) in self.segments.iter().rev() {
+        for (file, keys) in self.files.iter().rev() {
             let dead = self.dead.get(file);
-            for position in segment.positions_of(hash) {
+            for position in keys.positions_of(hash) {
                 if !dead.is_some_and(|d| d.contains(position as u64)) {
                     return Some(Location::File(*file, position));
                 }
@@ -234,43 +235,43 @@ impl KeyIndex {
         }
     }
 
-    /// Replaces the buffer part with a segment for the file the buffer became.
-    pub fn seal_buffer(&mut self, file: u32, segment: Segment) {
-        // Drop the map's capacity too: the rows now live in the segment at 12 bytes each.
+    /// Replaces the buffer part with the keys of the file the buffer became.
+    pub fn seal_buffer(&mut self, file: u32, keys: FileKeys) {
+        // Drop the map's capacity too: the rows now live in `FileKeys` at 12 bytes each.
         self.buffer = KeyHashMap::default();
-        self.add_segment(file, segment, None);
+        self.add_file(file, keys, None);
     }
 
-    /// Adds a data file's segment, with the positions its deletion vector masks.
-    pub fn add_segment(&mut self, file: u32, segment: Segment, dead: Option<RoaringTreemap>) {
+    /// Adds a data file's keys, with the positions its deletion vector masks.
+    pub fn add_file(&mut self, file: u32, keys: FileKeys, dead: Option<RoaringTreemap>) {
         if let Some(dead) = dead {
             self.dead.insert(file, dead);
         }
-        self.segments.push((file, segment));
+        self.files.push((file, keys));
     }
 
-    /// Replaces the segments of compacted files with the segment of the file they became;
+    /// Replaces the keys of compacted files with the keys of the file they became;
     /// `dead` holds positions in the new file already deleted.
-    pub fn replace_segments(
+    pub fn replace_files(
         &mut self,
         old: &[u32],
         file: u32,
-        segment: Segment,
+        keys: FileKeys,
         dead: Option<RoaringTreemap>,
     ) {
-        self.segments.retain(|(id, _)| !old.contains(id));
+        self.files.retain(|(id, _)| !old.contains(id));
         for id in old {
             self.dead.remove(id);
         }
-        if !segment.is_empty() {
-            self.add_segment(file, segment, dead);
+        if !keys.is_empty() {
+            self.add_file(file, keys, dead);
         }
     }
 
-    /// Live keys (rows in segments and buffer, minus deleted ones).
+    /// Live keys (rows in files and buffer, minus deleted ones).
     pub fn len(&self) -> usize {
         let in_files: usize = self
-            .segments
+            .files
             .iter()
             .map(|(file, s)| s.len() - self.dead.get(file).map_or(0, |d| d.len() as usize))
             .sum();
@@ -283,10 +284,10 @@ impl KeyIndex {
 
     /// Resident bytes of the index, for reporting.
     pub fn memory_bytes(&self) -> usize {
-        let segments: usize = self.segments.iter().map(|(_, s)| s.memory_bytes()).sum();
+        let files: usize = self.files.iter().map(|(_, s)| s.memory_bytes()).sum();
         let dead: usize = self.dead.values().map(|d| d.serialized_size()).sum();
         let buffer = self.buffer.capacity() * (std::mem::size_of::<(KeyHash, u32)>() + 1);
-        segments + dead + buffer
+        files + dead + buffer
     }
 }
 
@@ -404,19 +405,19 @@ mod tests {
             .collect();
         hashes.extend([0, 1, u64::MAX, u64::MAX, 42, 42, 42]);
         let keys: Vec<KeyHash> = hashes.iter().map(|&h| kh(h)).collect();
-        let segment = Segment::from_row_hashes(&keys);
+        let keys = FileKeys::from_row_hashes(&keys);
         for probe in hashes.iter().copied().chain([2, 3, u64::MAX - 1, 1 << 63]) {
-            let expected = segment.hashes.partition_point(|&h| h < probe);
-            assert_eq!(segment.lower_bound(probe), expected, "probe {probe}");
+            let expected = keys.hashes.partition_point(|&h| h < probe);
+            assert_eq!(keys.lower_bound(probe), expected, "probe {probe}");
         }
-        assert_eq!(segment.positions_of(kh(42)).count(), 3);
-        assert_eq!(Segment::default().lower_bound(5), 0);
+        assert_eq!(keys.positions_of(kh(42)).count(), 3);
+        assert_eq!(FileKeys::default().lower_bound(5), 0);
     }
 
     #[test]
     fn newest_live_location_wins() {
         let mut index = KeyIndex::default();
-        index.add_segment(0, Segment::from_row_hashes(&[kh(7), kh(3), kh(7)]), None);
+        index.add_file(0, FileKeys::from_row_hashes(&[kh(7), kh(3), kh(7)]), None);
         // Two rows with hash 7 can only happen if one was deleted; mask position 0.
         index.kill(kh(7), Location::File(0, 0));
         assert_eq!(index.get(kh(7)), Some(Location::File(0, 2)));
@@ -425,7 +426,7 @@ mod tests {
         assert_eq!(index.get(kh(3)), None);
         index.insert_buffered(kh(3), 0);
         assert_eq!(index.get(kh(3)), Some(Location::Buffer(0)));
-        index.seal_buffer(1, Segment::from_row_hashes(&[kh(3)]));
+        index.seal_buffer(1, FileKeys::from_row_hashes(&[kh(3)]));
         assert_eq!(index.get(kh(3)), Some(Location::File(1, 0)));
         assert_eq!(index.len(), 2);
     }
@@ -435,7 +436,7 @@ mod tests {
         let a = KeyHash { hash: 99, check: 1 };
         let b = KeyHash { hash: 99, check: 2 };
         let mut index = KeyIndex::default();
-        index.add_segment(0, Segment::from_row_hashes(&[a, kh(5)]), None);
+        index.add_file(0, FileKeys::from_row_hashes(&[a, kh(5)]), None);
         assert_eq!(index.get(a), Some(Location::File(0, 0)));
         assert_eq!(
             index.get(b),

@@ -14,7 +14,7 @@ use roaring::{RoaringBitmap, RoaringTreemap};
 
 use crate::batch::Operation;
 use crate::error::Result;
-use crate::key_index::{KeyHash, KeyHashMap, KeyHasher, KeyIndex, Location, Segment};
+use crate::key_index::{FileKeys, KeyHash, KeyHashMap, KeyHasher, KeyIndex, Location};
 
 /// Key bookkeeping of a keyed table, guarded by the table's buffer lock.
 pub struct KeyedBuffer {
@@ -43,8 +43,8 @@ pub struct KeyedApply {
 pub struct TakenGeneration {
     pub file_id: u32,
     pub rows: Option<RecordBatch>,
-    /// The file's index segment, to persist beside the file.
-    pub segment: Segment,
+    /// The file's key-index file, to persist beside the file.
+    pub keys: FileKeys,
 }
 
 impl KeyedBuffer {
@@ -180,8 +180,8 @@ impl KeyedBuffer {
         }
         self.buffer_hashes = Vec::new();
         self.buffer_deleted.clear();
-        let segment = Segment::from_row_hashes(&live_hashes);
-        self.index.seal_buffer(file_id, segment.clone());
+        let keys = FileKeys::from_row_hashes(&live_hashes);
+        self.index.seal_buffer(file_id, keys.clone());
         let rows = match batches.len() {
             0 => None,
             _ => Some(arrow_select::concat::concat_batches(
@@ -192,7 +192,7 @@ impl KeyedBuffer {
         Ok(TakenGeneration {
             file_id,
             rows,
-            segment,
+            keys,
         })
     }
 }

@@ -231,6 +231,17 @@ pub struct TableSchema {
 pub const PARQUET_FIELD_ID_KEY: &str = "PARQUET:field_id";
 
 impl TableSchema {
+    /// A schema for a new table: field and element ids follow column positions (the ids are
+    /// only set explicitly by [`TableSchema::evolve`]).
+    pub fn new(columns: Vec<ColumnSchema>, primary_key: Vec<String>) -> TableSchema {
+        TableSchema {
+            columns,
+            primary_key,
+            field_ids: Vec::new(),
+            element_ids: Vec::new(),
+        }
+    }
+
     /// Checks names, duplicates and the primary key.
     pub fn validate(&self) -> Result<()> {
         if self.columns.is_empty() {
@@ -494,16 +505,14 @@ mod tests {
 
     #[test]
     fn primary_key_must_name_non_null_columns() {
-        let mut schema = TableSchema {
-            columns: vec![ColumnSchema {
+        let mut schema = TableSchema::new(
+            vec![ColumnSchema {
                 name: "id".into(),
                 data_type: ColumnType::Int64,
                 nullable: true,
             }],
-            primary_key: vec!["id".into()],
-            field_ids: Vec::new(),
-            element_ids: Vec::new(),
-        };
+            vec!["id".into()],
+        );
         assert!(schema.validate().is_err());
         schema.columns[0].nullable = false;
         schema.validate().unwrap();

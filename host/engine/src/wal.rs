@@ -7,7 +7,7 @@
 //!
 //! Appends are group-committed: a dedicated thread drains every queued record, writes them, and
 //! fsyncs once for the whole group. A segment is deleted once every LSN in it is in a committed
-//! Iceberg snapshot; on restart the records past the committed checkpoint are replayed.
+//! Iceberg snapshot; on restart the records past the committed LSN are replayed.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -520,16 +520,14 @@ mod tests {
     use std::sync::Arc;
 
     fn batch(values: Vec<i64>) -> ChangeBatch {
-        let schema = TableSchema {
-            columns: vec![ColumnSchema {
+        let schema = TableSchema::new(
+            vec![ColumnSchema {
                 name: "id".into(),
                 data_type: ColumnType::Int64,
                 nullable: false,
             }],
-            primary_key: vec![],
-            field_ids: Vec::new(),
-            element_ids: Vec::new(),
-        };
+            vec![],
+        );
         ChangeBatch::from_columns(
             &schema,
             vec![Operation::Insert; values.len()],
@@ -546,7 +544,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn replays_what_was_appended_after_the_checkpoint() {
+    async fn replays_what_was_appended_after_the_committed_lsn() {
         let dir = tempfile::tempdir().unwrap();
         let (wal, replay) = Wal::open(dir.path(), 0).unwrap();
         assert!(replay.is_empty());

@@ -77,16 +77,14 @@ fn faulty_opener(rng: Arc<Mutex<Rng>>) -> SegmentOpener {
 
 /// A record whose rows all hold its LSN, so replay can be checked value by value.
 fn payload(lsn: u64) -> Vec<u8> {
-    let schema = TableSchema {
-        columns: vec![ColumnSchema {
+    let schema = TableSchema::new(
+        vec![ColumnSchema {
             name: "v".into(),
             data_type: ColumnType::Int64,
             nullable: false,
         }],
-        primary_key: vec![],
-        field_ids: Vec::new(),
-        element_ids: Vec::new(),
-    };
+        vec![],
+    );
     let rows = 1 + (lsn % 5) as usize;
     let batch = ChangeBatch::from_columns(
         &schema,

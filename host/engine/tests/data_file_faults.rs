@@ -169,8 +169,8 @@ impl ObjectStore for FaultyStore {
 }
 
 fn schema() -> TableSchema {
-    TableSchema {
-        columns: vec![
+    TableSchema::new(
+        vec![
             ColumnSchema {
                 name: "id".into(),
                 data_type: ColumnType::Int64,
@@ -182,10 +182,8 @@ fn schema() -> TableSchema {
                 nullable: true,
             },
         ],
-        primary_key: vec!["id".into()],
-        field_ids: Vec::new(),
-        element_ids: Vec::new(),
-    }
+        vec!["id".into()],
+    )
 }
 
 fn config(dir: &std::path::Path) -> EngineConfig {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::{Array, ArrayRef, Int64Array, StringArray};
-use moonlink_engine::commit::{live_files, load_metadata, CHECKPOINT_SUMMARY_KEY};
+use moonlink_engine::commit::{live_files, load_metadata, COMMITTED_LSN_SUMMARY_KEY};
 use moonlink_engine::data_files::read_data_file;
 use moonlink_engine::storage::Warehouse;
 use moonlink_engine::{
@@ -13,8 +13,8 @@ use moonlink_engine::{
 };
 
 fn schema() -> TableSchema {
-    TableSchema {
-        columns: vec![
+    TableSchema::new(
+        vec![
             ColumnSchema {
                 name: "id".into(),
                 data_type: ColumnType::Int64,
@@ -26,10 +26,8 @@ fn schema() -> TableSchema {
                 nullable: true,
             },
         ],
-        primary_key: vec![],
-        field_ids: Vec::new(),
-        element_ids: Vec::new(),
-    }
+        vec![],
+    )
 }
 
 fn batch(ids: std::ops::Range<i64>) -> ChangeBatch {
@@ -104,7 +102,7 @@ async fn committed_ids(dir: &std::path::Path, engine: &Engine) -> Vec<i64> {
 }
 
 #[tokio::test]
-async fn committed_rows_are_in_a_v3_snapshot_with_checkpoint() {
+async fn committed_rows_are_in_a_v3_snapshot_with_committed_lsn() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(config(dir.path(), 8)).await.unwrap();
     create(&engine).await;
@@ -136,7 +134,7 @@ async fn committed_rows_are_in_a_v3_snapshot_with_checkpoint() {
         .unwrap()
         .summary()
         .additional_properties;
-    assert_eq!(summary[CHECKPOINT_SUMMARY_KEY], "2");
+    assert_eq!(summary[COMMITTED_LSN_SUMMARY_KEY], "2");
     assert_eq!(summary["total-records"], "20");
 }
 
@@ -253,12 +251,7 @@ async fn dropped_table_disappears_and_name_is_reusable() {
 }
 
 fn keyed_schema() -> TableSchema {
-    TableSchema {
-        primary_key: vec!["id".into()],
-        field_ids: Vec::new(),
-        element_ids: Vec::new(),
-        ..schema()
-    }
+    TableSchema::new(schema().columns, vec!["id".into()])
 }
 
 fn keyed_batch(op: Operation, ids: &[i64]) -> ChangeBatch {

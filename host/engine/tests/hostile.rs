@@ -20,12 +20,7 @@ fn column(name: &str, data_type: ColumnType, nullable: bool) -> ColumnSchema {
 }
 
 fn schema(columns: Vec<ColumnSchema>, key: &[&str]) -> TableSchema {
-    TableSchema {
-        columns,
-        primary_key: key.iter().map(|k| k.to_string()).collect(),
-        field_ids: Vec::new(),
-        element_ids: Vec::new(),
-    }
+    TableSchema::new(columns, key.iter().map(|k| k.to_string()).collect())
 }
 
 fn users() -> TableSchema {

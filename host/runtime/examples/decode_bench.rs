@@ -26,17 +26,15 @@ fn main() {
         data_type,
         nullable: false,
     };
-    let schema = TableSchema {
-        columns: vec![
+    let schema = TableSchema::new(
+        vec![
             col("id", ColumnType::Int64),
             col("name", ColumnType::Utf8),
             col("value", ColumnType::Float64),
             col("ts", ColumnType::Timestamp),
         ],
-        primary_key: vec![],
-        field_ids: Vec::new(),
-        element_ids: Vec::new(),
-    };
+        vec![],
+    );
     let data: Vec<String> = (0..rows)
         .map(|i| {
             format!(

@@ -31,8 +31,8 @@ pub(crate) fn schema_to_wit(schema: &TableSchema) -> wit::TableSchema {
 
 /// The engine schema of a table a plugin declares.
 pub fn schema_from_wit(schema: &wit::TableSchema) -> Result<TableSchema, RuntimeError> {
-    Ok(TableSchema {
-        columns: schema
+    Ok(TableSchema::new(
+        schema
             .fields
             .iter()
             .map(|f| moonlink_engine::ColumnSchema {
@@ -41,10 +41,8 @@ pub fn schema_from_wit(schema: &wit::TableSchema) -> Result<TableSchema, Runtime
                 nullable: f.nullable,
             })
             .collect(),
-        primary_key: schema.primary_key.clone(),
-        field_ids: Vec::new(),
-        element_ids: Vec::new(),
-    })
+        schema.primary_key.clone(),
+    ))
 }
 
 fn element_from_wit(t: &wit::ElementType) -> ColumnType {

@@ -46,8 +46,8 @@ fn schema() -> TableSchema {
         data_type,
         nullable,
     };
-    TableSchema {
-        columns: vec![
+    TableSchema::new(
+        vec![
             col("id", ColumnType::Int64, false),
             col("small", ColumnType::Int16, true),
             col("day", ColumnType::Date32, true),
@@ -61,10 +61,8 @@ fn schema() -> TableSchema {
             ),
             col("name", ColumnType::Utf8, true),
         ],
-        primary_key: vec![],
-        field_ids: Vec::new(),
-        element_ids: Vec::new(),
-    }
+        vec![],
+    )
 }
 
 #[test]

@@ -253,16 +253,14 @@ fn cwasm_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn schema() -> TableSchema {
-    TableSchema {
-        columns: vec![ColumnSchema {
+    TableSchema::new(
+        vec![ColumnSchema {
             name: "id".into(),
             data_type: ColumnType::Int64,
             nullable: false,
         }],
-        primary_key: vec![],
-        field_ids: Vec::new(),
-        element_ids: Vec::new(),
-    }
+        vec![],
+    )
 }
 
 /// rest_ingest decodes this as two rows; the `faulty` decoder decodes anything as one.

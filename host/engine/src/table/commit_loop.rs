@@ -2,7 +2,7 @@
 //! tables), deletion vectors and manifests, and publish one Iceberg snapshot. Also truncation.
 //!
 //! Invariant: a commit includes every LSN up to the `through_lsn` it took, and records it as
-//! `moonlink.checkpoint`; what it took stays in `Pending` until a commit succeeds.
+//! `moonlink.checkpoint` (`COMMITTED_LSN_SUMMARY_KEY`); what it took stays in `Pending` until a commit succeeds.
 
 use super::*;
 
@@ -55,13 +55,13 @@ impl Table {
                         let taken = keys.take(batches)?;
                         Generation {
                             file_id: Some(taken.file_id),
-                            segment: Some(taken.segment),
+                            keys: Some(taken.keys),
                             batches: taken.rows.into_iter().collect(),
                         }
                     }
                     None => Generation {
                         file_id: None,
-                        segment: None,
+                        keys: None,
                         batches,
                     },
                 };
@@ -175,10 +175,10 @@ impl Table {
                         )
                         .await?,
                     );
-                    if let Some(segment) = &generation.segment {
-                        let segment_file = index_segment::segment_path(&self.index_dir, &path);
+                    if let Some(keys) = &generation.keys {
+                        let keys_file = key_index_file::key_index_file_path(&self.index_dir, &path);
                         if let Some(hasher) = &self.key_hasher {
-                            index_segment::write_segment(&segment_file, segment, hasher)?;
+                            key_index_file::write_key_index_file(&keys_file, keys, hasher)?;
                         }
                     }
                     new_paths.push((file_id, path));
@@ -247,7 +247,7 @@ impl Table {
             added: added.clone(),
             removed: removed.clone(),
             added_deletes,
-            checkpoint: pending.through_lsn,
+            through_lsn: pending.through_lsn,
             source_checkpoints: pending.source_checkpoints.clone(),
             retention: self.config.retention,
         };
@@ -324,7 +324,7 @@ impl Table {
                 if let Some(keys) = buffer.keyed.as_mut() {
                     keys.clear();
                 }
-                // Everything logged so far is superseded: the snapshot's checkpoint covers it.
+                // Everything logged so far is superseded: the snapshot's committed LSN covers it.
                 pending.through_lsn = buffer.next_lsn - 1;
                 let checkpoints = std::mem::take(&mut buffer.source_checkpoints);
                 pending.source_checkpoints.extend(checkpoints);

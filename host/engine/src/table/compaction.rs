@@ -103,7 +103,7 @@ impl Table {
             }
             mapping.insert(ids[file.file_path()], map);
         }
-        let segment = Segment::from_row_hashes(&hashes);
+        let keys = FileKeys::from_row_hashes(&hashes);
         let (path, data_file) = if kept.is_empty() {
             (None, None)
         } else {
@@ -122,9 +122,9 @@ impl Table {
                 &kept,
             )
             .await?;
-            index_segment::write_segment(
-                &index_segment::segment_path(&self.index_dir, &path),
-                &segment,
+            key_index_file::write_key_index_file(
+                &key_index_file::key_index_file_path(&self.index_dir, &path),
+                &keys,
                 &hasher,
             )?;
             (Some(path), Some(data_file))
@@ -134,7 +134,7 @@ impl Table {
             file_id,
             path,
             data_file,
-            segment,
+            keys,
             mapping,
             removed_paths: candidates
                 .iter()
@@ -168,12 +168,15 @@ impl Table {
                 *keys.file_deletes.entry(c.file_id).or_default() |= carried.clone();
             }
             keys.index
-                .replace_segments(&old_ids, c.file_id, c.segment, Some(carried));
+                .replace_files(&old_ids, c.file_id, c.keys, Some(carried));
         }
         for id in &old_ids {
             if let Some(path) = pending.paths.remove(id) {
                 pending.committed_dvs.remove(&path);
-                let _ = std::fs::remove_file(index_segment::segment_path(&self.index_dir, &path));
+                let _ = std::fs::remove_file(key_index_file::key_index_file_path(
+                    &self.index_dir,
+                    &path,
+                ));
             }
         }
         if let Some(path) = c.path {

@@ -1,7 +1,7 @@
 //! One table's writer: accepts batches (WAL first, then the Arrow buffer), and commits the
 //! buffer as Iceberg snapshots on an interval, on demand, and when the buffer grows large.
 //!
-//! Where each part lives: opening and recovery (WAL replay, key-index segments) and the
+//! Where each part lives: opening and recovery (WAL replay, key-index files) and the
 //! table's lifecycle here; accepting a batch in `apply.rs`; unchanged TOAST values in
 //! `unchanged.rs`; the commit loop and truncation in `commit_loop.rs`; keyed compaction in
 //! `compaction.rs`.
@@ -36,8 +36,8 @@ use crate::commit::{self, SnapshotChanges};
 use crate::data_files;
 use crate::deletion_vector;
 use crate::error::{EngineError, Result};
-use crate::index_segment;
-use crate::key_index::{KeyHash, KeyHasher, Location, Segment};
+use crate::key_index::{FileKeys, KeyHash, KeyHasher, Location};
+use crate::key_index_file;
 use crate::keyed_buffer::KeyedBuffer;
 use crate::maintenance;
 use crate::schema::TableSchema;
@@ -237,7 +237,7 @@ struct Buffer {
 /// file's id in the key index already.
 struct Generation {
     file_id: Option<u32>,
-    segment: Option<Segment>,
+    keys: Option<FileKeys>,
     batches: Vec<RecordBatch>,
 }
 
@@ -268,7 +268,7 @@ struct KeyedCompaction {
     file_id: u32,
     path: Option<String>,
     data_file: Option<DataFile>,
-    segment: Segment,
+    keys: FileKeys,
     /// Old file id → new position of each old row (`u32::MAX`: the row was deleted).
     mapping: HashMap<u32, Vec<u32>>,
     removed_paths: Vec<String>,
@@ -292,7 +292,7 @@ pub(crate) struct Table {
     catalog: Arc<Catalog>,
     warehouse: Warehouse,
     config: TableConfig,
-    /// Key-index segments of this table's data files (local cache).
+    /// Key-index files of this table's data files (local cache).
     index_dir: std::path::PathBuf,
     /// Keyed tables: hashes keys under the table's secret.
     key_hasher: Option<KeyHasher>,
@@ -332,7 +332,7 @@ impl Table {
     ) -> Result<Arc<Table>> {
         let open_options_config = open.options.apply(&config);
         let file_io = warehouse.file_io();
-        let committed_lsn = commit::committed_checkpoint(&open.metadata);
+        let committed_lsn = commit::committed_lsn(&open.metadata);
         let mut live_files = Vec::new();
         let mut delete_files = Vec::new();
         for file in commit::live_files(&file_io, &open.metadata).await? {
@@ -356,7 +356,7 @@ impl Table {
         let keyed = if open.schema.primary_key.is_empty() {
             None
         } else {
-            // Load each data file's index segment from the cache; rebuild a missing or damaged
+            // Load each data file's key-index file from the cache; rebuild a missing or damaged
             // one from the file's key columns (Iceberg is the source of truth).
             let key_columns: Vec<usize> = open
                 .schema
@@ -364,16 +364,16 @@ impl Table {
                 .iter()
                 .filter_map(|k| open.schema.column_index(k))
                 .collect();
-            let hasher = KeyHasher::new(index_segment::key_secret(index_dir)?);
+            let hasher = KeyHasher::new(key_index_file::key_secret(index_dir)?);
             key_hasher = Some(hasher);
             let mut keyed = KeyedBuffer::new(key_columns.clone(), hasher);
             let mut rebuilt = 0;
             for file in &live_files {
                 let id = keyed.allocate_file_id();
                 paths.insert(id, file.file_path().to_string());
-                let segment_file = index_segment::segment_path(index_dir, file.file_path());
-                let segment = match index_segment::read_segment(&segment_file, &hasher) {
-                    Some(segment) => segment,
+                let keys_file = key_index_file::key_index_file_path(index_dir, file.file_path());
+                let keys = match key_index_file::read_key_index_file(&keys_file, &hasher) {
+                    Some(keys) => keys,
                     None => {
                         rebuilt += 1;
                         let mut hashes = Vec::with_capacity(file.record_count() as usize);
@@ -383,16 +383,16 @@ impl Table {
                         {
                             hashes.extend(hasher.hash_rows(&batch, &key_columns));
                         }
-                        let segment = Segment::from_row_hashes(&hashes);
-                        index_segment::write_segment(&segment_file, &segment, &hasher)?;
-                        segment
+                        let keys = FileKeys::from_row_hashes(&hashes);
+                        key_index_file::write_key_index_file(&keys_file, &keys, &hasher)?;
+                        keys
                     }
                 };
                 let dead = committed_dvs.get(file.file_path()).cloned();
-                keyed.index.add_segment(id, segment, dead);
+                keyed.index.add_file(id, keys, dead);
             }
             if rebuilt > 0 {
-                tracing::info!(table = %open.name, files = rebuilt, "rebuilt key index segments from data files");
+                tracing::info!(table = %open.name, files = rebuilt, "rebuilt key-index files from data files");
             }
             Some(keyed)
         };

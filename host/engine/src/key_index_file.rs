@@ -1,8 +1,8 @@
-//! On-disk key-index segments: one immutable file per keyed data file in the local cache
+//! On-disk key-index files: one immutable file per keyed data file in the local cache
 //! directory, so a restart reads 16 bytes per row instead of the Parquet key columns; and the
 //! table's key secret (`key-secret`), under which every key is hashed.
 //!
-//! The cache is only a cache: a missing or damaged segment, or one written under another
+//! The cache is only a cache: a missing or damaged file, or one written under another
 //! secret, is rebuilt from the data file. Layout, little-endian: `b"MLIDX002" |
 //! secret fingerprint: u64 | rows: u64 | hashes: [u64; rows] | checks: [u32; rows] |
 //! positions: [u32; rows] | crc32 of everything before`.
@@ -11,21 +11,21 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{EngineError, Result};
-use crate::key_index::{KeyHasher, Segment};
+use crate::key_index::{FileKeys, KeyHasher};
 
 const MAGIC: &[u8; 8] = b"MLIDX002";
 const HEADER_LEN: usize = 24;
 const SECRET_FILE: &str = "key-secret";
 
-/// Where the segment of `data_file` (a warehouse location) lives under `dir`.
-pub fn segment_path(dir: &Path, data_file: &str) -> PathBuf {
+/// Where the key-index file of `data_file` (a warehouse location) lives under `dir`.
+pub fn key_index_file_path(dir: &Path, data_file: &str) -> PathBuf {
     let name = data_file.rsplit('/').next().unwrap_or(data_file);
     let stem = name.strip_suffix(".parquet").unwrap_or(name);
     dir.join(format!("{stem}.idx"))
 }
 
 /// The table's key secret, created (random, readable only by this user) on first use. A lost
-/// secret only costs a rebuild of the segments from the data files.
+/// secret only costs a rebuild of the key-index files from the data files.
 pub fn key_secret(dir: &Path) -> Result<[u8; 16]> {
     let path = dir.join(SECRET_FILE);
     if let Ok(bytes) = std::fs::read(&path) {
@@ -51,18 +51,18 @@ pub fn key_secret(dir: &Path) -> Result<[u8; 16]> {
     Ok(secret)
 }
 
-pub fn write_segment(path: &Path, segment: &Segment, hasher: &KeyHasher) -> Result<()> {
-    let mut bytes = Vec::with_capacity(HEADER_LEN + 4 + segment.len() * 16);
+pub fn write_key_index_file(path: &Path, keys: &FileKeys, hasher: &KeyHasher) -> Result<()> {
+    let mut bytes = Vec::with_capacity(HEADER_LEN + 4 + keys.len() * 16);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&hasher.fingerprint().to_le_bytes());
-    bytes.extend_from_slice(&(segment.len() as u64).to_le_bytes());
-    for h in &segment.hashes {
+    bytes.extend_from_slice(&(keys.len() as u64).to_le_bytes());
+    for h in &keys.hashes {
         bytes.extend_from_slice(&h.to_le_bytes());
     }
-    for c in &segment.checks {
+    for c in &keys.checks {
         bytes.extend_from_slice(&c.to_le_bytes());
     }
-    for p in &segment.positions {
+    for p in &keys.positions {
         bytes.extend_from_slice(&p.to_le_bytes());
     }
     bytes.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
@@ -74,9 +74,9 @@ pub fn write_segment(path: &Path, segment: &Segment, hasher: &KeyHasher) -> Resu
     std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e))
 }
 
-/// Reads a segment; `None` if it is missing, fails its checks or was written under another
+/// Reads a key-index file; `None` if it is missing, fails its checks or was written under another
 /// secret (then rebuild it).
-pub fn read_segment(path: &Path, hasher: &KeyHasher) -> Option<Segment> {
+pub fn read_key_index_file(path: &Path, hasher: &KeyHasher) -> Option<FileKeys> {
     let bytes = std::fs::read(path).ok()?;
     if bytes.len() < HEADER_LEN + 4 || &bytes[..8] != MAGIC {
         return None;
@@ -102,7 +102,7 @@ pub fn read_segment(path: &Path, hasher: &KeyHasher) -> Option<Segment> {
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect()
     };
-    Some(Segment {
+    Some(FileKeys {
         hashes: hashes
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
@@ -125,20 +125,23 @@ mod tests {
             key_secret(dir.path()).unwrap(),
             key_secret(dir.path()).unwrap()
         );
-        let path = segment_path(dir.path(), "/w/t/data/0190-abc.parquet");
+        let path = key_index_file_path(dir.path(), "/w/t/data/0190-abc.parquet");
         assert!(path.ends_with("0190-abc.idx"));
         let keys = [9, 1, 5].map(|hash| KeyHash {
             hash,
             check: hash as u32 * 3,
         });
-        let segment = Segment::from_row_hashes(&keys);
-        write_segment(&path, &segment, &hasher).unwrap();
-        assert_eq!(read_segment(&path, &hasher), Some(segment));
-        assert_eq!(read_segment(&path, &KeyHasher::new([1; 16])), None);
+        let keys = FileKeys::from_row_hashes(&keys);
+        write_key_index_file(&path, &keys, &hasher).unwrap();
+        assert_eq!(read_key_index_file(&path, &hasher), Some(keys));
+        assert_eq!(read_key_index_file(&path, &KeyHasher::new([1; 16])), None);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[30] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
-        assert_eq!(read_segment(&path, &hasher), None);
-        assert_eq!(read_segment(&dir.path().join("missing.idx"), &hasher), None);
+        assert_eq!(read_key_index_file(&path, &hasher), None);
+        assert_eq!(
+            read_key_index_file(&dir.path().join("missing.idx"), &hasher),
+            None
+        );
     }
 }
