@@ -5,18 +5,22 @@
 //! [`ChangeBatch`] whose columns have the physical form each logical type needs.
 
 use crate::{
-    ArrayValues, ChangeBatch, Column, ColumnValues, DataError, DataType, DecimalType, ElementType,
-    ElementValues, Field, Int128, Operation, TableSchema, Utf8Buffer,
+    ArrayValues, ChangeBatch, Column, ColumnValues, DataError, DataErrorKind, DataType,
+    DecimalType, ElementType, ElementValues, Field, Int128, Operation, TableSchema, Utf8Buffer,
 };
 
 /// A value as a plugin parsed it, before it is packed into its column.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// No value (SQL `NULL`).
     Null,
     /// Integers, and the integer forms of dates (days), timestamps (microseconds).
     Int(i64),
+    /// Floating-point numbers.
     Float(f64),
+    /// Booleans.
     Bool(bool),
+    /// Strings.
     Str(String),
     /// Binary and UUID (16 bytes) values.
     Bytes(Vec<u8>),
@@ -24,6 +28,42 @@ pub enum Value {
     Int128(i128),
     /// The elements of an array column's value (each a scalar value or `Null`).
     List(Vec<Value>),
+}
+
+macro_rules! value_from {
+    ($($t:ty => |$v:ident| $e:expr),* $(,)?) => {$(
+        impl From<$t> for Value {
+            fn from($v: $t) -> Value {
+                $e
+            }
+        }
+    )*};
+}
+
+value_from! {
+    i16 => |v| Value::Int(v.into()),
+    i32 => |v| Value::Int(v.into()),
+    i64 => |v| Value::Int(v),
+    u16 => |v| Value::Int(v.into()),
+    u32 => |v| Value::Int(v.into()),
+    f32 => |v| Value::Float(v.into()),
+    f64 => |v| Value::Float(v),
+    bool => |v| Value::Bool(v),
+    String => |v| Value::Str(v),
+    &str => |v| Value::Str(v.to_string()),
+    &String => |v| Value::Str(v.clone()),
+    Vec<u8> => |v| Value::Bytes(v),
+    &[u8] => |v| Value::Bytes(v.to_vec()),
+    [u8; 16] => |v| Value::Bytes(v.to_vec()),
+    i128 => |v| Value::Int128(v),
+    Vec<Value> => |v| Value::List(v),
+}
+
+/// `None` is null.
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Value {
+        v.map_or(Value::Null, Into::into)
+    }
 }
 
 impl Value {
@@ -245,6 +285,35 @@ impl Values {
         *offsets.last_mut().unwrap() = data.len() as u32;
     }
 
+    /// Removes the last row's value (a row that was started and then abandoned).
+    fn pop_last(&mut self) {
+        match self {
+            Values::I16(v) => drop(v.pop()),
+            Values::I32(v) => drop(v.pop()),
+            Values::I64(v) => drop(v.pop()),
+            Values::F32(v) => drop(v.pop()),
+            Values::F64(v) => drop(v.pop()),
+            Values::Bool(v) => drop(v.pop()),
+            Values::Utf8(v) => drop(v.pop()),
+            Values::Binary(v) => drop(v.pop()),
+            Values::I128(v) => drop(v.pop()),
+            Values::Utf8Packed { offsets, data } => {
+                offsets.pop();
+                data.truncate(*offsets.last().unwrap() as usize);
+            }
+            Values::Array {
+                offsets,
+                elements,
+                element_validity,
+            } => {
+                offsets.pop();
+                let end = *offsets.last().unwrap() as usize;
+                elements.truncate(end);
+                element_validity.truncate(end);
+            }
+        }
+    }
+
     /// Drops values past the first `len` (arrays' elements only).
     fn truncate(&mut self, len: usize) {
         match self {
@@ -335,19 +404,32 @@ struct ColumnBuilder {
 
 /// Builds one [`ChangeBatch`] for a table, row by row.
 ///
+/// [`row`](BatchBuilder::row) addresses columns by name with typed values; every error is a
+/// [`DataError`] naming the row and the column, and a row that fails is left out of the batch:
+///
 /// ```
-/// use moonlink_sdk::{BatchBuilder, DataType, Field, Operation, TableSchema, Value, ColumnValues};
+/// use moonlink_sdk::{BatchBuilder, DataType, Field, Operation, TableSchema, ColumnValues};
 /// let schema = TableSchema {
-///     fields: vec![Field { name: "id".into(), data_type: DataType::Int64, nullable: false }],
+///     fields: vec![
+///         Field { name: "id".into(), data_type: DataType::Int64, nullable: false },
+///         Field { name: "name".into(), data_type: DataType::Utf8, nullable: true },
+///     ],
 ///     primary_key: vec![],
 /// };
 /// let mut batch = BatchBuilder::new("demo.users", &schema);
-/// batch.start_row(Operation::Insert);
-/// batch.set(0, Value::Int(7)).unwrap();
-/// batch.finish_row().unwrap();
+/// let mut row = batch.row();
+/// row.set("id", 7_i64)?;
+/// row.set("name", "ada")?;
+/// row.finish(Operation::Insert)?;
+/// let err = batch.row().finish(Operation::Insert).unwrap_err(); // `id` is required
+/// assert_eq!((err.row, err.column.as_deref()), (Some(1), Some("id")));
 /// let batch = batch.finish();
 /// assert!(matches!(&batch.columns[0].values, ColumnValues::Int64(v) if v == &vec![7]));
+/// # Ok::<(), moonlink_sdk::DataError>(())
 /// ```
+///
+/// The index-based calls (`start_row`, `set`, `finish_row`) are the fast path for plugins
+/// that resolve column positions once.
 pub struct BatchBuilder {
     table: String,
     operations: Vec<Operation>,
@@ -355,6 +437,7 @@ pub struct BatchBuilder {
 }
 
 impl BatchBuilder {
+    /// An empty batch for `table` with the columns of `schema`.
     pub fn new(table: &str, schema: &TableSchema) -> Self {
         BatchBuilder {
             table: table.to_string(),
@@ -390,6 +473,7 @@ impl BatchBuilder {
         self.operations.len()
     }
 
+    /// No rows yet.
     pub fn is_empty(&self) -> bool {
         self.operations.is_empty()
     }
@@ -408,17 +492,25 @@ impl BatchBuilder {
     /// Sets a string column of the current row without allocating (the fast path of
     /// `set(index, Value::Str(..))`).
     pub fn set_str(&mut self, index: usize, s: &str) -> Result<(), String> {
-        let column = &mut self.columns[index];
+        let column = self.current(index, "set_str")?;
         match &mut column.values {
             Values::Utf8Packed { offsets, data } => Values::set_last_str(offsets, data, s),
             _ => return self.set(index, Value::Str(s.to_string())),
         }
-        *column
-            .validity
-            .last_mut()
-            .expect("set_str() before start_row()") = true;
+        *column.validity.last_mut().unwrap() = true;
         column.set_in_row = true;
         Ok(())
+    }
+
+    /// Column `index` of a started row, or why there is none.
+    fn current(&mut self, index: usize, call: &str) -> Result<&mut ColumnBuilder, String> {
+        if self.operations.is_empty() {
+            return Err(format!("{call}() before start_row()"));
+        }
+        let columns = self.columns.len();
+        self.columns
+            .get_mut(index)
+            .ok_or_else(|| format!("{call}(): column {index} of {columns} does not exist"))
     }
 
     /// Marks column `index` of the current row as not sent: an upsert keeps the row's current
@@ -437,17 +529,15 @@ impl BatchBuilder {
     /// Sets column `index` of the current row. The error is a message for the caller
     /// (e.g. `expected an integer, got string`); the plugin adds row and column.
     pub fn set(&mut self, index: usize, value: Value) -> Result<(), String> {
-        let column = &mut self.columns[index];
+        let column = self.current(index, "set")?;
         if value == Value::Null {
+            *column.validity.last_mut().unwrap() = false;
             column.set_in_row = true;
             return Ok(());
         }
         check_range(&column.field.data_type, &value)?;
         column.values.set_last(value)?;
-        *column
-            .validity
-            .last_mut()
-            .expect("set() before start_row()") = true;
+        *column.validity.last_mut().unwrap() = true;
         column.set_in_row = true;
         Ok(())
     }
@@ -455,7 +545,12 @@ impl BatchBuilder {
     /// Ends the current row, checking non-nullable columns. A delete needs only the primary
     /// key, so non-key columns may stay null in delete rows.
     pub fn finish_row(&mut self) -> Result<(), DataError> {
-        let row = self.operations.len() - 1;
+        let Some(row) = self.operations.len().checked_sub(1) else {
+            return Err(DataError::new(
+                DataErrorKind::InvalidRequest,
+                "finish_row() before start_row()",
+            ));
+        };
         let is_delete = matches!(self.operations[row], Operation::Delete);
         for c in &mut self.columns {
             let valid = *c.validity.last().unwrap();
@@ -474,6 +569,29 @@ impl BatchBuilder {
         Ok(())
     }
 
+    /// Starts a row whose columns are set by name; see [`Row`]. The row is added by
+    /// [`Row::finish`]; dropped unfinished (or failing), it leaves the batch as it was.
+    pub fn row(&mut self) -> Row<'_> {
+        self.start_row(Operation::Insert);
+        Row {
+            batch: self,
+            finished: false,
+        }
+    }
+
+    /// Removes the last started row.
+    fn discard_row(&mut self) {
+        if self.operations.pop().is_none() {
+            return;
+        }
+        for c in &mut self.columns {
+            c.values.pop_last();
+            c.validity.pop();
+            c.unchanged.pop();
+            c.has_unchanged = c.unchanged.iter().any(|u| *u);
+        }
+    }
+
     /// The finished batch. Columns that are entirely null in every delete row are kept: the
     /// host fills what deletes do not need.
     pub fn finish(self) -> ChangeBatch {
@@ -490,6 +608,69 @@ impl BatchBuilder {
                     unchanged: c.has_unchanged.then_some(c.unchanged),
                 })
                 .collect(),
+        }
+    }
+}
+
+/// One row being built, columns addressed by name (from [`BatchBuilder::row`]).
+///
+/// Every call returns the same error type, [`DataError`], naming the row and the column.
+pub struct Row<'a> {
+    batch: &'a mut BatchBuilder,
+    finished: bool,
+}
+
+impl Row<'_> {
+    fn index(&self, column: &str) -> Result<usize, DataError> {
+        self.batch
+            .column_index(column)
+            .ok_or_else(|| self.error(column, "no such column in the table"))
+    }
+
+    fn error(&self, column: &str, message: impl Into<String>) -> DataError {
+        DataError::invalid_value(self.batch.len() - 1, column, message)
+    }
+
+    /// Sets `column` to `value`: anything that converts into a [`Value`] (`i64`, `&str`,
+    /// `f64`, `bool`, `Option<T>` where `None` is null, ...). Integers are checked against the
+    /// column's width, dates, times and decimals against their ranges.
+    pub fn set(&mut self, column: &str, value: impl Into<Value>) -> Result<(), DataError> {
+        let index = self.index(column)?;
+        self.batch
+            .set(index, value.into())
+            .map_err(|message| self.error(column, message))
+    }
+
+    /// Sets a string column without allocating.
+    pub fn set_str(&mut self, column: &str, value: &str) -> Result<(), DataError> {
+        let index = self.index(column)?;
+        self.batch
+            .set_str(index, value)
+            .map_err(|message| self.error(column, message))
+    }
+
+    /// Marks `column` as not sent: an upsert keeps the row's current value there (see
+    /// [`BatchBuilder::set_unchanged`]).
+    pub fn set_unchanged(&mut self, column: &str) -> Result<(), DataError> {
+        let index = self.index(column)?;
+        self.batch.set_unchanged(index);
+        Ok(())
+    }
+
+    /// Adds the row to the batch with `operation`, checking non-nullable columns (a delete
+    /// needs only its key). On an error the row is left out and the batch is unchanged.
+    pub fn finish(mut self, operation: Operation) -> Result<(), DataError> {
+        *self.batch.operations.last_mut().unwrap() = operation;
+        self.batch.finish_row()?;
+        self.finished = true;
+        Ok(())
+    }
+}
+
+impl Drop for Row<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.batch.discard_row();
         }
     }
 }
@@ -565,5 +746,89 @@ mod tests {
             .set(0, Value::List(vec![Value::Float(1e39)]))
             .unwrap_err();
         assert!(err.contains("float32"), "{err}");
+    }
+
+    fn users() -> TableSchema {
+        TableSchema::new(vec![
+            Field::required("id", DataType::Int32),
+            Field::nullable("name", DataType::Utf8),
+            Field::nullable("tags", DataType::Array(ElementType::Int64)),
+        ])
+    }
+
+    #[test]
+    fn rows_by_name_share_one_error_type_and_fail_whole() {
+        let mut batch = BatchBuilder::new("t", &users());
+        let mut row = batch.row();
+        row.set("id", 1).unwrap();
+        row.set("name", Some("ada")).unwrap();
+        row.set("tags", vec![Value::Int(1), Value::Null]).unwrap();
+        row.finish(Operation::Upsert).unwrap();
+
+        // Every failure is a DataError naming row and column; the row is left out.
+        let mut row = batch.row();
+        row.set("name", "half a row").unwrap();
+        row.set("tags", vec![Value::Int(2), Value::Int(3)]).unwrap();
+        let err = row.set("id", i64::MAX).unwrap_err();
+        assert_eq!((err.row, err.column.as_deref()), (Some(1), Some("id")));
+        assert!(err.message.contains("int32"), "{}", err.message);
+        let err = row.set("nope", 1).unwrap_err();
+        assert_eq!(err.column.as_deref(), Some("nope"));
+        let err = row.finish(Operation::Insert).unwrap_err();
+        assert_eq!((err.row, err.column.as_deref()), (Some(1), Some("id")));
+        {
+            let mut dropped = batch.row();
+            dropped.set("id", 9).unwrap();
+        }
+        let mut delete = batch.row();
+        delete.set("id", 2_i16).unwrap();
+        delete.set("name", None::<&str>).unwrap();
+        delete.finish(Operation::Delete).unwrap();
+        assert!(String::from(err).starts_with("row 1, column 'id': "));
+
+        let batch = batch.finish();
+        assert_eq!(batch.operations, vec![Operation::Upsert, Operation::Delete]);
+        assert!(matches!(&batch.columns[0].values, ColumnValues::Int32(v) if v == &[1, 2]));
+        assert_eq!(batch.row(0).str("name"), Some("ada"));
+        assert_eq!(batch.row(1).get("name"), Some(Value::Null));
+        assert_eq!(
+            batch.row(0).get("tags"),
+            Some(Value::List(vec![Value::Int(1), Value::Null]))
+        );
+        assert_eq!(batch.row(1).get("tags"), Some(Value::Null));
+        let ColumnValues::Array(tags) = &batch.columns[2].values else {
+            panic!()
+        };
+        assert_eq!(tags.offsets, vec![0, 2, 2]);
+        assert_eq!(batch.columns[1].strings(), Some(vec![Some("ada"), None]));
+    }
+
+    #[test]
+    fn a_wrong_call_order_is_an_error_not_a_panic() {
+        let mut batch = BatchBuilder::new("t", &users());
+        assert!(batch
+            .set(0, Value::Int(1))
+            .unwrap_err()
+            .contains("before start_row"));
+        assert!(batch
+            .set_str(1, "x")
+            .unwrap_err()
+            .contains("before start_row"));
+        assert!(batch
+            .finish_row()
+            .unwrap_err()
+            .message
+            .contains("before start_row"));
+        batch.start_row(Operation::Insert);
+        assert!(batch
+            .set(7, Value::Int(1))
+            .unwrap_err()
+            .contains("does not exist"));
+        // Null after a value is null.
+        batch.set(1, Value::from("x")).unwrap();
+        batch.set(1, Value::Null).unwrap();
+        batch.set(0, Value::Int(1)).unwrap();
+        batch.finish_row().unwrap();
+        assert_eq!(batch.finish().row(0).get("name"), Some(Value::Null));
     }
 }

@@ -44,6 +44,7 @@ impl Config {
         }
     }
 
+    /// The JSON value of `key` (`None` when absent or null).
     pub fn raw(&self, key: &str) -> Option<&Value> {
         self.values.get(key).filter(|v| !v.is_null())
     }
@@ -56,6 +57,7 @@ impl Config {
         ConfigError(format!("setting `{key}` is required ({expected})"))
     }
 
+    /// An optional string setting.
     pub fn opt_str(&self, key: &str) -> Result<Option<&str>, ConfigError> {
         match self.raw(key) {
             None => Ok(None),
@@ -64,11 +66,13 @@ impl Config {
         }
     }
 
+    /// A required string setting.
     pub fn str(&self, key: &str) -> Result<&str, ConfigError> {
         self.opt_str(key)?
             .ok_or_else(|| Self::missing(key, "a string"))
     }
 
+    /// An optional non-negative integer setting.
     pub fn opt_u64(&self, key: &str) -> Result<Option<u64>, ConfigError> {
         match self.raw(key) {
             None => Ok(None),
@@ -79,11 +83,13 @@ impl Config {
         }
     }
 
+    /// A required non-negative integer setting.
     pub fn u64(&self, key: &str) -> Result<u64, ConfigError> {
         self.opt_u64(key)?
             .ok_or_else(|| Self::missing(key, "a non-negative integer"))
     }
 
+    /// An optional number setting.
     pub fn opt_f64(&self, key: &str) -> Result<Option<f64>, ConfigError> {
         match self.raw(key) {
             None => Ok(None),
@@ -94,6 +100,7 @@ impl Config {
         }
     }
 
+    /// An optional `true`/`false` setting.
     pub fn opt_bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
         match self.raw(key) {
             None => Ok(None),

@@ -14,8 +14,18 @@
 //! `cargo build --target wasm32-wasip2 --release`, and point `moonlink-host` at the `.wasm`.
 //! The plugin logic is plain Rust: unit-test it natively with `cargo test`, no wasm involved.
 //! `sdk/README.md` walks through a whole source.
+//!
+//! Building rows: [`BatchBuilder::row`] sets columns by name with typed values, and every
+//! batch-building error is one type, [`DataError`], naming row and column. Reading and
+//! filtering rows: [`ChangeBatch::retain_rows`], [`ChangeBatch::row`], [`Column::strings`]
+//! and [`Column::map_strings`] (no string encodings to handle). Checkpoints that sort
+//! correctly: [`Checkpoint`].
+
+#![warn(missing_docs)]
 
 mod batch;
+mod change;
+mod checkpoint;
 mod config;
 pub mod log;
 pub mod text;
@@ -25,12 +35,15 @@ pub mod text;
 #[doc = include_str!("../README.md")]
 mod tutorial {}
 
-pub use batch::{element_data_type, BatchBuilder, Value};
+pub use batch::{element_data_type, BatchBuilder, Row, Value};
+pub use change::RowRef;
+pub use checkpoint::Checkpoint;
 pub use config::{Config, ConfigError};
 
 /// Bindings generated from the WIT package `moonlink:plugin` (`wit/plugin.wit`). The shared
 /// types are generated once and reused by every world, so one `ChangeBatch` type serves all.
 #[doc(hidden)]
+#[allow(missing_docs)]
 pub mod bindings {
     pub mod types {
         wit_bindgen::generate!({
@@ -115,26 +128,8 @@ impl ColumnValues {
     }
 }
 
-/// The rest-ingest plugin kind: HTTP request bodies in, one change batch out.
 #[cfg(feature = "rest-ingest")]
-pub mod rest {
-    pub use crate::bindings::rest::exports::moonlink::plugin::rest_decoder::{
-        Guest as RestDecoder, IngestRequest, RequestInfo, RequestMode,
-    };
-    pub use crate::{ChangeBatch, DataError, DataErrorKind};
-}
-
-/// Exports a type implementing [`rest::RestDecoder`] as the plugin's `rest-decoder`.
-#[cfg(feature = "rest-ingest")]
-#[macro_export]
-macro_rules! export_rest_decoder {
-    ($decoder:ident) => {
-        // Exports exist only in the component; natively the plugin is a plain library, so
-        // its logic can be unit-tested with `cargo test`.
-        #[cfg(target_arch = "wasm32")]
-        $crate::bindings::rest::__export_rest_ingest_world!($decoder with_types_in $crate::bindings::rest);
-    };
-}
+pub mod rest;
 
 #[cfg(feature = "source")]
 pub mod source;
@@ -142,7 +137,66 @@ pub mod source;
 #[cfg(feature = "transform")]
 pub mod transform;
 
+impl Field {
+    /// A column that may hold nulls.
+    pub fn nullable(name: &str, data_type: DataType) -> Field {
+        Field {
+            name: name.to_string(),
+            data_type,
+            nullable: true,
+        }
+    }
+
+    /// A column that must hold a value in every inserted or upserted row.
+    pub fn required(name: &str, data_type: DataType) -> Field {
+        Field {
+            nullable: false,
+            ..Field::nullable(name, data_type)
+        }
+    }
+}
+
+impl TableSchema {
+    /// An append-only schema (no primary key) of `fields`, in order.
+    pub fn new(fields: Vec<Field>) -> TableSchema {
+        TableSchema {
+            fields,
+            primary_key: Vec::new(),
+        }
+    }
+
+    /// The same schema keyed by the columns `key`.
+    pub fn with_key<'a>(mut self, key: impl IntoIterator<Item = &'a str>) -> TableSchema {
+        self.primary_key = key.into_iter().map(str::to_string).collect();
+        self
+    }
+}
+
+/// For `?` in `poll`, `open`, `configure` and `apply`, which return `String` errors.
+impl From<DataError> for String {
+    fn from(e: DataError) -> String {
+        e.describe()
+    }
+}
+
+/// The batch-building error type: a [`Config`] error while building is a request error.
+impl From<ConfigError> for DataError {
+    fn from(e: ConfigError) -> DataError {
+        DataError::new(DataErrorKind::InvalidRequest, e.0)
+    }
+}
+
 impl DataError {
+    /// The message with its row and column, e.g. `row 3, column 'id': expected an integer`.
+    pub fn describe(&self) -> String {
+        match (self.row, &self.column) {
+            (Some(row), Some(column)) => format!("row {row}, column '{column}': {}", self.message),
+            (Some(row), None) => format!("row {row}: {}", self.message),
+            (None, Some(column)) => format!("column '{column}': {}", self.message),
+            (None, None) => self.message.clone(),
+        }
+    }
+
     /// An error about one value: row (0-based) and column named.
     pub fn invalid_value(row: usize, column: &str, message: impl Into<String>) -> Self {
         DataError {

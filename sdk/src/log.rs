@@ -4,10 +4,15 @@
 /// Severity of a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
+    /// Very detailed tracing.
     Trace,
+    /// Diagnostics for developers.
     Debug,
+    /// Normal progress.
     Info,
+    /// Something unexpected that the plugin handles.
     Warn,
+    /// A failure.
     Error,
 }
 

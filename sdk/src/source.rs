@@ -7,7 +7,7 @@ use std::cell::RefCell;
 pub use crate::bindings::source::exports::moonlink::plugin::source::{
     CopyProgress, PollResult, ResumePoint, SourceEvent, TableDef,
 };
-use crate::{ChangeBatch, Config};
+use crate::{BatchBuilder, ChangeBatch, Checkpoint, Config};
 
 impl PollResult {
     /// A poll result of change batches only.
@@ -24,7 +24,26 @@ impl PollResult {
     }
 }
 
+impl PollResult {
+    /// The rows of `batch` with the checkpoint after them; an empty batch yields a poll with
+    /// no events and no checkpoint.
+    pub fn rows(batch: BatchBuilder, checkpoint: Checkpoint, finished: bool) -> PollResult {
+        if batch.is_empty() {
+            return PollResult::batches(vec![], None, finished);
+        }
+        PollResult::batches(vec![batch.finish()], Some(checkpoint.into()), finished)
+    }
+}
+
 impl ResumePoint {
+    /// Where `table` resumes as a [`Checkpoint::counter`]: `Ok(None)` on a first start, an
+    /// error naming the checkpoint when it is not a counter.
+    pub fn counter_for(&self, table: &str) -> Result<Option<u64>, String> {
+        self.for_table(table)
+            .map(|c| Checkpoint::read_counter(&c))
+            .transpose()
+    }
+
     /// A first start: nothing durable yet.
     pub fn fresh() -> ResumePoint {
         ResumePoint {

@@ -76,12 +76,7 @@ fn is_ndjson(content_type: Option<&str>) -> bool {
 
 /// Decodes a request (the plugin entry point, callable natively in tests).
 pub fn decode(info: &RequestInfo, body: &[u8]) -> Result<IngestRequest, DataError> {
-    let param = |key: &str| {
-        info.parameters
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    };
+    let param = |key: &str| info.param(key);
     let mut rows = RowWriter::new(&info.table, &info.schema);
     if is_ndjson(info.content_type.as_deref()) {
         let operation = parse_operation(param("operation").unwrap_or("insert"))?;
