@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use moonlink_sdk::source::{PollResult, ResumePoint, Source, TableDef};
 use moonlink_sdk::{
-    BatchBuilder, ChangeBatch, Config, DataType, DecimalType, Field, Operation, TableSchema, Value,
+    BatchBuilder, ChangeBatch, Checkpoint, Config, DataError, DataType, DecimalType, Field,
+    Operation, TableSchema,
 };
 
 /// The shape of generated rows.
@@ -22,6 +23,7 @@ pub enum Preset {
 }
 
 impl Preset {
+    /// The preset named `name` (the `preset` setting).
     pub fn parse(name: &str) -> Result<Preset, String> {
         match name {
             "events" => Ok(Preset::Events),
@@ -32,38 +34,33 @@ impl Preset {
         }
     }
 
+    /// The table the preset's rows fill.
     pub fn schema(self) -> TableSchema {
-        let f = |name: &str, data_type, nullable| Field {
-            name: name.into(),
-            data_type,
-            nullable,
-        };
         match self {
             Preset::Events => TableSchema {
                 fields: vec![
-                    f("id", DataType::Int64, false),
-                    f("ts", DataType::Timestamp, false),
-                    f("user_id", DataType::Int32, false),
-                    f("kind", DataType::Utf8, false),
-                    f(
+                    Field::required("id", DataType::Int64),
+                    Field::required("ts", DataType::Timestamp),
+                    Field::required("user_id", DataType::Int32),
+                    Field::required("kind", DataType::Utf8),
+                    Field::required(
                         "amount",
                         DataType::Decimal(DecimalType {
                             precision: 10,
                             scale: 2,
                         }),
-                        false,
                     ),
-                    f("note", DataType::Utf8, true),
+                    Field::nullable("note", DataType::Utf8),
                 ],
                 primary_key: vec![],
             },
             Preset::Users => TableSchema {
                 fields: vec![
-                    f("id", DataType::Int64, false),
-                    f("name", DataType::Utf8, false),
-                    f("email", DataType::Utf8, true),
-                    f("score", DataType::Float64, false),
-                    f("updated_at", DataType::Timestamp, false),
+                    Field::required("id", DataType::Int64),
+                    Field::required("name", DataType::Utf8),
+                    Field::nullable("email", DataType::Utf8),
+                    Field::required("score", DataType::Float64),
+                    Field::required("updated_at", DataType::Timestamp),
                 ],
                 primary_key: vec!["id".into()],
             },
@@ -88,47 +85,40 @@ pub fn generate(table: &str, preset: Preset, seed: u64, start: u64, n: u64) -> C
     let schema = preset.schema();
     let mut batch = BatchBuilder::new(table, &schema);
     for row in start..start + n {
-        let r = mix(seed, row);
-        batch.start_row(Operation::Insert);
-        let set = |b: &mut BatchBuilder, i: usize, v: Value| {
-            b.set(i, v).expect("generator matches its schema")
-        };
-        match preset {
-            Preset::Events => {
-                set(&mut batch, 0, Value::Int(row as i64));
-                set(
-                    &mut batch,
-                    1,
-                    Value::Int(BASE_TS + row as i64 * 1000 + (r % 1000) as i64),
-                );
-                set(&mut batch, 2, Value::Int((r % 100_000) as i64));
-                set(
-                    &mut batch,
-                    3,
-                    Value::Str(KINDS[(r >> 20) as usize % 4].to_string()),
-                );
-                set(&mut batch, 4, Value::Int128(((r >> 8) % 1_000_000) as i128));
-                if row % 7 != 0 {
-                    set(&mut batch, 5, Value::Str(format!("note-{}", r % 1000)));
-                }
-            }
-            Preset::Users => {
-                set(&mut batch, 0, Value::Int(row as i64));
-                set(&mut batch, 1, Value::Str(format!("user-{row}")));
-                if row % 5 != 0 {
-                    set(&mut batch, 2, Value::Str(format!("user{row}@example.com")));
-                }
-                set(&mut batch, 3, Value::Float((r % 10_000) as f64 / 100.0));
-                set(&mut batch, 4, Value::Int(BASE_TS + row as i64 * 1000));
-            }
-        }
-        batch
-            .finish_row()
-            .expect("generator fills required columns");
+        add_row(&mut batch, preset, seed, row).expect("the generator matches its schema");
     }
     batch.finish()
 }
 
+/// Row `row` of `preset` into `batch`.
+fn add_row(batch: &mut BatchBuilder, preset: Preset, seed: u64, row: u64) -> Result<(), DataError> {
+    let r = mix(seed, row);
+    let id = row as i64;
+    let mut out = batch.row();
+    out.set("id", id)?;
+    match preset {
+        Preset::Events => {
+            out.set("ts", BASE_TS + id * 1000 + (r % 1000) as i64)?;
+            out.set("user_id", (r % 100_000) as i64)?;
+            out.set_str("kind", KINDS[(r >> 20) as usize % 4])?;
+            out.set("amount", ((r >> 8) % 1_000_000) as i128)?;
+            if !row.is_multiple_of(7) {
+                out.set("note", format!("note-{}", r % 1000))?;
+            }
+        }
+        Preset::Users => {
+            out.set("name", format!("user-{row}"))?;
+            if !row.is_multiple_of(5) {
+                out.set("email", format!("user{row}@example.com"))?;
+            }
+            out.set("score", (r % 10_000) as f64 / 100.0)?;
+            out.set("updated_at", BASE_TS + id * 1000)?;
+        }
+    }
+    out.finish(Operation::Insert)
+}
+
+/// The source: rows `next..rows` of one preset.
 pub struct Datagen {
     table: String,
     preset: Preset,
@@ -144,18 +134,13 @@ pub struct Datagen {
 impl Source for Datagen {
     fn open(config: Config, resume: ResumePoint) -> Result<(Self, Vec<TableDef>), String> {
         let table = config.str("table")?.to_string();
-        let resume_from = resume.for_table(&table);
         let preset = Preset::parse(config.opt_str("preset")?.unwrap_or("events"))?;
         let rate = config.opt_f64("rate")?;
         if rate.is_some_and(|r| r <= 0.0) {
             return Err("setting `rate`: must be a positive number of rows per second".into());
         }
-        let next = match resume_from {
-            Some(cp) => cp
-                .parse()
-                .map_err(|_| format!("cannot resume from checkpoint '{cp}': not a row index"))?,
-            None => 0,
-        };
+        // The checkpoint is the index of the next row.
+        let next = resume.counter_for(&table)?.unwrap_or(0);
         let source = Datagen {
             table: table.clone(),
             preset,
@@ -206,7 +191,7 @@ impl Source for Datagen {
         self.produced_since_start += n;
         Ok(PollResult::batches(
             vec![batch],
-            Some(self.next.to_string()),
+            Some(Checkpoint::counter(self.next).into()),
             self.rows != 0 && self.next == self.rows,
         ))
     }

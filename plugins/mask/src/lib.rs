@@ -7,7 +7,7 @@
 //! Nulls stay null; a listed column that is not a string column is an error.
 
 use moonlink_sdk::transform::Transform;
-use moonlink_sdk::{ChangeBatch, ColumnValues, Config};
+use moonlink_sdk::{ChangeBatch, Config};
 use sha2::{Digest, Sha256};
 
 /// The shortest salt accepted for `hash`: shorter ones can be guessed along with the values.
@@ -71,31 +71,11 @@ impl Transform for Mask {
 
     fn apply(&mut self, mut batch: ChangeBatch) -> Result<Vec<ChangeBatch>, String> {
         for column in &mut batch.columns {
-            if !self.columns.contains(&column.name) {
-                continue;
+            if self.columns.contains(&column.name) {
+                column
+                    .map_strings(|value| self.mask_value(value))
+                    .map_err(|e| format!("mask: {e}"))?;
             }
-            let Some(values) = column.values.strings() else {
-                return Err(format!(
-                    "mask: column '{}' is not a string column",
-                    column.name
-                ));
-            };
-            let masked: Vec<String> = values
-                .iter()
-                .enumerate()
-                .map(|(row, value)| {
-                    if column
-                        .validity
-                        .as_ref()
-                        .is_none_or(|v| v.get(row).copied().unwrap_or(true))
-                    {
-                        self.mask_value(value)
-                    } else {
-                        String::new()
-                    }
-                })
-                .collect();
-            column.values = ColumnValues::Utf8(masked);
         }
         Ok(vec![batch])
     }
@@ -106,7 +86,7 @@ moonlink_sdk::export_transform!(Mask);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use moonlink_sdk::{Column, Operation};
+    use moonlink_sdk::{Column, ColumnValues, Operation};
 
     fn batch() -> ChangeBatch {
         ChangeBatch {
@@ -126,18 +106,16 @@ mod tests {
         let mut m =
             Mask::configure(Config::parse(&settings("salt-s-0123456789abcdef")).unwrap()).unwrap();
         let out = m.apply(batch()).unwrap();
-        let ColumnValues::Utf8(v) = &out[0].columns[0].values else {
-            panic!()
-        };
-        assert_eq!(v[0].len(), 64);
-        assert_eq!(v[0], m.mask_value("a@b.c"));
+        let v = out[0].columns[0].strings().unwrap();
+        assert_eq!(v[0].unwrap().len(), 64);
+        assert_eq!(v[0].unwrap(), m.mask_value("a@b.c"));
         assert_ne!(
-            v[0],
+            v[0].unwrap(),
             Mask::configure(Config::parse(&settings("salt-t-0123456789abcdef")).unwrap())
                 .unwrap()
                 .mask_value("a@b.c")
         );
-        assert_eq!(v[1], "");
+        assert_eq!(v[1], None);
     }
 
     fn settings(salt: &str) -> String {
@@ -174,10 +152,16 @@ mod tests {
             Mask::configure(Config::parse(r#"{"columns":"email","mode":"redact"}"#).unwrap())
                 .unwrap();
         let out = m.apply(batch()).unwrap();
-        let ColumnValues::Utf8(v) = &out[0].columns[0].values else {
-            panic!()
-        };
-        assert_eq!(v[0], "***");
+        assert_eq!(
+            out[0].columns[0].strings().unwrap(),
+            vec![Some("***"), None]
+        );
+        let mut ids = batch();
+        ids.columns[0].values = ColumnValues::Int64(vec![1, 2]);
+        assert!(m
+            .apply(ids)
+            .unwrap_err()
+            .contains("'email' is not a string column"));
         assert!(Mask::configure(Config::parse(r#"{"columns":[]}"#).unwrap()).is_err());
         assert!(
             Mask::configure(Config::parse(r#"{"columns":["x"],"mode":"rot13"}"#).unwrap()).is_err()
