@@ -5,7 +5,6 @@ mod budget;
 mod error;
 mod openapi;
 mod plugin_config;
-mod sources;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -163,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
         table: TableConfig {
             commit_interval: Duration::from_millis(cli.commit_interval_ms.max(10)),
             target_file_size: cli.target_file_size,
-            retention: moonlink_engine::commit::SnapshotRetention {
+            retention: moonlink_engine::SnapshotRetention {
                 max_age: Duration::from_secs(cli.snapshot_max_age_secs),
                 min_keep: cli.snapshot_min_keep.max(1),
             },
@@ -173,8 +172,9 @@ async fn main() -> anyhow::Result<()> {
     .await
     .with_context(|| format!("opening data directory {}", cli.data_dir.display()))?;
 
-    let registry = sources::SourceRegistry::default();
-    let source_threads = sources::start_all(&runtime, &engine, plugin_configs, &registry);
+    let registry = moonlink_pipeline::SourceRegistry::default();
+    let specs = plugin_configs.iter().map(|c| c.spec()).collect();
+    let source_threads = moonlink_pipeline::start_all(&runtime, &engine, specs, &registry);
 
     let app = api::router(api::AppState {
         engine: engine.clone(),
@@ -195,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
     // Bounded: a plugin call ends within its time limit; a thread still running after that is
     // left behind (what it applied is committed below, the rest is replayed from its
     // acknowledged checkpoint on the next start).
-    let stuck = sources::stop_all(&registry, source_threads).await;
+    let stuck = moonlink_pipeline::stop_all(&registry, source_threads).await;
     engine.shutdown().await;
     if !stuck.is_empty() {
         tracing::warn!(threads = ?stuck, "source threads did not stop in time; exiting anyway");

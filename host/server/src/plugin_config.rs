@@ -26,8 +26,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
+use moonlink_pipeline::{PollLimits, SourceSpec, TransformSpec};
+use moonlink_runtime::Capabilities;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,14 +139,6 @@ impl SourceConfig {
         serde_json::to_string(settings).unwrap_or_else(|_| "{}".into())
     }
 
-    /// The host table a plugin table name maps to.
-    pub fn host_table(&self, plugin_table: &str) -> String {
-        self.tables
-            .get(plugin_table)
-            .cloned()
-            .unwrap_or_else(|| plugin_table.to_string())
-    }
-
     /// Addresses the plugin may connect to: `[capabilities] network`, plus the server its
     /// own settings name (`host` and `port`), so a connector reaches exactly what it is
     /// configured for and nothing else.
@@ -175,13 +170,45 @@ impl SourceConfig {
             .collect()
     }
 
-    /// The plugin's name for a host table (the inverse of [`SourceConfig::host_table`]).
-    pub fn source_table(&self, host_table: &str) -> String {
-        self.tables
-            .iter()
-            .find(|(_, host)| host.as_str() == host_table)
-            .map(|(plugin, _)| plugin.clone())
-            .unwrap_or_else(|| host_table.to_string())
+    /// What the source driver needs of this plugin: names resolved, settings as JSON,
+    /// capabilities granted.
+    pub fn spec(&self) -> SourceSpec {
+        SourceSpec {
+            name: self.name(),
+            path: self.path.clone().unwrap_or_default(),
+            settings_json: Self::settings_json(&self.settings),
+            tables: self.tables.clone(),
+            transforms: self
+                .transforms
+                .iter()
+                .map(|t| TransformSpec {
+                    name: t.name.clone().unwrap_or_else(|| {
+                        t.path
+                            .file_stem()
+                            .map(|s| s.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    }),
+                    path: t.path.clone(),
+                    settings_json: Self::settings_json(&t.settings),
+                })
+                .collect(),
+            capabilities: Capabilities {
+                network: self.granted_network(),
+                env: self.granted_env(),
+                directories: self
+                    .capabilities
+                    .directories
+                    .iter()
+                    .map(|d| (d.host.clone(), d.guest.clone()))
+                    .collect(),
+                memory_limit_bytes: self.capabilities.memory_mib.map(|m| m * 1024 * 1024),
+                call_timeout: self.capabilities.timeout_ms.map(Duration::from_millis),
+            },
+            poll: PollLimits {
+                max_rows: self.poll.max_rows,
+                timeout_ms: self.poll.timeout_ms,
+            },
+        }
     }
 }
 

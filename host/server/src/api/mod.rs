@@ -34,7 +34,7 @@ use crate::error::ApiError;
 pub struct AppState {
     pub engine: Engine,
     pub decoder: RestDecoder,
-    pub sources: crate::sources::SourceRegistry,
+    pub sources: moonlink_pipeline::SourceRegistry,
     pub max_body_bytes: usize,
     /// Request body bytes in flight across all requests (`--max-inflight-bytes`).
     pub budget: InflightBudget,
@@ -138,7 +138,10 @@ pub(crate) async fn health(State(state): State<AppState>) -> Json<HealthResponse
         }
     }
     for source in state.sources.list() {
-        if matches!(source.state, "restarting" | "failed") {
+        if matches!(
+            source.state,
+            moonlink_pipeline::SourceState::Restarting | moonlink_pipeline::SourceState::Failed
+        ) {
             reasons.push(format!(
                 "source '{}' is {}: {}",
                 source.name,

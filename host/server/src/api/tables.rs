@@ -40,10 +40,7 @@ pub(super) fn table_view(state: &AppState, info: &TableInfo) -> TableView {
     let initial_copy = state.sources.copy_progress(name).map(|p| InitialCopyView {
         rows_copied: p.rows_copied,
         rows_total: p.rows_total,
-        percent: p
-            .rows_total
-            .filter(|t| *t > 0)
-            .map(|t| p.rows_copied.min(t) as f64 * 100.0 / t as f64),
+        percent: moonlink_pipeline::copy_percent(p.rows_copied, p.rows_total),
         done: p.done,
     });
     TableView {
@@ -98,7 +95,7 @@ pub(crate) async fn list_plugins(State(state): State<AppState>) -> Json<PluginLi
         .into_iter()
         .map(|s| {
             // Destructured whole: a new status field fails to compile until it is documented.
-            let crate::sources::SourceStatus {
+            let moonlink_pipeline::SourceStatus {
                 name,
                 path,
                 state,
@@ -215,10 +212,7 @@ pub(crate) async fn create_table(
     let (body, _permit) = read_body(&state, &headers, body).await?;
     let request: CreateTableRequest = serde_json::from_slice(&body).map_err(json_error)?;
     drop(body);
-    let (default_ns, default_table) = match name.rsplit_once('.') {
-        Some((ns, t)) => (ns.to_string(), t.to_string()),
-        None => ("default".to_string(), name.clone()),
-    };
+    let (default_ns, default_table) = moonlink_pipeline::split_table_name(&name);
     let mut columns = Vec::with_capacity(request.schema.len());
     for c in request.schema {
         let data_type = ColumnType::parse(&c.data_type).map_err(|e| {

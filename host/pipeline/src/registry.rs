@@ -1,0 +1,178 @@
+//! Every source's status, shared between the driver threads and whoever reports them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use moonlink_runtime::CopyProgress;
+
+/// Where a source is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceState {
+    /// Loading the plugin and its transforms.
+    Starting,
+    /// Polling.
+    Running,
+    /// The plugin said it has nothing more; everything it produced is committed and acked.
+    Finished,
+    /// Faulted; restarting from the last durable checkpoint after a back-off.
+    Restarting,
+    /// Could not be loaded; not retried.
+    Failed,
+}
+
+impl SourceState {
+    /// The state's name as reported: `starting`, `running`, `finished`, `restarting`, `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceState::Starting => "starting",
+            SourceState::Running => "running",
+            SourceState::Finished => "finished",
+            SourceState::Restarting => "restarting",
+            SourceState::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for SourceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One source's status.
+#[derive(Debug, Clone)]
+pub struct SourceStatus {
+    /// The source's name.
+    pub name: String,
+    /// The plugin's wasm file.
+    pub path: String,
+    /// Where it is in its life.
+    pub state: SourceState,
+    /// The host tables it declared (over all its runs).
+    pub tables: Vec<String>,
+    /// Rows applied (after transforms).
+    pub rows: u64,
+    /// Restarts after faults.
+    pub restarts: u64,
+    /// The last fault.
+    pub last_error: Option<String>,
+    /// The last checkpoint acknowledged to the plugin (durable in Iceberg).
+    pub acked_checkpoint: Option<String>,
+    /// Initial-copy progress per table (host table name), as the source reports it.
+    pub copy_progress: BTreeMap<String, CopyProgress>,
+}
+
+/// All sources' statuses, and the shutdown flag their threads watch.
+#[derive(Clone, Default)]
+pub struct SourceRegistry {
+    statuses: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
+    stopping: Arc<AtomicBool>,
+    /// The longest time one plugin call of any source may take (its time limit).
+    longest_call: Arc<Mutex<Duration>>,
+}
+
+/// A lock that survives a panic elsewhere: the data behind these locks (statuses, pending
+/// acknowledgements) stays consistent between statements, so a poisoned lock is still usable.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How long shutdown waits for source threads beyond the longest plugin call.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(3);
+
+impl SourceRegistry {
+    /// Every source's status, by name.
+    pub fn list(&self) -> Vec<SourceStatus> {
+        lock(&self.statuses).values().cloned().collect()
+    }
+
+    /// Adds a source that is starting, and its call limit to the shutdown grace.
+    pub(crate) fn register(&self, name: &str, path: String, call_limit: Duration) {
+        {
+            let mut longest = lock(&self.longest_call);
+            *longest = (*longest).max(call_limit);
+        }
+        lock(&self.statuses).insert(
+            name.to_string(),
+            SourceStatus {
+                name: name.to_string(),
+                path,
+                state: SourceState::Starting,
+                tables: Vec::new(),
+                rows: 0,
+                restarts: 0,
+                last_error: None,
+                acked_checkpoint: None,
+                copy_progress: BTreeMap::new(),
+            },
+        );
+    }
+
+    pub(crate) fn update(&self, name: &str, f: impl FnOnce(&mut SourceStatus)) {
+        if let Some(status) = lock(&self.statuses).get_mut(name) {
+            f(status);
+        }
+    }
+
+    /// Initial-copy progress of a host table, if a source is copying or has copied it.
+    pub fn copy_progress(&self, table: &str) -> Option<CopyProgress> {
+        lock(&self.statuses)
+            .values()
+            .find_map(|s| s.copy_progress.get(table).cloned())
+    }
+
+    /// Tells every source thread to stop (see [`stop_all`]).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps `duration`, or less if shutdown begins meanwhile.
+    pub(crate) fn sleep_unless_stopping(&self, duration: Duration) {
+        let until = Instant::now() + duration;
+        while !self.stopping() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+
+    /// How long shutdown waits for the source threads: a call in progress ends within its
+    /// time limit (blocked host calls included), then a thread commits and returns.
+    pub fn shutdown_grace(&self) -> Duration {
+        *lock(&self.longest_call) + SHUTDOWN_SLACK
+    }
+}
+
+/// Stops every source and waits for their threads, at most [`SourceRegistry::shutdown_grace`].
+/// Returns the names of the threads still running then (stuck: they are left behind, and the
+/// caller commits what was applied and exits anyway).
+pub async fn stop_all(
+    registry: &SourceRegistry,
+    threads: Vec<std::thread::JoinHandle<()>>,
+) -> Vec<String> {
+    registry.stop();
+    let deadline = Instant::now() + registry.shutdown_grace();
+    while Instant::now() < deadline && threads.iter().any(|t| !t.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut stuck = Vec::new();
+    for thread in threads {
+        if thread.is_finished() {
+            if thread.join().is_err() {
+                tracing::error!("a source thread panicked");
+            }
+        } else {
+            stuck.push(thread.thread().name().unwrap_or("source").to_string());
+        }
+    }
+    stuck
+}
