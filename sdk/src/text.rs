@@ -12,7 +12,7 @@ pub const MAX_TIME_MICROS: i64 = MICROS_PER_DAY - 1;
 /// Longest part of an input quoted back in an error message (values can be megabytes long).
 const QUOTE_MAX: usize = 64;
 
-/// `s` for an error message: at most [`QUOTE_MAX`] bytes, cut at a character boundary.
+/// `s` for an error message: at most `QUOTE_MAX` (64) bytes, cut at a character boundary.
 pub fn quoted(s: &str) -> String {
     if s.len() <= QUOTE_MAX {
         return s.to_string();

@@ -1,4 +1,4 @@
-use moonlink_sdk::rest::{RequestInfo, RequestMode};
+use moonlink_sdk::rest::{RequestInfo, RequestMode, RestDecoder};
 use moonlink_sdk::{ColumnValues, DataErrorKind, DataType, DecimalType, Field, TableSchema};
 
 use crate::decode;
@@ -93,6 +93,10 @@ fn single_row_object_and_defaults() {
     let req = decode(&all_types(), br#"{"data":{"i32":5}}"#).unwrap();
     assert!(matches!(req.request_mode, RequestMode::Async));
     assert_eq!(req.batch.operations.len(), 1);
+    // The exported entry point is the SDK's RestDecoder trait.
+    let body = br#"{"data":[{"i32":5},{"i32":6}]}"#.to_vec();
+    let req = <crate::RestIngest as RestDecoder>::decode(all_types(), body).unwrap();
+    assert_eq!(req.batch.num_rows(), 2);
 }
 
 #[test]
