@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
-use moonlink_engine::commit::{live_files, load_metadata};
-use moonlink_engine::storage::Warehouse;
+use moonlink_engine::inspect::{live_files, load_metadata};
+use moonlink_engine::Warehouse;
 use moonlink_engine::{
     ChangeBatch, ColumnSchema, ColumnType, CreateTable, Durability, Engine, EngineConfig,
     Operation, TableConfig, TableSchema,
@@ -85,7 +85,7 @@ async fn run(
             target_file_size: target,
             merge_fanout,
             // Steady state of a long stream: old snapshots are already expired.
-            retention: moonlink_engine::commit::SnapshotRetention {
+            retention: moonlink_engine::SnapshotRetention {
                 max_age: Duration::ZERO,
                 min_keep: 10,
             },

@@ -15,8 +15,11 @@ use crate::schema::{ColumnSchema, TableSchema};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
+    /// A new row; refused on a keyed table if the key is already present.
     Insert,
+    /// Inserts the row, or replaces the live row with the same key.
     Upsert,
+    /// Deletes the live row with the row's key (only key columns need values).
     Delete,
 }
 
@@ -253,18 +256,22 @@ impl ChangeBatch {
         Ok(self)
     }
 
+    /// The operation of each row, in row order.
     pub fn operations(&self) -> &[Operation] {
         &self.operations
     }
 
+    /// The rows, with the table's Arrow schema.
     pub fn rows(&self) -> &RecordBatch {
         &self.rows
     }
 
+    /// The number of rows.
     pub fn num_rows(&self) -> usize {
         self.operations.len()
     }
 
+    /// Whether the batch has no rows.
     pub fn is_empty(&self) -> bool {
         self.operations.is_empty()
     }

@@ -27,6 +27,7 @@ pub const COMMITTED_LSN_SUMMARY_KEY: &str = "moonlink.checkpoint";
 /// `PositionDeletes`, with `referenced_data_file` naming the data file it applies to).
 #[derive(Debug, Clone)]
 pub struct LiveDataFile {
+    /// The manifest entry's data file (Parquet file or deletion vector).
     pub data_file: DataFile,
 }
 
@@ -52,7 +53,9 @@ pub struct SnapshotChanges {
 /// which `maintenance::remove_orphan_files` deletes.
 #[derive(Debug, Clone, Copy)]
 pub struct SnapshotRetention {
+    /// Snapshots older than this are expired.
     pub max_age: std::time::Duration,
+    /// The newest snapshots kept regardless of age (at least the current one).
     pub min_keep: usize,
 }
 

@@ -25,7 +25,9 @@ use crate::table::{
 /// Where the engine keeps its state, and how tables behave.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
+    /// The data directory: catalog, warehouse and local caches (one engine per directory).
     pub data_dir: PathBuf,
+    /// Defaults for every table; a table's `TableOptions` override them.
     pub table: TableConfig,
 }
 
@@ -34,8 +36,11 @@ pub struct EngineConfig {
 pub struct CreateTable {
     /// The name used in the API (`POST /ingest/{name}`).
     pub name: String,
+    /// Iceberg namespace (one level).
     pub namespace: String,
+    /// Iceberg table name within the namespace.
     pub table: String,
+    /// Columns and primary key; validated before anything is created.
     pub schema: TableSchema,
     /// Per-table overrides of the engine's table config.
     pub options: TableOptions,
@@ -44,8 +49,11 @@ pub struct CreateTable {
 /// The result of an explicit commit.
 #[derive(Debug, Clone)]
 pub struct CommitInfo {
+    /// The current snapshot after the commit (`None` if the table has none yet).
     pub snapshot_id: Option<i64>,
+    /// The metadata JSON readers should load.
     pub metadata_location: String,
+    /// The last WAL LSN the current snapshot contains.
     pub committed_lsn: u64,
 }
 
@@ -385,6 +393,7 @@ impl Engine {
         Ok(())
     }
 
+    /// Every table, sorted by name, including tables that failed to open (`failed: true`).
     pub fn list_tables(&self) -> Vec<TableInfo> {
         let tables = self.inner.tables.read().unwrap_or_else(|p| p.into_inner());
         let mut infos: Vec<TableInfo> = tables.values().map(|t| t.info()).collect();
@@ -394,6 +403,7 @@ impl Engine {
         infos
     }
 
+    /// One table's state; a failed table is reported, not an error.
     pub fn table_info(&self, name: &str) -> Result<TableInfo> {
         if let Some(failed) = self.failed_table(name) {
             return Ok(failed.info());
@@ -401,6 +411,7 @@ impl Engine {
         Ok(self.table(name)?.info())
     }
 
+    /// The table's current schema.
     pub fn table_schema(&self, name: &str) -> Result<TableSchema> {
         Ok(self.table(name)?.schema.clone())
     }

@@ -23,8 +23,11 @@ pub enum EngineError {
     /// A batch does not fit the table's schema. `row` is 0-based within the batch.
     #[error("{}", describe_invalid_batch(.row, .column, .message))]
     InvalidBatch {
+        /// The offending row, if the error is about one.
         row: Option<usize>,
+        /// The offending column, if the error is about one.
         column: Option<String>,
+        /// What is wrong, for the caller.
         message: String,
     },
 
@@ -36,7 +39,12 @@ pub enum EngineError {
     /// The table could not be opened at startup (e.g. its write-ahead log is damaged); the
     /// rest of the engine runs. The reason says what the operator must do.
     #[error("table '{name}' is unavailable: {reason}")]
-    TableFailed { name: String, reason: String },
+    TableFailed {
+        /// The table's name.
+        name: String,
+        /// Why it could not be opened.
+        reason: String,
+    },
 
     /// Another process holds the data directory.
     #[error("{0}")]
@@ -44,7 +52,12 @@ pub enum EngineError {
 
     /// An insert hit keys that already exist; the whole batch was refused.
     #[error("{} key(s) already exist: {}", .rows.len(), .keys.join("; "))]
-    KeyConflict { rows: Vec<usize>, keys: Vec<String> },
+    KeyConflict {
+        /// The conflicting rows (0-based within the batch).
+        rows: Vec<usize>,
+        /// The conflicting keys, rendered for the caller (same order as `rows`).
+        keys: Vec<String>,
+    },
 
     /// The operation is not valid for this table (e.g. an upsert on a table without a key).
     #[error("{0}")]
@@ -58,20 +71,29 @@ pub enum EngineError {
     #[error("engine unavailable: {0}")]
     Unavailable(String),
 
+    /// A local file operation failed.
     #[error("I/O error on {path}: {source}")]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
 
+    /// A write-ahead-log segment is damaged in a way replay cannot skip (not a torn tail, not
+    /// one damaged record followed by a valid one); the table opens failed.
     #[error("write-ahead log is corrupt at {path} offset {offset}: {message}")]
     WalCorrupt {
+        /// The segment file.
         path: PathBuf,
+        /// Byte offset of the damaged record.
         offset: u64,
+        /// What is wrong with it.
         message: String,
     },
 
+    /// The SQLite catalog failed.
     #[error("catalog error: {0}")]
     Catalog(String),
 
@@ -79,15 +101,19 @@ pub enum EngineError {
     #[error("commit conflict on table '{0}': the metadata pointer moved")]
     CommitConflict(String),
 
+    /// The object store under the warehouse failed.
     #[error("object store error: {0}")]
     ObjectStore(#[from] object_store::Error),
 
+    /// Reading or building Iceberg metadata failed.
     #[error("iceberg error: {0}")]
     Iceberg(#[from] iceberg::Error),
 
+    /// An Arrow operation failed.
     #[error("arrow error: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
 
+    /// Writing or reading Parquet failed.
     #[error("parquet error: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
 }
@@ -132,4 +158,5 @@ impl EngineError {
     }
 }
 
+/// The engine's result type.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

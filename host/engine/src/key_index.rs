@@ -278,10 +278,6 @@ impl KeyIndex {
         in_files + self.buffer.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Resident bytes of the index, for reporting.
     pub fn memory_bytes(&self) -> usize {
         let files: usize = self.files.iter().map(|(_, s)| s.memory_bytes()).sum();

@@ -17,21 +17,36 @@ use crate::error::{EngineError, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ColumnType {
+    /// 16-bit signed integer (Iceberg `int`).
     Int16,
+    /// 32-bit signed integer.
     Int32,
+    /// 64-bit signed integer.
     Int64,
+    /// 32-bit float; cannot be part of a primary key.
     Float32,
+    /// 64-bit float; cannot be part of a primary key.
     Float64,
+    /// True or false.
     Boolean,
+    /// UTF-8 text.
     Utf8,
+    /// Days since 1970-01-01.
     Date32,
+    /// Exact decimal: `precision` digits, `scale` of them after the point (scale ≤ precision).
     Decimal {
+        /// Total digits.
         precision: u8,
+        /// Digits after the decimal point.
         scale: u8,
     },
+    /// Microseconds since the epoch, without a time zone.
     Timestamp,
+    /// Microseconds since the epoch, UTC.
     TimestampTz,
+    /// Arbitrary bytes.
     Binary,
+    /// A 16-byte UUID.
     Uuid,
     /// Microseconds since midnight.
     Time,
@@ -204,15 +219,20 @@ fn parse_decimal(s: &str) -> Option<ColumnType> {
 /// One column of a table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnSchema {
+    /// The column name (unique within the table, at most 64 bytes).
     pub name: String,
+    /// The column's type.
     pub data_type: ColumnType,
+    /// Whether the column may hold nulls; key columns may not.
     pub nullable: bool,
 }
 
 /// A table's columns and optional primary key (by column name).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableSchema {
+    /// The columns, in table order.
     pub columns: Vec<ColumnSchema>,
+    /// Key column names; empty for an append-only (keyless) table.
     #[serde(default)]
     pub primary_key: Vec<String>,
     /// The Iceberg field id of each column, in order. Empty means 1-based positions (every
@@ -308,10 +328,12 @@ impl TableSchema {
         Ok(())
     }
 
+    /// The column named `name`.
     pub fn column(&self, name: &str) -> Option<&ColumnSchema> {
         self.columns.iter().find(|c| c.name == name)
     }
 
+    /// The position of the column named `name`.
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
     }

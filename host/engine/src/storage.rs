@@ -73,19 +73,13 @@ impl Warehouse {
         &self.root
     }
 
-    pub async fn put(&self, location: &str, bytes: Bytes) -> Result<()> {
-        let path = object_path(location).map_err(object_store::Error::from)?;
-        self.store.put(&path, PutPayload::from(bytes)).await?;
-        Ok(())
-    }
-
-    pub async fn get(&self, location: &str) -> Result<Bytes> {
+    pub(crate) async fn get(&self, location: &str) -> Result<Bytes> {
         let path = object_path(location).map_err(object_store::Error::from)?;
         Ok(self.store.get(&path).await?.bytes().await?)
     }
 
     /// Locations of every object under `prefix`, in the same form as `prefix`.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let path = object_path(prefix).map_err(object_store::Error::from)?;
         let keep_root = prefix.starts_with('/');
         let mut listing = self.store.list(Some(&path));
@@ -97,7 +91,7 @@ impl Warehouse {
         Ok(locations)
     }
 
-    pub async fn delete(&self, location: &str) -> Result<()> {
+    pub(crate) async fn delete(&self, location: &str) -> Result<()> {
         let path = object_path(location).map_err(object_store::Error::from)?;
         match self.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -106,7 +100,7 @@ impl Warehouse {
     }
 
     /// Deletes every object under `prefix` (a table's directory when it is dropped).
-    pub async fn delete_prefix(&self, prefix: &str) -> Result<()> {
+    pub(crate) async fn delete_prefix(&self, prefix: &str) -> Result<()> {
         let path = object_path(prefix).map_err(object_store::Error::from)?;
         let mut listing = self.store.list(Some(&path));
         while let Some(meta) = listing.next().await {

@@ -17,10 +17,10 @@ use arrow_array::{ArrayRef, Int64Array};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use moonlink_engine::commit::{live_files, load_metadata};
-use moonlink_engine::data_files::read_data_file;
-use moonlink_engine::deletion_vector::read_deletion_vector;
-use moonlink_engine::storage::Warehouse;
+use moonlink_engine::inspect::read_data_file;
+use moonlink_engine::inspect::read_deletion_vector;
+use moonlink_engine::inspect::{live_files, load_metadata};
+use moonlink_engine::Warehouse;
 use moonlink_engine::{
     ChangeBatch, ColumnSchema, ColumnType, CreateTable, Durability, Engine, EngineConfig,
     Operation, TableConfig, TableSchema,

@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::{Array, ArrayRef, Int64Array, StringArray};
-use moonlink_engine::commit::{live_files, load_metadata, COMMITTED_LSN_SUMMARY_KEY};
-use moonlink_engine::data_files::read_data_file;
-use moonlink_engine::storage::Warehouse;
+use moonlink_engine::inspect::read_data_file;
+use moonlink_engine::inspect::{live_files, load_metadata, COMMITTED_LSN_SUMMARY_KEY};
+use moonlink_engine::Warehouse;
 use moonlink_engine::{
     ChangeBatch, ColumnSchema, ColumnType, CreateTable, Durability, Engine, EngineConfig,
     EngineError, Operation, TableConfig, TableSchema,
@@ -278,7 +278,7 @@ async fn live_rows(
     table: &str,
     schema: &arrow_schema::SchemaRef,
 ) -> Vec<(arrow_array::RecordBatch, usize)> {
-    use moonlink_engine::deletion_vector::read_deletion_vector;
+    use moonlink_engine::inspect::read_deletion_vector;
     let warehouse = Warehouse::local(&dir.join("warehouse")).unwrap();
     let io = warehouse.file_io();
     let metadata = load_metadata(&io, &engine.table_info(table).unwrap().metadata_location)

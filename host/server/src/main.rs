@@ -162,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
         table: TableConfig {
             commit_interval: Duration::from_millis(cli.commit_interval_ms.max(10)),
             target_file_size: cli.target_file_size,
-            retention: moonlink_engine::commit::SnapshotRetention {
+            retention: moonlink_engine::SnapshotRetention {
                 max_age: Duration::from_secs(cli.snapshot_max_age_secs),
                 min_keep: cli.snapshot_min_keep.max(1),
             },

@@ -134,7 +134,7 @@ pub enum Durability {
 
 /// The committed state of a table, published to readers and `sync` waiters.
 #[derive(Debug, Clone)]
-pub struct CommitState {
+pub(crate) struct CommitState {
     pub metadata: Arc<TableMetadata>,
     pub metadata_location: String,
     pub committed_lsn: u64,
@@ -146,17 +146,29 @@ pub struct CommitState {
 /// What the engine reports about a table.
 #[derive(Debug, Clone)]
 pub struct TableInfo {
+    /// The name used in the API.
     pub name: String,
+    /// Iceberg namespace.
     pub namespace: String,
+    /// Iceberg table name within the namespace.
     pub table: String,
+    /// The current schema.
     pub schema: TableSchema,
+    /// The table's overrides of the engine's table config.
     pub options: TableOptions,
+    /// The metadata JSON of the current snapshot.
     pub metadata_location: String,
+    /// The current snapshot (`None` before the first commit).
     pub snapshot_id: Option<i64>,
+    /// The last WAL LSN the current snapshot contains.
     pub committed_lsn: u64,
+    /// The last LSN applied (committed or buffered); equals `committed_lsn` when nothing is pending.
     pub last_lsn: u64,
+    /// Rows applied but not yet in a snapshot.
     pub buffered_rows: usize,
+    /// Live data files in the current snapshot.
     pub data_files: u64,
+    /// Rows in live data files, deleted ones included (see `deleted_rows`).
     pub total_records: u64,
     /// Rows masked by deletion vectors in the current snapshot.
     pub deleted_rows: u64,
@@ -164,9 +176,11 @@ pub struct TableInfo {
     pub snapshots: usize,
     /// Total bytes of live data files.
     pub data_bytes: u64,
-    /// Keys in the primary-key index, and its resident size.
+    /// Live keys in the primary-key index (0 for a keyless table).
     pub index_entries: usize,
+    /// The primary-key index's resident size in bytes.
     pub index_bytes: usize,
+    /// The last commit error, cleared by a successful commit; for a failed table, why it failed.
     pub last_error: Option<String>,
     /// The table could not be opened (`last_error` says why); it refuses writes.
     pub failed: bool,
@@ -209,12 +223,16 @@ impl TableInfo {
 /// What `apply` reports back.
 #[derive(Debug, Clone)]
 pub struct ApplyReceipt {
+    /// Rows in the batch.
     pub rows: usize,
     /// Rows whose key matched a live row: replaced by an upsert or removed by a delete.
     pub matched: usize,
+    /// The LSN given to the batch (a `Replayable` batch gets one but is not logged); an empty
+    /// batch reports the committed LSN.
     pub lsn: u64,
     /// Set for `Durability::Committed`: the snapshot that made the rows visible.
     pub snapshot_id: Option<i64>,
+    /// Set for `Durability::Committed`: the metadata JSON of that snapshot.
     pub metadata_location: Option<String>,
 }
 
