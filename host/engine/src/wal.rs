@@ -132,7 +132,21 @@ enum Command {
 /// Handle to one table's log. Appends are ordered by the order of `append` calls.
 pub struct Wal {
     dir: PathBuf,
-    tx: mpsc::Sender<Command>,
+    /// `None` only while dropping.
+    tx: Option<mpsc::Sender<Command>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Wal {
+    /// Waits for the writer thread to drain what was queued: a log reopened on the same
+    /// directory (a table reopened after a schema change) must never race a queued segment
+    /// roll of the old writer, which could truncate the new writer's segment.
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 fn segment_path(dir: &Path, first_lsn: u64) -> PathBuf {
@@ -211,22 +225,26 @@ impl Wal {
     fn start(dir: &Path, next_lsn: u64, opener: SegmentOpener) -> Result<Wal> {
         let (tx, rx) = mpsc::channel();
         let writer = SegmentWriter::create(dir, next_lsn, opener)?;
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("moonlink-wal".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| EngineError::io(dir, e))?;
         Ok(Wal {
             dir: dir.to_path_buf(),
-            tx,
+            tx: Some(tx),
+            writer: Some(writer),
         })
     }
 
     /// Queues a record; the returned receiver resolves once it is fsynced.
     pub fn append(&self, lsn: u64, payload: Vec<u8>) -> oneshot::Receiver<Result<()>> {
         let (done, rx) = oneshot::channel();
-        if let Err(mpsc::SendError(Command::Append { done, .. })) =
-            self.tx.send(Command::Append { lsn, payload, done })
-        {
+        let command = Command::Append { lsn, payload, done };
+        let refused = match &self.tx {
+            Some(tx) => tx.send(command).err().map(|e| e.0),
+            None => Some(command),
+        };
+        if let Some(Command::Append { done, .. }) = refused {
             let _ = done.send(Err(EngineError::Unavailable(
                 "write-ahead log writer stopped".into(),
             )));
@@ -237,7 +255,9 @@ impl Wal {
     /// Starts a new segment for LSNs from `next_lsn` on, so the previous ones can be deleted
     /// as a unit once committed.
     pub fn rotate(&self, next_lsn: u64) {
-        let _ = self.tx.send(Command::Rotate { next_lsn });
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Command::Rotate { next_lsn });
+        }
     }
 
     /// Deletes the segments whose records are all at or below `committed_lsn`.
