@@ -4,6 +4,7 @@
 //! Invariant: a commit includes every LSN up to the `through_lsn` it took, and records it as
 //! `moonlink.checkpoint` (`COMMITTED_LSN_SUMMARY_KEY`); what it took stays in `Pending` until a commit succeeds.
 
+use super::compaction::{plan_append_merge, FileFacts, Policy};
 use super::*;
 
 impl Table {
@@ -136,26 +137,27 @@ impl Table {
         if let Some(files) = &pending.truncated {
             removed.extend(files.iter().cloned());
         } else if self.schema.primary_key.is_empty() {
-            let small_limit = self.config.target_file_size / 2;
-            let small: Vec<&DataFile> = pending
+            let facts: Vec<FileFacts> = pending
                 .live_files
                 .iter()
-                .filter(|f| f.file_size_in_bytes() < small_limit)
+                .map(|f| FileFacts {
+                    bytes: f.file_size_in_bytes(),
+                    rows: f.record_count(),
+                    deleted: 0,
+                })
                 .collect();
-            if small.len() + 1 >= self.config.merge_fanout.max(2)
-                || (force_compaction && small.len() >= 2)
-            {
-                for file in &small {
-                    merged_rows.extend(
-                        data_files::read_data_file(
-                            &self.warehouse,
-                            file.file_path(),
-                            &self.arrow_schema,
-                        )
-                        .await?,
-                    );
-                    removed.insert(file.file_path().to_string());
-                }
+            let policy = Policy::new(&self.config, force_compaction);
+            for index in plan_append_merge(&facts, &policy) {
+                let file = &pending.live_files[index];
+                merged_rows.extend(
+                    data_files::read_data_file(
+                        &self.warehouse,
+                        file.file_path(),
+                        &self.arrow_schema,
+                    )
+                    .await?,
+                );
+                removed.insert(file.file_path().to_string());
             }
         }
 

@@ -1,8 +1,82 @@
-//! Compaction of keyed tables inside the commit: which files to rewrite (small ones, or those
-//! whose deleted fraction passed the threshold) and moving the key index to the new file only
-//! once the snapshot is committed.
+//! Compaction inside the commit ("small files are merged"). The planning — which files to
+//! merge or rewrite — is pure functions over file sizes and deleted counts
+//! ([`plan_append_merge`], [`plan_keyed_rewrite`]); the commit path calls them, then does the
+//! I/O. For keyed tables the key index moves to the new file only once the snapshot holding
+//! it is committed.
 
 use super::*;
+
+/// A table's compaction policy for one commit.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Policy {
+    /// Files below this many bytes are small (half the target size).
+    pub small_below: u64,
+    /// Small files alive before they are merged (at least 2).
+    pub merge_fanout: usize,
+    /// A keyed file whose deleted fraction reaches this is rewritten without its deleted rows.
+    pub rewrite_deleted_fraction: f64,
+    /// `optimize`: merge any two small files, rewrite any file with a deleted row.
+    pub force: bool,
+}
+
+impl Policy {
+    pub(super) fn new(config: &TableConfig, force: bool) -> Self {
+        Policy {
+            small_below: config.target_file_size / 2,
+            merge_fanout: config.merge_fanout.max(2),
+            rewrite_deleted_fraction: config.rewrite_deleted_fraction,
+            force,
+        }
+    }
+}
+
+/// What the planner needs to know of a live data file.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FileFacts {
+    pub bytes: u64,
+    pub rows: u64,
+    /// Rows masked by its committed and pending deletes.
+    pub deleted: u64,
+}
+
+/// Append-only tables: the small files (indices into `files`) to merge into this commit's new
+/// file, or none. Merging starts once the new file would make `merge_fanout` small files, or
+/// on `optimize` once two exist; trickle traffic so keeps fewer than `merge_fanout` alive.
+pub(super) fn plan_append_merge(files: &[FileFacts], policy: &Policy) -> Vec<usize> {
+    let small: Vec<usize> = (0..files.len())
+        .filter(|&i| files[i].bytes < policy.small_below)
+        .collect();
+    if small.len() + 1 >= policy.merge_fanout || (policy.force && small.len() >= 2) {
+        small
+    } else {
+        Vec::new()
+    }
+}
+
+/// Keyed tables: the files (indices into `files`) to rewrite as one file without their deleted
+/// rows, or none: small files once `merge_fanout` of them exist (two on `optimize`), and any
+/// file whose deleted fraction reached the threshold (any deleted row on `optimize`). A single
+/// file with nothing deleted is not worth rewriting.
+pub(super) fn plan_keyed_rewrite(files: &[FileFacts], policy: &Policy) -> Vec<usize> {
+    let small = files
+        .iter()
+        .filter(|f| f.bytes < policy.small_below)
+        .count();
+    let merge_small = small >= policy.merge_fanout || (policy.force && small >= 2);
+    let chosen: Vec<usize> = (0..files.len())
+        .filter(|&i| {
+            let f = files[i];
+            let fraction = f.deleted as f64 / f.rows.max(1) as f64;
+            let heavy =
+                fraction >= policy.rewrite_deleted_fraction || (policy.force && f.deleted > 0);
+            heavy || (merge_small && f.bytes < policy.small_below)
+        })
+        .collect();
+    if chosen.len() == 1 && files[chosen[0]].deleted == 0 {
+        return Vec::new();
+    }
+    chosen
+}
 
 impl Table {
     /// Picks keyed files to rewrite (small ones once enough accumulate, or all small ones when
@@ -32,24 +106,26 @@ impl Table {
             }
             dead
         };
-        let small_limit = self.config.target_file_size / 2;
-        let small: Vec<&DataFile> = pending
+        // Only files the key index knows can be rewritten (all of a keyed table's files).
+        let indexed: Vec<&DataFile> = pending
             .live_files
             .iter()
-            .filter(|f| f.file_size_in_bytes() < small_limit)
+            .filter(|f| ids.contains_key(f.file_path()))
             .collect();
-        let merge_small =
-            small.len() >= self.config.merge_fanout.max(2) || (force && small.len() >= 2);
-        let mut candidates: Vec<&DataFile> = Vec::new();
-        for file in &pending.live_files {
-            let deleted = dead(file).len() as f64 / file.record_count().max(1) as f64;
-            let heavy = deleted >= self.config.rewrite_deleted_fraction || (force && deleted > 0.0);
-            let is_small = merge_small && file.file_size_in_bytes() < small_limit;
-            if (heavy || is_small) && ids.contains_key(file.file_path()) {
-                candidates.push(file);
-            }
-        }
-        if candidates.is_empty() || (candidates.len() == 1 && dead(candidates[0]).is_empty()) {
+        let facts: Vec<FileFacts> = indexed
+            .iter()
+            .map(|f| FileFacts {
+                bytes: f.file_size_in_bytes(),
+                rows: f.record_count(),
+                deleted: dead(f).len(),
+            })
+            .collect();
+        let candidates: Vec<&DataFile> =
+            plan_keyed_rewrite(&facts, &Policy::new(&self.config, force))
+                .into_iter()
+                .map(|i| indexed[i])
+                .collect();
+        if candidates.is_empty() {
             return Ok(None);
         }
         let Some(hasher) = self.key_hasher else {
@@ -182,5 +258,57 @@ impl Table {
         if let Some(path) = c.path {
             pending.paths.insert(c.file_id, path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(force: bool) -> Policy {
+        Policy {
+            small_below: 100,
+            merge_fanout: 3,
+            rewrite_deleted_fraction: 0.3,
+            force,
+        }
+    }
+
+    fn file(bytes: u64, rows: u64, deleted: u64) -> FileFacts {
+        FileFacts {
+            bytes,
+            rows,
+            deleted,
+        }
+    }
+
+    #[test]
+    fn append_only_tables_merge_small_files_once_the_fanout_is_reached() {
+        let two_small = [file(10, 1, 0), file(500, 9, 0), file(20, 2, 0)];
+        // The new file would be the third small one: merge the two with it.
+        assert_eq!(plan_append_merge(&two_small, &policy(false)), vec![0, 2]);
+        assert!(plan_append_merge(&two_small[..2], &policy(false)).is_empty());
+        // `optimize` merges any two small files, never a lone one.
+        assert_eq!(plan_append_merge(&two_small, &policy(true)), vec![0, 2]);
+        assert!(plan_append_merge(&[file(10, 1, 0)], &policy(true)).is_empty());
+    }
+
+    #[test]
+    fn keyed_tables_rewrite_small_and_deletion_heavy_files() {
+        let files = [file(500, 10, 3), file(500, 10, 2), file(10, 1, 0)];
+        // 30% deleted reaches the threshold; 20% does not; one small file is not enough.
+        // A single heavy file is still rewritten (its deleted rows go away).
+        assert_eq!(plan_keyed_rewrite(&files, &policy(false)), vec![0]);
+        let small = [
+            file(10, 1, 0),
+            file(20, 1, 0),
+            file(30, 1, 0),
+            file(500, 10, 0),
+        ];
+        assert_eq!(plan_keyed_rewrite(&small, &policy(false)), vec![0, 1, 2]);
+        // `optimize`: any deleted row, any two small files.
+        assert_eq!(plan_keyed_rewrite(&files, &policy(true)), vec![0, 1]);
+        // One clean file alone is never rewritten.
+        assert!(plan_keyed_rewrite(&[file(10, 1, 0)], &policy(true)).is_empty());
     }
 }
