@@ -172,7 +172,7 @@ def test_index_segments_are_used_on_restart_and_rebuilt_when_the_cache_is_lost(s
     # Restart with the cache intact: the index comes from the segments, not from Parquet.
     server.kill()
     server.start()
-    assert "rebuilt key index segments" not in server.read_log()
+    assert "rebuilt key-index files" not in server.read_log()
     upserts = [{"region": "eu", "id": i, "qty": -i} for i in range(1, 200, 3)]
     server.ingest("shop.items", upserts, operation="upsert")
     apply_model(model, "upsert", upserts)
@@ -181,7 +181,7 @@ def test_index_segments_are_used_on_restart_and_rebuilt_when_the_cache_is_lost(s
     server.kill()
     shutil.rmtree(os.path.join(server.data_dir, "cache", "index"))
     server.start()
-    assert "rebuilt key index segments" in server.read_log()
+    assert "rebuilt key-index files" in server.read_log()
     assert glob.glob(os.path.join(server.data_dir, "cache", "index", "*", "*.idx"))
     deletes = [{"region": "eu", "id": i} for i in range(1, 200, 6)]
     r = server.ingest("shop.items", deletes, operation="delete")

@@ -19,7 +19,8 @@ use crate::error::{EngineError, Result};
 use crate::schema::TableSchema;
 use crate::storage::Warehouse;
 use crate::table::{
-    ApplyReceipt, CommitState, Durability, OpenTable, Table, TableConfig, TableInfo, TableOptions,
+    ApplyReceipt, CommitState, Durability, OpenTable, SourceCheckpoint, Table, TableConfig,
+    TableInfo, TableOptions,
 };
 
 /// Where the engine keeps its state, and how tables behave.
@@ -427,21 +428,16 @@ impl Engine {
     }
 
     /// Applies a batch from a pull source. It is not logged: the snapshot that commits it
-    /// records `checkpoint` for `source`, and after a crash the source replays from the
-    /// committed checkpoint ([`Engine::source_checkpoint`]).
+    /// records `checkpoint`, and after a crash the source replays from the committed
+    /// checkpoint ([`Engine::source_checkpoint`]).
     pub async fn apply_from_source(
         &self,
         name: &str,
         batch: ChangeBatch,
-        source: &str,
-        checkpoint: String,
+        checkpoint: SourceCheckpoint,
     ) -> Result<ApplyReceipt> {
         self.table(name)?
-            .apply(
-                batch,
-                Durability::Replayable,
-                Some((source.to_string(), checkpoint)),
-            )
+            .apply(batch, Durability::Replayable, Some(checkpoint))
             .await
     }
 
@@ -450,7 +446,7 @@ impl Engine {
     pub async fn truncate(
         &self,
         name: &str,
-        source_checkpoint: Option<(String, String)>,
+        source_checkpoint: Option<SourceCheckpoint>,
     ) -> Result<CommitInfo> {
         Ok(self.table(name)?.truncate(source_checkpoint).await?.into())
     }

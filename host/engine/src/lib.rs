@@ -114,7 +114,7 @@ pub use engine::{CommitInfo, CreateTable, Engine, EngineConfig};
 pub use error::{EngineError, Result};
 pub use schema::{ColumnSchema, ColumnType, TableSchema};
 pub use storage::Warehouse;
-pub use table::{ApplyReceipt, Durability, TableConfig, TableInfo, TableOptions};
+pub use table::{ApplyReceipt, Durability, SourceCheckpoint, TableConfig, TableInfo, TableOptions};
 
 /// Reading a table back from its Iceberg metadata, without the engine: for tests, examples
 /// and tools that check what a commit published.

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use moonlink_engine::{CreateTable, Engine, EngineError};
+use moonlink_engine::{CreateTable, Engine, EngineError, SourceCheckpoint};
 use moonlink_runtime::{
     into_engine_batch, PluginBatch, PluginRuntime, RunningSource, RunningTransform, SourceEvent,
     SourcePlugin, TransformPlugin,
@@ -320,17 +320,20 @@ impl Driver {
                 }
                 Step::Control(SourceEvent::Truncate(table)) => {
                     let table = self.spec.host_table(&table);
-                    let info =
-                        self.handle
-                            .block_on(self.engine.truncate(
-                                &table,
-                                cp.clone().map(|cp| (self.name().to_string(), cp)),
-                            ))
-                            .map_err(|source| PipelineError::Engine {
-                                action: "cannot truncate",
-                                table: table.clone(),
-                                source: source.into(),
-                            })?;
+                    let info = self
+                        .handle
+                        .block_on(self.engine.truncate(
+                            &table,
+                            cp.clone().map(|position| SourceCheckpoint {
+                                source: self.name().to_string(),
+                                position,
+                            }),
+                        ))
+                        .map_err(|source| PipelineError::Engine {
+                            action: "cannot truncate",
+                            table: table.clone(),
+                            source: source.into(),
+                        })?;
                     tracing::info!(source = %self.name(), table, "table truncated");
                     if let Some(cp) = cp {
                         lock(unacked).wait_for(table, info.committed_lsn, cp);
@@ -401,10 +404,14 @@ impl Driver {
             }
         })?;
         let receipt = match checkpoint {
-            Some(cp) => {
-                self.handle
-                    .block_on(self.engine.apply_from_source(table, batch, self.name(), cp))
-            }
+            Some(cp) => self.handle.block_on(self.engine.apply_from_source(
+                table,
+                batch,
+                SourceCheckpoint {
+                    source: self.name().to_string(),
+                    position: cp,
+                },
+            )),
             // Nothing to resume from yet: log it so a crash cannot lose it.
             None => self.handle.block_on(self.engine.apply(
                 table,

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use moonlink_engine::{Engine, EngineConfig, TableConfig};
+use moonlink_engine::{Engine, EngineConfig, SourceCheckpoint, TableConfig};
 use moonlink_runtime::{
     into_engine_batch, schema_from_wit, Capabilities, PluginBatch, PluginRuntime, RuntimeConfig,
     SourcePlugin, TransformPlugin,
@@ -167,7 +167,7 @@ async fn main() {
         next += n;
         let batch = into_engine_batch(TABLE, &schema, batch).unwrap();
         native_engine
-            .apply_from_source(TABLE, batch, "datagen", next.to_string())
+            .apply_from_source(TABLE, batch, checkpoint(next.to_string()))
             .await
             .unwrap();
     }
@@ -196,7 +196,7 @@ async fn main() {
             };
             let batch = into_engine_batch(TABLE, &schema, batch).unwrap();
             plugin_engine
-                .apply_from_source(TABLE, batch, "datagen", poll.checkpoint.clone().unwrap())
+                .apply_from_source(TABLE, batch, checkpoint(poll.checkpoint.clone().unwrap()))
                 .await
                 .unwrap();
         }
@@ -246,4 +246,12 @@ async fn main() {
         wasm / native,
         1e9 / native
     );
+}
+
+/// The datagen source's position, as the pipeline records it.
+fn checkpoint(position: String) -> SourceCheckpoint {
+    SourceCheckpoint {
+        source: "datagen".into(),
+        position,
+    }
 }

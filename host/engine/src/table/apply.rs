@@ -5,13 +5,13 @@ use super::*;
 
 impl Table {
     /// Makes a batch durable per `durability` and buffers it for the next commit. A batch from
-    /// a pull source carries `(source id, checkpoint)`: the snapshot that contains it records
-    /// the checkpoint, which is where the source resumes after a restart.
+    /// a pull source carries its [`SourceCheckpoint`]: the snapshot that contains it records
+    /// it, which is where the source resumes after a restart.
     pub async fn apply(
         &self,
         batch: ChangeBatch,
         durability: Durability,
-        source_checkpoint: Option<(String, String)>,
+        source_checkpoint: Option<SourceCheckpoint>,
     ) -> Result<ApplyReceipt> {
         let keyed = !self.schema.primary_key.is_empty();
         if !keyed {
@@ -75,8 +75,10 @@ impl Table {
             let logged = payload.map(|payload| wal.append(lsn, payload));
             buffer.next_lsn += 1;
             let matched = buffer.append(&self.arrow_schema, &batch, hashes)?;
-            if let Some((source, checkpoint)) = source_checkpoint {
-                buffer.source_checkpoints.insert(source, checkpoint);
+            if let Some(checkpoint) = source_checkpoint {
+                buffer
+                    .source_checkpoints
+                    .insert(checkpoint.source, checkpoint.position);
             }
             (
                 lsn,

@@ -311,7 +311,7 @@ impl Table {
     /// the call are covered by it; `source_checkpoint` is recorded like a batch's.
     pub async fn truncate(
         &self,
-        source_checkpoint: Option<(String, String)>,
+        source_checkpoint: Option<SourceCheckpoint>,
     ) -> Result<CommitState> {
         {
             let mut pending = self.pending.lock().await;
@@ -330,8 +330,10 @@ impl Table {
                 pending.through_lsn = buffer.next_lsn - 1;
                 let checkpoints = std::mem::take(&mut buffer.source_checkpoints);
                 pending.source_checkpoints.extend(checkpoints);
-                if let Some((source, checkpoint)) = source_checkpoint {
-                    pending.source_checkpoints.insert(source, checkpoint);
+                if let Some(checkpoint) = source_checkpoint {
+                    pending
+                        .source_checkpoints
+                        .insert(checkpoint.source, checkpoint.position);
                 }
                 if let Some(wal) = self.wal.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                     wal.rotate(buffer.next_lsn);

@@ -120,6 +120,17 @@ impl TableOptions {
     }
 }
 
+/// A pull source's position, as the snapshot that commits its changes records it
+/// (`moonlink.source.<source>.checkpoint` in the snapshot summary). Positions of one source
+/// must sort by (length, bytes) — the SDK's `Checkpoint` helpers produce such strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceCheckpoint {
+    /// The source's name (its plugin config name).
+    pub source: String,
+    /// The opaque position the source resumes from.
+    pub position: String,
+}
+
 /// When `apply` may return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
