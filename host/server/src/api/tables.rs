@@ -320,11 +320,7 @@ pub(super) async fn commit(
     params(("name" = String, Path, description = "Table name", example = "demo.users")),
     responses(
         (status = 200, description = "Committed", body = CommitResponse),
-        (status = 400, description = "Undecodable name", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError),
-        (status = 404, description = "No such table", body = ApiError),
-        (status = 503, description = "The commit could not be made now", body = ApiError,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        CommitErrors,
     ))]
 pub(crate) async fn commit_table(
     State(state): State<AppState>,
@@ -338,11 +334,7 @@ pub(crate) async fn commit_table(
     params(("name" = String, Path, description = "Table name", example = "demo.users")),
     responses(
         (status = 200, description = "Committed", body = CommitResponse),
-        (status = 400, description = "Undecodable name", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError),
-        (status = 404, description = "No such table", body = ApiError),
-        (status = 503, description = "The commit could not be made now", body = ApiError,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        CommitErrors,
     ))]
 pub(crate) async fn flush_table(
     State(state): State<AppState>,
@@ -356,11 +348,7 @@ pub(crate) async fn flush_table(
     params(("name" = String, Path, description = "Table name", example = "demo.users")),
     responses(
         (status = 200, description = "Truncated", body = TruncateResponse),
-        (status = 400, description = "Undecodable name", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError),
-        (status = 404, description = "No such table", body = ApiError),
-        (status = 503, description = "The commit could not be made now", body = ApiError,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        CommitErrors,
     ))]
 pub(crate) async fn truncate_table(
     State(state): State<AppState>,
@@ -380,11 +368,7 @@ pub(crate) async fn truncate_table(
     params(("name" = String, Path, description = "Table name", example = "demo.users")),
     responses(
         (status = 200, description = "Optimized", body = OptimizeResponse),
-        (status = 400, description = "Undecodable name", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError),
-        (status = 404, description = "No such table", body = ApiError),
-        (status = 503, description = "The commit could not be made now", body = ApiError,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        CommitErrors,
     ))]
 pub(crate) async fn optimize_table(
     State(state): State<AppState>,

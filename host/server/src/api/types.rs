@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use moonlink_engine::TableOptions;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
+
+use crate::error::ApiError;
 
 // --- reply and request types (the OpenAPI document is generated from these) ----------------
 
@@ -314,4 +316,27 @@ pub(crate) struct CreateTableRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub(crate) table_config: Option<Value>,
+}
+
+/// The errors of the routes that commit a table now (`commit`, `flush`, `truncate`,
+/// `optimize`), described once for the OpenAPI document.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // only describes replies; the routes answer with `ApiError`
+pub(crate) enum CommitErrors {
+    /// 400.
+    #[response(status = 400, description = "Undecodable name")]
+    BadName(ApiError),
+    /// 401.
+    #[response(status = 401, description = "Missing or wrong bearer token")]
+    Unauthorized(ApiError),
+    /// 404.
+    #[response(status = 404, description = "No such table")]
+    NotFound(ApiError),
+    /// 503.
+    #[response(
+        status = 503,
+        description = "The commit could not be made now",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
+    )]
+    Unavailable(ApiError),
 }
