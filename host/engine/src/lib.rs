@@ -122,4 +122,47 @@ pub mod inspect {
     pub use crate::commit::{live_files, load_metadata, LiveDataFile, COMMITTED_LSN_SUMMARY_KEY};
     pub use crate::data_files::read_data_file;
     pub use crate::deletion_vector::read_deletion_vector;
+
+    use arrow_array::RecordBatch;
+    use arrow_schema::SchemaRef;
+    use iceberg::spec::DataContentType;
+
+    use crate::{Result, Warehouse};
+
+    /// Every live row of the snapshot `metadata_location` points at, as (batch, row): the data
+    /// files read in `schema` (columns matched by field id) minus the positions their deletion
+    /// vectors mask. What any Iceberg reader sees, for tests and tools.
+    pub async fn live_rows(
+        warehouse: &Warehouse,
+        metadata_location: &str,
+        schema: &SchemaRef,
+    ) -> Result<Vec<(RecordBatch, usize)>> {
+        let io = warehouse.file_io();
+        let metadata = load_metadata(&io, metadata_location).await?;
+        let files = live_files(&io, &metadata).await?;
+        let mut rows = Vec::new();
+        for file in files
+            .iter()
+            .filter(|f| f.data_file.content_type() == DataContentType::Data)
+        {
+            let path = file.data_file.file_path();
+            let dv = match files
+                .iter()
+                .find(|d| d.data_file.referenced_data_file().as_deref() == Some(path))
+            {
+                Some(d) => read_deletion_vector(warehouse, &d.data_file).await?,
+                None => Default::default(),
+            };
+            let mut position = 0u64;
+            for batch in read_data_file(warehouse, path, schema).await? {
+                for row in 0..batch.num_rows() {
+                    if !dv.contains(position) {
+                        rows.push((batch.clone(), row));
+                    }
+                    position += 1;
+                }
+            }
+        }
+        Ok(rows)
+    }
 }

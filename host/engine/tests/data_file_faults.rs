@@ -17,9 +17,7 @@ use arrow_array::{ArrayRef, Int64Array};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use moonlink_engine::inspect::read_data_file;
-use moonlink_engine::inspect::read_deletion_vector;
-use moonlink_engine::inspect::{live_files, load_metadata};
+use moonlink_engine::inspect::live_rows;
 use moonlink_engine::Warehouse;
 use moonlink_engine::{
     ChangeBatch, ColumnSchema, ColumnType, CreateTable, Durability, Engine, EngineConfig,
@@ -210,40 +208,15 @@ async fn open(dir: &std::path::Path, store: &Arc<FaultyStore>) -> Engine {
 /// Live (id, v) rows of the committed snapshot, read through a plain local store.
 async fn committed_rows(dir: &std::path::Path, engine: &Engine) -> BTreeMap<i64, i64> {
     let warehouse = Warehouse::local(&dir.join("warehouse")).unwrap();
-    let io = warehouse.file_io();
     let location = engine.table_info("f.t").unwrap().metadata_location;
-    let metadata = load_metadata(&io, &location).await.unwrap();
-    let files = live_files(&io, &metadata).await.unwrap();
     let mut rows = BTreeMap::new();
-    for file in files
-        .iter()
-        .filter(|f| f.data_file.content_type() == iceberg::spec::DataContentType::Data)
+    for (batch, i) in live_rows(&warehouse, &location, &schema().arrow_schema())
+        .await
+        .unwrap()
     {
-        let path = file.data_file.file_path();
-        let dv = match files
-            .iter()
-            .find(|d| d.data_file.referenced_data_file().as_deref() == Some(path))
-        {
-            Some(d) => read_deletion_vector(&warehouse, &d.data_file)
-                .await
-                .unwrap(),
-            None => Default::default(),
-        };
-        let mut position = 0u64;
-        for batch in read_data_file(&warehouse, path, &schema().arrow_schema())
-            .await
-            .unwrap()
-        {
-            let ids = batch.column(0).as_primitive::<Int64Type>();
-            let vs = batch.column(1).as_primitive::<Int64Type>();
-            for i in 0..batch.num_rows() {
-                if !dv.contains(position) {
-                    let previous = rows.insert(ids.value(i), vs.value(i));
-                    assert!(previous.is_none(), "key {} is live twice", ids.value(i));
-                }
-                position += 1;
-            }
-        }
+        let id = batch.column(0).as_primitive::<Int64Type>().value(i);
+        let v = batch.column(1).as_primitive::<Int64Type>().value(i);
+        assert!(rows.insert(id, v).is_none(), "key {id} is live twice");
     }
     rows
 }

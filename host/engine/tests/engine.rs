@@ -278,39 +278,11 @@ async fn live_rows(
     table: &str,
     schema: &arrow_schema::SchemaRef,
 ) -> Vec<(arrow_array::RecordBatch, usize)> {
-    use moonlink_engine::inspect::read_deletion_vector;
     let warehouse = Warehouse::local(&dir.join("warehouse")).unwrap();
-    let io = warehouse.file_io();
-    let metadata = load_metadata(&io, &engine.table_info(table).unwrap().metadata_location)
+    let location = engine.table_info(table).unwrap().metadata_location;
+    moonlink_engine::inspect::live_rows(&warehouse, &location, schema)
         .await
-        .unwrap();
-    let files = live_files(&io, &metadata).await.unwrap();
-    let mut rows = Vec::new();
-    for f in files
-        .iter()
-        .filter(|f| f.data_file.content_type() == iceberg::spec::DataContentType::Data)
-    {
-        let path = f.data_file.file_path();
-        let dv = match files
-            .iter()
-            .find(|d| d.data_file.referenced_data_file().as_deref() == Some(path))
-        {
-            Some(d) => read_deletion_vector(&warehouse, &d.data_file)
-                .await
-                .unwrap(),
-            None => Default::default(),
-        };
-        let mut position = 0u64;
-        for b in read_data_file(&warehouse, path, schema).await.unwrap() {
-            for i in 0..b.num_rows() {
-                if !dv.contains(position) {
-                    rows.push((b.clone(), i));
-                }
-                position += 1;
-            }
-        }
-    }
-    rows
+        .unwrap()
 }
 
 async fn create_keyed(engine: &Engine) {
