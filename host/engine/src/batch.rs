@@ -9,7 +9,7 @@ use arrow_schema::DataType;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
-use crate::schema::{ColumnSchema, TableSchema};
+use crate::schema::{ColumnSchema, ColumnType, TableSchema};
 
 /// What a row does to its table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,22 +289,31 @@ fn check_values(column: &ColumnSchema, array: &ArrayRef) -> Result<()> {
         column: Some(column.name.clone()),
         message,
     };
+    // Only these types can hold values their Arrow type allows and Iceberg does not.
+    let element = match &column.data_type {
+        ColumnType::List(element) => element.as_ref(),
+        scalar => scalar,
+    };
+    if !matches!(element, ColumnType::Time | ColumnType::Decimal { .. }) {
+        return Ok(());
+    }
     // A list's elements are checked as one flat array; the error names the list's row.
-    let (values, row_of): (ArrayRef, Box<dyn Fn(usize) -> usize>) = match array.data_type() {
-        DataType::List(_) => {
-            let list = array.as_list::<i32>();
-            let offsets = list.value_offsets().to_vec();
+    let list = array.as_list_opt::<i32>();
+    let (values, start) = match list {
+        Some(list) => {
+            let offsets = list.value_offsets();
             let start = offsets.first().copied().unwrap_or(0) as usize;
             let end = offsets.last().copied().unwrap_or(0) as usize;
-            let values = list.values().slice(start, end - start);
-            let row_of = move |i: usize| {
-                offsets
-                    .partition_point(|&o| (o as usize) <= start + i)
-                    .saturating_sub(1)
-            };
-            (values, Box::new(row_of))
+            (list.values().slice(start, end - start), start)
         }
-        _ => (array.clone(), Box::new(|i| i)),
+        None => (array.clone(), 0),
+    };
+    let row_of = |i: usize| match list {
+        Some(list) => list
+            .value_offsets()
+            .partition_point(|&o| (o as usize) <= start + i)
+            .saturating_sub(1),
+        None => i,
     };
     match values.data_type() {
         DataType::Time64(_) => {
@@ -346,7 +355,6 @@ fn check_values(column: &ColumnSchema, array: &ArrayRef) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::ColumnType;
     use arrow_array::{Int64Array, StringArray};
 
     fn schema() -> TableSchema {

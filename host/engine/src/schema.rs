@@ -520,9 +520,28 @@ mod tests {
 
     #[test]
     fn rejects_unknown_and_out_of_range_types() {
+        assert!(
+            ColumnType::parse(&format!("list<{}int{}>", "list<".repeat(3), ">".repeat(3))).is_err()
+        );
+        assert!(ColumnType::parse(&"list<".repeat(12_000)).is_err());
         assert!(ColumnType::parse("varchar").is_err());
         assert!(ColumnType::parse("decimal(39,2)").is_err());
         assert!(ColumnType::parse("decimal(5,6)").is_err());
+    }
+
+    #[test]
+    fn column_names_are_bounded_and_printable() {
+        for name in ["x".repeat(256), "a\nb".to_string(), "tab\there".to_string()] {
+            let schema = TableSchema::new(
+                vec![ColumnSchema {
+                    name: name.clone(),
+                    data_type: ColumnType::Int64,
+                    nullable: true,
+                }],
+                vec![],
+            );
+            assert!(schema.validate().is_err(), "{name:?}");
+        }
     }
 
     #[test]

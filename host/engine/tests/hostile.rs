@@ -136,6 +136,34 @@ async fn values_a_commit_would_refuse_are_refused_at_the_batch() {
             other => panic!("{other}"),
         }
     }
+    // In a list, an element outside a day names the list's row.
+    let timed_lists = schema(
+        vec![column(
+            "ts",
+            ColumnType::List(Box::new(ColumnType::Time)),
+            true,
+        )],
+        &[],
+    );
+    let arrow_schema::DataType::List(element) = timed_lists.arrow_type(0) else {
+        panic!("a list column has a list type")
+    };
+    let lists = arrow_array::ListArray::new(
+        element,
+        arrow_buffer::OffsetBuffer::new(vec![0, 1, 3].into()),
+        Arc::new(Time64MicrosecondArray::from(vec![0, 1, -5])),
+        None,
+    );
+    let err = ChangeBatch::from_columns(
+        &timed_lists,
+        vec![Operation::Insert; 2],
+        vec![("ts".into(), Arc::new(lists) as ArrayRef)],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::InvalidBatch { row: Some(1), message, .. } if message.contains("outside a day")),
+        "{err}"
+    );
     let decimals = schema(
         vec![column(
             "d",
