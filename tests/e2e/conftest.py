@@ -20,9 +20,10 @@ def free_port():
 
 
 class Server:
-    def __init__(self, data_dir, extra_args=()):
+    def __init__(self, data_dir, extra_args=(), env=None):
         self.data_dir = data_dir
         self.extra_args = list(extra_args)
+        self.env = dict(env or {})
         self.proc = None
         self.port = None
         self.log_path = data_dir.rstrip("/") + ".log"
@@ -40,7 +41,7 @@ class Server:
         if "--plugin-dir" not in self.extra_args:
             args += ["--plugin-dir", PLUGIN_DIR]
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -112,8 +113,8 @@ def make_server():
     servers = []
     tmp = tempfile.mkdtemp(prefix="moonlink-e2e-")
 
-    def make(extra_args=(), data_dir=None):
-        server = Server(data_dir or os.path.join(tmp, f"data{len(servers)}"), extra_args)
+    def make(extra_args=(), data_dir=None, env=None):
+        server = Server(data_dir or os.path.join(tmp, f"data{len(servers)}"), extra_args, env)
         servers.append(server)
         return server.start()
 
@@ -152,3 +153,15 @@ def postgres(make_postgres):
     cluster = make_postgres()
     cluster.create_database("app")
     return cluster
+
+
+# --- S3 and Glue APIs (tests/e2e/s3server.py) ------------------------------------------------
+from s3server import MotoServer  # noqa: E402
+
+
+@pytest.fixture
+def moto():
+    """A started moto_server (S3 + Glue) on a loopback port."""
+    server = MotoServer().start()
+    yield server
+    server.stop()

@@ -91,6 +91,7 @@ async fn run(
             },
             ..TableConfig::default()
         },
+        catalog: None,
     })
     .await
     .unwrap();

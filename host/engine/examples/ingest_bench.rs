@@ -102,6 +102,7 @@ async fn engine_path(dir: &std::path::Path, batches: Vec<ChangeBatch>) -> Durati
             commit_interval: Duration::from_secs(3600),
             ..TableConfig::default()
         },
+        catalog: None,
     })
     .await
     .unwrap();

@@ -70,6 +70,7 @@ fn config(dir: &std::path::Path) -> EngineConfig {
             commit_interval: Duration::from_secs(3600),
             ..TableConfig::default()
         },
+        catalog: None,
     }
 }
 

@@ -30,6 +30,9 @@ pub struct EngineConfig {
     pub data_dir: PathBuf,
     /// Defaults for every table; a table's `TableOptions` override them.
     pub table: TableConfig,
+    /// Where tables are registered (`--catalog`): `sqlite:PATH`, `postgres://…`, `glue://REGION`.
+    /// `None` is the embedded SQLite catalog at `DATA-DIR/catalog.db`.
+    pub catalog: Option<String>,
 }
 
 /// Which Iceberg table a new table becomes.
@@ -410,6 +413,14 @@ impl Engine {
             return Ok(failed.info());
         }
         Ok(self.table(name)?.info())
+    }
+
+    /// The table's current metadata location and the metadata JSON stored there, as readers
+    /// load it (the served Iceberg REST catalog answers with both).
+    pub async fn table_metadata_json(&self, name: &str) -> Result<(String, bytes::Bytes)> {
+        let location = self.table_info(name)?.metadata_location;
+        let json = self.inner.warehouse.get(&location).await?;
+        Ok((location, json))
     }
 
     /// The table's current schema.

@@ -53,7 +53,7 @@
 //! # async fn main() -> moonlink_engine::Result<()> {
 //! # let dir = tempfile::tempdir().unwrap();
 //! # let data_dir = dir.path().to_path_buf();
-//! let engine = Engine::open(EngineConfig { data_dir, table: TableConfig::default() }).await?;
+//! let engine = Engine::open(EngineConfig { data_dir, table: TableConfig::default(), catalog: None }).await?;
 //!
 //! let column = |name: &str, data_type, nullable| ColumnSchema {
 //!     name: name.into(),

@@ -195,6 +195,7 @@ fn config(dir: &std::path::Path) -> EngineConfig {
             orphan_sweep_every: 4,
             ..TableConfig::default()
         },
+        catalog: None,
     }
 }
 

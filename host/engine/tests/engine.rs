@@ -58,6 +58,7 @@ fn config(dir: &std::path::Path, merge_fanout: usize) -> EngineConfig {
             merge_fanout,
             ..TableConfig::default()
         },
+        catalog: None,
     }
 }
 

@@ -94,6 +94,7 @@ async fn engine(dir: &std::path::Path) -> Engine {
             commit_interval: Duration::from_secs(3600),
             ..TableConfig::default()
         },
+        catalog: None,
     })
     .await
     .unwrap()

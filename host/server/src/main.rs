@@ -5,6 +5,7 @@ mod budget;
 mod error;
 mod openapi;
 mod plugin_config;
+mod storage_args;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,6 +81,9 @@ struct Cli {
     /// capabilities. A file may describe several plugins as `[[plugins]]` entries with `path`.
     #[arg(long = "config", value_name = "FILE.toml")]
     configs: Vec<PathBuf>,
+
+    #[command(flatten)]
+    storage: storage_args::StorageArgs,
 
     /// Memory limit per plugin instance, in MiB.
     #[arg(long, default_value_t = 256)]
@@ -168,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
             },
             ..TableConfig::default()
         },
+        catalog: cli.storage.catalog.clone(),
     })
     .await
     .with_context(|| format!("opening data directory {}", cli.data_dir.display()))?;
@@ -183,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
         max_body_bytes: cli.max_body_bytes,
         budget: budget::InflightBudget::new(max_inflight_bytes),
         auth_token: cli.auth_token.clone(),
+        iceberg_client_config: cli.storage.client_config(),
     });
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await

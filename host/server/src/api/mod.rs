@@ -39,6 +39,9 @@ pub struct AppState {
     /// Request body bytes in flight across all requests (`--max-inflight-bytes`).
     pub budget: InflightBudget,
     pub auth_token: Option<String>,
+    /// What an Iceberg client needs to read the warehouse (served Iceberg REST catalog
+    /// `config`): S3 endpoint, region, path style. Never credentials.
+    pub iceberg_client_config: std::collections::BTreeMap<String, String>,
 }
 
 pub fn router(state: AppState) -> Router {
