@@ -7,6 +7,7 @@
 //! (`crate::openapi`) cannot drift from what the server sends.
 
 mod body;
+mod iceberg_rest;
 mod ingest;
 mod tables;
 mod types;
@@ -62,6 +63,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/openapi.json", get(openapi_json))
         .merge(protected)
+        // The Iceberg REST catalog (read side), with its own error shape and the same token.
+        .nest("/iceberg", iceberg_rest::router(state.clone()))
         .fallback(not_found)
         .with_state(state)
 }

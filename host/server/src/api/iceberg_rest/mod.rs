@@ -1,0 +1,340 @@
+//! The Iceberg REST catalog, read side, served under `/iceberg` (clients are given
+//! `http://HOST:PORT/iceberg` as their catalog URI and append `/v1/...`).
+//!
+//! Routes, bodies and errors follow Apache Iceberg's `open-api/rest-catalog-open-api.yaml`.
+//! Namespaces and tables are the engine's (`Engine::list_tables`); a table's metadata is the
+//! JSON file its catalog entry points to. Tables are written by moonlink-host only: every
+//! write route of the spec answers 403 `ForbiddenException` (403 is allowed on all of them).
+//! Tables that failed to open are left out of listings and answer 503 when loaded. The bearer
+//! token applies as on every other route; failures of any kind have the spec's error shape.
+
+mod model;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use moonlink_engine::{EngineError, TableInfo};
+
+pub(crate) use model::*;
+
+use super::{require_token, AppState};
+
+/// The routes served, in the spec's notation (`CatalogConfig.endpoints`). Clients check this
+/// list before calling, so writes fail in the client before any request is sent.
+pub(crate) const ENDPOINTS: [&str; 6] = [
+    "GET /v1/{prefix}/namespaces",
+    "GET /v1/{prefix}/namespaces/{namespace}",
+    "HEAD /v1/{prefix}/namespaces/{namespace}",
+    "GET /v1/{prefix}/namespaces/{namespace}/tables",
+    "GET /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+    "HEAD /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+];
+
+/// Spec namespace path parameter: levels separated by the unit separator (0x1F).
+const NAMESPACE_SEPARATOR: char = '\u{1f}';
+
+/// The router nested at `/iceberg`.
+pub(crate) fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/v1/config", get(get_config))
+        .route("/v1/namespaces", get(list_namespaces).post(refuse_write))
+        .route(
+            "/v1/namespaces/{namespace}",
+            get(load_namespace)
+                .head(namespace_exists)
+                .delete(refuse_write),
+        )
+        .route("/v1/namespaces/{namespace}/properties", post(refuse_write))
+        .route(
+            "/v1/namespaces/{namespace}/tables",
+            get(list_tables).post(refuse_write),
+        )
+        .route(
+            "/v1/namespaces/{namespace}/tables/{table}",
+            get(load_table)
+                .head(table_exists)
+                .post(refuse_write)
+                .delete(refuse_write),
+        )
+        .route("/v1/namespaces/{namespace}/register", post(refuse_write))
+        .route(
+            "/v1/namespaces/{namespace}/tables/{table}/unregister",
+            post(refuse_write),
+        )
+        .route("/v1/tables/rename", post(refuse_write))
+        .route("/v1/transactions/commit", post(refuse_write))
+        .route("/v1/namespaces/{namespace}/views", post(refuse_write))
+        .route(
+            "/v1/namespaces/{namespace}/views/{view}",
+            post(refuse_write).delete(refuse_write),
+        )
+        .route("/v1/views/rename", post(refuse_write))
+        .route(
+            "/v1/namespaces/{namespace}/register-view",
+            post(refuse_write),
+        )
+        .route_layer(middleware::from_fn_with_state(state, require_token))
+        .fallback(no_such_route)
+        .layer(middleware::from_fn(rest_error_shape))
+}
+
+/// Gives every failed reply under `/iceberg` the spec's error shape, also those made outside
+/// this module (the token check's 401, axum's 405 and extractor rejections).
+async fn rest_error_shape(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.extensions().get::<RestShaped>().is_some()
+    {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    // The API's own error body has a `message`; axum's rejections are plain text.
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
+    let message = if message.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        message
+    };
+    let mut shaped = RestError::new(status, RestError::kind_for(status), message).into_response();
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            shaped.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    shaped
+}
+
+async fn no_such_route(method: Method) -> RestError {
+    RestError::new(
+        StatusCode::NOT_FOUND,
+        "NotFoundException",
+        format!("no such catalog route for {method} (see GET /iceberg/v1/config for the served endpoints)"),
+    )
+}
+
+/// Every write of the spec (create, commit, drop, rename, register, namespaces, views).
+async fn refuse_write(method: Method, uri: axum::http::Uri) -> RestError {
+    RestError::new(
+        StatusCode::FORBIDDEN,
+        "ForbiddenException",
+        format!(
+            "{method} {}: this catalog is read-only; its tables are created and written by moonlink-host only (POST /tables/{{name}}, POST /ingest/{{name}})",
+            uri.path()
+        ),
+    )
+}
+
+/// The single level of a namespace path parameter, if it names one of ours (multi-level
+/// namespaces never do).
+fn namespace_level(raw: &str) -> Option<&str> {
+    let mut levels = raw.split(NAMESPACE_SEPARATOR);
+    let first = levels.next()?;
+    (levels.next().is_none() && !first.is_empty()).then_some(first)
+}
+
+/// Every namespace holding a table (a failed one included: its namespace exists), sorted.
+fn namespaces(tables: &[TableInfo]) -> Vec<String> {
+    let mut names: Vec<String> = tables.iter().map(|t| t.namespace.clone()).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The namespace named by the path, or 404 `NoSuchNamespaceException`.
+fn existing_namespace(tables: &[TableInfo], raw: &str) -> Result<String, RestError> {
+    namespace_level(raw)
+        .filter(|ns| tables.iter().any(|t| t.namespace == *ns))
+        .map(str::to_string)
+        .ok_or_else(|| RestError::no_such_namespace(&raw.replace(NAMESPACE_SEPARATOR, ".")))
+}
+
+/// The table named by the path: 404 `NoSuchTableException` if there is none, 503 if it
+/// failed to open (it exists, but cannot be read until an operator repairs or drops it).
+fn servable_table(state: &AppState, namespace: &str, table: &str) -> Result<TableInfo, RestError> {
+    let found = namespace_level(namespace).and_then(|ns| {
+        state
+            .engine
+            .list_tables()
+            .into_iter()
+            .find(|t| t.namespace == ns && t.table == table)
+    });
+    match found {
+        None => Err(RestError::no_such_table(
+            &namespace.replace(NAMESPACE_SEPARATOR, "."),
+            table,
+        )),
+        Some(info) if info.failed => Err(RestError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailableException",
+            format!(
+                "table {}.{} failed to open: {}",
+                info.namespace,
+                info.table,
+                info.last_error.as_deref().unwrap_or("unknown reason")
+            ),
+        )),
+        Some(info) => Ok(info),
+    }
+}
+
+// --- routes ----------------------------------------------------------------------------------
+
+/// Spec `getConfig`. The `warehouse` parameter is ignored: one warehouse is served.
+async fn get_config() -> Json<CatalogConfig> {
+    Json(CatalogConfig {
+        defaults: Default::default(),
+        overrides: Default::default(),
+        endpoints: ENDPOINTS.iter().map(|e| e.to_string()).collect(),
+    })
+}
+
+/// Spec `listNamespaces`: the top level (there are no nested namespaces; a `parent` that
+/// exists has none, one that does not is a 404).
+async fn list_namespaces(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<ListNamespacesResponse>, RestError> {
+    let tables = state.engine.list_tables();
+    let names = match query.parent.as_deref() {
+        // The spec treats an empty parent as absent.
+        None | Some("") => namespaces(&tables),
+        Some(parent) => {
+            existing_namespace(&tables, parent)?;
+            Vec::new()
+        }
+    };
+    let (names, next_page_token) = page(names, |n| n.as_str(), &query)?;
+    Ok(Json(ListNamespacesResponse {
+        next_page_token,
+        namespaces: names.into_iter().map(|n| vec![n]).collect(),
+    }))
+}
+
+/// Spec `loadNamespaceMetadata`.
+async fn load_namespace(
+    State(state): State<AppState>,
+    Path(namespace): Path<String>,
+) -> Result<Json<GetNamespaceResponse>, RestError> {
+    let namespace = existing_namespace(&state.engine.list_tables(), &namespace)?;
+    Ok(Json(GetNamespaceResponse {
+        namespace: vec![namespace],
+        properties: Default::default(),
+    }))
+}
+
+/// Spec `namespaceExists`: 204 or 404.
+async fn namespace_exists(
+    State(state): State<AppState>,
+    Path(namespace): Path<String>,
+) -> Result<StatusCode, RestError> {
+    existing_namespace(&state.engine.list_tables(), &namespace)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Spec `listTables`: the namespace's tables that can be read (failed ones are left out so
+/// one damaged table does not break a client listing the whole catalog).
+async fn list_tables(
+    State(state): State<AppState>,
+    Path(namespace): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<ListTablesResponse>, RestError> {
+    let tables = state.engine.list_tables();
+    let namespace = existing_namespace(&tables, &namespace)?;
+    let mut names: Vec<String> = tables
+        .into_iter()
+        .filter(|t| t.namespace == namespace && !t.failed)
+        .map(|t| t.table)
+        .collect();
+    names.sort();
+    let (names, next_page_token) = page(names, |n| n.as_str(), &query)?;
+    Ok(Json(ListTablesResponse {
+        next_page_token,
+        identifiers: names
+            .into_iter()
+            .map(|name| TableIdentifier {
+                namespace: vec![namespace.clone()],
+                name,
+            })
+            .collect(),
+    }))
+}
+
+/// Spec `loadTable`: the current metadata file's location and content, and the storage
+/// settings a client needs. `snapshots=refs` is answered with all snapshots, which the spec's
+/// clients accept.
+async fn load_table(
+    State(state): State<AppState>,
+    Path((namespace, table)): Path<(String, String)>,
+) -> Result<Response, RestError> {
+    let info = servable_table(&state, &namespace, &table)?;
+    let (metadata_location, bytes) = match state.engine.table_metadata_json(&info.name).await {
+        Ok(found) => found,
+        // Dropped since it was listed.
+        Err(EngineError::TableNotFound(_)) => {
+            return Err(RestError::no_such_table(&info.namespace, &info.table))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let metadata: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        RestError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            format!("the metadata file {metadata_location} is not JSON: {e}"),
+        )
+    })?;
+    Ok(Json(LoadTableResult {
+        metadata_location,
+        metadata,
+        config: state.iceberg_client_config.clone(),
+    })
+    .into_response())
+}
+
+/// Spec `tableExists`: 204 or 404 (503 for a table that failed to open).
+async fn table_exists(
+    State(state): State<AppState>,
+    Path((namespace, table)): Path<(String, String)>,
+) -> Result<Response, RestError> {
+    servable_table(&state, &namespace, &table)?;
+    Ok((StatusCode::NO_CONTENT, Body::empty()).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_levels() {
+        assert_eq!(namespace_level("sales"), Some("sales"));
+        assert_eq!(
+            namespace_level("a\u{1f}b"),
+            None,
+            "two levels are never ours"
+        );
+        assert_eq!(namespace_level(""), None);
+    }
+
+    #[test]
+    fn endpoints_are_in_the_spec_notation() {
+        for endpoint in ENDPOINTS {
+            let (verb, path) = endpoint.split_once(' ').expect("verb and path");
+            assert!(matches!(verb, "GET" | "HEAD"), "only reads are served");
+            assert!(path.starts_with("/v1/{prefix}/"), "{endpoint}");
+        }
+    }
+}
