@@ -22,11 +22,15 @@ def _extension_path(name):
     return found[0]
 
 
-def _duckdb():
+def _duckdb(s3=None):
+    """A DuckDB connection with the avro and iceberg extensions; `s3` (a `s3server.MotoServer`)
+    also loads httpfs and points it at that S3 server."""
     # Extensions come from the pip wheels; nothing is downloaded.
     con = duckdb.connect(config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"})
-    for name in ("avro", "iceberg"):
+    for name in ("avro", "iceberg") + (("httpfs",) if s3 else ()):
         con.execute(f"LOAD '{_extension_path(name)}'")
+    if s3:
+        s3.duckdb_setup(con)
     return con
 
 
@@ -46,29 +50,37 @@ def _sorted(rows):
     return sorted((tuple(normalise(v) for v in row) for row in rows), key=lambda r: tuple((v is None, str(v)) for v in r))
 
 
-def duckdb_rows(metadata_location, columns="*"):
-    con = _duckdb()
+def duckdb_rows(metadata_location, columns="*", s3=None):
+    con = _duckdb(s3)
     try:
         return _sorted(con.execute(f"SELECT {columns} FROM iceberg_scan('{metadata_location}')").fetchall())
     finally:
         con.close()
 
 
-def duckdb_count(metadata_location):
-    con = _duckdb()
+def duckdb_count(metadata_location, s3=None):
+    con = _duckdb(s3)
     try:
         return con.execute(f"SELECT count(*) FROM iceberg_scan('{metadata_location}')").fetchone()[0]
     finally:
         con.close()
 
 
-def retained_files(metadata_location):
-    """Every data and delete file a live entry of any retained snapshot references."""
+def load_json(location, s3=None):
+    """A metadata JSON file, local or (with `s3`) in the S3 server's bucket."""
     import json
 
-    with open(metadata_location) as f:
-        metadata = json.load(f)
-    con = _duckdb()
+    if location.startswith("s3://"):
+        bucket, key = location[len("s3://"):].split("/", 1)
+        return json.loads(s3.client().get_object(Bucket=bucket, Key=key)["Body"].read())
+    with open(location) as f:
+        return json.load(f)
+
+
+def retained_files(metadata_location, s3=None):
+    """Every data and delete file a live entry of any retained snapshot references."""
+    metadata = load_json(metadata_location, s3)
+    con = _duckdb(s3)
     try:
         files = set()
         for snapshot in metadata.get("snapshots", []):
@@ -81,17 +93,14 @@ def retained_files(metadata_location):
         con.close()
 
 
-def live_manifest_entries(metadata_location):
+def live_manifest_entries(metadata_location, s3=None):
     """The live (status != DELETED) entries of the current snapshot, read from the Avro
     manifests with DuckDB's avro extension: file_path, content, file_format, record_count,
     referenced_data_file, content_offset, content_size_in_bytes."""
-    import json
-
-    with open(metadata_location) as f:
-        metadata = json.load(f)
+    metadata = load_json(metadata_location, s3)
     current = metadata.get("current-snapshot-id")
     snapshot = next(s for s in metadata.get("snapshots", []) if s["snapshot-id"] == current)
-    con = _duckdb()
+    con = _duckdb(s3)
     try:
         manifests = con.execute(f"SELECT manifest_path FROM read_avro('{snapshot['manifest-list']}')").fetchall()
         entries = []
@@ -108,19 +117,20 @@ def live_manifest_entries(metadata_location):
         con.close()
 
 
-def _catalog(data_dir):
+def _catalog(data_dir, s3=None):
     from pyiceberg.catalog.sql import SqlCatalog
 
     data_dir = os.path.abspath(data_dir)
-    return SqlCatalog("moonlink", uri=f"sqlite:///{data_dir}/catalog.db", warehouse=f"file://{data_dir}/warehouse")
+    props = s3.pyiceberg_props() if s3 else {}
+    return SqlCatalog("moonlink", uri=f"sqlite:///{data_dir}/catalog.db", warehouse=f"file://{data_dir}/warehouse", **props)
 
 
-def pyiceberg_table(data_dir, namespace, table):
-    return _catalog(data_dir).load_table((namespace, table))
+def pyiceberg_table(data_dir, namespace, table, s3=None):
+    return _catalog(data_dir, s3).load_table((namespace, table))
 
 
-def pyiceberg_rows(data_dir, namespace, table):
-    arrow = pyiceberg_table(data_dir, namespace, table).scan().to_arrow()
+def pyiceberg_rows(data_dir, namespace, table, s3=None):
+    arrow = pyiceberg_table(data_dir, namespace, table, s3).scan().to_arrow()
     names = arrow.column_names
     return _sorted(tuple(row[n] for n in names) for row in arrow.to_pylist())
 

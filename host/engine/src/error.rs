@@ -93,13 +93,33 @@ pub enum EngineError {
         message: String,
     },
 
-    /// The SQLite catalog failed.
+    /// The catalog failed (a query, the connection, an unexpected answer).
     #[error("catalog error: {0}")]
     Catalog(String),
+
+    /// The catalog `--catalog` names is malformed or unreachable at start. The message names
+    /// the flag and never a password.
+    #[error("{0}")]
+    CatalogUnavailable(String),
+
+    /// The Iceberg identifier is registered in the shared catalog by another moonlink-host (or
+    /// another writer): a table has exactly one writer, so it is not created here.
+    #[error("Iceberg table '{table}' is already registered in the catalog by {owner}; a table has one writer: create it there, or choose another database/table name")]
+    TableRegisteredElsewhere {
+        /// `namespace.table`.
+        table: String,
+        /// Who holds it, for the operator (`moonlink-host <host id>` or another writer).
+        owner: String,
+    },
 
     /// Another writer changed the table's metadata pointer first.
     #[error("commit conflict on table '{0}': the metadata pointer moved")]
     CommitConflict(String),
+
+    /// The warehouse `--warehouse` names is malformed, misconfigured or unreachable at start.
+    /// The message says which setting is wrong and never carries a secret.
+    #[error("{0}")]
+    WarehouseUnavailable(String),
 
     /// The object store under the warehouse failed.
     #[error("object store error: {0}")]

@@ -113,7 +113,7 @@ pub use commit::SnapshotRetention;
 pub use engine::{CommitInfo, CreateTable, Engine, EngineConfig};
 pub use error::{EngineError, Result};
 pub use schema::{ColumnSchema, ColumnType, TableSchema};
-pub use storage::Warehouse;
+pub use storage::{ReadStats, S3Options, Warehouse, WarehouseSpec, S3_RETRY_TIMEOUT};
 pub use table::{ApplyReceipt, Durability, SourceCheckpoint, TableConfig, TableInfo, TableOptions};
 
 /// Reading a table back from its Iceberg metadata, without the engine: for tests, examples

@@ -15,8 +15,8 @@ pub struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,
     /// Machine-readable code: `malformed_body`, `invalid_request`, `invalid_schema`,
-    /// `invalid_value`, `table_not_found`, `table_exists`, `key_conflict`, `body_too_large`,
-    /// `overloaded`, `unauthorized`, `unavailable`, `internal`, ...
+    /// `invalid_value`, `table_not_found`, `table_exists`, `table_registered_elsewhere`,
+    /// `key_conflict`, `body_too_large`, `overloaded`, `unauthorized`, `unavailable`, `internal`, ...
     #[schema(example = "invalid_value")]
     pub error: &'static str,
     /// What went wrong, for a person.
@@ -68,6 +68,9 @@ impl From<EngineError> for ApiError {
         let (status, code) = match &e {
             EngineError::TableNotFound(_) => (StatusCode::NOT_FOUND, "table_not_found"),
             EngineError::TableExists(_) => (StatusCode::CONFLICT, "table_exists"),
+            EngineError::TableRegisteredElsewhere { .. } => {
+                (StatusCode::CONFLICT, "table_registered_elsewhere")
+            }
             EngineError::KeyConflict { .. } => (StatusCode::CONFLICT, "key_conflict"),
             EngineError::SchemaChanged(_) => (StatusCode::CONFLICT, "schema_changed"),
             EngineError::TableFailed { .. } => (StatusCode::SERVICE_UNAVAILABLE, "table_failed"),

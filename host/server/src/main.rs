@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use moonlink_engine::{Engine, EngineConfig, TableConfig};
+use moonlink_engine::{Engine, EngineConfig, TableConfig, Warehouse};
 use moonlink_runtime::{PluginRuntime, RestDecoder, RuntimeConfig};
 
 /// Ingest inserts, updates and deletes into Apache Iceberg v3 tables.
@@ -161,7 +161,7 @@ async fn main() -> anyhow::Result<()> {
     let decoder = RestDecoder::load(&runtime, &decoder_path)
         .with_context(|| format!("loading {}", decoder_path.display()))?;
 
-    let engine = Engine::open(EngineConfig {
+    let engine_config = EngineConfig {
         data_dir: cli.data_dir.clone(),
         table: TableConfig {
             commit_interval: Duration::from_millis(cli.commit_interval_ms.max(10)),
@@ -173,8 +173,19 @@ async fn main() -> anyhow::Result<()> {
             ..TableConfig::default()
         },
         catalog: cli.storage.catalog.clone(),
-    })
-    .await
+    };
+    let engine = match cli.storage.warehouse_spec() {
+        None => Engine::open(engine_config).await,
+        Some(spec) => {
+            let cache = (
+                cli.data_dir.join("cache").join("files"),
+                cli.storage.cache_bytes,
+            );
+            let warehouse = Warehouse::open(&spec, Some(cache)).await?;
+            tracing::info!(warehouse = %warehouse.root(), "warehouse reachable");
+            Engine::open_with_warehouse(engine_config, warehouse).await
+        }
+    }
     .with_context(|| format!("opening data directory {}", cli.data_dir.display()))?;
 
     let registry = moonlink_pipeline::SourceRegistry::default();

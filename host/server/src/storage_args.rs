@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use clap::Args;
+use moonlink_engine::{S3Options, WarehouseSpec};
 
 /// Warehouse and catalog flags, flattened into the CLI.
 #[derive(Debug, Clone, Args)]
@@ -43,6 +44,21 @@ pub struct StorageArgs {
 }
 
 impl StorageArgs {
+    /// The warehouse `--warehouse` and `--s3-*` describe; `None` for the default
+    /// (DATA-DIR/warehouse).
+    pub fn warehouse_spec(&self) -> Option<WarehouseSpec> {
+        let url = self.warehouse.clone()?;
+        Some(WarehouseSpec {
+            url,
+            s3: S3Options {
+                endpoint: self.s3_endpoint.clone(),
+                region: self.s3_region.clone(),
+                path_style: self.s3_path_style,
+                allow_http: self.s3_allow_http,
+            },
+        })
+    }
+
     /// The `config` an Iceberg client needs to read this warehouse's files (served by the
     /// REST catalog's `loadTable`): endpoint, region and addressing style, never credentials.
     pub fn client_config(&self) -> BTreeMap<String, String> {
