@@ -8,6 +8,7 @@
 //! v3 row lineage (`first-row-id`, `next-row-id`) and summary totals right.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use iceberg::io::FileIO;
 use iceberg::spec::{
@@ -46,6 +47,8 @@ pub struct SnapshotChanges {
     pub source_checkpoints: BTreeMap<String, String>,
     /// Which older snapshots to expire in the same metadata update.
     pub retention: SnapshotRetention,
+    /// Only compaction: files rewritten, no row added or deleted (operation `replace`).
+    pub rewrite_only: bool,
 }
 
 /// Snapshot expiry: a snapshot older than `max_age` is removed, except the newest `min_keep`
@@ -96,12 +99,39 @@ fn source_checkpoint_key(source: &str) -> String {
     format!("{SOURCE_CHECKPOINT_PREFIX}{source}.checkpoint")
 }
 
-/// The checkpoint of `source` recorded in the current snapshot.
+/// The current snapshot and its ancestors, newest first, following `parent-snapshot-id`
+/// until a parent is missing (expired) or there is none.
+fn ancestry(metadata: &TableMetadata) -> impl Iterator<Item = &Arc<Snapshot>> {
+    let mut next = metadata.current_snapshot();
+    std::iter::from_fn(move || {
+        let snapshot = next?;
+        next = snapshot
+            .parent_snapshot_id()
+            .and_then(|id| metadata.snapshot_by_id(id));
+        Some(snapshot)
+    })
+}
+
+/// The summary of the newest snapshot in the current snapshot's ancestry that we wrote (it
+/// carries [`COMMITTED_LSN_SUMMARY_KEY`]). Other engines (Spark `rewrite_data_files`,
+/// `DELETE`, ...) write snapshots without our keys on top of ours; our state is the nearest
+/// ancestor of ours.
+fn our_summary(metadata: &TableMetadata) -> Option<&HashMap<String, String>> {
+    ancestry(metadata)
+        .map(|s| &s.summary().additional_properties)
+        .find(|props| props.contains_key(COMMITTED_LSN_SUMMARY_KEY))
+}
+
+/// Our checkpoint keys: from the nearest snapshot of ours in the ancestry, or — when another
+/// engine's `expire_snapshots` removed all of ours — from the table properties, where every
+/// commit of ours records the same keys (Java keeps table properties across its commits).
+fn our_checkpoints(metadata: &TableMetadata) -> &HashMap<String, String> {
+    our_summary(metadata).unwrap_or_else(|| metadata.properties())
+}
+
+/// The checkpoint of `source` recorded by our latest snapshot (see [`committed_lsn`]).
 pub fn committed_source_checkpoint(metadata: &TableMetadata, source: &str) -> Option<String> {
-    metadata
-        .current_snapshot()?
-        .summary()
-        .additional_properties
+    our_checkpoints(metadata)
         .get(&source_checkpoint_key(source))
         .cloned()
 }
@@ -178,15 +208,12 @@ pub async fn load_metadata(file_io: &FileIO, location: &str) -> Result<TableMeta
         .map_err(|e| EngineError::Catalog(format!("cannot parse table metadata {location}: {e}")))
 }
 
-/// The WAL LSN recorded in the current snapshot (0 for a table without snapshots).
+/// The WAL LSN our latest snapshot contains (0 for a table without one): the nearest
+/// snapshot of ours in the current snapshot's ancestry, else the table property our commits
+/// set (see `our_checkpoints`).
 pub fn committed_lsn(metadata: &TableMetadata) -> u64 {
-    metadata
-        .current_snapshot()
-        .and_then(|s| {
-            s.summary()
-                .additional_properties
-                .get(COMMITTED_LSN_SUMMARY_KEY)
-        })
+    our_checkpoints(metadata)
+        .get(COMMITTED_LSN_SUMMARY_KEY)
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
@@ -376,77 +403,29 @@ pub async fn write_snapshot(
         .current_snapshot()
         .map(|s| s.summary().additional_properties.clone())
         .unwrap_or_default();
-    let total = |key: &str| -> u64 { previous.get(key).and_then(|v| v.parse().ok()).unwrap_or(0) };
-    let mut props = HashMap::new();
-    let mut set = |k: &str, v: u64| {
-        props.insert(k.to_string(), v.to_string());
-    };
-    set("added-data-files", added.data_files);
-    set("added-records", added.records);
-    set("added-files-size", added.size);
-    if added.delete_files > 0 {
-        set("added-delete-files", added.delete_files);
-        set("added-position-delete-files", added.delete_files);
-        set("added-position-deletes", added.position_deletes);
+    let mut props = summary_counts(&previous, &added, &removed);
+    // Our checkpoint keys, in the summary and (for when other engines expire our snapshots)
+    // in the table properties. Source checkpoints carry forward from our latest snapshot,
+    // which may lie below another engine's snapshot.
+    let mut checkpoints: HashMap<String, String> = our_checkpoints(metadata)
+        .iter()
+        .filter(|(key, _)| key.starts_with(SOURCE_CHECKPOINT_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (source, checkpoint) in &changes.source_checkpoints {
+        checkpoints.insert(source_checkpoint_key(source), checkpoint.clone());
     }
-    if removed.data_files > 0 {
-        set("deleted-data-files", removed.data_files);
-        set("deleted-records", removed.records);
-    }
-    if removed.delete_files > 0 {
-        set("removed-delete-files", removed.delete_files);
-        set("removed-position-delete-files", removed.delete_files);
-        set("removed-position-deletes", removed.position_deletes);
-    }
-    if removed.size > 0 {
-        set("removed-files-size", removed.size);
-    }
-    let grow = |key: &str, plus: u64, minus: u64| (total(key) + plus).saturating_sub(minus);
-    set(
-        "total-data-files",
-        grow("total-data-files", added.data_files, removed.data_files),
-    );
-    set(
-        "total-records",
-        grow("total-records", added.records, removed.records),
-    );
-    set(
-        "total-files-size",
-        grow("total-files-size", added.size, removed.size),
-    );
-    set(
-        "total-delete-files",
-        grow(
-            "total-delete-files",
-            added.delete_files,
-            removed.delete_files,
-        ),
-    );
-    set(
-        "total-position-deletes",
-        grow(
-            "total-position-deletes",
-            added.position_deletes,
-            removed.position_deletes,
-        ),
-    );
-    set("total-equality-deletes", 0);
-    let changed = added.data_files + added.delete_files + removed.data_files + removed.delete_files;
-    set("changed-partition-count", u64::from(changed > 0));
-    props.insert(
+    checkpoints.insert(
         COMMITTED_LSN_SUMMARY_KEY.to_string(),
         changes.through_lsn.to_string(),
     );
-    // Source checkpoints carry forward: each snapshot holds every source's latest one.
-    for (key, value) in &previous {
-        if key.starts_with(SOURCE_CHECKPOINT_PREFIX) {
-            props.insert(key.clone(), value.clone());
-        }
-    }
-    for (source, checkpoint) in &changes.source_checkpoints {
-        props.insert(source_checkpoint_key(source), checkpoint.clone());
-    }
-    let operation = if removed.data_files > 0 || added.delete_files > 0 {
+    props.extend(checkpoints.clone());
+    // Operations as Java's row-delta names them (spec: snapshot `operation`).
+    let operation = if changes.rewrite_only {
+        SnapshotOperation::Replace
+    } else if added.data_files == 0 && (removed.data_files > 0 || added.delete_files > 0) {
+        SnapshotOperation::Delete
+    } else if removed.data_files > 0 || added.delete_files > 0 || removed.delete_files > 0 {
         SnapshotOperation::Overwrite
     } else {
         SnapshotOperation::Append
@@ -472,6 +451,7 @@ pub async fn write_snapshot(
         Some(metadata_location.to_string()),
     )
     .remove_snapshots(&expired)
+    .set_properties(checkpoints)?
     .set_branch_snapshot(snapshot, MAIN_BRANCH)?;
     write_next_version(file_io, metadata_location, builder).await
 }
@@ -481,12 +461,19 @@ pub async fn write_snapshot(
 struct Totals {
     data_files: u64,
     records: u64,
+    /// Every delete file: deletion vectors, position-delete and equality-delete files.
     delete_files: u64,
+    dvs: u64,
+    position_delete_files: u64,
+    equality_delete_files: u64,
     position_deletes: u64,
+    equality_deletes: u64,
     size: u64,
 }
 
 impl Totals {
+    /// Counts a file as Java's `SnapshotSummary` does: a deletion vector counts under
+    /// `*-dvs`, not `*-position-delete-files`, and its size is its blob's (`content_size`).
     fn count(&mut self, file: &DataFile) {
         match file.content_type() {
             DataContentType::Data => {
@@ -494,14 +481,99 @@ impl Totals {
                 self.records += file.record_count();
                 self.size += file.file_size_in_bytes();
             }
-            _ => {
-                // Several deletion vectors share one Puffin file; its size is not theirs alone.
+            DataContentType::PositionDeletes => {
                 self.delete_files += 1;
                 self.position_deletes += file.record_count();
-                self.size += file.content_size_in_bytes().unwrap_or(0) as u64;
+                match file.content_size_in_bytes() {
+                    Some(blob) => {
+                        self.dvs += 1;
+                        self.size += blob as u64;
+                    }
+                    None => {
+                        self.position_delete_files += 1;
+                        self.size += file.file_size_in_bytes();
+                    }
+                }
+            }
+            DataContentType::EqualityDeletes => {
+                self.delete_files += 1;
+                self.equality_delete_files += 1;
+                self.equality_deletes += file.record_count();
+                self.size += file.file_size_in_bytes();
             }
         }
     }
+}
+
+/// The snapshot summary's counters (Iceberg spec "Snapshot summary"; names and rules of Java's
+/// `SnapshotSummary`): `added-*`/`removed-*` only when non-zero, `total-*` always, carried
+/// from the previous snapshot's totals (whoever wrote it).
+fn summary_counts(
+    previous: &HashMap<String, String>,
+    added: &Totals,
+    removed: &Totals,
+) -> HashMap<String, String> {
+    let mut props = HashMap::new();
+    let mut set_if = |key: &str, value: u64| {
+        if value > 0 {
+            props.insert(key.to_string(), value.to_string());
+        }
+    };
+    set_if("added-data-files", added.data_files);
+    set_if("deleted-data-files", removed.data_files);
+    set_if("added-equality-delete-files", added.equality_delete_files);
+    set_if(
+        "removed-equality-delete-files",
+        removed.equality_delete_files,
+    );
+    set_if("added-position-delete-files", added.position_delete_files);
+    set_if(
+        "removed-position-delete-files",
+        removed.position_delete_files,
+    );
+    set_if("added-dvs", added.dvs);
+    set_if("removed-dvs", removed.dvs);
+    set_if("added-delete-files", added.delete_files);
+    set_if("removed-delete-files", removed.delete_files);
+    set_if("added-records", added.records);
+    set_if("deleted-records", removed.records);
+    set_if("added-files-size", added.size);
+    set_if("removed-files-size", removed.size);
+    set_if("added-position-deletes", added.position_deletes);
+    set_if("removed-position-deletes", removed.position_deletes);
+    set_if("added-equality-deletes", added.equality_deletes);
+    set_if("removed-equality-deletes", removed.equality_deletes);
+    let total = |key: &str| -> u64 { previous.get(key).and_then(|v| v.parse().ok()).unwrap_or(0) };
+    let grow = |key: &str, plus: u64, minus: u64| (total(key) + plus).saturating_sub(minus);
+    let totals = [
+        ("total-data-files", added.data_files, removed.data_files),
+        ("total-records", added.records, removed.records),
+        ("total-files-size", added.size, removed.size),
+        (
+            "total-delete-files",
+            added.delete_files,
+            removed.delete_files,
+        ),
+        (
+            "total-position-deletes",
+            added.position_deletes,
+            removed.position_deletes,
+        ),
+        (
+            "total-equality-deletes",
+            added.equality_deletes,
+            removed.equality_deletes,
+        ),
+    ];
+    for (key, plus, minus) in totals {
+        props.insert(key.to_string(), grow(key, plus, minus).to_string());
+    }
+    let changed = added.data_files + added.delete_files + removed.data_files + removed.delete_files;
+    props.insert(
+        "changed-partition-count".to_string(),
+        u64::from(changed > 0).to_string(),
+    );
+    props
 }
 
 fn new_snapshot_id(metadata: &TableMetadata) -> i64 {
@@ -511,5 +583,146 @@ fn new_snapshot_id(metadata: &TableMetadata) -> i64 {
         if id != 0 && metadata.snapshot_by_id(id).is_none() {
             return id;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iceberg::spec::{NestedField, PrimitiveType, Schema, Type};
+
+    fn empty_table() -> TableMetadata {
+        let schema = Schema::builder()
+            .with_fields(vec![NestedField::required(
+                1,
+                "id",
+                Type::Primitive(PrimitiveType::Long),
+            )
+            .into()])
+            .build()
+            .unwrap();
+        TableMetadataBuilder::new(
+            schema,
+            PartitionSpec::unpartition_spec(),
+            SortOrder::unsorted_order(),
+            "/w/t".to_string(),
+            FormatVersion::V3,
+            HashMap::new(),
+        )
+        .unwrap()
+        .build()
+        .unwrap()
+        .metadata
+    }
+
+    /// Adds a snapshot on top of the current one with `summary` as its properties.
+    fn commit(metadata: TableMetadata, id: i64, summary: &[(&str, &str)]) -> TableMetadata {
+        let snapshot = Snapshot::builder()
+            .with_snapshot_id(id)
+            .with_parent_snapshot_id(metadata.current_snapshot_id())
+            .with_sequence_number(metadata.last_sequence_number() + 1)
+            .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
+            .with_manifest_list(format!("/w/t/metadata/snap-{id}.avro"))
+            .with_summary(Summary {
+                operation: SnapshotOperation::Replace,
+                additional_properties: summary
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+            .with_schema_id(0)
+            .with_row_range(metadata.next_row_id(), 0)
+            .build();
+        TableMetadataBuilder::new_from_metadata(metadata, None)
+            .set_branch_snapshot(snapshot, MAIN_BRANCH)
+            .unwrap()
+            .build()
+            .unwrap()
+            .metadata
+    }
+
+    #[test]
+    fn checkpoints_survive_snapshots_of_other_engines() {
+        let metadata = empty_table();
+        assert_eq!(committed_lsn(&metadata), 0);
+        let metadata = commit(
+            metadata,
+            1,
+            &[
+                (COMMITTED_LSN_SUMMARY_KEY, "7"),
+                ("moonlink.source.pg.checkpoint", "0/42"),
+            ],
+        );
+        // Spark's rewrite_data_files, then a DELETE: no moonlink keys.
+        let metadata = commit(metadata, 2, &[("spark.app.id", "local-1")]);
+        let metadata = commit(metadata, 3, &[]);
+        assert_eq!(committed_lsn(&metadata), 7);
+        assert_eq!(
+            committed_source_checkpoint(&metadata, "pg").as_deref(),
+            Some("0/42")
+        );
+        assert_eq!(committed_source_checkpoint(&metadata, "other"), None);
+    }
+
+    #[test]
+    fn checkpoints_fall_back_to_table_properties_when_ours_are_expired() {
+        let metadata = commit(empty_table(), 1, &[(COMMITTED_LSN_SUMMARY_KEY, "7")]);
+        let metadata = commit(metadata, 2, &[]);
+        // expire_snapshots(retain_last => 1) elsewhere: only the foreign snapshot is left.
+        let metadata = TableMetadataBuilder::new_from_metadata(metadata, None)
+            .remove_snapshots(&[1])
+            .set_properties(HashMap::from([
+                (COMMITTED_LSN_SUMMARY_KEY.to_string(), "9".to_string()),
+                (source_checkpoint_key("pg"), "0/50".to_string()),
+            ]))
+            .unwrap()
+            .build()
+            .unwrap()
+            .metadata;
+        assert_eq!(metadata.snapshots().count(), 1);
+        assert_eq!(committed_lsn(&metadata), 9);
+        assert_eq!(
+            committed_source_checkpoint(&metadata, "pg").as_deref(),
+            Some("0/50")
+        );
+    }
+
+    #[test]
+    fn summary_counts_deletion_vectors_as_java_does() {
+        let dv = iceberg::spec::DataFileBuilder::default()
+            .content(DataContentType::PositionDeletes)
+            .file_path("/w/t/data/x-deletes.puffin".to_string())
+            .file_format(iceberg::spec::DataFileFormat::Puffin)
+            .record_count(3)
+            .file_size_in_bytes(900)
+            .referenced_data_file(Some("/w/t/data/x.parquet".to_string()))
+            .content_offset(Some(4))
+            .content_size_in_bytes(Some(40))
+            .partition_spec_id(0)
+            .build()
+            .unwrap();
+        let (mut added, mut removed) = (Totals::default(), Totals::default());
+        added.count(&dv);
+        removed.count(&dv);
+        removed.position_deletes -= 1; // the old vector held two positions
+        let previous = HashMap::from([
+            ("total-delete-files".to_string(), "1".to_string()),
+            ("total-position-deletes".to_string(), "2".to_string()),
+            ("total-files-size".to_string(), "1040".to_string()),
+        ]);
+        let props = summary_counts(&previous, &added, &removed);
+        let get = |k: &str| props.get(k).map(String::as_str);
+        assert_eq!(get("added-dvs"), Some("1"));
+        assert_eq!(get("removed-dvs"), Some("1"));
+        assert_eq!(get("added-delete-files"), Some("1"));
+        assert_eq!(get("added-position-deletes"), Some("3"));
+        assert_eq!(get("removed-position-deletes"), Some("2"));
+        assert_eq!(get("added-files-size"), Some("40"));
+        assert_eq!(get("added-position-delete-files"), None);
+        assert_eq!(get("added-data-files"), None);
+        assert_eq!(get("total-delete-files"), Some("1"));
+        assert_eq!(get("total-position-deletes"), Some("3"));
+        assert_eq!(get("total-files-size"), Some("1040"));
+        assert_eq!(get("total-equality-deletes"), Some("0"));
     }
 }

@@ -252,6 +252,11 @@ impl Table {
             through_lsn: pending.through_lsn,
             source_checkpoints: pending.source_checkpoints.clone(),
             retention: self.config.retention,
+            // Compaction alone: no new rows, no deletes (Java names this `replace`).
+            rewrite_only: pending.generations.is_empty()
+                && pending.deletes.is_empty()
+                && !truncating
+                && !added.is_empty(),
         };
         let committed = commit::write_snapshot(
             &file_io,
