@@ -2,7 +2,9 @@
 //!
 //! Layout of the data directory:
 //! ```text
-//! DATA-DIR/catalog.db          SQLite catalog, Iceberg JDBC layout (catalog name `moonlink`)
+//! DATA-DIR/catalog.db          SQLite catalog, Iceberg JDBC layout (catalog name `moonlink`);
+//!                              with `--catalog postgres://…|glue://…` only source acks
+//! DATA-DIR/host-id             this directory's owner id in a shared catalog
 //! DATA-DIR/warehouse/NS/TABLE  Iceberg tables: data/*.parquet, metadata/*.json|avro
 //! DATA-DIR/cache/wal/TABLE-ID  write-ahead log segments (local disk; Iceberg is the truth)
 //! DATA-DIR/cache/index/TABLE-ID  key-index files, one per keyed data file (rebuildable)
@@ -157,7 +159,7 @@ impl Engine {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| EngineError::io(&config.data_dir, e))?;
         let lock = lock_data_dir(&config.data_dir)?;
-        let catalog = Arc::new(Catalog::open(&config.data_dir.join("catalog.db"))?);
+        let catalog = Arc::new(Catalog::open(config.catalog.as_deref(), &config.data_dir).await?);
         let engine = Engine {
             inner: Arc::new(Inner {
                 config,
@@ -169,7 +171,7 @@ impl Engine {
                 ddl: tokio::sync::Mutex::new(()),
             }),
         };
-        for entry in engine.inner.catalog.list()? {
+        for entry in engine.inner.catalog.list().await? {
             // One table that cannot open must not keep the others (or the server) down.
             match engine.recover_table_retrying(&entry).await {
                 Ok(table) => {
@@ -334,7 +336,7 @@ impl Engine {
                 .map_err(|e| EngineError::Catalog(e.to_string()))?,
             metadata_location,
         };
-        self.inner.catalog.create(&entry)?;
+        self.inner.catalog.create(&entry).await?;
         let table = self
             .open_table(entry, request.schema, request.options, metadata)
             .await?;
@@ -352,15 +354,18 @@ impl Engine {
         let table = self.table(name)?;
         table.destroy().await?;
         let location = table.info().metadata_location;
-        self.inner.catalog.remove(&CatalogEntry {
-            name: table.name.clone(),
-            id: table.id.clone(),
-            namespace: table.namespace.clone(),
-            table: table.table.clone(),
-            schema_json: String::new(),
-            options_json: String::new(),
-            metadata_location: location,
-        })?;
+        self.inner
+            .catalog
+            .remove(&CatalogEntry {
+                name: table.name.clone(),
+                id: table.id.clone(),
+                namespace: table.namespace.clone(),
+                table: table.table.clone(),
+                schema_json: String::new(),
+                options_json: String::new(),
+                metadata_location: location,
+            })
+            .await?;
         self.tables_mut().remove(name);
         self.delete_table_files(name, &table.namespace, &table.table)
             .await;
@@ -378,7 +383,7 @@ impl Engine {
     /// Removes a table that could not be opened: catalog entry, log, index and files.
     async fn drop_failed(&self, failed: FailedTable) -> Result<()> {
         let entry = failed.entry;
-        self.inner.catalog.remove(&entry)?;
+        self.inner.catalog.remove(&entry).await?;
         for kind in ["wal", "index"] {
             let dir = self.cache_dir(kind, &entry.id);
             if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -514,11 +519,10 @@ impl Engine {
                 metadata_location: committed.location.clone(),
                 ..entry.clone()
             };
-            self.inner.catalog.swap_schema(
-                &entry,
-                &closed.metadata_location,
-                &committed.location,
-            )?;
+            self.inner
+                .catalog
+                .swap_schema(&entry, &closed.metadata_location, &committed.location)
+                .await?;
             Ok::<_, EngineError>((entry, committed.metadata))
         }
         .await;

@@ -265,12 +265,14 @@ impl Table {
             changes,
         )
         .await?;
-        self.catalog.swap_metadata(
-            &self.namespace,
-            &self.table,
-            &current.metadata_location,
-            &committed.location,
-        )?;
+        self.catalog
+            .swap_metadata(
+                &self.namespace,
+                &self.table,
+                &current.metadata_location,
+                &committed.location,
+            )
+            .await?;
         tracing::debug!(table = %self.name, lsn = pending.through_lsn, files = added.len(),
             merged = removed.len(), deletion_vectors = vectors.len(), "committed snapshot");
         pending

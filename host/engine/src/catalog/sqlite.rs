@@ -3,36 +3,25 @@
 //! Tables are rows of `iceberg_tables` exactly as Iceberg's `JdbcCatalog` and PyIceberg's
 //! `SqlCatalog` write them (catalog name `moonlink`), so both open our warehouse directly. The
 //! engine's own bookkeeping (HTTP name, declared schema, table id) lives in a separate
-//! `moonlink_tables` table that other readers ignore.
+//! `moonlink_tables` table that other readers ignore; `moonlink_sources` holds source
+//! acknowledgements (for every backend: they are per host). Calls are short and synchronous;
+//! the async trait methods run them inline, as before the trait existed.
 
 use std::path::Path;
 use std::sync::Mutex;
 
+use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::{CatalogBackend, CatalogEntry, CATALOG_NAME};
 use crate::error::{EngineError, Result};
 
-pub const CATALOG_NAME: &str = "moonlink";
-
-/// One table as the catalog records it.
-#[derive(Debug, Clone)]
-pub struct CatalogEntry {
-    pub name: String,
-    pub id: String,
-    pub namespace: String,
-    pub table: String,
-    pub schema_json: String,
-    /// Per-table options (JSON object; `{}` when none).
-    pub options_json: String,
-    pub metadata_location: String,
-}
-
-/// The SQLite catalog. Calls are short; a mutex serialises them.
-pub struct Catalog {
+/// The SQLite catalog. A mutex serialises calls.
+pub struct SqliteCatalog {
     conn: Mutex<Connection>,
 }
 
-impl Catalog {
+impl SqliteCatalog {
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path).map_err(EngineError::catalog)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
@@ -76,7 +65,7 @@ impl Catalog {
             conn.execute_batch("ALTER TABLE moonlink_tables ADD COLUMN options_json TEXT")
                 .map_err(EngineError::catalog)?;
         }
-        Ok(Catalog {
+        Ok(SqliteCatalog {
             conn: Mutex::new(conn),
         })
     }
@@ -102,10 +91,21 @@ impl Catalog {
             .optional()
             .map_err(EngineError::catalog)?;
         if taken.is_some() {
-            return Err(EngineError::TableExists(format!(
-                "{}.{}",
-                entry.namespace, entry.table
-            )));
+            let ours: bool = tx
+                .prepare(
+                    "SELECT 1 FROM moonlink_tables WHERE table_namespace = ?1 AND table_name = ?2",
+                )
+                .and_then(|mut s| s.exists(params![entry.namespace, entry.table]))
+                .map_err(EngineError::catalog)?;
+            let identifier = format!("{}.{}", entry.namespace, entry.table);
+            return Err(if ours {
+                EngineError::TableExists(identifier)
+            } else {
+                EngineError::TableRegisteredElsewhere {
+                    table: identifier,
+                    owner: "another writer (not moonlink-host)".into(),
+                }
+            });
         }
         let inserted = tx
             .execute(
@@ -204,7 +204,7 @@ impl Catalog {
         }
     }
 
-    /// Swaps the metadata pointer (compare-and-swap, as [`Catalog::swap_metadata`]) and the
+    /// Swaps the metadata pointer (compare-and-swap, as [`SqliteCatalog::swap_metadata`]) and the
     /// stored schema in one transaction: a schema change is never half applied.
     pub fn swap_schema(
         &self,
@@ -287,6 +287,40 @@ impl Catalog {
     }
 }
 
+#[async_trait]
+impl CatalogBackend for SqliteCatalog {
+    async fn create(&self, entry: &CatalogEntry) -> Result<()> {
+        SqliteCatalog::create(self, entry)
+    }
+
+    async fn list(&self) -> Result<Vec<CatalogEntry>> {
+        SqliteCatalog::list(self)
+    }
+
+    async fn swap_metadata(
+        &self,
+        namespace: &str,
+        table: &str,
+        expected: &str,
+        new_location: &str,
+    ) -> Result<()> {
+        SqliteCatalog::swap_metadata(self, namespace, table, expected, new_location)
+    }
+
+    async fn swap_schema(
+        &self,
+        entry: &CatalogEntry,
+        expected: &str,
+        new_location: &str,
+    ) -> Result<()> {
+        SqliteCatalog::swap_schema(self, entry, expected, new_location)
+    }
+
+    async fn remove(&self, entry: &CatalogEntry) -> Result<()> {
+        SqliteCatalog::remove(self, entry)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,7 +340,7 @@ mod tests {
     #[test]
     fn create_list_swap_drop() {
         let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(&dir.path().join("catalog.db")).unwrap();
+        let catalog = SqliteCatalog::open(&dir.path().join("catalog.db")).unwrap();
         catalog.create(&entry("demo.users", "users")).unwrap();
         assert!(matches!(
             catalog.create(&entry("other", "users")),
@@ -328,6 +362,25 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].metadata_location, "/m/1.json");
         catalog.remove(&listed[0]).unwrap();
+        assert!(catalog.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_identifier_another_writer_registered_is_refused_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = SqliteCatalog::open(&dir.path().join("catalog.db")).unwrap();
+        catalog
+            .conn()
+            .execute(
+                "INSERT INTO iceberg_tables (catalog_name, table_namespace, table_name,
+                     metadata_location) VALUES ('moonlink', 'demo', 'spark', '/x.json')",
+                [],
+            )
+            .unwrap();
+        assert!(matches!(
+            catalog.create(&entry("demo.spark", "spark")),
+            Err(EngineError::TableRegisteredElsewhere { .. })
+        ));
         assert!(catalog.list().unwrap().is_empty());
     }
 }
