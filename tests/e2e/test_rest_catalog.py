@@ -391,3 +391,49 @@ def test_a_table_that_failed_to_open_is_skipped_in_listings_and_503_when_loaded(
         assert con.execute("SELECT * FROM lake.d.good").fetchall() == [(1, "ok")]
     finally:
         con.close()
+
+
+# --- an S3 warehouse ------------------------------------------------------------------------
+def test_an_s3_warehouse_is_read_through_the_catalog_with_the_served_config(make_server, moto):
+    """The catalog serves what a reader needs to reach the bucket (endpoint, region, path
+    style) and never credentials: PyIceberg reads with the catalog URI and credentials only.
+
+    DuckDB 1.5.5 builds a secret from the served `config` scoped to the table's location and
+    uses it instead of the user's own S3 secret, so with no credentials served it is refused
+    (403 from S3). Its `ACCESS_DELEGATION_MODE 'none'` skips that and uses the user's S3 secret;
+    that secret must then name the endpoint itself."""
+    from s3server import ACCESS_KEY, REGION, SECRET_KEY
+
+    moto.bucket("lake")
+    # Credentials reach the host through the standard environment, never through the catalog.
+    server = make_server(["--warehouse", "s3://lake/wh", *moto.host_args(), "--auth-token", TOKEN],
+                         env={"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY})
+    want = keyed_table_with_deletion_vectors(server, headers=AUTH)
+
+    r = requests.get(f"{server.url}/iceberg/v1/namespaces/sales/tables/orders", headers=AUTH, timeout=10)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["metadata-location"].startswith("s3://lake/wh/sales/orders/metadata/"), body["metadata-location"]
+    assert body["config"] == {"s3.endpoint": moto.endpoint, "s3.region": REGION, "client.region": REGION,
+                              "s3.path-style-access": "true"}, body["config"]
+    assert not any("secret" in k or "key-id" in k or "token" in k for k in body["config"]), body["config"]
+
+    from pyiceberg.catalog.rest import RestCatalog
+
+    catalog = RestCatalog("lake", uri=f"{server.url}/iceberg", token=TOKEN,
+                          **{"s3.access-key-id": ACCESS_KEY, "s3.secret-access-key": SECRET_KEY})
+    assert catalog.list_tables("sales") == [("sales", "orders")]
+    assert pyiceberg_rows(catalog, "sales", "orders") == want
+
+    con = duckdb.connect(config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"})
+    try:
+        for name in ("httpfs", "avro", "iceberg"):
+            con.execute(f"LOAD '{_extension_path(name)}'")
+        con.execute(f"CREATE SECRET lake_token (TYPE iceberg, TOKEN '{TOKEN}')")
+        con.execute(f"""CREATE SECRET lake_s3 (TYPE s3, KEY_ID '{ACCESS_KEY}', SECRET '{SECRET_KEY}',
+                        REGION '{REGION}', ENDPOINT '127.0.0.1:{moto.port}', URL_STYLE 'path', USE_SSL false)""")
+        con.execute(f"""ATTACH '' AS lake (TYPE iceberg, ENDPOINT '{server.url}/iceberg', SECRET lake_token,
+                        ACCESS_DELEGATION_MODE 'none')""")
+        assert rows(con.execute("SELECT * FROM lake.sales.orders").fetchall()) == want
+    finally:
+        con.close()
