@@ -38,6 +38,7 @@ pub struct GlueCatalog {
 }
 
 /// A failed Glue call: the error type (`EntityNotFoundException`, ...) and its message.
+#[derive(Debug)]
 struct GlueError {
     kind: String,
     message: String,
@@ -81,6 +82,16 @@ impl GlueCatalog {
             None,
             "environment",
         );
+        GlueCatalog::connect_with(region, endpoint, owner, credentials).await
+    }
+
+    /// [`GlueCatalog::connect`] with the credentials given.
+    async fn connect_with(
+        region: &str,
+        endpoint: Option<&str>,
+        owner: String,
+        credentials: aws_credential_types::Credentials,
+    ) -> Result<GlueCatalog> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30))
@@ -428,3 +439,7 @@ impl CatalogBackend for GlueCatalog {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "glue_tests.rs"]
+mod tests;
