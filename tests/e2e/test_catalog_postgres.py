@@ -72,6 +72,11 @@ def test_pyiceberg_sql_catalog_reads_plain_and_keyed_tables(make_server, lake):
     server.ingest("shop.items", [{"id": 9, "name": "nine"}])
     assert (9, "nine") in rows(sql_catalog(lake), "shop", "items")
 
+    # The catalog's Postgres restarts under a running host: the next commit reconnects.
+    lake.restart()
+    server.ingest("shop.items", [{"id": 10, "name": "ten"}])
+    assert (10, "ten") in rows(sql_catalog(lake), "shop", "items")
+
     # Drop removes the table from the shared catalog.
     assert requests.delete(f"{server.url}/tables/shop.events", timeout=30).status_code in (200, 204)
     assert sql_catalog(lake).list_tables("shop") == [("shop", "items")]

@@ -9,6 +9,7 @@
 //! race between two creators; the `metadata_location` compare-and-swap decides a race between
 //! two committers.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -54,7 +55,13 @@ pub struct PostgresCatalog {
     config: tokio_postgres::Config,
     owner: String,
     client: tokio::sync::Mutex<Option<Client>>,
+    /// Set when a call timed out: the connection may be stuck, so the next call reopens it.
+    broken: AtomicBool,
 }
+
+/// The longest a catalog call may take (a server that stopped answering must not hold every
+/// table's commit forever).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A Postgres error with the server's message (the plain `Display` says only "db error").
 fn pg(e: tokio_postgres::Error) -> EngineError {
@@ -78,10 +85,12 @@ impl PostgresCatalog {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.application_name("moonlink-host");
+        config.keepalives_idle(Duration::from_secs(30));
         let catalog = PostgresCatalog {
             config,
             owner,
             client: tokio::sync::Mutex::new(None),
+            broken: AtomicBool::new(false),
         };
         let mut guard = catalog.client().await?;
         let client = guard.as_mut().ok_or_else(no_client)?;
@@ -98,7 +107,8 @@ impl PostgresCatalog {
     /// The connection, opened (again) if it is not open.
     async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>> {
         let mut guard = self.client.lock().await;
-        if guard.as_ref().is_none_or(Client::is_closed) {
+        let broken = self.broken.swap(false, Ordering::SeqCst);
+        if broken || guard.as_ref().is_none_or(Client::is_closed) {
             let (client, connection) = self.config.connect(NoTls).await.map_err(pg)?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
@@ -108,6 +118,21 @@ impl PostgresCatalog {
             *guard = Some(client);
         }
         Ok(guard)
+    }
+
+    /// `call`, or an error after [`CALL_TIMEOUT`] (the connection is reopened next time). A
+    /// swap that timed out may still have been applied; the caller sees an error either way.
+    async fn timed<T>(&self, call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.broken.store(true, Ordering::SeqCst);
+                Err(EngineError::Catalog(format!(
+                    "postgres: no answer within {} s; the connection is reopened on the next call",
+                    CALL_TIMEOUT.as_secs()
+                )))
+            }
+        }
     }
 
     /// Who holds `namespace.table` in `iceberg_tables`, if anyone: `Some(Some(owner))` for a
@@ -150,9 +175,9 @@ fn no_client() -> EngineError {
     EngineError::Catalog("postgres: no connection".into())
 }
 
-#[async_trait]
-impl CatalogBackend for PostgresCatalog {
-    async fn create(&self, entry: &CatalogEntry) -> Result<()> {
+/// The calls themselves; the trait wraps each in [`PostgresCatalog::timed`].
+impl PostgresCatalog {
+    async fn create_now(&self, entry: &CatalogEntry) -> Result<()> {
         let mut guard = self.client().await?;
         let client = guard.as_mut().ok_or_else(no_client)?;
         let tx = client.transaction().await.map_err(pg)?;
@@ -222,7 +247,7 @@ impl CatalogBackend for PostgresCatalog {
         tx.commit().await.map_err(pg)
     }
 
-    async fn list(&self) -> Result<Vec<CatalogEntry>> {
+    async fn list_now(&self) -> Result<Vec<CatalogEntry>> {
         let guard = self.client().await?;
         let client = guard.as_ref().ok_or_else(no_client)?;
         let rows = client
@@ -252,7 +277,7 @@ impl CatalogBackend for PostgresCatalog {
             .collect())
     }
 
-    async fn swap_metadata(
+    async fn swap_metadata_now(
         &self,
         namespace: &str,
         table: &str,
@@ -278,7 +303,7 @@ impl CatalogBackend for PostgresCatalog {
         }
     }
 
-    async fn swap_schema(
+    async fn swap_schema_now(
         &self,
         entry: &CatalogEntry,
         expected: &str,
@@ -318,7 +343,7 @@ impl CatalogBackend for PostgresCatalog {
         tx.commit().await.map_err(pg)
     }
 
-    async fn remove(&self, entry: &CatalogEntry) -> Result<()> {
+    async fn remove_now(&self, entry: &CatalogEntry) -> Result<()> {
         let mut guard = self.client().await?;
         let client = guard.as_mut().ok_or_else(no_client)?;
         let tx = client.transaction().await.map_err(pg)?;
@@ -342,6 +367,42 @@ impl CatalogBackend for PostgresCatalog {
             .map_err(pg)?;
         }
         tx.commit().await.map_err(pg)
+    }
+}
+
+#[async_trait]
+impl CatalogBackend for PostgresCatalog {
+    async fn create(&self, entry: &CatalogEntry) -> Result<()> {
+        self.timed(self.create_now(entry)).await
+    }
+
+    async fn list(&self) -> Result<Vec<CatalogEntry>> {
+        self.timed(self.list_now()).await
+    }
+
+    async fn swap_metadata(
+        &self,
+        namespace: &str,
+        table: &str,
+        expected: &str,
+        new_location: &str,
+    ) -> Result<()> {
+        self.timed(self.swap_metadata_now(namespace, table, expected, new_location))
+            .await
+    }
+
+    async fn swap_schema(
+        &self,
+        entry: &CatalogEntry,
+        expected: &str,
+        new_location: &str,
+    ) -> Result<()> {
+        self.timed(self.swap_schema_now(entry, expected, new_location))
+            .await
+    }
+
+    async fn remove(&self, entry: &CatalogEntry) -> Result<()> {
+        self.timed(self.remove_now(entry)).await
     }
 }
 
