@@ -3,6 +3,9 @@
 //!
 //! `/health` and `/openapi.json` need no token; every other route needs
 //! `Authorization: Bearer <token>` when the server runs with `--auth-token`.
+//!
+//! The `/iceberg/v1/...` operations (tag `iceberg`) are the read side of Apache Iceberg's REST
+//! catalog spec, named by its operation ids; they fail with that spec's `IcebergErrorResponse`.
 
 use std::sync::OnceLock;
 
@@ -10,6 +13,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::api;
+use crate::api::iceberg_rest as rest;
 use crate::error::ApiError;
 
 struct BearerAuth;
@@ -50,8 +54,30 @@ impl Modify for BearerAuth {
         api::truncate_table,
         api::ingest,
         api::list_plugins,
+        rest::get_config,
+        rest::list_namespaces,
+        rest::load_namespace,
+        rest::namespace_exists,
+        rest::list_tables,
+        rest::load_table,
+        rest::table_exists,
+        rest::create_namespace,
+        rest::drop_namespace,
+        rest::update_properties,
+        rest::create_table,
+        rest::update_table,
+        rest::drop_table,
+        rest::register_table,
+        rest::unregister_table,
+        rest::rename_table,
+        rest::commit_transaction,
+        rest::create_view,
+        rest::replace_view,
+        rest::drop_view,
+        rest::rename_view,
+        rest::register_view,
     ),
-    components(schemas(ApiError)),
+    components(schemas(ApiError, rest::IcebergErrorResponse)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags(
@@ -59,6 +85,7 @@ impl Modify for BearerAuth {
         (name = "tables", description = "Create, inspect, commit, maintain and drop tables"),
         (name = "ingest", description = "Write rows"),
         (name = "plugins", description = "Source plugins"),
+        (name = "iceberg", description = "The Iceberg REST catalog, read only (Apache Iceberg's rest-catalog-open-api.yaml); failures answer `{\"error\": {\"message\", \"type\", \"code\"}}`"),
     )
 )]
 pub struct ApiDoc;
@@ -99,6 +126,38 @@ mod tests {
             ("/tables/{name}/truncate", &["post"]),
             ("/ingest/{name}", &["post"]),
             ("/plugins", &["get"]),
+            ("/iceberg/v1/config", &["get"]),
+            ("/iceberg/v1/namespaces", &["get", "post"]),
+            (
+                "/iceberg/v1/namespaces/{namespace}",
+                &["get", "head", "delete"],
+            ),
+            ("/iceberg/v1/namespaces/{namespace}/properties", &["post"]),
+            (
+                "/iceberg/v1/namespaces/{namespace}/tables",
+                &["get", "post"],
+            ),
+            (
+                "/iceberg/v1/namespaces/{namespace}/tables/{table}",
+                &["get", "head", "post", "delete"],
+            ),
+            ("/iceberg/v1/namespaces/{namespace}/register", &["post"]),
+            (
+                "/iceberg/v1/namespaces/{namespace}/tables/{table}/unregister",
+                &["post"],
+            ),
+            ("/iceberg/v1/tables/rename", &["post"]),
+            ("/iceberg/v1/transactions/commit", &["post"]),
+            ("/iceberg/v1/namespaces/{namespace}/views", &["post"]),
+            (
+                "/iceberg/v1/namespaces/{namespace}/views/{view}",
+                &["post", "delete"],
+            ),
+            ("/iceberg/v1/views/rename", &["post"]),
+            (
+                "/iceberg/v1/namespaces/{namespace}/register-view",
+                &["post"],
+            ),
         ] {
             for method in methods {
                 assert!(
@@ -107,7 +166,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(paths.len(), 10, "a documented route the router lacks?");
+        assert_eq!(paths.len(), 24, "a documented route the router lacks?");
     }
 
     #[test]
@@ -127,6 +186,39 @@ mod tests {
             }
         }
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    }
+
+    #[test]
+    fn the_iceberg_catalog_documents_its_own_error_shape() {
+        let doc = doc();
+        let paths = doc["paths"].as_object().expect("paths");
+        for (path, methods) in paths.iter().filter(|(p, _)| p.starts_with("/iceberg/")) {
+            for (method, op) in methods.as_object().expect("methods") {
+                let unauthorized = &op["responses"]["401"];
+                if method == "head" {
+                    assert!(
+                        unauthorized["content"].is_null(),
+                        "{method} {path}: HEAD has no body"
+                    );
+                } else {
+                    let schema = &unauthorized["content"]["application/json"]["schema"]["$ref"];
+                    assert_eq!(
+                        schema, "#/components/schemas/IcebergErrorResponse",
+                        "{method} {path}"
+                    );
+                }
+                if matches!(method.as_str(), "post" | "delete") {
+                    assert!(
+                        op["responses"]["403"].is_object(),
+                        "{method} {path} refused"
+                    );
+                }
+            }
+        }
+        let error = &doc["components"]["schemas"]["IcebergErrorModel"]["properties"];
+        for field in ["message", "type", "code"] {
+            assert!(error[field].is_object(), "ErrorModel lacks {field}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! (`crate::openapi`) cannot drift from what the server sends.
 
 mod body;
-mod iceberg_rest;
+pub(crate) mod iceberg_rest;
 mod ingest;
 mod tables;
 mod types;

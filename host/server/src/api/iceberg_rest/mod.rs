@@ -9,6 +9,7 @@
 //! token applies as on every other route; failures of any kind have the spec's error shape.
 
 mod model;
+mod refused;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -20,6 +21,7 @@ use axum::{Json, Router};
 use moonlink_engine::{EngineError, TableInfo};
 
 pub(crate) use model::*;
+pub(crate) use refused::*;
 
 use super::{require_token, AppState};
 
@@ -127,18 +129,6 @@ async fn no_such_route(method: Method) -> RestError {
     )
 }
 
-/// Every write of the spec (create, commit, drop, rename, register, namespaces, views).
-async fn refuse_write(method: Method, uri: axum::http::Uri) -> RestError {
-    RestError::new(
-        StatusCode::FORBIDDEN,
-        "ForbiddenException",
-        format!(
-            "{method} {}: this catalog is read-only; its tables are created and written by moonlink-host only (POST /tables/{{name}}, POST /ingest/{{name}})",
-            uri.path()
-        ),
-    )
-}
-
 /// The single level of a namespace path parameter, if it names one of ours (multi-level
 /// namespaces never do).
 fn namespace_level(raw: &str) -> Option<&str> {
@@ -195,7 +185,13 @@ fn servable_table(state: &AppState, namespace: &str, table: &str) -> Result<Tabl
 // --- routes ----------------------------------------------------------------------------------
 
 /// Spec `getConfig`. The `warehouse` parameter is ignored: one warehouse is served.
-async fn get_config() -> Json<CatalogConfig> {
+#[utoipa::path(get, path = "/iceberg/v1/config", tag = "iceberg", operation_id = "getConfig",
+    params(("warehouse" = Option<String>, Query, description = "Ignored: one warehouse is served")),
+    responses(
+        (status = 200, description = "Catalog configuration and the served endpoints", body = CatalogConfig),
+        ReadErrors,
+    ))]
+pub(crate) async fn get_config() -> Json<CatalogConfig> {
     Json(CatalogConfig {
         defaults: Default::default(),
         overrides: Default::default(),
@@ -205,7 +201,17 @@ async fn get_config() -> Json<CatalogConfig> {
 
 /// Spec `listNamespaces`: the top level (there are no nested namespaces; a `parent` that
 /// exists has none, one that does not is a 404).
-async fn list_namespaces(
+#[utoipa::path(get, path = "/iceberg/v1/namespaces", tag = "iceberg", operation_id = "listNamespaces",
+    params(
+        ("pageToken" = Option<String>, Query, description = "Empty for the first page, then the previous reply's next-page-token; absent: everything at once"),
+        ("pageSize" = Option<i64>, Query, minimum = 1, description = "At most this many items per page (with pageToken)"),
+        ("parent" = Option<String>, Query, description = "List under this namespace (ours have no children)"),
+    ),
+    responses(
+        (status = 200, description = "Namespaces", body = ListNamespacesResponse),
+        ReadErrors,
+    ))]
+pub(crate) async fn list_namespaces(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<ListNamespacesResponse>, RestError> {
@@ -226,7 +232,13 @@ async fn list_namespaces(
 }
 
 /// Spec `loadNamespaceMetadata`.
-async fn load_namespace(
+#[utoipa::path(get, path = "/iceberg/v1/namespaces/{namespace}", tag = "iceberg", operation_id = "loadNamespaceMetadata",
+    params(("namespace" = String, Path, description = "Namespace; levels separated by %1F (ours have one)", example = "sales")),
+    responses(
+        (status = 200, description = "The namespace and its properties (none)", body = GetNamespaceResponse),
+        ReadErrors,
+    ))]
+pub(crate) async fn load_namespace(
     State(state): State<AppState>,
     Path(namespace): Path<String>,
 ) -> Result<Json<GetNamespaceResponse>, RestError> {
@@ -238,7 +250,13 @@ async fn load_namespace(
 }
 
 /// Spec `namespaceExists`: 204 or 404.
-async fn namespace_exists(
+#[utoipa::path(head, path = "/iceberg/v1/namespaces/{namespace}", tag = "iceberg", operation_id = "namespaceExists",
+    params(("namespace" = String, Path, description = "Namespace; levels separated by %1F (ours have one)", example = "sales")),
+    responses(
+        (status = 204, description = "The namespace exists"),
+        HeadErrors,
+    ))]
+pub(crate) async fn namespace_exists(
     State(state): State<AppState>,
     Path(namespace): Path<String>,
 ) -> Result<StatusCode, RestError> {
@@ -248,7 +266,17 @@ async fn namespace_exists(
 
 /// Spec `listTables`: the namespace's tables that can be read (failed ones are left out so
 /// one damaged table does not break a client listing the whole catalog).
-async fn list_tables(
+#[utoipa::path(get, path = "/iceberg/v1/namespaces/{namespace}/tables", tag = "iceberg", operation_id = "listTables",
+    params(
+        ("namespace" = String, Path, description = "Namespace; levels separated by %1F (ours have one)", example = "sales"),
+        ("pageToken" = Option<String>, Query, description = "Empty for the first page, then the previous reply's next-page-token; absent: everything at once"),
+        ("pageSize" = Option<i64>, Query, minimum = 1, description = "At most this many items per page (with pageToken)"),
+    ),
+    responses(
+        (status = 200, description = "The namespace's tables", body = ListTablesResponse),
+        ReadErrors,
+    ))]
+pub(crate) async fn list_tables(
     State(state): State<AppState>,
     Path(namespace): Path<String>,
     Query(query): Query<ListQuery>,
@@ -277,7 +305,15 @@ async fn list_tables(
 /// Spec `loadTable`: the current metadata file's location and content, and the storage
 /// settings a client needs. `snapshots=refs` is answered with all snapshots, which the spec's
 /// clients accept.
-async fn load_table(
+#[utoipa::path(get, path = "/iceberg/v1/namespaces/{namespace}/tables/{table}", tag = "iceberg", operation_id = "loadTable",
+    params(("namespace" = String, Path, description = "Namespace; levels separated by %1F (ours have one)", example = "sales"), ("table" = String, Path, description = "Table name in the namespace", example = "orders")),
+    responses(
+        (status = 200, description = "The table's current metadata", body = LoadTableResult),
+        ReadErrors,
+        (status = 503, description = "The table failed to open (ServiceUnavailableException)", body = IcebergErrorResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ))]
+pub(crate) async fn load_table(
     State(state): State<AppState>,
     Path((namespace, table)): Path<(String, String)>,
 ) -> Result<Response, RestError> {
@@ -306,7 +342,15 @@ async fn load_table(
 }
 
 /// Spec `tableExists`: 204 or 404 (503 for a table that failed to open).
-async fn table_exists(
+#[utoipa::path(head, path = "/iceberg/v1/namespaces/{namespace}/tables/{table}", tag = "iceberg", operation_id = "tableExists",
+    params(("namespace" = String, Path, description = "Namespace; levels separated by %1F (ours have one)", example = "sales"), ("table" = String, Path, description = "Table name in the namespace", example = "orders")),
+    responses(
+        (status = 204, description = "The table exists"),
+        HeadErrors,
+        (status = 503, description = "The table failed to open",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ))]
+pub(crate) async fn table_exists(
     State(state): State<AppState>,
     Path((namespace, table)): Path<(String, String)>,
 ) -> Result<Response, RestError> {

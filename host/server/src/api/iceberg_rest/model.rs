@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 use crate::error::ApiError;
 
@@ -189,6 +189,71 @@ impl IntoResponse for RestError {
     }
 }
 
+// --- replies of the OpenAPI document (`/openapi.json`); the routes answer with `RestError` ---
+
+/// Failures of the GET routes.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // only describes replies
+pub(crate) enum ReadErrors {
+    /// 400.
+    #[response(
+        status = 400,
+        description = "Undecodable path or query, or a bad pageSize (BadRequestException)"
+    )]
+    BadRequest(IcebergErrorResponse),
+    /// 401.
+    #[response(
+        status = 401,
+        description = "Missing or wrong bearer token (NotAuthorizedException)"
+    )]
+    Unauthorized(IcebergErrorResponse),
+    /// 404.
+    #[response(
+        status = 404,
+        description = "No such namespace or table (NoSuchNamespaceException, NoSuchTableException)"
+    )]
+    NotFound(IcebergErrorResponse),
+}
+
+/// Failures of the HEAD routes (no body).
+#[derive(IntoResponses)]
+#[allow(dead_code)] // only describes replies
+pub(crate) enum HeadErrors {
+    /// 400.
+    #[response(status = 400, description = "Undecodable path")]
+    BadRequest,
+    /// 401.
+    #[response(status = 401, description = "Missing or wrong bearer token")]
+    Unauthorized,
+    /// 404.
+    #[response(status = 404, description = "No such namespace or table")]
+    NotFound,
+}
+
+/// The answer of every write route of the spec.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // only describes replies
+pub(crate) enum WriteRefused {
+    /// 401.
+    #[response(
+        status = 401,
+        description = "Missing or wrong bearer token (NotAuthorizedException)"
+    )]
+    Unauthorized(IcebergErrorResponse),
+    /// 403.
+    #[response(
+        status = 403,
+        description = "Refused: tables are written by moonlink-host only (ForbiddenException)"
+    )]
+    Forbidden(IcebergErrorResponse),
+    /// 404.
+    #[response(
+        status = 404,
+        description = "No such route (an empty path segment) (NotFoundException)"
+    )]
+    NotFound(IcebergErrorResponse),
+}
+
 /// Spec `page-token` / `page-size` query parameters (and `parent` for namespaces); unknown
 /// parameters are ignored. Numbers are parsed here so a bad one gets the Iceberg error shape.
 #[derive(Debug, Default, Deserialize)]
@@ -212,8 +277,9 @@ pub(crate) fn page<T>(
 ) -> Result<(Vec<T>, Option<String>), RestError> {
     let size = match query.page_size.as_deref() {
         None => None,
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if n >= 1 => Some(n),
+        // The OpenAPI document says int64 (spec: integer, minimum 1).
+        Some(s) => match s.parse::<i64>().ok().and_then(|n| usize::try_from(n).ok()) {
+            Some(n) if n >= 1 => Some(n),
             _ => {
                 return Err(RestError::bad_request(format!(
                     "pageSize must be a positive integer, not '{s}'"
@@ -277,7 +343,7 @@ mod tests {
 
     #[test]
     fn bad_page_sizes_are_a_bad_request() {
-        for size in ["0", "-1", "x", ""] {
+        for size in ["0", "-1", "x", "", "9223372036854775808"] {
             let e = page(names(3), |s| s, &query(Some(""), Some(size))).expect_err(size);
             assert_eq!(e.status, StatusCode::BAD_REQUEST);
             assert_eq!(e.kind, "BadRequestException");
