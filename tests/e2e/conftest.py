@@ -24,6 +24,8 @@ class Server:
         self.data_dir = data_dir
         self.extra_args = list(extra_args)
         self.env = dict(env or {})
+        # The S3 test server (`s3server.MotoServer`) when the warehouse is in S3: readers use it.
+        self.s3 = None
         self.proc = None
         self.port = None
         self.log_path = data_dir.rstrip("/") + ".log"
@@ -113,8 +115,9 @@ def make_server():
     servers = []
     tmp = tempfile.mkdtemp(prefix="moonlink-e2e-")
 
-    def make(extra_args=(), data_dir=None, env=None):
+    def make(extra_args=(), data_dir=None, env=None, s3=None):
         server = Server(data_dir or os.path.join(tmp, f"data{len(servers)}"), extra_args, env)
+        server.s3 = s3
         servers.append(server)
         return server.start()
 

@@ -25,9 +25,10 @@ def _free_port():
 
 
 class MotoServer:
-    def __init__(self):
+    def __init__(self, env=None):
         self.port = None
         self.proc = None
+        self.extra_env = dict(env or {})
 
     @property
     def endpoint(self):
@@ -40,6 +41,7 @@ class MotoServer:
             [exe, "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env={**os.environ, **self.extra_env},
         )
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -73,7 +75,10 @@ class MotoServer:
         )
 
     def bucket(self, name):
-        self.client().create_bucket(Bucket=name)
+        """Creates bucket `name` unless it exists."""
+        s3 = self.client()
+        if name not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
+            s3.create_bucket(Bucket=name)
         return name
 
     def keys(self, bucket, prefix=""):

@@ -48,10 +48,10 @@ def write_config(tmp_path, pg, tables=None, name="pg", **settings):
 def cdc_host(make_server, tmp_path, monkeypatch):
     """Starts moonlink-host with postgres_cdc for a cluster; returns the Server."""
 
-    def start(pg, tables=None, data_dir=None, **settings):
+    def start(pg, tables=None, data_dir=None, extra_args=(), env=None, s3=None, **settings):
         monkeypatch.setenv("MOONLINK_TEST_PGPASSWORD", pg.password)
         config = write_config(tmp_path, pg, tables, **settings)
-        return make_server(["--plugin", PLUGIN, "--config", config], data_dir=data_dir)
+        return make_server(["--plugin", PLUGIN, "--config", config, *extra_args], data_dir=data_dir, env=env, s3=s3)
 
     return start
 
@@ -79,9 +79,9 @@ def _sort(rows):
 def iceberg_rows(server, table, columns):
     """The table's rows via DuckDB and via PyIceberg, both as sorted tuples of psql text."""
     meta = server.table(table)["metadata_location"]
-    duck = duckdb_rows(meta, ", ".join(f'"{c}"' for c in columns))
+    duck = duckdb_rows(meta, ", ".join(f'"{c}"' for c in columns), s3=server.s3)
     namespace, name = table.split(".", 1)
-    arrow = pyiceberg_table(server.data_dir, namespace, name).scan(selected_fields=tuple(columns)).to_arrow()
+    arrow = pyiceberg_table(server.data_dir, namespace, name, s3=server.s3).scan(selected_fields=tuple(columns)).to_arrow()
     py = [tuple(row[c] for c in columns) for row in arrow.to_pylist()]
     return (_sort([tuple(canon(v) for v in r) for r in duck]),
             _sort([tuple(canon(v) for v in r) for r in py]))

@@ -31,29 +31,33 @@ SCHEMA = [
 U = uuid.UUID("123e4567-e89b-12d3-a456-426614174000")
 
 
+ROWS = [
+    {"id": 1, "i16": -32768, "i32": 2147483647, "i64": -9223372036854775808, "f32": 1.5, "f64": -2.25,
+     "b": True, "b2": False, "s": "héllo ✓ 日本", "t": "", "d": "1969-07-20", "dec": "-12345678901234.5678",
+     "big": "99999999999999999999999999999999999999", "ts": "2024-02-29 23:59:59.123456",
+     "tz": "2024-01-01T02:00:00.000001+02:00", "bin": base64.b64encode(b"\x00\x01\xff").decode(), "u": str(U)},
+    {"id": 2, "i16": 32767, "i32": -2147483648, "i64": 9223372036854775807, "f32": -0.0, "f64": 1e300,
+     "b": False, "b2": True, "s": None, "t": "plain", "d": "2262-04-11", "dec": 0, "big": "-1",
+     "ts": "1900-01-01T00:00:00", "tz": "1970-01-01T00:00:00Z", "bin": "", "u": "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"},
+    {"id": 3, "b2": True},
+]
+
+WANT = expect(
+    (1, -32768, 2147483647, -9223372036854775808, 1.5, -2.25, True, False, "héllo ✓ 日本", "", datetime.date(1969, 7, 20),
+     Decimal("-12345678901234.5678"), Decimal("99999999999999999999999999999999999999"),
+     datetime.datetime(2024, 2, 29, 23, 59, 59, 123456), utc(2024, 1, 1, 0, 0, 0, 1), b"\x00\x01\xff", U),
+    (2, 32767, -2147483648, 9223372036854775807, -0.0, 1e300, False, True, None, "plain", datetime.date(2262, 4, 11),
+     Decimal("0.0000"), Decimal("-1"), datetime.datetime(1900, 1, 1), utc(1970, 1, 1), b"",
+     uuid.UUID("ffffffff-ffff-ffff-ffff-ffffffffffff")),
+    (3, None, None, None, None, None, None, True, None, None, None, None, None, None, None, None, None),
+)
+
+
 def test_every_type_round_trips(server):
     server.create_table("demo.types", SCHEMA)
-    rows = [
-        {"id": 1, "i16": -32768, "i32": 2147483647, "i64": -9223372036854775808, "f32": 1.5, "f64": -2.25,
-         "b": True, "b2": False, "s": "héllo ✓ 日本", "t": "", "d": "1969-07-20", "dec": "-12345678901234.5678",
-         "big": "99999999999999999999999999999999999999", "ts": "2024-02-29 23:59:59.123456",
-         "tz": "2024-01-01T02:00:00.000001+02:00", "bin": base64.b64encode(b"\x00\x01\xff").decode(), "u": str(U)},
-        {"id": 2, "i16": 32767, "i32": -2147483648, "i64": 9223372036854775807, "f32": -0.0, "f64": 1e300,
-         "b": False, "b2": True, "s": None, "t": "plain", "d": "2262-04-11", "dec": 0, "big": "-1",
-         "ts": "1900-01-01T00:00:00", "tz": "1970-01-01T00:00:00Z", "bin": "", "u": "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"},
-        {"id": 3, "b2": True},
-    ]
-    reply = server.ingest("demo.types", rows)
+    reply = server.ingest("demo.types", ROWS)
     assert reply["rows"] == 3
-    want = expect(
-        (1, -32768, 2147483647, -9223372036854775808, 1.5, -2.25, True, False, "héllo ✓ 日本", "", datetime.date(1969, 7, 20),
-         Decimal("-12345678901234.5678"), Decimal("99999999999999999999999999999999999999"),
-         datetime.datetime(2024, 2, 29, 23, 59, 59, 123456), utc(2024, 1, 1, 0, 0, 0, 1), b"\x00\x01\xff", U),
-        (2, 32767, -2147483648, 9223372036854775807, -0.0, 1e300, False, True, None, "plain", datetime.date(2262, 4, 11),
-         Decimal("0.0000"), Decimal("-1"), datetime.datetime(1900, 1, 1), utc(1970, 1, 1), b"",
-         uuid.UUID("ffffffff-ffff-ffff-ffff-ffffffffffff")),
-        (3, None, None, None, None, None, None, True, None, None, None, None, None, None, None, None, None),
-    )
+    want = WANT
     loc = server.table("demo.types")["metadata_location"]
     duck = duckdb_rows(loc)
     py = pyiceberg_rows(server.data_dir, "demo", "types")

@@ -37,6 +37,10 @@ pub struct StorageArgs {
     #[arg(long, env = "MOONLINK_S3_ALLOW_HTTP")]
     pub s3_allow_http: bool,
 
+    /// Time limit of one S3 request, in seconds; a stalled request is cut and retried.
+    #[arg(long, env = "MOONLINK_S3_TIMEOUT_SECS", default_value_t = 30)]
+    pub s3_timeout_secs: u64,
+
     /// Bytes of recently written data files kept on local disk so compaction and index
     /// rebuilds do not download what was just uploaded (object-store warehouses only).
     #[arg(long, env = "MOONLINK_CACHE_BYTES", default_value_t = 4 * 1024 * 1024 * 1024)]
@@ -55,6 +59,7 @@ impl StorageArgs {
                 region: self.s3_region.clone(),
                 path_style: self.s3_path_style,
                 allow_http: self.s3_allow_http,
+                request_timeout_secs: Some(self.s3_timeout_secs),
             },
         })
     }

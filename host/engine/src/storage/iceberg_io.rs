@@ -12,11 +12,9 @@ use iceberg::io::{
     FileMetadata, FileRead, FileWrite, InputFile, OutputFile, Storage, StorageConfig,
     StorageFactory,
 };
-use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 use super::{Backend, WarehouseSpec};
 
@@ -127,17 +125,14 @@ impl Storage for ObjectStoreStorage {
     }
 
     async fn writer(&self, path: &str) -> iceberg::Result<Box<dyn FileWrite>> {
-        let object = self.path(path)?;
         Ok(Box::new(ObjectWrite {
-            upload: BufWriter::with_capacity(
-                self.backend.store.clone(),
-                object,
-                MULTIPART_THRESHOLD,
-            ),
+            path: self.path(path)?,
             backend: self.backend.clone(),
             location: path.to_string(),
+            buffer: Vec::new(),
+            upload: None,
             copy: Some(Vec::new()),
-            closed: false,
+            done: false,
         }))
     }
 
@@ -197,50 +192,147 @@ impl FileRead for ObjectRead {
 /// is aborted; one the process never finishes leaves no object, only an incomplete upload
 /// the bucket's lifecycle rules expire.
 struct ObjectWrite {
-    upload: BufWriter,
+    path: ObjectPath,
     backend: Backend,
     location: String,
+    /// Bytes not yet handed to the store (the whole file while it is small).
+    buffer: Vec<u8>,
+    /// The multipart upload, once the file outgrew [`MULTIPART_THRESHOLD`].
+    upload: Option<WriteMultipart>,
     /// A copy for the local cache while the file stays small enough to keep.
     copy: Option<Vec<u8>>,
-    closed: bool,
+    /// Closed or failed: nothing more may be written.
+    done: bool,
 }
 
+/// Parts uploaded concurrently by one writer.
+const UPLOAD_CONCURRENCY: usize = 4;
+
 impl ObjectWrite {
-    async fn fail(&mut self, e: std::io::Error) -> iceberg::Error {
-        let _ = self.upload.abort().await;
+    /// Ends a failed write: the partial multipart upload is aborted (best effort).
+    async fn fail(&mut self, e: object_store::Error) -> iceberg::Error {
+        self.done = true;
+        if let Some(upload) = self.upload.take() {
+            let _ = upload.abort().await;
+        }
         to_iceberg_error(e)
+    }
+
+    async fn push(&mut self, bs: &[u8]) -> Result<(), object_store::Error> {
+        if self.upload.is_none() {
+            if self.buffer.len() + bs.len() <= MULTIPART_THRESHOLD {
+                self.buffer.extend_from_slice(bs);
+                return Ok(());
+            }
+            let upload = self.backend.store.put_multipart(&self.path).await?;
+            let mut upload = WriteMultipart::new_with_chunk_size(upload, MULTIPART_THRESHOLD);
+            upload.write(&std::mem::take(&mut self.buffer));
+            self.upload = Some(upload);
+        }
+        if let Some(upload) = &mut self.upload {
+            upload.wait_for_capacity(UPLOAD_CONCURRENCY).await?;
+            upload.write(bs);
+        }
+        Ok(())
     }
 }
 
 #[async_trait]
 impl FileWrite for ObjectWrite {
     async fn write(&mut self, bs: Bytes) -> iceberg::Result<()> {
+        if self.done {
+            return Err(iceberg::Error::new(
+                iceberg::ErrorKind::Unexpected,
+                "write after the file was closed or failed",
+            ));
+        }
         if let Some(copy) = &mut self.copy {
             copy.extend_from_slice(&bs);
             if !self.backend.cacheable(copy.len()) {
                 self.copy = None;
             }
         }
-        if let Err(e) = self.upload.write_all(&bs).await {
+        if let Err(e) = self.push(&bs).await {
             return Err(self.fail(e).await);
         }
         Ok(())
     }
 
     async fn close(&mut self) -> iceberg::Result<()> {
-        if self.closed {
+        if self.done {
             return Err(iceberg::Error::new(
                 iceberg::ErrorKind::Unexpected,
-                "file already closed",
+                "file already closed or failed",
             ));
         }
-        self.closed = true;
-        if let Err(e) = self.upload.shutdown().await {
-            return Err(self.fail(e).await);
-        }
+        self.done = true;
+        let result = match self.upload.take() {
+            // `finish` aborts the upload itself when completing fails.
+            Some(upload) => upload.finish().await.map(|_| ()),
+            None => {
+                let bytes = Bytes::from(std::mem::take(&mut self.buffer));
+                self.backend
+                    .store
+                    .put(&self.path, PutPayload::from(bytes))
+                    .await
+                    .map(|_| ())
+            }
+        };
+        result.map_err(to_iceberg_error)?;
         if let Some(copy) = self.copy.take() {
             self.backend.cached(&self.location, &copy);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Warehouse;
+
+    /// A file past the multipart threshold is uploaded in parts and reads back whole; a small
+    /// one in a single PUT.
+    #[tokio::test]
+    async fn large_files_stream_as_multipart_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::local(dir.path()).unwrap();
+        let io = warehouse.file_io();
+        let location = format!("{}/t/data/big.bin", warehouse.root());
+        let mut writer = io.new_output(&location).unwrap().writer().await.unwrap();
+        let chunk = Bytes::from(vec![7u8; 3 * 1024 * 1024]);
+        let mut written = 0;
+        while written <= MULTIPART_THRESHOLD * 2 {
+            writer.write(chunk.clone()).await.unwrap();
+            written += chunk.len();
+        }
+        // Nothing is visible before close.
+        assert!(!io.exists(&location).await.unwrap());
+        writer.close().await.unwrap();
+        assert!(writer.close().await.is_err(), "closing twice is an error");
+        let back = io.new_input(&location).unwrap().read().await.unwrap();
+        assert_eq!(back.len(), written);
+        assert!(back.iter().all(|b| *b == 7));
+    }
+
+    /// Metadata JSON is create-only: a second write of the same version file fails.
+    #[tokio::test]
+    async fn metadata_json_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::local(dir.path()).unwrap();
+        let io = warehouse.file_io();
+        let location = format!("{}/t/metadata/00001-x.metadata.json", warehouse.root());
+        io.new_output(&location)
+            .unwrap()
+            .write(Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        let again = io
+            .new_output(&location)
+            .unwrap()
+            .write(Bytes::from_static(b"{\"x\":1}"))
+            .await;
+        assert!(again.is_err());
+        assert_eq!(io.new_input(&location).unwrap().read().await.unwrap(), "{}");
     }
 }

@@ -33,8 +33,9 @@ pub use file_cache::ReadStats;
 use file_cache::{FileCache, ReadCounters};
 use iceberg_io::{ObjectStoreStorage, ObjectStoreStorageFactory};
 
-/// How long one S3 request is retried (with back-off) before the error reaches the engine.
-pub const S3_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one S3 request is retried (with back-off) before the error reaches the engine,
+/// whose commit loop then retries the whole commit on its next tick.
+pub const S3_RETRY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long opening a warehouse waits for the store to answer before refusing to start.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -51,6 +52,9 @@ pub struct S3Options {
     pub path_style: bool,
     /// Allow plain `http://` endpoints.
     pub allow_http: bool,
+    /// Time limit of one S3 request (default 30 s); a stalled request is cut and retried.
+    #[serde(default)]
+    pub request_timeout_secs: Option<u64>,
 }
 
 /// Where a warehouse lives and how to reach it (what `--warehouse` and `--s3-*` say).
@@ -219,7 +223,9 @@ fn s3_store(spec: &WarehouseSpec, bucket: &str) -> Result<object_store::aws::Ama
         .with_client_options(
             ClientOptions::new()
                 .with_connect_timeout(Duration::from_secs(5))
-                .with_timeout(Duration::from_secs(30))
+                .with_timeout(Duration::from_secs(
+                    spec.s3.request_timeout_secs.unwrap_or(30).max(1),
+                ))
                 .with_allow_http(spec.s3.allow_http),
         );
     if let Some(endpoint) = &spec.s3.endpoint {
@@ -352,17 +358,41 @@ async fn probe(backend: &Backend, root: &str) -> Result<()> {
             PROBE_TIMEOUT.as_secs()
         ))
     })?;
-    match listed {
-        Ok(_) => Ok(()),
-        Err(object_store::Error::NotFound { .. }) => {
-            Err(refuse("the bucket does not exist".into()))
+    let Err(e) = listed else { return Ok(()) };
+    // S3 answers with an XML error whose <Code> says what is wrong; object_store keeps it in
+    // the message.
+    let text = e.to_string();
+    let code = text
+        .split_once("<Code>")
+        .and_then(|(_, rest)| rest.split_once("</Code>"))
+        .map(|(code, _)| code.to_string());
+    let why = match (&e, code.as_deref()) {
+        (object_store::Error::NotFound { .. }, _) | (_, Some("NoSuchBucket")) => {
+            "the bucket does not exist".to_string()
         }
-        Err(e @ object_store::Error::PermissionDenied { .. })
-        | Err(e @ object_store::Error::Unauthenticated { .. }) => Err(refuse(format!(
-            "the credentials were refused (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN): {e}"
-        ))),
-        Err(e) => Err(refuse(e.to_string())),
-    }
+        (object_store::Error::PermissionDenied { .. }, _)
+        | (object_store::Error::Unauthenticated { .. }, _)
+        | (
+            _,
+            Some(
+                "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "ExpiredToken"
+                | "InvalidToken",
+            ),
+        ) => format!(
+            "the credentials were refused ({}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN",
+            code.as_deref().unwrap_or("403")
+        ),
+        (_, Some(code)) => format!("S3 refused the listing: {code}"),
+        // No keys in the environment: object_store fell back to the instance metadata service.
+        _ if text.contains("169.254.169.254") => "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or run where an instance role is available)".to_string(),
+        _ if text.contains("error sending request") || text.contains("HTTP error") => format!(
+            "cannot reach the S3 endpoint (check --s3-endpoint / AWS_ENDPOINT_URL, and --s3-allow-http for http://): {}",
+            text.lines().next().unwrap_or_default().chars().take(300).collect::<String>()
+        ),
+        // One line: the first line of the store's message, without a response body.
+        _ => text.lines().next().unwrap_or_default().chars().take(300).collect(),
+    };
+    Err(refuse(why))
 }
 
 #[cfg(test)]
