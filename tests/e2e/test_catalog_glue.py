@@ -126,3 +126,13 @@ def test_glue_catalog_with_an_s3_warehouse(glue_host, moto):
     server.commit("s3ns.items")
     assert server.table("s3ns.items")["metadata_location"].startswith(f"s3://{bucket}/wh/")
     assert rows(glue_catalog(moto), "s3ns", "items") == expect((1, "i1"), (2, "i2"))
+
+
+def test_an_unreachable_glue_endpoint_refuses_to_start_naming_the_flag(moto, tmp_path):
+    from conftest import free_port
+    from test_catalog_postgres import start_failing
+
+    url = f"glue://{REGION}?endpoint=http://127.0.0.1:{free_port()}"
+    err = start_failing(["--catalog", url], tmp_path, env=moto.env())
+    lines = [line for line in err.splitlines() if "--catalog" in line]
+    assert lines and "refused" in lines[0].lower(), err

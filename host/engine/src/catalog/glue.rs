@@ -59,6 +59,17 @@ fn transport(e: impl std::fmt::Display) -> GlueError {
     }
 }
 
+/// A failed HTTP exchange, with its causes (reqwest's own message omits "connection refused").
+fn http_error(e: reqwest::Error) -> GlueError {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    transport(message)
+}
+
 impl GlueCatalog {
     /// Reads credentials from the standard AWS environment and checks the endpoint answers.
     pub async fn connect(
@@ -96,7 +107,7 @@ impl GlueCatalog {
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30))
             .build()
-            .map_err(|e| EngineError::Catalog(format!("glue: {e}")))?;
+            .map_err(|e| http_error(e).into_engine())?;
         let catalog = GlueCatalog {
             http,
             endpoint: endpoint
@@ -147,9 +158,9 @@ impl GlueCatalog {
         for (name, value) in headers.iter().copied().chain(instructions.headers()) {
             request = request.header(name, value);
         }
-        let response = request.body(body).send().await.map_err(transport)?;
+        let response = request.body(body).send().await.map_err(http_error)?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(transport)?;
+        let bytes = response.bytes().await.map_err(http_error)?;
         let value: Value = if bytes.is_empty() {
             json!({})
         } else {
