@@ -37,54 +37,92 @@ impl Table {
 
     async fn commit_with(&self, force_compaction: bool) -> Result<CommitState> {
         let mut pending = self.pending.lock().await;
-        {
-            let mut buffer = self.lock_buffer();
-            let through_lsn = buffer.next_lsn - 1;
-            let has_deletes = buffer
-                .keyed
-                .as_ref()
-                .is_some_and(|k| !k.file_deletes.is_empty());
-            if through_lsn > pending.through_lsn || has_deletes {
-                let batches = std::mem::take(&mut buffer.batches);
-                buffer.rows = 0;
-                buffer.bytes = 0;
-                let generation = match buffer.keyed.as_mut() {
-                    Some(keys) => {
-                        for (file, positions) in std::mem::take(&mut keys.file_deletes) {
-                            *pending.deletes.entry(file).or_default() |= positions;
-                        }
-                        let taken = keys.take(batches)?;
-                        Generation {
-                            file_id: Some(taken.file_id),
-                            keys: Some(taken.keys),
-                            batches: taken.rows.into_iter().collect(),
-                        }
+        let mut rebases = 0;
+        loop {
+            self.take_buffer(&mut pending)?;
+            let committed_lsn = self.committed.borrow().committed_lsn;
+            if pending.is_empty() && pending.through_lsn <= committed_lsn && !force_compaction {
+                return Ok(self.committed.borrow().clone());
+            }
+            let result = match self.commit_pending(&mut pending, force_compaction).await {
+                // Another writer committed: rebase on its snapshot and try again, a bounded
+                // number of times with back-off (then the error is reported and the commit
+                // loop tries again at its next interval).
+                Err(EngineError::CommitConflict(what)) if rebases < rebase::MAX_REBASES => {
+                    rebases += 1;
+                    tokio::time::sleep(Duration::from_millis(20 << rebases)).await;
+                    match self.rebase(&mut pending).await {
+                        Ok(()) => continue,
+                        Err(e) => Err(EngineError::Unavailable(format!(
+                            "commit conflict on {what}, and rebasing on the new snapshot failed: {e}"
+                        ))),
                     }
-                    None => Generation {
-                        file_id: None,
-                        keys: None,
-                        batches,
-                    },
-                };
-                if !generation.batches.is_empty() {
-                    pending.generations.push(generation);
                 }
-                pending.through_lsn = through_lsn;
-                let checkpoints = std::mem::take(&mut buffer.source_checkpoints);
-                pending.source_checkpoints.extend(checkpoints);
-                if let Some(wal) = self.wal.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                    wal.rotate(buffer.next_lsn);
+                other => other,
+            };
+            return self
+                .after_commit(&mut pending, result, force_compaction)
+                .await;
+        }
+    }
+
+    /// Moves what the buffer holds into `pending` (the commit lock is held).
+    fn take_buffer(&self, pending: &mut Pending) -> Result<()> {
+        let mut buffer = self.lock_buffer();
+        let through_lsn = buffer.next_lsn - 1;
+        let has_deletes = buffer
+            .keyed
+            .as_ref()
+            .is_some_and(|k| !k.file_deletes.is_empty());
+        if through_lsn > pending.through_lsn || has_deletes {
+            let batches = std::mem::take(&mut buffer.batches);
+            buffer.rows = 0;
+            buffer.bytes = 0;
+            let generation = match buffer.keyed.as_mut() {
+                Some(keys) => {
+                    for (file, positions) in std::mem::take(&mut keys.file_deletes) {
+                        *pending.deletes.entry(file).or_default() |= positions;
+                    }
+                    let taken = keys.take(batches)?;
+                    Generation {
+                        file_id: Some(taken.file_id),
+                        keys: Some(taken.keys),
+                        batches: taken.rows.into_iter().collect(),
+                    }
                 }
+                None => Generation {
+                    file_id: None,
+                    keys: None,
+                    batches,
+                },
+            };
+            if !generation.batches.is_empty() {
+                pending.generations.push(generation);
+            }
+            pending.through_lsn = through_lsn;
+            let checkpoints = std::mem::take(&mut buffer.source_checkpoints);
+            pending.source_checkpoints.extend(checkpoints);
+            if let Some(wal) = self.wal.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                wal.rotate(buffer.next_lsn);
             }
         }
-        let committed_lsn = self.committed.borrow().committed_lsn;
-        if pending.is_empty() && pending.through_lsn <= committed_lsn && !force_compaction {
-            return Ok(self.committed.borrow().clone());
-        }
-        match self.commit_pending(&mut pending, force_compaction).await {
+        Ok(())
+    }
+
+    /// Bookkeeping after a commit attempt: the orphan sweep after a success, the error in the
+    /// committed state after a failure.
+    async fn after_commit(
+        &self,
+        pending: &mut Pending,
+        result: Result<CommitState>,
+        force_compaction: bool,
+    ) -> Result<CommitState> {
+        match result {
             Ok(state) => {
                 pending.commits += 1;
-                let sweep_due = pending.commits % self.config.orphan_sweep_every.max(1) == 0;
+                let sweep_due = pending
+                    .commits
+                    .is_multiple_of(self.config.orphan_sweep_every.max(1));
                 if force_compaction || sweep_due {
                     // Under the commit lock: no commit of ours is writing files right now.
                     match maintenance::remove_orphan_files(
@@ -305,6 +343,9 @@ impl Table {
             failures: current.failures,
         };
         self.committed.send_replace(state.clone());
+        self.lock_buffer()
+            .uncommitted
+            .retain(|(lsn, _)| *lsn > through);
         if let Some(wal) = self.wal.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             if let Err(e) = wal.truncate_through(through) {
                 tracing::warn!(table = %self.name, error = %e, "cannot delete committed log segments");
@@ -333,6 +374,8 @@ impl Table {
                 if let Some(keys) = buffer.keyed.as_mut() {
                     keys.clear();
                 }
+                // A rebase must not apply what the truncation superseded.
+                buffer.uncommitted.clear();
                 // Everything logged so far is superseded: the snapshot's committed LSN covers it.
                 pending.through_lsn = buffer.next_lsn - 1;
                 let checkpoints = std::mem::take(&mut buffer.source_checkpoints);

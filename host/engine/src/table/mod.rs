@@ -260,6 +260,10 @@ struct Buffer {
     keyed: Option<KeyedBuffer>,
     /// The latest checkpoint of each source whose batches are buffered.
     source_checkpoints: BTreeMap<String, String>,
+    /// Every batch applied after the committed LSN, as (LSN, batch), in LSN order: logged
+    /// ones and unlogged source batches alike. A rebase on another writer's snapshot applies
+    /// them again (`rebase.rs`). Shares its Arrow buffers with the batch the caller built.
+    uncommitted: Vec<(u64, ChangeBatch)>,
 }
 
 /// Rows taken from the buffer, each group to become one data file; keyed tables know the
@@ -347,6 +351,7 @@ pub(crate) struct OpenTable {
 mod apply;
 mod commit_loop;
 mod compaction;
+mod rebase;
 mod unchanged;
 
 impl Table {
@@ -360,71 +365,29 @@ impl Table {
         config: TableConfig,
     ) -> Result<Arc<Table>> {
         let open_options_config = open.options.apply(&config);
-        let file_io = warehouse.file_io();
         let committed_lsn = commit::committed_lsn(&open.metadata);
-        let mut live_files = Vec::new();
-        let mut delete_files = Vec::new();
-        for file in commit::live_files(&file_io, &open.metadata).await? {
-            match file.data_file.content_type() {
-                DataContentType::Data => live_files.push(file.data_file),
-                _ => delete_files.push(file.data_file),
-            }
-        }
-        let mut committed_dvs = HashMap::new();
-        for dv in &delete_files {
-            if let Some(data_file) = dv.referenced_data_file() {
-                committed_dvs.insert(
-                    data_file,
-                    deletion_vector::read_deletion_vector(&warehouse, dv).await?,
-                );
-            }
-        }
         let arrow_schema = open.schema.arrow_schema();
-        let mut paths = HashMap::new();
-        let mut key_hasher = None;
-        let keyed = if open.schema.primary_key.is_empty() {
+        let key_hasher = if open.schema.primary_key.is_empty() {
             None
         } else {
-            // Load each data file's key-index file from the cache; rebuild a missing or damaged
-            // one from the file's key columns (Iceberg is the source of truth).
-            let key_columns: Vec<usize> = open
-                .schema
-                .primary_key
-                .iter()
-                .filter_map(|k| open.schema.column_index(k))
-                .collect();
-            let hasher = KeyHasher::new(key_index_file::key_secret(index_dir)?);
-            key_hasher = Some(hasher);
-            let mut keyed = KeyedBuffer::new(key_columns.clone(), hasher);
-            let mut rebuilt = 0;
-            for file in &live_files {
-                let id = keyed.allocate_file_id();
-                paths.insert(id, file.file_path().to_string());
-                let keys_file = key_index_file::key_index_file_path(index_dir, file.file_path());
-                let keys = match key_index_file::read_key_index_file(&keys_file, &hasher) {
-                    Some(keys) => keys,
-                    None => {
-                        rebuilt += 1;
-                        let mut hashes = Vec::with_capacity(file.record_count() as usize);
-                        for batch in
-                            data_files::read_data_file(&warehouse, file.file_path(), &arrow_schema)
-                                .await?
-                        {
-                            hashes.extend(hasher.hash_rows(&batch, &key_columns));
-                        }
-                        let keys = FileKeys::from_row_hashes(&hashes);
-                        key_index_file::write_key_index_file(&keys_file, &keys, &hasher)?;
-                        keys
-                    }
-                };
-                let dead = committed_dvs.get(file.file_path()).cloned();
-                keyed.index.add_file(id, keys, dead);
-            }
-            if rebuilt > 0 {
-                tracing::info!(table = %open.name, files = rebuilt, "rebuilt key-index files from data files");
-            }
-            Some(keyed)
+            Some(KeyHasher::new(key_index_file::key_secret(index_dir)?))
         };
+        // Iceberg is the source of truth; key-index files are a local cache of it.
+        let rebase::CommittedFiles {
+            live_files,
+            committed_dvs,
+            paths,
+            keyed,
+        } = rebase::load_committed(
+            &open.name,
+            &open.schema,
+            &arrow_schema,
+            &open.metadata,
+            &warehouse,
+            index_dir,
+            key_hasher,
+        )
+        .await?;
         let (wal, replay) = Wal::open(wal_dir, committed_lsn)?;
         let mut buffer = Buffer {
             batches: Vec::new(),
@@ -435,6 +398,7 @@ impl Table {
             reopening: false,
             keyed,
             source_checkpoints: BTreeMap::new(),
+            uncommitted: Vec::new(),
         };
         if !replay.is_empty() {
             tracing::info!(table = %open.name, records = replay.len(), after_lsn = committed_lsn,
@@ -619,9 +583,22 @@ impl Table {
 }
 
 impl Buffer {
-    /// Buffers a batch (already in the log); returns how many keys matched live rows.
-    /// `hashes`: the batch's key hashes if already computed (keyed tables), else hashed here.
+    /// Buffers a batch (already in the log) with LSN `next_lsn - 1`; returns how many keys
+    /// matched live rows. `hashes`: the batch's key hashes if already computed (keyed
+    /// tables), else hashed here.
     fn append(
+        &mut self,
+        schema: &SchemaRef,
+        batch: &ChangeBatch,
+        hashes: Option<Vec<KeyHash>>,
+    ) -> Result<usize> {
+        let matched = self.buffer_batch(schema, batch, hashes)?;
+        self.uncommitted.push((self.next_lsn - 1, batch.clone()));
+        Ok(matched)
+    }
+
+    /// Applies a batch to the keys and the buffered rows (see [`Buffer::append`]).
+    fn buffer_batch(
         &mut self,
         schema: &SchemaRef,
         batch: &ChangeBatch,
