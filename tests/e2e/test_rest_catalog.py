@@ -336,6 +336,18 @@ def test_config_404s_401s_head_and_paging(make_server):
         assert body["metadata"] == json.load(f)
     assert body["config"] == {}  # a local warehouse needs no settings, and credentials are never served
 
+    # ETag / If-None-Match: an unchanged table is a 304 without a body; a commit changes the tag.
+    tag = r.headers["ETag"]
+    again = requests.get(f"{base}/namespaces/a/tables/t1", headers={**AUTH, "If-None-Match": tag}, timeout=10)
+    assert again.status_code == 304 and again.content == b"" and again.headers["ETag"] == tag, again
+    other = requests.get(f"{base}/namespaces/a/tables/t1", headers={**AUTH, "If-None-Match": '"x"'}, timeout=10)
+    assert other.status_code == 200 and other.headers["ETag"] == tag
+    ingest(server, "a.t1", [{"id": 1, "name": "new"}], headers=AUTH)
+    changed = requests.get(f"{base}/namespaces/a/tables/t1", headers={**AUTH, "If-None-Match": tag}, timeout=10)
+    assert changed.status_code == 200, changed.status_code
+    assert changed.headers["ETag"] != tag
+    assert changed.json()["metadata-location"] != body["metadata-location"]
+
 
 # --- a table that failed to open ------------------------------------------------------------
 def _wal_records(path):

@@ -13,12 +13,13 @@ mod refused;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use moonlink_engine::{EngineError, TableInfo};
+use sha2::{Digest, Sha256};
 
 pub(crate) use model::*;
 pub(crate) use refused::*;
@@ -306,9 +307,13 @@ pub(crate) async fn list_tables(
 /// settings a client needs. `snapshots=refs` is answered with all snapshots, which the spec's
 /// clients accept.
 #[utoipa::path(get, path = "/iceberg/v1/namespaces/{namespace}/tables/{table}", tag = "iceberg", operation_id = "loadTable",
-    params(("namespace" = String, Path, description = "Namespace; levels separated by %1F (ours have one)", example = "sales"), ("table" = String, Path, description = "Table name in the namespace", example = "orders")),
+    params(("namespace" = String, Path, description = "Namespace; levels separated by %1F (ours have one)", example = "sales"), ("table" = String, Path, description = "Table name in the namespace", example = "orders"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier loadTable: 304 if the metadata has not changed")),
     responses(
-        (status = 200, description = "The table's current metadata", body = LoadTableResult),
+        (status = 200, description = "The table's current metadata", body = LoadTableResult,
+            headers(("ETag" = String, description = "Names this metadata version; send it back in If-None-Match"))),
+        (status = 304, description = "The metadata is still the one If-None-Match names",
+            headers(("ETag" = String, description = "The same tag"))),
         ReadErrors,
         (status = 503, description = "The table failed to open (ServiceUnavailableException)", body = IcebergErrorResponse,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
@@ -316,8 +321,14 @@ pub(crate) async fn list_tables(
 pub(crate) async fn load_table(
     State(state): State<AppState>,
     Path((namespace, table)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, RestError> {
     let info = servable_table(&state, &namespace, &table)?;
+    // Spec `If-None-Match`: a client that holds the current version reads nothing.
+    let current = etag(&info.metadata_location);
+    if if_none_match(&headers, &current) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, current)]).into_response());
+    }
     let (metadata_location, bytes) = match state.engine.table_metadata_json(&info.name).await {
         Ok(found) => found,
         // Dropped since it was listed.
@@ -333,12 +344,32 @@ pub(crate) async fn load_table(
             format!("the metadata file {metadata_location} is not JSON: {e}"),
         )
     })?;
-    Ok(Json(LoadTableResult {
+    let tag = etag(&metadata_location);
+    let result = LoadTableResult {
         metadata_location,
         metadata,
         config: state.iceberg_client_config.clone(),
-    })
-    .into_response())
+    };
+    Ok(([(header::ETAG, tag)], Json(result)).into_response())
+}
+
+/// The ETag of a metadata version. Metadata files are written once and never replaced, so
+/// the location names the content.
+fn etag(metadata_location: &str) -> String {
+    let digest = Sha256::digest(metadata_location.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+/// Whether `If-None-Match` names `current` (a list of tags, weak ones compared weakly, or `*`).
+fn if_none_match(headers: &HeaderMap, current: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim())
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == current)
 }
 
 /// Spec `tableExists`: 204 or 404 (503 for a table that failed to open).
@@ -371,6 +402,20 @@ mod tests {
             "two levels are never ours"
         );
         assert_eq!(namespace_level(""), None);
+    }
+
+    #[test]
+    fn etags_name_a_metadata_location() {
+        let a = etag("s3://b/wh/t/metadata/00001-x.metadata.json");
+        assert_eq!(a, etag("s3://b/wh/t/metadata/00001-x.metadata.json"));
+        assert_ne!(a, etag("s3://b/wh/t/metadata/00002-y.metadata.json"));
+        let mut headers = HeaderMap::new();
+        assert!(!if_none_match(&headers, &a));
+        headers.insert(header::IF_NONE_MATCH, "\"other\"".parse().expect("value"));
+        assert!(!if_none_match(&headers, &a));
+        let list = format!("\"other\", W/{a}");
+        headers.insert(header::IF_NONE_MATCH, list.parse().expect("value"));
+        assert!(if_none_match(&headers, &a));
     }
 
     #[test]
