@@ -520,9 +520,11 @@ impl SegmentWriter {
     }
 
     fn sync(&mut self) -> Result<()> {
+        let started = std::time::Instant::now();
         self.file
             .sync()
             .map_err(|e| EngineError::io(&self.path, e))?;
+        metrics::histogram!("moonlink_wal_fsync_seconds").record(started.elapsed().as_secs_f64());
         self.synced_len = self.written_len;
         Ok(())
     }

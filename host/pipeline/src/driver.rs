@@ -247,6 +247,7 @@ impl Driver {
             let poll = source
                 .poll(self.spec.poll.max_rows, self.spec.poll.timeout_ms)
                 .map_err(|e| PipelineError::Poll(e.into()))?;
+            metrics::counter!("moonlink_plugin_calls_total", "source" => self.spec.name.clone(), "call" => "poll").increment(1);
             let mut steps = Vec::new();
             for event in poll.events {
                 match event {

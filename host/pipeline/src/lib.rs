@@ -23,7 +23,7 @@ mod spec;
 
 pub use driver::start_all;
 pub use error::PipelineError;
-pub use registry::{stop_all, SourceRegistry, SourceState, SourceStatus};
+pub use registry::{stop_all, FaultRecord, SourceRegistry, SourceState, SourceStatus};
 pub use spec::{PollLimits, SourceSpec, TransformSpec};
 
 /// The Iceberg namespace and table name a host table name stands for: split at the last `.`,

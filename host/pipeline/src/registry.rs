@@ -1,10 +1,10 @@
 //! Every source's status, shared between the driver threads and whoever reports them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use moonlink_runtime::CopyProgress;
 
@@ -65,10 +65,30 @@ pub struct SourceStatus {
     pub copy_progress: BTreeMap<String, CopyProgress>,
 }
 
+/// A fault worth showing an operator: a source that faulted, or a commit that failed.
+#[derive(Debug, Clone)]
+pub struct FaultRecord {
+    /// When it was recorded.
+    pub at: SystemTime,
+    /// `source` or `commit`.
+    pub kind: &'static str,
+    /// The source's or the table's name.
+    pub origin: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// How many recent faults are kept.
+const RECENT_FAULTS: usize = 50;
+
 /// All sources' statuses, and the shutdown flag their threads watch.
 #[derive(Clone, Default)]
 pub struct SourceRegistry {
     statuses: Arc<Mutex<BTreeMap<String, SourceStatus>>>,
+    /// When each source's acknowledged checkpoint last advanced (or it was registered): lag.
+    advanced: Arc<Mutex<BTreeMap<String, Instant>>>,
+    /// The newest faults, oldest first.
+    faults: Arc<Mutex<VecDeque<FaultRecord>>>,
     stopping: Arc<AtomicBool>,
     /// The longest time one plugin call of any source may take (its time limit).
     longest_call: Arc<Mutex<Duration>>,
@@ -95,6 +115,7 @@ impl SourceRegistry {
             let mut longest = lock(&self.longest_call);
             *longest = (*longest).max(call_limit);
         }
+        lock(&self.advanced).insert(name.to_string(), Instant::now());
         lock(&self.statuses).insert(
             name.to_string(),
             SourceStatus {
@@ -112,9 +133,58 @@ impl SourceRegistry {
     }
 
     pub(crate) fn update(&self, name: &str, f: impl FnOnce(&mut SourceStatus)) {
-        if let Some(status) = lock(&self.statuses).get_mut(name) {
-            f(status);
+        let mut statuses = lock(&self.statuses);
+        let Some(status) = statuses.get_mut(name) else {
+            return;
+        };
+        let (acked, state, restarts) = (
+            status.acked_checkpoint.clone(),
+            status.state,
+            status.restarts,
+        );
+        f(status);
+        if status.acked_checkpoint != acked {
+            lock(&self.advanced).insert(name.to_string(), Instant::now());
         }
+        if status.restarts > restarts {
+            metrics::counter!("moonlink_source_restarts_total", "source" => name.to_string())
+                .increment(status.restarts - restarts);
+        }
+        // Entering `restarting` or `failed` is a fault.
+        if status.state != state
+            && matches!(status.state, SourceState::Restarting | SourceState::Failed)
+        {
+            metrics::counter!("moonlink_source_faults_total", "source" => name.to_string())
+                .increment(1);
+            let message = status.last_error.clone().unwrap_or_default();
+            drop(statuses);
+            self.record_fault("source", name, &message);
+        }
+    }
+
+    /// Seconds since the source's acknowledged checkpoint last advanced (since it was
+    /// registered, before its first acknowledgement): the generic lag.
+    pub fn checkpoint_age(&self, name: &str) -> Option<Duration> {
+        lock(&self.advanced).get(name).map(Instant::elapsed)
+    }
+
+    /// Records a fault for operators (kept: the newest few).
+    pub fn record_fault(&self, kind: &'static str, origin: &str, message: &str) {
+        let mut faults = lock(&self.faults);
+        if faults.len() == RECENT_FAULTS {
+            faults.pop_front();
+        }
+        faults.push_back(FaultRecord {
+            at: SystemTime::now(),
+            kind,
+            origin: origin.to_string(),
+            message: message.to_string(),
+        });
+    }
+
+    /// The newest faults, newest first.
+    pub fn recent_faults(&self) -> Vec<FaultRecord> {
+        lock(&self.faults).iter().rev().cloned().collect()
     }
 
     /// Initial-copy progress of a host table, if a source is copying or has copied it.

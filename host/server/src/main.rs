@@ -2,9 +2,12 @@
 
 mod api;
 mod budget;
+mod cli_status;
 mod error;
+mod metrics;
 mod openapi;
 mod plugin_config;
+mod status;
 mod storage_args;
 
 use std::net::SocketAddr;
@@ -92,6 +95,41 @@ struct Cli {
     /// Time limit per plugin call, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     plugin_timeout_ms: u64,
+
+    /// Log lines on stderr: `text`, or `json` (one object per line, for log shippers).
+    #[arg(long, env = "MOONLINK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// Without a subcommand: run the server.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Print a running server's status (tables, sources, recent faults) from its GET /status.
+    Status(cli_status::StatusArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        // Colour codes only for a terminal: log files and collectors get plain text.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }
 
 fn default_plugin_dir() -> PathBuf {
@@ -103,15 +141,13 @@ fn default_plugin_dir() -> PathBuf {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // Colour codes only for a terminal: log files and collectors get plain text.
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(Command::Status(args)) = cli.command.take() {
+        return cli_status::run(args).await;
+    }
+    init_logging(cli.log_format);
+    // Before anything records: the engine and the pipeline record through the facade.
+    metrics::install().context("installing the metrics recorder")?;
 
     if !cli.listen.ip().is_loopback() && cli.auth_token.is_none() {
         bail!(
@@ -201,6 +237,7 @@ async fn main() -> anyhow::Result<()> {
         auth_token: cli.auth_token.clone(),
         iceberg_client_config: cli.storage.client_config(),
     });
+    status::spawn_fault_watcher(engine.clone(), registry.clone());
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;

@@ -38,6 +38,7 @@ impl Table {
     async fn commit_with(&self, force_compaction: bool) -> Result<CommitState> {
         let mut pending = self.pending.lock().await;
         let mut rebases = 0;
+        let started = std::time::Instant::now();
         loop {
             self.take_buffer(&mut pending)?;
             let committed_lsn = self.committed.borrow().committed_lsn;
@@ -60,6 +61,8 @@ impl Table {
                 }
                 other => other,
             };
+            metrics::histogram!("moonlink_commit_seconds", "table" => self.name.clone())
+                .record(started.elapsed().as_secs_f64());
             return self
                 .after_commit(&mut pending, result, force_compaction)
                 .await;
@@ -119,6 +122,7 @@ impl Table {
     ) -> Result<CommitState> {
         match result {
             Ok(state) => {
+                metrics::counter!("moonlink_commits_total", "table" => self.name.clone(), "outcome" => "ok").increment(1);
                 pending.commits += 1;
                 let sweep_due = pending
                     .commits
@@ -133,6 +137,7 @@ impl Table {
                     .await
                     {
                         Ok(n) if n > 0 => {
+                            metrics::counter!("moonlink_orphan_files_removed_total", "table" => self.name.clone()).increment(n as u64);
                             tracing::info!(table = %self.name, files = n, "removed unreferenced files")
                         }
                         Ok(_) => {}
@@ -144,6 +149,7 @@ impl Table {
                 Ok(state)
             }
             Err(e) => {
+                metrics::counter!("moonlink_commits_total", "table" => self.name.clone(), "outcome" => "error").increment(1);
                 self.committed.send_modify(|s| {
                     s.last_error = Some(e.to_string());
                     s.failures += 1;
@@ -334,6 +340,12 @@ impl Table {
         pending.generations.clear();
         pending.deletes.clear();
         pending.source_checkpoints.clear();
+        metrics::counter!("moonlink_compacted_files_total", "table" => self.name.clone())
+            .increment(if truncating { 0 } else { removed.len() as u64 });
+        let expired = (current.metadata.snapshots().count() + 1)
+            .saturating_sub(committed.metadata.snapshots().count());
+        metrics::counter!("moonlink_expired_snapshots_total", "table" => self.name.clone())
+            .increment(expired as u64);
         let through = pending.through_lsn;
         let state = CommitState {
             metadata: Arc::new(committed.metadata),

@@ -195,6 +195,10 @@ pub struct TableInfo {
     pub last_error: Option<String>,
     /// The table could not be opened (`last_error` says why); it refuses writes.
     pub failed: bool,
+    /// When the current snapshot was committed (ms since the epoch).
+    pub last_commit_ms: Option<i64>,
+    /// When the newest snapshot that added rows was committed (ms since the epoch): freshness.
+    pub last_rows_commit_ms: Option<i64>,
 }
 
 impl TableInfo {
@@ -227,6 +231,8 @@ impl TableInfo {
             index_bytes: 0,
             last_error: Some(reason.to_string()),
             failed: true,
+            last_commit_ms: None,
+            last_rows_commit_ms: None,
         }
     }
 }
@@ -351,6 +357,7 @@ pub(crate) struct OpenTable {
 mod apply;
 mod commit_loop;
 mod compaction;
+mod freshness;
 mod rebase;
 mod unchanged;
 
@@ -550,6 +557,8 @@ impl Table {
             index_bytes,
             last_error: state.last_error,
             failed: false,
+            last_commit_ms: state.metadata.current_snapshot().map(|s| s.timestamp_ms()),
+            last_rows_commit_ms: freshness::last_rows_commit_ms(&state.metadata),
         }
     }
 

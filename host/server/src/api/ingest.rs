@@ -131,6 +131,7 @@ pub(crate) async fn ingest(
         RequestMode::Sync => (Durability::Committed, IngestRequestMode::Sync),
     };
     let receipt = state.engine.apply(&name, decoded.batch, durability).await?;
+    crate::metrics::record_ingest(&name, operation, receipt.rows as u64, body_len as u64);
     Ok(Json(IngestResponse {
         status: "ok",
         table: name,

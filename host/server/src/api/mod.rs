@@ -58,14 +58,21 @@ pub fn router(state: AppState) -> Router {
         .route("/tables/{name}/truncate", post(truncate_table))
         .route("/ingest/{name}", post(ingest))
         .route("/plugins", get(list_plugins))
+        .route("/status", get(crate::status::status))
+        .route("/metrics", get(crate::metrics::metrics_text))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
+        .route("/ready", get(crate::status::ready))
+        // The status page asks for the token itself (it never embeds it).
+        .route("/", get(crate::status::status_page))
         .route("/openapi.json", get(openapi_json))
         .merge(protected)
         // The Iceberg REST catalog (read side), with its own error shape and the same token.
         .nest("/iceberg", iceberg_rest::router(state.clone()))
         .fallback(not_found)
+        // Requests by matched route and status (`/metrics`).
+        .layer(middleware::from_fn(crate::metrics::track_requests))
         .with_state(state)
 }
 
@@ -132,6 +139,25 @@ pub(crate) async fn health(State(state): State<AppState>) -> Json<HealthResponse
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    let reasons = degraded_reasons(&state);
+    // `service` and `timestamp` as Moonlink's health reply has them.
+    Json(HealthResponse {
+        status: if reasons.is_empty() {
+            "healthy"
+        } else {
+            "degraded"
+        },
+        reasons,
+        service: "moonlink-rest-api",
+        timestamp,
+        version: env!("CARGO_PKG_VERSION"),
+        tables: state.engine.list_tables().len(),
+    })
+}
+
+/// Why the service is degraded: a table failed to open or its commits are failing, a source
+/// is restarting after a fault or failed to load. Empty when healthy.
+pub(crate) fn degraded_reasons(state: &AppState) -> Vec<String> {
     let tables = state.engine.list_tables();
     let mut reasons = Vec::new();
     for table in &tables {
@@ -156,19 +182,7 @@ pub(crate) async fn health(State(state): State<AppState>) -> Json<HealthResponse
             ));
         }
     }
-    // `service` and `timestamp` as Moonlink's health reply has them.
-    Json(HealthResponse {
-        status: if reasons.is_empty() {
-            "healthy"
-        } else {
-            "degraded"
-        },
-        reasons,
-        service: "moonlink-rest-api",
-        timestamp,
-        version: env!("CARGO_PKG_VERSION"),
-        tables: tables.len(),
-    })
+    reasons
 }
 
 /// This document (OpenAPI 3.1). Needs no token: it describes only the API's shape, never data
