@@ -11,6 +11,8 @@
 mod model;
 mod refused;
 
+use std::collections::BTreeMap;
+
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -115,7 +117,7 @@ async fn rest_error_shape(request: Request, next: Next) -> Response {
     };
     let mut shaped = RestError::new(status, RestError::kind_for(status), message).into_response();
     for (name, value) in &parts.headers {
-        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             shaped.headers_mut().insert(name.clone(), value.clone());
         }
     }
@@ -325,7 +327,7 @@ pub(crate) async fn load_table(
 ) -> Result<Response, RestError> {
     let info = servable_table(&state, &namespace, &table)?;
     // Spec `If-None-Match`: a client that holds the current version reads nothing.
-    let current = etag(&info.metadata_location);
+    let current = etag(&info.metadata_location, &state.iceberg_client_config);
     if if_none_match(&headers, &current) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, current)]).into_response());
     }
@@ -344,7 +346,7 @@ pub(crate) async fn load_table(
             format!("the metadata file {metadata_location} is not JSON: {e}"),
         )
     })?;
-    let tag = etag(&metadata_location);
+    let tag = etag(&metadata_location, &state.iceberg_client_config);
     let result = LoadTableResult {
         metadata_location,
         metadata,
@@ -353,10 +355,19 @@ pub(crate) async fn load_table(
     Ok(([(header::ETAG, tag)], Json(result)).into_response())
 }
 
-/// The ETag of a metadata version. Metadata files are written once and never replaced, so
-/// the location names the content.
-fn etag(metadata_location: &str) -> String {
-    let digest = Sha256::digest(metadata_location.as_bytes());
+/// The ETag of a reply: metadata files are written once and never replaced, so the location
+/// names the metadata; the storage config (which a restart may change) is the rest of it.
+fn etag(metadata_location: &str, config: &BTreeMap<String, String>) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(metadata_location.as_bytes());
+    for (key, value) in config {
+        // Length-prefixed, so no two different configs hash the same bytes.
+        for part in [key, value] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+    }
+    let digest = hasher.finalize();
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     format!("\"{hex}\"")
 }
@@ -406,9 +417,15 @@ mod tests {
 
     #[test]
     fn etags_name_a_metadata_location() {
-        let a = etag("s3://b/wh/t/metadata/00001-x.metadata.json");
-        assert_eq!(a, etag("s3://b/wh/t/metadata/00001-x.metadata.json"));
-        assert_ne!(a, etag("s3://b/wh/t/metadata/00002-y.metadata.json"));
+        let none = BTreeMap::new();
+        let a = etag("s3://b/wh/t/metadata/00001-x.metadata.json", &none);
+        assert_eq!(a, etag("s3://b/wh/t/metadata/00001-x.metadata.json", &none));
+        assert_ne!(a, etag("s3://b/wh/t/metadata/00002-y.metadata.json", &none));
+        let config = BTreeMap::from([("s3.region".to_string(), "eu-west-1".to_string())]);
+        assert_ne!(
+            a,
+            etag("s3://b/wh/t/metadata/00001-x.metadata.json", &config)
+        );
         let mut headers = HeaderMap::new();
         assert!(!if_none_match(&headers, &a));
         headers.insert(header::IF_NONE_MATCH, "\"other\"".parse().expect("value"));
