@@ -6,6 +6,7 @@ reads every table: no metadata path, no warehouse path. Rows must equal what was
 spec's error shape; unknown names are 404 with the exception types clients map.
 """
 import glob
+import json
 import os
 import sqlite3
 import struct
@@ -332,7 +333,6 @@ def test_config_404s_401s_head_and_paging(make_server):
     info = requests.get(f"{server.url}/tables/a.t1", headers=AUTH, timeout=10).json()
     assert body["metadata-location"] == info["metadata_location"]
     with open(info["metadata_location"]) as f:
-        import json
         assert body["metadata"] == json.load(f)
     assert body["config"] == {}  # a local warehouse needs no settings, and credentials are never served
 
