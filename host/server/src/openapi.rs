@@ -129,6 +129,9 @@ mod tests {
             ("/tables/{name}/truncate", &["post"]),
             ("/ingest/{name}", &["post"]),
             ("/plugins", &["get"]),
+            ("/ready", &["get"]),
+            ("/status", &["get"]),
+            ("/metrics", &["get"]),
             ("/iceberg/v1/config", &["get"]),
             ("/iceberg/v1/namespaces", &["get", "post"]),
             (
@@ -169,7 +172,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(paths.len(), 24, "a documented route the router lacks?");
+        assert_eq!(paths.len(), 27, "a documented route the router lacks?");
     }
 
     #[test]
@@ -177,7 +180,7 @@ mod tests {
         let doc = doc();
         for (path, methods) in doc["paths"].as_object().expect("paths") {
             for (method, op) in methods.as_object().expect("methods") {
-                let public = path == "/health" || path == "/openapi.json";
+                let public = matches!(path.as_str(), "/health" | "/ready" | "/openapi.json");
                 if public {
                     assert_eq!(op["security"], serde_json::json!([{}]), "{method} {path}");
                 } else {
