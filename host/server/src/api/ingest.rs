@@ -6,12 +6,16 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use moonlink_engine::{Durability, Operation};
-use moonlink_runtime::{RequestMode, RuntimeError};
+use moonlink_runtime::{DecodedRequest, RequestMode, RuntimeError};
 
 use crate::error::ApiError;
 
+// Declared here (not in `api/mod.rs`) so the Arrow path stays beside the route that uses it.
+#[path = "arrow_body.rs"]
+mod arrow_body;
 use super::body::*;
 use super::*;
+use arrow_body::{decode_arrow_stream, is_arrow_stream, ArrowIpcStream};
 
 /// The query parameters `/ingest` documents: their values are checked here, whatever the
 /// decoder, so a bad one is refused even when the body names the operation itself.
@@ -59,22 +63,55 @@ pub(super) fn decode_error(max_body_bytes: usize, e: RuntimeError, body_len: usi
     }
 }
 
+fn task_failed(e: tokio::task::JoinError) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        format!("decoder task failed: {e}"),
+    )
+}
+
+/// The operation and request mode named in the query (already checked), for bodies that
+/// cannot carry them (Arrow IPC). The first occurrence wins; defaults: insert, async.
+fn query_operation_and_mode(parameters: &[(String, String)]) -> (Operation, RequestMode) {
+    let value = |key: &str| {
+        parameters
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let operation = match value("operation") {
+        Some("upsert") => Operation::Upsert,
+        Some("delete") => Operation::Delete,
+        _ => Operation::Insert,
+    };
+    let mode = match value("request_mode") {
+        Some("sync") => RequestMode::Sync,
+        _ => RequestMode::Async,
+    };
+    (operation, mode)
+}
+
 /// Inserts, upserts or deletes rows. The body is decoded by the `rest_ingest` plugin: a JSON
 /// envelope, or NDJSON (one row object per line) with `operation`/`request_mode` in the query.
-/// All or nothing: a rejected request writes nothing.
+/// An Arrow IPC stream (`application/vnd.apache.arrow.stream`) is decoded natively: its columns
+/// are matched to the table's by name and cast only where no value changes (e.g. int32 into
+/// int64, dictionary strings, whole-microsecond nanosecond timestamps); `operation` and
+/// `request_mode` come from the query. All or nothing: a rejected request writes nothing.
 #[utoipa::path(post, path = "/ingest/{name}", tag = "ingest",
     params(
         ("name" = String, Path, description = "Table name", example = "demo.users"),
-        ("operation" = Option<IngestOperation>, Query, description = "Default operation (the JSON envelope's `operation` wins)"),
-        ("request_mode" = Option<IngestRequestMode>, Query, description = "Default request mode (the JSON envelope's `request_mode` wins)"),
+        ("operation" = Option<IngestOperation>, Query, description = "Default operation (the JSON envelope's `operation` wins); the operation of every row of an NDJSON or Arrow IPC body (default insert)"),
+        ("request_mode" = Option<IngestRequestMode>, Query, description = "Default request mode (the JSON envelope's `request_mode` wins); the mode of an NDJSON or Arrow IPC body (default async)"),
     ),
     request_body(content(
         (IngestEnvelope = "application/json"),
         (String = "application/x-ndjson"),
+        (ArrowIpcStream = "application/vnd.apache.arrow.stream"),
     )),
     responses(
         (status = 200, description = "Applied (async: in the write-ahead log; sync: committed)", body = IngestResponse),
-        (status = 400, description = "Malformed body or bad request fields", body = ApiError),
+        (status = 400, description = "Malformed body (JSON, NDJSON or Arrow IPC stream) or bad request fields", body = ApiError),
         (status = 401, description = "Missing or wrong bearer token", body = ApiError),
         (status = 404, description = "No such table", body = ApiError),
         (status = 409, description = "An insert hit existing keys, or the table changed shape meanwhile; nothing written", body = ApiError),
@@ -107,20 +144,24 @@ pub(crate) async fn ingest(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let decoder = state.decoder.clone();
-    let table = name.clone();
-    let decoded = tokio::task::spawn_blocking(move || {
-        decoder.decode(&table, &schema, content_type.as_deref(), &parameters, &body)
-    })
-    .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("decoder task failed: {e}"),
-        )
-    })?
-    .map_err(|e| decode_error(state.max_body_bytes, e, body_len))?;
+    let decoded = if is_arrow_stream(content_type.as_deref()) {
+        // Arrow IPC: decoded natively; operation and mode come from the query.
+        let (operation, mode) = query_operation_and_mode(&parameters);
+        let batch =
+            tokio::task::spawn_blocking(move || decode_arrow_stream(&schema, operation, body))
+                .await
+                .map_err(task_failed)??;
+        DecodedRequest { batch, mode }
+    } else {
+        let decoder = state.decoder.clone();
+        let table = name.clone();
+        tokio::task::spawn_blocking(move || {
+            decoder.decode(&table, &schema, content_type.as_deref(), &parameters, &body)
+        })
+        .await
+        .map_err(task_failed)?
+        .map_err(|e| decode_error(state.max_body_bytes, e, body_len))?
+    };
     let operation = match decoded.batch.operations().first() {
         Some(Operation::Upsert) => IngestOperation::Upsert,
         Some(Operation::Delete) => IngestOperation::Delete,
