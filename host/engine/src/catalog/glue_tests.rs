@@ -198,3 +198,97 @@ async fn glue_catalog_unreachable_endpoint_is_an_error() {
         Ok(_) => panic!("connected to a closed port"),
     }
 }
+
+/// A one-trick Glue: `GetTable` answers a table this host owns at `/m/1.json`, `UpdateTable`
+/// answers what real Glue does when the `VersionId` is stale. Returns its endpoint and the
+/// bodies of the `UpdateTable` calls it saw.
+async fn stale_version_glue() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let updates = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = updates.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers, then Content-Length bytes of body.
+            let (head, body) = loop {
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break (String::new(), Vec::new());
+                }
+                request.extend_from_slice(&buf[..n]);
+                if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&request[..end]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while request.len() < end + 4 + length {
+                        let n = socket.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                    }
+                    break (head, request[end + 4..].to_vec());
+                }
+            };
+            let (status, answer) = if head.contains("awsglue.gettable") {
+                let table = json!({ "Table": { "Name": "users", "VersionId": "7",
+                    "Parameters": { "moonlink.owner": "host-a", "metadata_location": "/m/1.json",
+                                    "table_type": "ICEBERG" } } });
+                ("200 OK", table)
+            } else if head.contains("awsglue.updatetable") {
+                seen.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap_or_default());
+                let error = json!({ "__type": "ConcurrentModificationException",
+                    "message": "Update table failed due to concurrent modifications." });
+                ("400 Bad Request", error)
+            } else {
+                ("200 OK", json!({ "DatabaseList": [] }))
+            };
+            let answer = answer.to_string();
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.1\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        }
+    });
+    (endpoint, updates)
+}
+
+#[tokio::test]
+async fn glue_refusing_a_stale_version_id_is_a_commit_conflict() {
+    let (endpoint, updates) = stale_version_glue().await;
+    let a = GlueCatalog::connect_with("us-east-1", Some(&endpoint), "host-a".into(), credentials())
+        .await
+        .unwrap();
+    match a
+        .swap_metadata("demo", "users", "/m/1.json", "/m/2.json")
+        .await
+    {
+        Err(EngineError::CommitConflict(table)) => assert_eq!(table, "demo.users"),
+        other => panic!("expected CommitConflict, got {other:?}"),
+    }
+    // The update carried the VersionId GetTable returned, and only TableInput's fields.
+    let updates = updates.lock().unwrap();
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0]["VersionId"], "7");
+    let input = &updates[0]["TableInput"];
+    assert_eq!(input["Parameters"]["metadata_location"], "/m/2.json");
+    assert_eq!(
+        input["Parameters"]["previous_metadata_location"],
+        "/m/1.json"
+    );
+    assert!(input.get("VersionId").is_none());
+}

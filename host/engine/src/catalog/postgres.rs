@@ -184,13 +184,6 @@ impl PostgresCatalog {
         if let Some(holder) = Self::holder(&tx, &entry.namespace, &entry.table).await? {
             return Err(self.refuse(&entry.namespace, &entry.table, holder));
         }
-        // Bookkeeping left behind by a table another engine dropped from iceberg_tables.
-        tx.execute(
-            "DELETE FROM moonlink_tables WHERE table_namespace = $1 AND table_name = $2",
-            &[&entry.namespace, &entry.table],
-        )
-        .await
-        .map_err(pg)?;
         let inserted = tx
             .execute(
                 "INSERT INTO iceberg_tables
@@ -214,6 +207,14 @@ impl PostgresCatalog {
                 .flatten();
             return Err(self.refuse(&entry.namespace, &entry.table, holder));
         }
+        // The identifier is ours now; any bookkeeping row for it is stale (left by a table
+        // another engine dropped from iceberg_tables).
+        tx.execute(
+            "DELETE FROM moonlink_tables WHERE table_namespace = $1 AND table_name = $2",
+            &[&entry.namespace, &entry.table],
+        )
+        .await
+        .map_err(pg)?;
         let inserted = tx
             .execute(
                 "INSERT INTO moonlink_tables

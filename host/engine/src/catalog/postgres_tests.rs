@@ -217,6 +217,39 @@ async fn postgres_catalog_create_list_swap_remove_between_two_hosts() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_catalog_two_hosts_racing_for_one_identifier_get_one_table() {
+    let Some(cluster) = start_cluster() else {
+        return;
+    };
+    let url = cluster.url();
+    for round in 0..5 {
+        let (a, b) = tokio::join!(
+            PostgresCatalog::connect(&url, "host-a".into()),
+            PostgresCatalog::connect(&url, "host-b".into())
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let table = format!("t{round}");
+        let wanted = entry("x", "race", &table);
+        let (ra, rb) = tokio::join!(a.create(&wanted), b.create(&wanted));
+        // Exactly one wins; the loser is told who holds the table.
+        match (&ra, &rb) {
+            (Ok(()), Err(EngineError::TableRegisteredElsewhere { owner, .. })) => {
+                assert!(owner.contains("host-a"), "{owner}")
+            }
+            (Err(EngineError::TableRegisteredElsewhere { owner, .. }), Ok(())) => {
+                assert!(owner.contains("host-b"), "{owner}")
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+        let listed = a.list().await.unwrap().len() + b.list().await.unwrap().len();
+        assert_eq!(listed, 1);
+        for catalog in [&a, &b] {
+            catalog.remove(&entry("x", "race", &table)).await.unwrap();
+        }
+    }
+}
+
 #[tokio::test]
 async fn postgres_catalog_refused_connection_is_an_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
