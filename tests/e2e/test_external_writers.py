@@ -88,7 +88,7 @@ class Quiet:
 
     def __enter__(self):
         self.wanted.set()
-        assert self.idle.wait(30), "the ingest thread did not pause"
+        assert self.idle.wait(60), "the ingest thread did not pause"
 
     def __exit__(self, *exc):
         self.wanted.clear()
@@ -205,19 +205,20 @@ def test_spark_rewrites_deletes_and_expires_while_the_host_writes(make_server):
         def ingest():
             rng = random.Random(7)
             n = 0
-            while not stop.is_set() and n < 400:
-                quiet.pause_if_wanted()
-                n += 1
-                ids = rng.sample(range(200, 400), 5)
-                try:
+            try:
+                while not stop.is_set() and n < 400:
+                    quiet.pause_if_wanted()
+                    n += 1
+                    ids = rng.sample(range(200, 400), 5)
                     if rng.random() < 0.3:
                         delete(ids, mode="sync")
                     else:
                         upsert(ids, f"g{n}-", mode="sync")
-                except AssertionError as e:
-                    errors.append(e)
-                    return
-                time.sleep(0.2)
+                    time.sleep(0.2)
+            except AssertionError as e:
+                errors.append(e)
+            finally:
+                quiet.idle.set()  # a stopped thread commits nothing either
 
         thread = threading.Thread(target=ingest)
         thread.start()
