@@ -91,7 +91,7 @@ def test_pyiceberg_glue_catalog_reads_plain_and_keyed_tables(glue_host, moto):
         "Parameters": {**events, "metadata_location": previous}})
     server.ingest("shop.events", [{"id": 11}], mode="async")
     r = requests.post(f"{server.url}/tables/shop.events/commit", timeout=60)
-    assert "catalog compare-and-swap failed" in server.read_log()
+    assert "catalog compare-and-swap lost" in server.read_log()
     now = glue.get_table(DatabaseName="shop", Name="events")["Table"]["Parameters"]["metadata_location"]
     if r.status_code >= 400:
         assert "commit conflict" in r.json()["message"], r.text

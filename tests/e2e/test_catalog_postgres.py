@@ -137,7 +137,7 @@ def test_a_second_writer_of_one_table_fails_loudly_and_never_forks_it(make_serve
     assert r.status_code == 200, r.text
     r = requests.post(f"{a.url}/tables/shop.t/commit", timeout=60)
     # The compare-and-swap refused the commit built on the old pointer, loudly.
-    assert "catalog compare-and-swap failed" in a.read_log()
+    assert "catalog compare-and-swap lost" in a.read_log()
     if r.status_code >= 400:
         # Without rebasing: the commit fails and the other writer's pointer stays.
         assert "commit conflict" in r.json()["message"], r.text

@@ -2,8 +2,8 @@
 //!
 //! The engine knows nothing of WebAssembly or HTTP. Callers hand it validated
 //! [`ChangeBatch`]es; it makes them durable in a write-ahead log, buffers them as Arrow,
-//! writes size-tuned Parquet files and publishes Iceberg snapshots through its own commit
-//! layer and SQLite catalog. The public API is [`Engine`] and the types it takes and returns;
+//! writes size-tuned Parquet files to a local or S3 warehouse (`storage/`) and publishes
+//! Iceberg snapshots through its own commit layer and a catalog (SQLite, Postgres or Glue). The public API is [`Engine`] and the types it takes and returns;
 //! [`inspect`] reads a committed table back without the engine.
 //!
 //! # A row, from `apply` to a Parquet file
@@ -22,8 +22,8 @@
 //!    buffer passes [`TableConfig::max_buffer_bytes`], or on [`Engine::commit`]) takes the
 //!    buffer, writes one Parquet file (`data_files.rs`, Iceberg field ids in the Arrow
 //!    metadata; small files of append-only tables are merged into it), writes manifests and a
-//!    new metadata file (`commit.rs`) and swaps the catalog pointer (`catalog.rs`,
-//!    compare-and-swap). The snapshot summary records the last LSN it contains
+//!    new metadata file (`commit.rs`) and swaps the catalog pointer (`catalog/`,
+//!    compare-and-swap; a lost swap rebases onto the other writer's snapshot, `table/rebase.rs`). The snapshot summary records the last LSN it contains
 //!    ([`inspect::COMMITTED_LSN_SUMMARY_KEY`]); log segments at or below it are deleted, and a
 //!    restart replays the log past it.
 //!
