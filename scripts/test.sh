@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or a warm one: installs what it needs (the wasm
-# target, a Python venv with DuckDB + iceberg/avro extensions and PyIceberg), then runs
+# target, a Python venv with DuckDB + iceberg/avro/httpfs extensions, PyIceberg, moto and
+# PySpark, Debian's Java runtime for Spark), then runs
 # fmt, clippy, the Rust tests, and the end-to-end tests against the real binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,9 @@ if [ ! -f "$STAMP" ]; then
   "$VENV/bin/pip" install --quiet -r "$REQS"
   touch "$STAMP"
 fi
+
+section "Java + Spark with Iceberg for the external-writer test (scripts/spark_env.sh)"
+bash scripts/spark_env.sh "$VENV/bin/python"
 
 section "cargo fmt --check"
 cargo fmt --all -- --check

@@ -124,8 +124,9 @@ impl Backend {
     /// The store key of a warehouse location.
     fn path(&self, location: &str) -> std::result::Result<ObjectPath, object_store::Error> {
         let key = match &self.locations {
+            // `/abs`, `file:///abs` and Java's `file:/abs` name the same file.
             Locations::Local => location
-                .strip_prefix("file://")
+                .strip_prefix("file:")
                 .unwrap_or(location)
                 .trim_start_matches('/'),
             Locations::S3 { bucket } => location
@@ -414,6 +415,7 @@ mod tests {
         let local = Backend::connect(&spec("/w")).unwrap();
         assert_eq!(local.path("/a/b/c.json").unwrap().as_ref(), "a/b/c.json");
         assert_eq!(local.path("file:///a/b").unwrap().as_ref(), "a/b");
+        assert_eq!(local.path("file:/a/b").unwrap().as_ref(), "a/b");
         assert_eq!(local.location(&ObjectPath::from("a/b")), "/a/b");
 
         let s3 = Backend::connect(&spec("s3://bucket/lake")).unwrap();
