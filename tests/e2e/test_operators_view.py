@@ -279,3 +279,49 @@ def test_status_page_with_a_token_shows_only_the_login_form(make_server):
     assert '<form id="login">' in dom, dom[-3000:]  # shown: no `hidden` attribute left
     assert "ops.secret" not in dom and TOKEN not in dom
     assert '<main id="dashboard" hidden="">' in dom
+
+
+def test_terminal_shows_a_progress_bar_per_copied_table_under_tmux(postgres, tmp_path, monkeypatch):
+    """With stderr on a terminal (a tmux pane), the initial copy draws a bar per table that
+    advances, and log lines are printed above it."""
+    if not shutil.which("tmux"):
+        pytest.fail("tmux is not installed (apt-get install -y tmux)")
+    pg = postgres
+    pg.execute("CREATE TABLE big (id bigint PRIMARY KEY, payload text);"
+               "INSERT INTO big SELECT g, repeat('p', 100) FROM generate_series(1, 300000) g;"
+               "ANALYZE big;", db="app")
+    pages = int(pg.scalar("SELECT relpages FROM pg_class WHERE relname = 'big'", db="app"))
+    monkeypatch.setenv("MOONLINK_TEST_PGPASSWORD", pg.password)
+    config = pg_config(tmp_path, pg, ["public.big"], snapshot_connections=1,
+                       snapshot_chunk_pages=max(1, pages // 60))
+    from conftest import free_port
+    port = free_port()
+    session = f"moonlink-bars-{port}"
+    command = " ".join([BIN, "--data-dir", str(tmp_path / "data"), "--listen", f"127.0.0.1:{port}",
+                        "--plugin-dir", PLUGIN_DIR, "--plugin", os.path.join(PLUGIN_DIR, "postgres_cdc.wasm"),
+                        "--config", config])
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "50",
+                    "-e", f"MOONLINK_TEST_PGPASSWORD={pg.password}", command], check=True)
+    try:
+        percents, screens = [], []
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
+                                    capture_output=True, text=True).stdout
+            bar = [l for l in screen.splitlines() if "copy public.big" in l and "rows" in l]
+            if bar:
+                screens.append(screen)
+                percent = int(bar[-1].split("]")[1].split("%")[0])
+                if not percents or percents[-1] != percent:
+                    percents.append(percent)
+                if percent == 100:
+                    break
+            time.sleep(0.1)
+        assert len(percents) >= 2 and percents == sorted(percents), (percents, screens[-1:])
+        last = screens[-1].splitlines()
+        bar_line = max(i for i, l in enumerate(last) if "copy public.big" in l)
+        assert any("initial copy" in l and "INFO" in l for l in last[:bar_line]), ("logs print above the bar", last)
+        assert "/s" in last[bar_line] and "ETA" in last[bar_line], last[bar_line]
+        (tmp_path / "terminal.txt").write_text(screens[-1])
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session])

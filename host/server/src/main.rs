@@ -7,6 +7,7 @@ mod error;
 mod metrics;
 mod openapi;
 mod plugin_config;
+mod progress;
 mod status;
 mod storage_args;
 
@@ -117,18 +118,28 @@ enum LogFormat {
     Json,
 }
 
-fn init_logging(format: LogFormat) {
+/// Sets up logging on stderr. On a terminal (text logs) returns the initial-copy progress
+/// bars, drawn below the log lines.
+fn init_logging(format: LogFormat) -> Option<progress::Bars> {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     match format {
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => {
+            builder.json().with_writer(std::io::stderr).init();
+            None
+        }
+        LogFormat::Text if terminal => {
+            let bars = progress::Bars::new();
+            builder.with_ansi(true).with_writer(bars.clone()).init();
+            Some(bars)
+        }
         // Colour codes only for a terminal: log files and collectors get plain text.
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+        LogFormat::Text => {
+            builder.with_ansi(false).with_writer(std::io::stderr).init();
+            None
+        }
     }
 }
 
@@ -145,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Command::Status(args)) = cli.command.take() {
         return cli_status::run(args).await;
     }
-    init_logging(cli.log_format);
+    let bars = init_logging(cli.log_format);
     // Before anything records: the engine and the pipeline record through the facade.
     metrics::install().context("installing the metrics recorder")?;
 
@@ -238,6 +249,9 @@ async fn main() -> anyhow::Result<()> {
         iceberg_client_config: cli.storage.client_config(),
     });
     status::spawn_fault_watcher(engine.clone(), registry.clone());
+    if let Some(bars) = &bars {
+        bars.follow(registry.clone());
+    }
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
