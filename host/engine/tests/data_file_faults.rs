@@ -52,6 +52,8 @@ struct FaultyStore {
     inner: LocalFileSystem,
     rng: Arc<Mutex<Rng>>,
     on: Arc<AtomicBool>,
+    /// While set, every put panics (a bug below the commit, as a library might have).
+    panics: Arc<AtomicBool>,
 }
 
 impl fmt::Display for FaultyStore {
@@ -106,6 +108,7 @@ impl ObjectStore for FaultyStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        assert!(!self.panics.load(Ordering::SeqCst), "injected panic in put");
         if self.fails(15) {
             return Err(fault(28));
         }
@@ -254,6 +257,7 @@ async fn failing_store_writes_and_reads_only_delay_commits() {
             inner: LocalFileSystem::new().with_automatic_cleanup(true),
             rng: Arc::new(Mutex::new(Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)))),
             on: on.clone(),
+            panics: Arc::default(),
         });
         let mut rng = Rng(seed ^ 0xdead_beef);
         let mut model: BTreeMap<i64, i64> = BTreeMap::new();
@@ -322,4 +326,66 @@ async fn failing_store_writes_and_reads_only_delay_commits() {
             "seed {seed}: no fault ever hit a commit"
         );
     }
+}
+
+/// A commit that panics (a bug in a library beneath it) is reported like a failed commit and
+/// the table's commit loop keeps running: once the cause is gone the rows commit by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_commit_is_reported_and_the_commit_loop_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FaultyStore {
+        inner: LocalFileSystem::new().with_automatic_cleanup(true),
+        rng: Arc::new(Mutex::new(Rng(1))),
+        on: Arc::default(),
+        panics: Arc::default(),
+    });
+    let warehouse =
+        Warehouse::local_with_store(&dir.path().join("warehouse"), store.clone()).unwrap();
+    let mut fast = config(dir.path());
+    fast.table.commit_interval = Duration::from_millis(50);
+    let engine = Engine::open_with_warehouse(fast, warehouse).await.unwrap();
+    engine
+        .create_table(CreateTable {
+            options: Default::default(),
+            name: "f.t".into(),
+            namespace: "f".into(),
+            table: "t".into(),
+            schema: schema(),
+        })
+        .await
+        .unwrap();
+    store.panics.store(true, Ordering::SeqCst);
+    engine
+        .apply(
+            "f.t",
+            batch(Operation::Insert, &[1, 2], 7),
+            Durability::Logged,
+        )
+        .await
+        .unwrap();
+    let mut reported = None;
+    for _ in 0..200 {
+        reported = engine.table_info("f.t").unwrap().last_error;
+        if reported.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let reported = reported.expect("the panic is reported as the table's last error");
+    assert!(reported.contains("panicked"), "{reported}");
+    store.panics.store(false, Ordering::SeqCst);
+    let mut rows = BTreeMap::new();
+    for _ in 0..200 {
+        if engine.table_info("f.t").unwrap().committed_lsn > 0 {
+            rows = committed_rows(dir.path(), &engine).await;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        rows,
+        BTreeMap::from([(1, 7), (2, 7)]),
+        "the loop committed after the panic"
+    );
+    engine.shutdown().await;
 }

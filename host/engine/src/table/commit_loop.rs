@@ -19,8 +19,27 @@ impl Table {
             if *stop.borrow() {
                 return;
             }
-            if let Err(e) = table.commit().await {
-                tracing::warn!(table = %table.name, error = %e, "commit failed; will retry");
+            // A panic below (a bug, or a library that panics on bad input) must not end the
+            // loop silently: the table would accept writes that never commit. It is recorded
+            // like a failed commit (so `/health` shows it) and the loop goes on.
+            let attempt = std::panic::AssertUnwindSafe(table.commit());
+            match futures::FutureExt::catch_unwind(attempt).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(table = %table.name, error = %e, "commit failed; will retry")
+                }
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".to_string());
+                    tracing::error!(table = %table.name, panic = %what, "commit panicked; will retry");
+                    table.committed.send_modify(|s| {
+                        s.last_error = Some(format!("internal error: commit panicked: {what}"));
+                        s.failures += 1;
+                    });
+                }
             }
         }
     }
