@@ -9,6 +9,7 @@
 //! All or nothing: the first bad value fails the request with its row and column. A key
 //! given twice in a row object (or a field twice in the envelope) is refused, not "last wins".
 
+mod fast;
 mod json;
 mod values;
 
@@ -74,8 +75,17 @@ fn is_ndjson(content_type: Option<&str>) -> bool {
     })
 }
 
-/// Decodes a request (the plugin entry point, callable natively in tests).
+/// Decodes a request (the plugin entry point, callable natively in tests): the fast path when
+/// it can take the whole body, else the general path (which also produces every error).
 pub fn decode(info: &RequestInfo, body: &[u8]) -> Result<IngestRequest, DataError> {
+    if let Some(request) = fast::decode(info, body) {
+        return Ok(request);
+    }
+    decode_general(info, body)
+}
+
+/// The general path: serde-driven structure, every value kept raw until its column is known.
+pub fn decode_general(info: &RequestInfo, body: &[u8]) -> Result<IngestRequest, DataError> {
     let param = |key: &str| info.param(key);
     let mut rows = RowWriter::new(&info.table, &info.schema);
     if is_ndjson(info.content_type.as_deref()) {

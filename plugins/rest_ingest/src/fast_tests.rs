@@ -1,0 +1,200 @@
+//! The fast path must agree with the general path: same batch when it accepts, and never
+//! accept what the general path refuses. Checked on hand-picked and on generated bodies.
+
+use moonlink_sdk::rest::RequestInfo;
+use moonlink_sdk::{DataType, DecimalType, Field, TableSchema};
+
+use crate::{decode_general, fast};
+
+fn info(content_type: &str, parameters: &[(&str, &str)]) -> RequestInfo {
+    let field = |name: &str, data_type, nullable| Field {
+        name: name.into(),
+        data_type,
+        nullable,
+    };
+    RequestInfo {
+        table: "demo.t".into(),
+        schema: TableSchema {
+            fields: vec![
+                field("id", DataType::Int64, false),
+                field("i16", DataType::Int16, true),
+                field("f", DataType::Float32, true),
+                field("s", DataType::Utf8, true),
+                field("b", DataType::Boolean, true),
+                field("d", DataType::Date32, true),
+                field("ts", DataType::Timestamp, true),
+                field(
+                    "dec",
+                    DataType::Decimal(DecimalType {
+                        precision: 6,
+                        scale: 2,
+                    }),
+                    true,
+                ),
+                field("u", DataType::Uuid, true),
+                field("t", DataType::Time, true),
+                field("l", DataType::Array(moonlink_sdk::ElementType::Int32), true),
+            ],
+            primary_key: vec!["id".into()],
+        },
+        content_type: Some(content_type.into()),
+        parameters: parameters
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+/// Fast and general agree on `body`; returns whether the fast path took it.
+fn agree(info: &RequestInfo, body: &str) -> bool {
+    let general = decode_general(info, body.as_bytes());
+    match fast::decode(info, body.as_bytes()) {
+        Some(fast) => {
+            let general = general.unwrap_or_else(|e| {
+                panic!("fast path accepted what the general path refuses ({e:?}): {body}")
+            });
+            assert_eq!(format!("{fast:?}"), format!("{general:?}"), "{body}");
+            true
+        }
+        None => false,
+    }
+}
+
+#[test]
+fn common_bodies_take_the_fast_path() {
+    let json = info("application/json", &[]);
+    let ndjson = info("application/x-ndjson", &[("operation", "upsert")]);
+    let row = r#"{"id":1,"i16":-5,"f":1.5,"s":"héllo","b":true,"d":"2024-02-29","ts":"2024-01-01 00:00:00.5","dec":"12.5","u":"123e4567-e89b-12d3-a456-426614174000","t":"23:59:59"}"#;
+    for body in [
+        format!(r#"{{"operation":"insert","request_mode":"sync","data":[{row},{row}]}}"#),
+        format!(r#" {{ "data" : {row} , "table": "x" }} "#),
+        r#"{"request_mode":null,"data":[]}"#.to_string(),
+        r#"{"data":[{"id":2,"s":null,"f":1e3,"dec":-1.25}, {"id":-0}]}"#.to_string(),
+    ] {
+        assert!(agree(&json, &body), "{body}");
+    }
+    let body = format!("{row}\r\n\n  {{\"id\":3}}\n");
+    assert!(agree(&ndjson, &body));
+    // Escapes, arrays, duplicates and errors go the general way.
+    for body in [
+        r#"{"data":[{"id":1,"s":"a\"b"}]}"#,
+        r#"{"data":[{"id":1,"l":[1,2]}]}"#,
+        r#"{"data":[{"id":1,"id":2}]}"#,
+        r#"{"data":[{"id":1,"i16":40000}]}"#,
+        r#"{"data":[{"s":"x"}]}"#,
+        r#"{"data":[{"id":01}]}"#,
+        r#"{"data":[{"id":1}],"operation":"delete"}"#,
+        r#"{"data":[{"id":1}],"data":[]}"#,
+        r#"{"data":[{"id":1,}]}"#,
+        r#"{"data":[{"id":+1}]}"#,
+    ] {
+        assert!(!agree(&json, body), "{body}");
+    }
+}
+
+/// Generated bodies mixing valid and invalid pieces: whatever the fast path accepts, the
+/// general path accepts identically.
+#[test]
+fn generated_bodies_agree() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let keys = [
+        "id", "i16", "f", "s", "b", "d", "ts", "dec", "u", "t", "l", "zz", "i\\u0031",
+    ];
+    let values = [
+        "1",
+        "-7",
+        "0",
+        "40000",
+        "1.5",
+        "1e2",
+        "-0.0",
+        "1E+2",
+        "01",
+        "1.",
+        ".5",
+        "-",
+        "9223372036854775808",
+        "\"x\"",
+        "\"\"",
+        "\"a\\nb\"",
+        "\"2024-01-01\"",
+        "\"2024-13-01\"",
+        "\"12.345\"",
+        "\"99.99\"",
+        "\"12:00:00\"",
+        "\"24:00:00\"",
+        "\"2024-01-01T00:00:00\"",
+        "\"123e4567-e89b-12d3-a456-426614174000\"",
+        "true",
+        "false",
+        "null",
+        "nul",
+        "[1,2]",
+        "[]",
+        "{}",
+        "\"\u{7}\"",
+        "\"日本\"",
+        "tru",
+    ];
+    let ws = ["", " ", "\t", "\r", " \n "];
+    let mut accepted = 0;
+    for case in 0..4000 {
+        let mut pick = |n: usize| (next() % n as u64) as usize;
+        let mut rows = Vec::new();
+        for _ in 0..pick(4) {
+            let mut members = Vec::new();
+            if pick(4) != 0 {
+                members.push(format!("\"id\":{}", pick(1000)));
+            }
+            for _ in 0..pick(5) {
+                members.push(format!(
+                    "{}\"{}\"{}:{}{}",
+                    ws[pick(ws.len())],
+                    keys[pick(keys.len())],
+                    ws[pick(ws.len())],
+                    ws[pick(ws.len())],
+                    values[pick(values.len())]
+                ));
+            }
+            rows.push(format!("{{{}}}", members.join(",")));
+        }
+        let operation = ["insert", "upsert", "delete", "merge"][pick(4)];
+        let mode = ["async", "sync", "later"][pick(3)];
+        let (info, body) = if case % 2 == 0 {
+            let info = info(
+                "application/x-ndjson",
+                &[("operation", operation), ("request_mode", mode)],
+            );
+            (info, rows.join(["\n", "\r\n", "\n\n"][pick(3)]))
+        } else {
+            let mut fields = vec![format!("\"data\":[{}]", rows.join(","))];
+            if pick(2) == 0 {
+                fields.push(format!("\"operation\":\"{operation}\""));
+            }
+            if pick(2) == 0 {
+                fields.push(format!("\"request_mode\":\"{mode}\""));
+            }
+            if pick(4) == 0 {
+                fields.push("\"table\":\"t\"".into());
+            }
+            let at = pick(fields.len());
+            let first = fields.remove(at);
+            fields.push(first);
+            (
+                info("application/json", &[]),
+                format!("{{{}}}", fields.join(",")),
+            )
+        };
+        if agree(&info, &body) {
+            accepted += 1;
+        }
+    }
+    // Enough of the generated bodies must take the fast path for this test to mean anything.
+    assert!(accepted > 400, "only {accepted} bodies took the fast path");
+}
