@@ -244,7 +244,18 @@ def test_status_page_in_a_browser_during_a_postgres_initial_copy(postgres, make_
     monkeypatch.setenv("MOONLINK_TEST_PGPASSWORD", pg.password)
     config = pg_config(tmp_path, pg, ["public.big"], snapshot_connections=1,
                        snapshot_chunk_pages=max(1, pages // 40))
-    server = make_server(["--plugin", os.path.join(PLUGIN_DIR, "postgres_cdc.wasm"), "--config", config])
+    flaky = write_config(tmp_path, "flaky.toml", """
+name = "flaky"
+[settings]
+table = "ops.flaky"
+rows = 3000
+fault = "error"
+fault_at = 1500
+[poll]
+max_rows = 1000
+""")
+    server = make_server(["--plugin", os.path.join(PLUGIN_DIR, "postgres_cdc.wasm"), "--config", config,
+                          "--plugin", "faulty_source.wasm", "--config", flaky])
     server.create_table("ops.rest", [{"name": "id", "data_type": "int64", "nullable": False}])
     server.ingest("ops.rest", [{"id": i} for i in range(42)])
 
@@ -262,7 +273,11 @@ def test_status_page_in_a_browser_during_a_postgres_initial_copy(postgres, make_
     wait_for("the copy to finish", lambda: (c := copying()) and c["done"] and c, 120)
     assert first["rows_copied"] <= 100000
     wait_for("the copy committed", lambda: server.table("public.big")["live_rows"] == 100000, 60)
+    wait_for("flaky's rows committed", lambda: server.table("ops.flaky")["live_rows"] == 3000, 60)
     dom = chromium("--dump-dom", server.url + "/").stdout
+    # The plugin fault is on the page.
+    fault = dom.split('<tr class="fault-row">', 1)[1].split("</tr>", 1)[0]
+    assert "<td>source</td><td>flaky</td>" in fault and "upstream unavailable" in fault, fault
     for t in server.tables():
         row = dom.split(f'data-table="{t["name"]}"><td class="name">', 1)[1]
         assert f'<td class="num rows">{t["live_rows"]}</td>' in row.split("</tr>", 1)[0], t["name"]
@@ -288,12 +303,13 @@ def test_terminal_shows_a_progress_bar_per_copied_table_under_tmux(postgres, tmp
         pytest.fail("tmux is not installed (apt-get install -y tmux)")
     pg = postgres
     pg.execute("CREATE TABLE big (id bigint PRIMARY KEY, payload text);"
-               "INSERT INTO big SELECT g, repeat('p', 100) FROM generate_series(1, 300000) g;"
+               "INSERT INTO big SELECT g, repeat('p', 100) FROM generate_series(1, 600000) g;"
                "ANALYZE big;", db="app")
     pages = int(pg.scalar("SELECT relpages FROM pg_class WHERE relname = 'big'", db="app"))
     monkeypatch.setenv("MOONLINK_TEST_PGPASSWORD", pg.password)
+    # Many small chunks: a copy of a few seconds, reported often.
     config = pg_config(tmp_path, pg, ["public.big"], snapshot_connections=1,
-                       snapshot_chunk_pages=max(1, pages // 60))
+                       snapshot_chunk_pages=max(1, pages // 150))
     from conftest import free_port
     port = free_port()
     session = f"moonlink-bars-{port}"
@@ -325,3 +341,14 @@ def test_terminal_shows_a_progress_bar_per_copied_table_under_tmux(postgres, tmp
         (tmp_path / "terminal.txt").write_text(screens[-1])
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session])
+
+
+def test_json_logs_for_log_shippers(make_server):
+    server = make_server(["--log-format", "json"])
+    server.create_table("ops.logged", [{"name": "id", "data_type": "int64"}])
+    with open(server.log_path) as f:
+        lines = [l for l in f.read().splitlines() if l.strip()]
+    assert lines
+    import json
+    records = [json.loads(l) for l in lines]  # every line is one JSON object
+    assert any(r["fields"].get("message") == "moonlink-host ready" and r["level"] == "INFO" for r in records)

@@ -246,3 +246,40 @@ pub async fn stop_all(
     }
     stuck
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_and_checkpoint_advances_are_recorded() {
+        let registry = SourceRegistry::default();
+        registry.register("s", "s.wasm".into(), Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(20));
+        let before = registry.checkpoint_age("s").expect("registered");
+        registry.update("s", |s| s.acked_checkpoint = Some("1".into()));
+        assert!(registry.checkpoint_age("s").expect("registered") < before);
+        // The same checkpoint again is not an advance.
+        std::thread::sleep(Duration::from_millis(20));
+        registry.update("s", |s| s.acked_checkpoint = Some("1".into()));
+        assert!(registry.checkpoint_age("s").expect("registered") >= Duration::from_millis(20));
+
+        registry.update("s", |s| {
+            s.state = SourceState::Restarting;
+            s.last_error = Some("boom".into());
+        });
+        // Still restarting: not a new fault.
+        registry.update("s", |s| s.restarts += 1);
+        let faults = registry.recent_faults();
+        assert_eq!(faults.len(), 1);
+        assert_eq!((faults[0].kind, faults[0].origin.as_str()), ("source", "s"));
+        assert_eq!(faults[0].message, "boom");
+
+        for i in 0..RECENT_FAULTS + 5 {
+            registry.record_fault("commit", "t", &format!("f{i}"));
+        }
+        let faults = registry.recent_faults();
+        assert_eq!(faults.len(), RECENT_FAULTS);
+        assert_eq!(faults[0].message, format!("f{}", RECENT_FAULTS + 4), "newest first");
+    }
+}
