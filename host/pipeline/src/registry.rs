@@ -280,6 +280,10 @@ mod tests {
         }
         let faults = registry.recent_faults();
         assert_eq!(faults.len(), RECENT_FAULTS);
-        assert_eq!(faults[0].message, format!("f{}", RECENT_FAULTS + 4), "newest first");
+        assert_eq!(
+            faults[0].message,
+            format!("f{}", RECENT_FAULTS + 4),
+            "newest first"
+        );
     }
 }
