@@ -186,7 +186,7 @@ mod tests {
             "reasons": ["source 'pg' is restarting: boom"],
             "tables": [{"name": "public.users", "live_rows": 7, "total_records": 7,
                 "deleted_rows": 0, "data_files": 1, "data_bytes": 2048, "snapshots": 2,
-                "buffered_rows": 0, "committed_lsn": 3, "last_commit_ms": 8000,
+                "buffered_rows": 0, "buffered_bytes": 0, "committed_lsn": 3, "last_commit_ms": 8000,
                 "freshness_seconds": 2.0, "failed": false, "last_error": null,
                 "initial_copy": {"table": "public.users", "rows_copied": 5, "rows_total": 10,
                     "percent": 50.0, "done": false}}],

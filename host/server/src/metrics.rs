@@ -137,7 +137,7 @@ type TableGauge = (
     fn(&moonlink_engine::TableInfo, i64) -> Option<f64>,
 );
 
-const TABLE_GAUGES: [TableGauge; 11] = [
+const TABLE_GAUGES: [TableGauge; 12] = [
     ("moonlink_table_live_rows", "Rows in live data files minus deleted rows", |t, _| {
         Some(t.total_records.saturating_sub(t.deleted_rows) as f64)
     }),
@@ -150,6 +150,11 @@ const TABLE_GAUGES: [TableGauge; 11] = [
     ("moonlink_table_buffered_rows", "Rows applied but not yet committed", |t, _| {
         Some(t.buffered_rows as f64)
     }),
+    (
+        "moonlink_table_buffered_bytes",
+        "Arrow bytes of rows applied but not yet committed",
+        |t, _| Some(t.buffered_bytes as f64),
+    ),
     ("moonlink_table_committed_lsn", "Last log sequence number in a committed snapshot", |t, _| {
         Some(t.committed_lsn as f64)
     }),

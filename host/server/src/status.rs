@@ -45,6 +45,8 @@ pub(crate) struct TableStatus {
     pub(crate) snapshots: u64,
     /// Rows applied but not yet committed.
     pub(crate) buffered_rows: u64,
+    /// Their Arrow bytes in memory.
+    pub(crate) buffered_bytes: u64,
     pub(crate) committed_lsn: u64,
     /// When the current snapshot was committed (ms since the Unix epoch).
     pub(crate) last_commit_ms: Option<i64>,
@@ -169,6 +171,7 @@ pub(crate) fn report(state: &AppState) -> StatusReport {
             data_bytes: t.data_bytes,
             snapshots: t.snapshots as u64,
             buffered_rows: t.buffered_rows as u64,
+            buffered_bytes: t.buffered_bytes as u64,
             committed_lsn: t.committed_lsn,
             last_commit_ms: t.last_commit_ms,
             freshness_seconds: t

@@ -199,6 +199,8 @@ pub struct TableInfo {
     pub last_commit_ms: Option<i64>,
     /// When the newest snapshot that added rows was committed (ms since the epoch): freshness.
     pub last_rows_commit_ms: Option<i64>,
+    /// Arrow bytes of the rows applied but not yet in a snapshot.
+    pub buffered_bytes: usize,
 }
 
 impl TableInfo {
@@ -233,6 +235,7 @@ impl TableInfo {
             failed: true,
             last_commit_ms: None,
             last_rows_commit_ms: None,
+            buffered_bytes: 0,
         }
     }
 }
@@ -559,6 +562,7 @@ impl Table {
             failed: false,
             last_commit_ms: state.metadata.current_snapshot().map(|s| s.timestamp_ms()),
             last_rows_commit_ms: freshness::last_rows_commit_ms(&state.metadata),
+            buffered_bytes: self.lock_buffer().bytes,
         }
     }
 

@@ -39,6 +39,7 @@ pub(super) fn table_view(state: &AppState, info: &TableInfo) -> TableView {
         // Reported by `GET /status` (`crate::status`).
         last_commit_ms: _,
         last_rows_commit_ms: _,
+        buffered_bytes: _,
     } = info;
     let initial_copy = state.sources.copy_progress(name).map(|p| InitialCopyView {
         rows_copied: p.rows_copied,
