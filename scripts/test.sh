@@ -19,6 +19,11 @@ if [ ! -f "$STAMP" ]; then
   touch "$STAMP"
 fi
 
+if ! command -v chromium >/dev/null || ! command -v tmux >/dev/null; then
+  section "apt: chromium, tmux (status page and terminal tests)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium tmux
+fi
+
 section "Java + Spark with Iceberg for the external-writer test (scripts/spark_env.sh)"
 bash scripts/spark_env.sh "$VENV/bin/python"
 
