@@ -9,7 +9,7 @@
 //! by the same code as the general path (`RowWriter::set` on the value's raw JSON text).
 
 use moonlink_sdk::rest::{IngestRequest, RequestInfo};
-use moonlink_sdk::Operation;
+use moonlink_sdk::{DataType, Operation};
 
 use crate::{is_ndjson, parse_mode, parse_operation, RowWriter};
 
@@ -25,7 +25,7 @@ pub fn decode(info: &RequestInfo, body: &[u8]) -> Option<IngestRequest> {
             if line.trim().is_empty() {
                 continue;
             }
-            let mut s = Scanner::new(line.as_bytes());
+            let mut s = Scanner::new(line);
             s.ws();
             s.row(&mut rows, operation)?;
             s.ws();
@@ -42,7 +42,7 @@ pub fn decode(info: &RequestInfo, body: &[u8]) -> Option<IngestRequest> {
 /// `data` before `operation` is decoded with the default and redone if `operation` differs.
 fn envelope(text: &str, info: &RequestInfo, mut rows: RowWriter) -> Option<IngestRequest> {
     let default_operation = parse_operation(info.param("operation").unwrap_or("insert")).ok()?;
-    let mut s = Scanner::new(text.as_bytes());
+    let mut s = Scanner::new(text);
     let (mut operation, mut mode) = (None::<&str>, None::<&str>);
     let (mut seen, mut data_with) = ([false; 4], None);
     s.ws();
@@ -125,13 +125,23 @@ fn envelope(text: &str, info: &RequestInfo, mut rows: RowWriter) -> Option<Inges
 }
 
 struct Scanner<'a> {
+    text: &'a str,
     bytes: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Scanner<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Scanner { bytes, pos: 0 }
+    fn new(text: &'a str) -> Self {
+        Scanner {
+            text,
+            bytes: text.as_bytes(),
+            pos: 0,
+        }
+    }
+
+    /// Text the scanner has checked; boundaries are ASCII, so always on char boundaries.
+    fn slice(&self, start: usize) -> Option<&'a str> {
+        self.text.get(start..self.pos)
     }
 
     fn at_end(&self) -> bool {
@@ -160,13 +170,13 @@ impl<'a> Scanner<'a> {
     }
 
     fn literal(&mut self, word: &str) -> Option<&'a str> {
-        let end = self.pos + word.len();
-        let got = self.bytes.get(self.pos..end)?;
-        if got != word.as_bytes() {
+        let start = self.pos;
+        let end = start + word.len();
+        if self.bytes.get(start..end)? != word.as_bytes() {
             return None;
         }
         self.pos = end;
-        Some(word_str(got))
+        self.slice(start)
     }
 
     /// A string literal without escapes or control characters; returns its contents.
@@ -187,8 +197,7 @@ impl<'a> Scanner<'a> {
                 _ => {}
             }
         }
-        // Boundaries are ASCII quotes inside valid UTF-8, so this slice is valid UTF-8.
-        std::str::from_utf8(&self.bytes[start..self.pos]).ok()
+        self.slice(start)
     }
 
     /// A number with JSON's grammar exactly: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
@@ -218,7 +227,7 @@ impl<'a> Scanner<'a> {
         if let Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') = self.peek() {
             return None; // e.g. `01`: not JSON
         }
-        Some(word_str(&self.bytes[start..self.pos]))
+        self.slice(start)
     }
 
     fn digit(&mut self) -> Option<()> {
@@ -273,7 +282,14 @@ impl<'a> Scanner<'a> {
                 self.eat(b':')?;
                 self.ws();
                 let raw = self.scalar_raw()?;
-                rows.set(index, raw).ok()?;
+                if matches!(rows.builder.field(index).data_type, DataType::Utf8)
+                    && raw.starts_with('"')
+                {
+                    // What `RowWriter::set` does with a string without escapes, minus its checks.
+                    rows.builder.set_str(index, &raw[1..raw.len() - 1]).ok()?;
+                } else {
+                    rows.set(index, raw).ok()?;
+                }
                 self.ws();
                 match self.next()? {
                     b',' => continue,
@@ -286,11 +302,6 @@ impl<'a> Scanner<'a> {
         rows.row += 1;
         Some(())
     }
-}
-
-/// ASCII bytes the scanner has checked, as text.
-fn word_str(bytes: &[u8]) -> &str {
-    std::str::from_utf8(bytes).unwrap_or("")
 }
 
 #[cfg(test)]
