@@ -265,6 +265,10 @@ impl PluginRuntime {
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
         let mut wasm_config = Config::new();
         wasm_config.epoch_interruption(true);
+        // For profiling with `perf`: plugin code shows by function name (/tmp/perf-PID.map).
+        if std::env::var_os("MOONLINK_WASM_PERFMAP").is_some() {
+            wasm_config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm_config).map_err(|e| RuntimeError::Load {
             path: PathBuf::new(),
             message: format!("cannot configure wasmtime: {e:#}"),
