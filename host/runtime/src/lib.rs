@@ -1,6 +1,7 @@
 //! moonlink-runtime: runs moonlink plugins (WebAssembly components) with wasmtime.
 //!
-//! Every plugin call gets a fresh, sandboxed instance: no filesystem, no network, no
+//! Every plugin call gets a fresh, sandboxed instance (the rest decoder reuses instances that
+//! returned normally, see `RestDecoder`): no filesystem, no network, no
 //! environment, a memory limit and a time limit (epoch interruption for computing, a timeout
 //! for host calls that block). A plugin that traps, loops, blocks or exhausts memory fails
 //! that one call with a clear error; the host keeps running. The runtime knows nothing of HTTP.
@@ -32,7 +33,7 @@ pub mod wit {
 }
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use moonlink_engine::{ChangeBatch, TableSchema};
 
@@ -88,11 +89,26 @@ pub struct DecodedRequest {
     pub mode: RequestMode,
 }
 
+/// A decoder instance kept between requests, in its own store (its memory stays grown, so the
+/// next request does not fault it in again).
+struct IdleDecoder {
+    store: wasmtime::Store<sandbox::PluginState>,
+    instance: bindings::RestIngest,
+}
+
+/// Idle instances kept at most (a few per core: requests decode in parallel).
+const POOL_INSTANCES: usize = 8;
+/// An instance whose memories grew past this after a call is dropped, not kept.
+const POOL_MAX_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+
 /// A loaded rest-ingest plugin. Cheap to clone; calls may run concurrently.
 #[derive(Clone)]
 pub struct RestDecoder {
     runtime: PluginRuntime,
     pre: Arc<bindings::RestIngestPre<sandbox::PluginState>>,
+    /// Instances that finished a call normally, with the base memory limit, ready for reuse.
+    /// One that trapped, ran out of time or memory is never put back.
+    pool: Arc<Mutex<Vec<IdleDecoder>>>,
 }
 
 impl RestDecoder {
@@ -107,6 +123,7 @@ impl RestDecoder {
         Ok(RestDecoder {
             runtime: runtime.clone(),
             pre: Arc::new(pre),
+            pool: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -122,11 +139,32 @@ impl RestDecoder {
         parameters: &[(String, String)],
         body: &[u8],
     ) -> Result<DecodedRequest, RuntimeError> {
-        let capabilities = Capabilities {
-            memory_limit_bytes: Some(self.runtime.config().decoder_memory_limit_bytes(body.len())),
-            ..Capabilities::default()
+        let config = self.runtime.config();
+        let memory_limit_bytes = config.decoder_memory_limit_bytes(body.len());
+        // Only bodies under the base memory limit share instances, so a reused instance has
+        // exactly the limit a fresh one would get.
+        let poolable = memory_limit_bytes == config.decoder_memory_limit_bytes(0);
+        let idle = if poolable {
+            self.pool.lock().ok().and_then(|mut pool| pool.pop())
+        } else {
+            None
         };
-        let mut store = self.runtime.new_store("rest_ingest", &capabilities)?;
+        let (mut store, idle_instance) = match idle {
+            Some(IdleDecoder {
+                mut store,
+                instance,
+            }) => {
+                self.runtime.arm_deadline(&mut store);
+                (store, Some(instance))
+            }
+            None => {
+                let capabilities = Capabilities {
+                    memory_limit_bytes: Some(memory_limit_bytes),
+                    ..Capabilities::default()
+                };
+                (self.runtime.new_store("rest_ingest", &capabilities)?, None)
+            }
+        };
         let (limit, memory_limit_bytes) = sandbox::store_limits(&store);
         let info = rest_decoder::RequestInfo {
             table: table.to_string(),
@@ -135,14 +173,18 @@ impl RestDecoder {
             parameters: parameters.to_vec(),
         };
         let pre = &self.pre;
-        let result = self
+        let (instance, result) = self
             .runtime
             .block_on_call(limit, memory_limit_bytes, async {
-                let instance = pre.instantiate_async(&mut store).await?;
-                instance
+                let instance = match idle_instance {
+                    Some(instance) => instance,
+                    None => pre.instantiate_async(&mut store).await?,
+                };
+                let result = instance
                     .moonlink_plugin_rest_decoder()
                     .call_decode(&mut store, &info, body)
-                    .await
+                    .await?;
+                Ok((instance, result))
             })
             .map_err(|e| match e {
                 // Out of memory on a body large enough to explain it: the request is too
@@ -154,6 +196,14 @@ impl RestDecoder {
                 }
                 other => other,
             })?;
+        // The call returned normally (a refused body is a normal return): keep the instance.
+        if poolable && sandbox::memory_bytes(&store) <= POOL_MAX_MEMORY_BYTES {
+            if let Ok(mut pool) = self.pool.lock() {
+                if pool.len() < POOL_INSTANCES {
+                    pool.push(IdleDecoder { store, instance });
+                }
+            }
+        }
         let request = result.map_err(convert::data_error)?;
         let batch = convert::batch_from_wit(table, schema, request.batch)?;
         let mode = match request.request_mode {

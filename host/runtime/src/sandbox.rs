@@ -91,7 +91,7 @@ pub struct Capabilities {
 pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: TrackedLimits,
     pub(crate) name: String,
     call_timeout: Duration,
     memory_limit_bytes: u64,
@@ -377,10 +377,13 @@ impl PluginRuntime {
         let memory_limit_bytes = capabilities
             .memory_limit_bytes
             .unwrap_or(self.config.memory_limit_bytes);
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(usize::try_from(memory_limit_bytes).unwrap_or(usize::MAX))
-            .trap_on_grow_failure(true)
-            .build();
+        let limits = TrackedLimits {
+            inner: StoreLimitsBuilder::new()
+                .memory_size(usize::try_from(memory_limit_bytes).unwrap_or(usize::MAX))
+                .trap_on_grow_failure(true)
+                .build(),
+            memory_bytes: 0,
+        };
         let mut wasi = WasiCtx::builder();
         let mut lookup_names = Vec::new();
         if !capabilities.network.is_empty() {
@@ -573,6 +576,64 @@ fn block_on<F: Future>(future: F) -> F::Output {
 }
 
 /// The limits a store's calls run under.
+/// Bytes of linear memory the store's instances have grown to (all memories together).
+pub(crate) fn memory_bytes(store: &Store<PluginState>) -> usize {
+    store.data().limits.memory_bytes
+}
+
+/// The store's limits, counting the memory granted (a reused instance keeps its memory: the
+/// decoder pool drops instances that grew too large).
+struct TrackedLimits {
+    inner: StoreLimits,
+    memory_bytes: usize,
+}
+
+impl wasmtime::ResourceLimiter for TrackedLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let granted = self.inner.memory_growing(current, desired, maximum)?;
+        if granted {
+            self.memory_bytes = self
+                .memory_bytes
+                .saturating_add(desired.saturating_sub(current));
+        }
+        Ok(granted)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
 pub(crate) fn store_limits(store: &Store<PluginState>) -> (Duration, u64) {
     let state = store.data();
     (state.call_timeout, state.memory_limit_bytes)

@@ -157,6 +157,40 @@ fn faults_fail_one_call_and_the_next_call_works() {
     assert_eq!(ok.batch.num_rows(), 1);
 }
 
+/// Decoder instances are reused after a normal return (a refused body included) and never
+/// after a trap or an exhausted memory: results stay the same whatever ran before.
+#[test]
+fn reused_decoders_stay_correct_and_faults_are_not_reused() {
+    let rest = RestDecoder::load(&runtime(None), &plugin("rest_ingest")).unwrap();
+    let body = br#"{"data":[{"id":1,"name":"a"},{"id":2,"small":3}]}"#;
+    let first = format!(
+        "{:?}",
+        rest.decode("demo.t", &schema(), None, &[], body)
+            .unwrap()
+            .batch
+    );
+    for _ in 0..10 {
+        let refused = rest.decode("demo.t", &schema(), None, &[], br#"{"data":[{"id":"x"}]}"#);
+        assert!(
+            matches!(refused, Err(RuntimeError::Data { .. })),
+            "{refused:?}"
+        );
+        let again = rest.decode("demo.t", &schema(), None, &[], body).unwrap();
+        assert_eq!(format!("{:?}", again.batch), first);
+    }
+    let faulty = RestDecoder::load(&runtime(None), &plugin("faulty")).unwrap();
+    let call = |body: &[u8]| faulty.decode("demo.t", &schema(), None, &[], body);
+    for _ in 0..3 {
+        assert_eq!(call(b"fine").unwrap().batch.num_rows(), 1);
+        assert!(matches!(call(b"trap"), Err(RuntimeError::Trap(_))));
+        assert!(matches!(
+            call(b"oom"),
+            Err(RuntimeError::MemoryLimit { .. })
+        ));
+    }
+    assert_eq!(call(b"fine").unwrap().batch.num_rows(), 1);
+}
+
 #[test]
 fn compiled_components_are_cached_on_disk() {
     let cache = tempfile::tempdir().unwrap();
@@ -220,7 +254,9 @@ fn a_body_too_large_to_decode_is_resource_exhausted() {
     })
     .unwrap();
     let decoder = RestDecoder::load(&runtime, &plugin("rest_ingest")).unwrap();
-    let body = large_body(false, 8_000_000);
+    // Far more than 69 MiB can hold once decoded (the fast path needs ~3 bytes per body byte
+    // for rows of one integer: the body, the column, validity and slack).
+    let body = large_body(false, 30_000_000);
     let err = decoder
         .decode("demo.t", &schema(), None, &[], &body)
         .unwrap_err();
