@@ -106,14 +106,14 @@ def peak_rss_mib(pid):
     return float("nan")
 
 
-def host_run(binary, bodies, content_type, clients, total_rows, plugin_dir=None):
+def host_run(binary, bodies, content_type, clients, total_rows, plugin_dir=None, env=None):
     """One fresh host: create the table, post `bodies` from `clients` threads, commit."""
     data_dir = tempfile.mkdtemp(prefix="moonlink-httpbench-")
     port = free_port()
     proc = subprocess.Popen(
         [binary, "--data-dir", data_dir, "--listen", f"127.0.0.1:{port}",
          "--plugin-dir", plugin_dir or os.path.join(TARGET, "wasm32-wasip2", "release")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     try:
         for _ in range(400):
             try:
@@ -182,8 +182,13 @@ def main():
     results = [("arrow-rs Parquet zstd(1) write (limit)", limit, None)]
     if before:
         for clients in (1, 4):
-            rate, rss = host_run(binary, ndjson, "application/x-ndjson", clients, rows, before)
-            results.append((f"before: HTTP NDJSON, {clients} client{'s' if clients > 1 else ''} ({before})", rate, rss))
+            rate, rss = host_run(binary, ndjson, "application/x-ndjson", clients, rows, before,
+                                 {"MOONLINK_DECODER_POOL": "0"})
+            results.append((f"before: HTTP NDJSON, {clients} client{'s' if clients > 1 else ''}, no decoder pool "
+                            f"({before})", rate, rss))
+    for clients in (1, 4):
+        rate, rss = host_run(binary, ndjson, "application/x-ndjson", clients, rows, None, {"MOONLINK_DECODER_POOL": "0"})
+        results.append((f"HTTP NDJSON, {clients} client{'s' if clients > 1 else ''}, no decoder pool", rate, rss))
     for label, bodies, ctype in [("NDJSON", ndjson, "application/x-ndjson"),
                                  ("Arrow IPC", ipc, "application/vnd.apache.arrow.stream")]:
         for clients in (1, 4):

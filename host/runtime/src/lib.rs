@@ -109,6 +109,9 @@ pub struct RestDecoder {
     /// Instances that finished a call normally, with the base memory limit, ready for reuse.
     /// One that trapped, ran out of time or memory is never put back.
     pool: Arc<Mutex<Vec<IdleDecoder>>>,
+    /// Idle instances kept at most: `POOL_INSTANCES`, or 0 with `MOONLINK_DECODER_POOL=0`
+    /// (a fresh instance per request, for comparisons).
+    pool_instances: usize,
 }
 
 impl RestDecoder {
@@ -124,6 +127,10 @@ impl RestDecoder {
             runtime: runtime.clone(),
             pre: Arc::new(pre),
             pool: Arc::new(Mutex::new(Vec::new())),
+            pool_instances: match std::env::var("MOONLINK_DECODER_POOL").as_deref() {
+                Ok("0") => 0,
+                _ => POOL_INSTANCES,
+            },
         })
     }
 
@@ -199,7 +206,7 @@ impl RestDecoder {
         // The call returned normally (a refused body is a normal return): keep the instance.
         if poolable && sandbox::memory_bytes(&store) <= POOL_MAX_MEMORY_BYTES {
             if let Ok(mut pool) = self.pool.lock() {
-                if pool.len() < POOL_INSTANCES {
+                if pool.len() < self.pool_instances {
                     pool.push(IdleDecoder { store, instance });
                 }
             }
