@@ -66,6 +66,14 @@ def duckdb_count(metadata_location, s3=None):
         con.close()
 
 
+def local_path(location):
+    """A local location (`file:///abs`, Java's `file:/abs`, or `/abs`) as a path; other
+    locations (`s3://...`) unchanged."""
+    if location.startswith("file:"):
+        return "/" + location[len("file:"):].lstrip("/")
+    return location
+
+
 def load_json(location, s3=None):
     """A metadata JSON file, local or (with `s3`) in the S3 server's bucket."""
     import json
@@ -73,7 +81,7 @@ def load_json(location, s3=None):
     if location.startswith("s3://"):
         bucket, key = location[len("s3://"):].split("/", 1)
         return json.loads(s3.client().get_object(Bucket=bucket, Key=key)["Body"].read())
-    with open(location) as f:
+    with open(local_path(location)) as f:
         return json.load(f)
 
 
@@ -87,7 +95,7 @@ def retained_files(metadata_location, s3=None):
             manifests = con.execute(f"SELECT manifest_path FROM read_avro('{snapshot['manifest-list']}')").fetchall()
             for (path,) in manifests:
                 rows = con.execute(f"SELECT data_file.file_path FROM read_avro('{path}') WHERE status != 2").fetchall()
-                files.update(r[0] for r in rows)
+                files.update(local_path(r[0]) for r in rows)
         return files
     finally:
         con.close()

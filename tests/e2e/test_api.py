@@ -28,6 +28,8 @@ def test_create_list_get_drop(server):
     assert created["name"] == "demo.users"
     assert created["database"] == "demo" and created["table"] == "users"
     assert created["metadata_location"].endswith(".metadata.json")
+    # A URI, as Java Iceberg writes local locations.
+    assert created["metadata_location"].startswith("file:///"), created["metadata_location"]
     listed = server.tables()
     assert [t["name"] for t in listed] == ["demo.users"]
     assert listed[0]["schema"][0] == {"name": "id", "data_type": "int32", "nullable": False}

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from conftest import PLUGIN_DIR
-from readers import duckdb_rows, pyiceberg_table
+from readers import duckdb_rows, load_json, pyiceberg_table
 
 PLUGIN = os.path.join(PLUGIN_DIR, "postgres_cdc.wasm")
 
@@ -257,9 +257,7 @@ def test_add_and_drop_column_evolve_the_iceberg_schema(postgres, cdc_host):
     names = [c["name"] for c in host.table("public.items")["schema"]]
     assert names == ["id", "name", "price"]
     # The Iceberg metadata keeps the history: several schemas, field ids never reused.
-    import json
-    with open(host.table("public.items")["metadata_location"]) as f:
-        metadata = json.load(f)
+    metadata = load_json(host.table("public.items")["metadata_location"])
     assert len(metadata["schemas"]) >= 3
     current = next(s for s in metadata["schemas"] if s["schema-id"] == metadata["current-schema-id"])
     assert [f["id"] for f in current["fields"]] == [1, 2, 4]

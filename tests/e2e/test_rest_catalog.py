@@ -15,7 +15,7 @@ import duckdb
 import pytest
 import requests
 
-from readers import _extension_path, expect, normalise
+from readers import _extension_path, expect, load_json, normalise
 
 TOKEN = "rest-catalog-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -332,8 +332,7 @@ def test_config_404s_401s_head_and_paging(make_server):
     body = r.json()
     info = requests.get(f"{server.url}/tables/a.t1", headers=AUTH, timeout=10).json()
     assert body["metadata-location"] == info["metadata_location"]
-    with open(info["metadata_location"]) as f:
-        assert body["metadata"] == json.load(f)
+    assert body["metadata"] == load_json(info["metadata_location"])
     assert body["config"] == {}  # a local warehouse needs no settings, and credentials are never served
 
     # ETag / If-None-Match: an unchanged table is a 304 without a body; a commit changes the tag.

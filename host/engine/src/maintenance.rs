@@ -48,12 +48,17 @@ pub async fn remove_orphan_files(
     metadata_location: &str,
 ) -> Result<usize> {
     let file_io = warehouse.file_io();
-    let live = referenced_files(&file_io, metadata, metadata_location).await?;
+    // By store key: other writers spell local locations differently (`file:/abs`, `/abs`).
+    let live: HashSet<String> = referenced_files(&file_io, metadata, metadata_location)
+        .await?
+        .iter()
+        .map(|location| warehouse.key(location))
+        .collect::<Result<_>>()?;
     let root = metadata.location().trim_end_matches('/');
     let mut removed = 0;
     for dir in ["data", "metadata"] {
         for location in warehouse.list(&format!("{root}/{dir}")).await? {
-            if !live.contains(&location) {
+            if !live.contains(&warehouse.key(&location)?) {
                 warehouse.delete(&location).await?;
                 removed += 1;
             }

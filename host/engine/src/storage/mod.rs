@@ -261,6 +261,8 @@ impl Warehouse {
             url: root.clone(),
             s3: S3Options::default(),
         })?;
+        // Table locations are URIs, as Java Iceberg writes them (`file:///abs/path`).
+        let root = format!("file://{root}");
         Ok(Warehouse { backend, root })
     }
 
@@ -303,6 +305,12 @@ impl Warehouse {
     /// Bytes read from the store and from the local cache since the warehouse was opened.
     pub fn read_stats(&self) -> ReadStats {
         self.backend.counters.snapshot()
+    }
+
+    /// The object a location names, as the store's key: `/abs/x`, `file:/abs/x` and
+    /// `file:///abs/x` are one object. Compare keys, never location strings.
+    pub(crate) fn key(&self, location: &str) -> Result<String> {
+        Ok(self.backend.path(location)?.to_string())
     }
 
     pub(crate) async fn get(&self, location: &str) -> Result<Bytes> {
