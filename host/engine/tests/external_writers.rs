@@ -125,7 +125,9 @@ async fn foreign_commit(dir: &std::path::Path, engine: &Engine, expire_ours: boo
     let new_metadata = builder.build().unwrap().metadata;
     let new_location = location.replace(".metadata.json", "-spark.metadata.json");
     let new_location = new_location.replacen("/metadata/0", "/metadata/9", 1);
-    let path = new_location.strip_prefix("file://").unwrap_or(&new_location);
+    let path = new_location
+        .strip_prefix("file://")
+        .unwrap_or(&new_location);
     std::fs::write(path, serde_json::to_vec(&new_metadata).unwrap()).unwrap();
     let conn = rusqlite::Connection::open(dir.join("catalog.db")).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
