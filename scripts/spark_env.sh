@@ -29,8 +29,10 @@ if [ "$jar_only" = 0 ]; then
   command -v zip >/dev/null 2>&1 || need+=(zip)
   command -v unzip >/dev/null 2>&1 || need+=(unzip)
   if [ "${#need[@]}" -gt 0 ]; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
   fi
 fi
 

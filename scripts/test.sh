@@ -19,9 +19,18 @@ if [ ! -f "$STAMP" ]; then
   touch "$STAMP"
 fi
 
-if ! command -v chromium >/dev/null || ! command -v tmux >/dev/null; then
-  section "apt: chromium, tmux (status page and terminal tests)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium tmux
+# Debian packages the end-to-end tests run: Postgres 15 (CDC and the Postgres catalog),
+# chromium (the status page) and tmux (the terminal progress bars). Java is spark_env.sh's.
+need=()
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
+command -v chromium >/dev/null || need+=(chromium)
+command -v tmux >/dev/null || need+=(tmux)
+if [ "${#need[@]}" -gt 0 ]; then
+  section "apt: ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
 section "Java + Spark with Iceberg for the external-writer test (scripts/spark_env.sh)"
