@@ -141,6 +141,16 @@ pub fn redact(value: &str) -> String {
 
 /// The data directory's stable host id (`DATA-DIR/host-id`, a UUID written on first use):
 /// who owns a table in a shared catalog.
+/// The outcome of a compare-and-swap `UPDATE ... WHERE metadata_location = expected` that
+/// changed `rows` rows: exactly one, or another writer moved the pointer first.
+pub(crate) fn swapped(rows: u64, namespace: &str, table: &str) -> Result<()> {
+    if rows == 1 {
+        Ok(())
+    } else {
+        Err(EngineError::CommitConflict(format!("{namespace}.{table}")))
+    }
+}
+
 fn host_id(data_dir: &Path) -> Result<String> {
     let path = data_dir.join("host-id");
     match std::fs::read_to_string(&path) {

@@ -297,11 +297,7 @@ impl PostgresCatalog {
             )
             .await
             .map_err(pg)?;
-        if updated == 1 {
-            Ok(())
-        } else {
-            Err(EngineError::CommitConflict(format!("{namespace}.{table}")))
-        }
+        super::swapped(updated, namespace, table)
     }
 
     async fn swap_schema_now(
@@ -329,12 +325,7 @@ impl PostgresCatalog {
             )
             .await
             .map_err(pg)?;
-        if updated != 1 {
-            return Err(EngineError::CommitConflict(format!(
-                "{}.{}",
-                entry.namespace, entry.table
-            )));
-        }
+        super::swapped(updated, &entry.namespace, &entry.table)?;
         tx.execute(
             "UPDATE moonlink_tables SET schema_json = $3 WHERE owner = $1 AND name = $2",
             &[&self.owner, &entry.name, &entry.schema_json],

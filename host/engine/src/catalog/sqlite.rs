@@ -197,11 +197,7 @@ impl SqliteCatalog {
                 params![CATALOG_NAME, namespace, table, new_location, expected],
             )
             .map_err(EngineError::catalog)?;
-        if updated == 1 {
-            Ok(())
-        } else {
-            Err(EngineError::CommitConflict(format!("{namespace}.{table}")))
-        }
+        super::swapped(updated as u64, namespace, table)
     }
 
     /// Swaps the metadata pointer (compare-and-swap, as [`SqliteCatalog::swap_metadata`]) and the
@@ -229,12 +225,7 @@ impl SqliteCatalog {
                 ],
             )
             .map_err(EngineError::catalog)?;
-        if updated != 1 {
-            return Err(EngineError::CommitConflict(format!(
-                "{}.{}",
-                entry.namespace, entry.table
-            )));
-        }
+        super::swapped(updated as u64, &entry.namespace, &entry.table)?;
         tx.execute(
             "UPDATE moonlink_tables SET schema_json = ?2 WHERE name = ?1",
             params![entry.name, entry.schema_json],

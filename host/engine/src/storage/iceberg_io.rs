@@ -131,7 +131,8 @@ impl Storage for ObjectStoreStorage {
             location: path.to_string(),
             buffer: Vec::new(),
             upload: None,
-            copy: Some(Vec::new()),
+            // Only a warehouse with a cache keeps a copy of what it writes.
+            copy: self.backend.cache.is_some().then(Vec::new),
             done: false,
         }))
     }
