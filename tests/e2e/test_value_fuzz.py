@@ -14,7 +14,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from readers import duckdb_rows, pyiceberg_rows
+from readers import duckdb_rows, pyiceberg_table
 
 TYPES = {
     "i16": "int16", "i32": "int32", "i64": "int64", "f32": "float32", "f64": "float64",
@@ -103,8 +103,13 @@ def test_any_value_gets_200_or_a_4xx_and_accepted_rows_commit(server):
 
     columns = ["id"] + list(TYPES)
     loc = server.table("fuzz.values")["metadata_location"]
-    for read in (duckdb_rows(loc), pyiceberg_rows(server.data_dir, "fuzz", "values")):
-        by_id = {r[0]: dict(zip(columns, r)) for r in read}
+    # DuckDB reads every column. PyIceberg reads the compared ones: Python cannot hold some
+    # values Iceberg can (a date in year 275760), and those columns are only checked by DuckDB.
+    compared = ["id"] + sorted(exact)
+    arrow = pyiceberg_table(server.data_dir, "fuzz", "values").scan(selected_fields=tuple(compared)).to_arrow()
+    py = [tuple(row[c] for c in compared) for row in arrow.to_pylist()]
+    for names, read in ((columns, duckdb_rows(loc)), (compared, py)):
+        by_id = {r[0]: dict(zip(names, r)) for r in read}
         assert sorted(by_id) == sorted(accepted)
         for id_, want in accepted.items():
             for name, value in want.items():
