@@ -156,6 +156,22 @@ impl SourceConfig {
                 network.push(target);
             }
         }
+        // Kafka-style settings: every `host:port` in `bootstrap_servers` (a cluster's other
+        // brokers, learned from metadata, need a grant of their own in [capabilities] network
+        // or their own entry in `bootstrap_servers`).
+        let servers = match self.settings.get("bootstrap_servers") {
+            Some(toml::Value::String(s)) => s.split(',').map(str::trim).map(String::from).collect(),
+            Some(toml::Value::Array(items)) => items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for target in servers {
+            if !target.is_empty() && !network.contains(&target) {
+                network.push(target);
+            }
+        }
         network
     }
 
