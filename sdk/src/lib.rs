@@ -68,7 +68,7 @@ pub mod bindings {
             pub_export_macro: true,
             export_macro_name: "__export_rest_ingest_world",
             default_bindings_module: "moonlink_sdk::bindings::rest",
-            with: { "moonlink:plugin/types@0.2.0": crate::bindings::types::moonlink::plugin::types },
+            with: { "moonlink:plugin/types@0.2.1": crate::bindings::types::moonlink::plugin::types },
         });
     }
 
@@ -81,8 +81,8 @@ pub mod bindings {
             export_macro_name: "__export_source_world",
             default_bindings_module: "moonlink_sdk::bindings::source",
             with: {
-                "moonlink:plugin/types@0.2.0": crate::bindings::types::moonlink::plugin::types,
-                "moonlink:plugin/host@0.2.0": crate::bindings::host::moonlink::plugin::host,
+                "moonlink:plugin/types@0.2.1": crate::bindings::types::moonlink::plugin::types,
+                "moonlink:plugin/host@0.2.1": crate::bindings::host::moonlink::plugin::host,
             },
         });
     }
@@ -96,8 +96,8 @@ pub mod bindings {
             export_macro_name: "__export_transform_world",
             default_bindings_module: "moonlink_sdk::bindings::transform",
             with: {
-                "moonlink:plugin/types@0.2.0": crate::bindings::types::moonlink::plugin::types,
-                "moonlink:plugin/host@0.2.0": crate::bindings::host::moonlink::plugin::host,
+                "moonlink:plugin/types@0.2.1": crate::bindings::types::moonlink::plugin::types,
+                "moonlink:plugin/host@0.2.1": crate::bindings::host::moonlink::plugin::host,
             },
         });
     }

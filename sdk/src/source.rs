@@ -84,6 +84,22 @@ impl PollResult {
     }
 }
 
+/// Tells the host how far this source is behind its upstream: `bytes` of upstream log not yet
+/// acknowledged and `millis`, the age of the oldest change not yet acknowledged. Call it from
+/// `poll` whenever the source learns the upstream's position; the newest report is what
+/// `GET /metrics` (`moonlink_source_lag_bytes`, `moonlink_source_lag_seconds`) and
+/// `GET /status` show. Natively (in `cargo test`) it does nothing.
+///
+/// ```
+/// moonlink_sdk::source::report_lag(Some(4096), Some(1500));
+/// ```
+pub fn report_lag(bytes: Option<u64>, millis: Option<u64>) {
+    #[cfg(target_arch = "wasm32")]
+    crate::bindings::host::moonlink::plugin::host::report_lag(bytes, millis);
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = (bytes, millis);
+}
+
 /// A source connector.
 pub trait Source: Sized + 'static {
     /// Starts from `resume` (`resume.checkpoint` is the last durable checkpoint, `None` on

@@ -284,6 +284,60 @@ max_rows = 1000
     assert 'value="100000" max="100000"' in dom
 
 
+def test_postgres_lag_in_bytes_and_seconds_while_a_backlog_drains(postgres, make_server, tmp_path, monkeypatch):
+    """Postgres lag is what operators compute from the server: WAL end minus the acknowledged
+    LSN (bytes) and the age of the oldest change not yet acknowledged (seconds). A backlog
+    written while the host is down shows as lag until its rows are committed; then both fall."""
+    pg = postgres
+    pg.execute("CREATE TABLE feed (id bigint PRIMARY KEY, payload text);"
+               "INSERT INTO feed SELECT g, 'x' FROM generate_series(1, 100) g;", db="app")
+    monkeypatch.setenv("MOONLINK_TEST_PGPASSWORD", pg.password)
+    config = pg_config(tmp_path, pg, ["public.feed"])
+    args = ["--plugin", os.path.join(PLUGIN_DIR, "postgres_cdc.wasm"), "--config", config,
+            "--commit-interval-ms", "6000"]
+    server = make_server(args)
+
+    def live_rows():
+        r = requests.get(server.url + "/tables/public.feed", timeout=5)
+        return r.status_code == 200 and r.json()["live_rows"]
+    wait_for("the copy committed", lambda: live_rows() == 100, 60)
+    server.stop()
+
+    for i in range(10):
+        pg.execute(f"INSERT INTO feed SELECT g, repeat('y', 200) FROM generate_series({1000 + i * 2000}, "
+                   f"{2999 + i * 2000}) g", db="app")
+    backlog = int(pg.scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
+                            "FROM pg_replication_slots WHERE slot_name = 'moonlink'", db="app"))
+    assert backlog > 1_000_000, backlog
+    time.sleep(2)
+    server.start()
+
+    def source():
+        return requests.get(server.url + "/status", timeout=5).json()["sources"][0]
+
+    # Read but not yet committed (the commit interval is 6 s): lag is the whole backlog.
+    behind = wait_for("lag reported", lambda: (s := source())["lag_bytes"] and s["lag_seconds"] and s, 30)
+    assert behind["lag_bytes"] >= backlog, (behind, backlog)
+    assert behind["lag_seconds"] >= 2, behind
+    samples = metrics(server)
+    assert value(samples, "moonlink_source_lag_bytes", source="pg") >= backlog
+    assert value(samples, "moonlink_source_lag_seconds", source="pg") >= 2
+
+    # Committed and acknowledged: the lag falls to (nearly) nothing, as Postgres sees it too.
+    wait_for("the backlog committed", lambda: live_rows() == 20100, 60)
+    caught_up = wait_for("lag gone", lambda: (s := source())["lag_bytes"] is not None
+                         and s["lag_bytes"] < 200_000 and s["lag_seconds"] == 0 and s, 30)
+    assert caught_up["checkpoint_age_seconds"] is not None
+    samples = metrics(server)
+    assert value(samples, "moonlink_source_lag_bytes", source="pg") < 200_000
+    assert ("moonlink_source_lag_seconds", frozenset({("source", "pg")})) in samples
+    slot_lag = int(pg.scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
+                             "FROM pg_replication_slots WHERE slot_name = 'moonlink'", db="app"))
+    assert slot_lag < 200_000, slot_lag
+    text = subprocess.run([BIN, "status", "--url", server.url], capture_output=True, text=True, timeout=30).stdout
+    assert "BEHIND" in text, text
+
+
 def test_status_page_with_a_token_shows_only_the_login_form(make_server):
     server = make_server(["--auth-token", TOKEN])
     server_headers = {"Authorization": f"Bearer {TOKEN}"}

@@ -248,6 +248,10 @@ impl Driver {
                 .poll(self.spec.poll.max_rows, self.spec.poll.timeout_ms)
                 .map_err(|e| PipelineError::Poll(e.into()))?;
             metrics::counter!("moonlink_plugin_calls_total", "source" => self.spec.name.clone(), "call" => "poll").increment(1);
+            if let Some(lag) = poll.lag {
+                self.registry
+                    .update(self.name(), |s| s.reported_lag = Some(lag));
+            }
             let mut steps = Vec::new();
             for event in poll.events {
                 match event {

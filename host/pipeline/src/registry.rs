@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use moonlink_runtime::CopyProgress;
+use moonlink_runtime::{CopyProgress, SourceLag};
 
 /// Where a source is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +63,8 @@ pub struct SourceStatus {
     pub acked_checkpoint: Option<String>,
     /// Initial-copy progress per table (host table name), as the source reports it.
     pub copy_progress: BTreeMap<String, CopyProgress>,
+    /// The lag the source last measured against its upstream (`report-lag`), if it does.
+    pub reported_lag: Option<SourceLag>,
 }
 
 /// A fault worth showing an operator: a source that faulted, or a commit that failed.
@@ -128,6 +130,7 @@ impl SourceRegistry {
                 last_error: None,
                 acked_checkpoint: None,
                 copy_progress: BTreeMap::new(),
+                reported_lag: None,
             },
         );
     }
@@ -166,6 +169,16 @@ impl SourceRegistry {
     /// registered, before its first acknowledgement): the generic lag.
     pub fn checkpoint_age(&self, name: &str) -> Option<Duration> {
         lock(&self.advanced).get(name).map(Instant::elapsed)
+    }
+
+    /// A source's lag in seconds: what the source measured against its upstream when it
+    /// reports lag (Postgres: the age of its oldest unacknowledged change), otherwise the
+    /// generic [`checkpoint_age`](Self::checkpoint_age).
+    pub fn lag_seconds(&self, status: &SourceStatus) -> Option<f64> {
+        status
+            .reported_lag
+            .and_then(|lag| lag.seconds)
+            .or_else(|| self.checkpoint_age(&status.name).map(|d| d.as_secs_f64()))
     }
 
     /// Records a fault for operators (kept: the newest few).

@@ -15,7 +15,7 @@ mod transform;
 
 pub use convert::{batch_from_wit as into_engine_batch, schema_from_wit};
 pub use error::{DataErrorKind, RuntimeError};
-pub use sandbox::{Capabilities, PluginRuntime, RuntimeConfig};
+pub use sandbox::{Capabilities, PluginRuntime, RuntimeConfig, SourceLag};
 pub use source::{
     CopyProgress, ResumePoint, RunningSource, SourceEvent, SourcePlugin, SourcePoll,
     TableDefinition,

@@ -97,6 +97,17 @@ pub struct PluginState {
     memory_limit_bytes: u64,
     /// Host names the plugin may look up (lowercase, no trailing dot).
     lookup_names: Arc<[String]>,
+    /// The source's newest `report-lag`, taken by the next poll's result.
+    pub(crate) reported_lag: Option<SourceLag>,
+}
+
+/// How far a source is behind its upstream, as the source itself measures it (`report-lag`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct SourceLag {
+    /// Upstream log not yet acknowledged, in bytes (Postgres: WAL end − acknowledged LSN).
+    pub bytes: Option<u64>,
+    /// Age of the oldest change not yet acknowledged, in seconds.
+    pub seconds: Option<f64>,
 }
 
 impl crate::bindings::source::moonlink::plugin::host::Host for PluginState {
@@ -114,6 +125,13 @@ impl crate::bindings::source::moonlink::plugin::host::Host for PluginState {
             LogLevel::Warn => tracing::warn!(plugin, "{message}"),
             LogLevel::Error => tracing::error!(plugin, "{message}"),
         }
+    }
+
+    fn report_lag(&mut self, bytes: Option<u64>, millis: Option<u64>) {
+        self.reported_lag = Some(SourceLag {
+            bytes,
+            seconds: millis.map(|ms| ms as f64 / 1000.0),
+        });
     }
 }
 
@@ -444,6 +462,7 @@ impl PluginRuntime {
                     .unwrap_or(self.config.call_timeout),
                 memory_limit_bytes,
                 lookup_names: lookup_names.into(),
+                reported_lag: None,
             },
         );
         store.limiter(|state| &mut state.limits);

@@ -8,7 +8,7 @@ use wasmtime::Store;
 use crate::bindings::source::exports::moonlink::plugin::source as wit_source;
 use crate::bindings::source::SourcePluginPre;
 use crate::convert::schema_from_wit;
-use crate::sandbox::{self, Capabilities, PluginRuntime, PluginState};
+use crate::sandbox::{self, Capabilities, PluginRuntime, PluginState, SourceLag};
 use crate::{PluginBatch, RuntimeError};
 
 /// A table a source declares, in engine terms.
@@ -43,6 +43,8 @@ pub struct SourcePoll {
     pub events: Vec<SourceEvent>,
     pub checkpoint: Option<String>,
     pub finished: bool,
+    /// The lag the source reported during this poll (`report-lag`), if it did.
+    pub lag: Option<SourceLag>,
 }
 
 /// Where a source resumes: the last acknowledged checkpoint, and tables (by the source's
@@ -190,6 +192,7 @@ impl RunningSource {
             events,
             checkpoint: result.checkpoint,
             finished: result.finished,
+            lag: self.store.data_mut().reported_lag.take(),
         })
     }
 

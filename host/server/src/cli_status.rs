@@ -140,14 +140,15 @@ pub(crate) fn render(report: &StatusReport, url: &str) -> String {
     if !report.sources.is_empty() {
         let _ = writeln!(
             out,
-            "\nSOURCES\n{:<20} {:<11} {:>12} {:>8} {:>8}  LAST ERROR",
-            "NAME", "STATE", "ROWS", "LAG", "RESTARTS"
+            "\nSOURCES\n{:<20} {:<11} {:>12} {:>8} {:>10} {:>8}  LAST ERROR",
+            "NAME", "STATE", "ROWS", "LAG", "BEHIND", "RESTARTS"
         );
         for s in &report.sources {
             let lag = s.lag_seconds.map(human_age).unwrap_or_else(|| "-".into());
+            let behind = s.lag_bytes.map(human_bytes).unwrap_or_else(|| "-".into());
             let _ = writeln!(
                 out,
-                "{:<20} {:<11} {:>12} {lag:>8} {:>8}  {}",
+                "{:<20} {:<11} {:>12} {lag:>8} {behind:>10} {:>8}  {}",
                 s.name,
                 s.state,
                 s.rows,
@@ -192,7 +193,7 @@ mod tests {
                     "percent": 50.0, "done": false}}],
             "sources": [{"name": "pg", "state": "restarting", "tables": ["public.users"],
                 "rows": 7, "restarts": 1, "last_error": "boom", "lag_seconds": 3.0,
-                "acked_checkpoint": null, "copy_progress": []}],
+                "lag_bytes": 4_194_304, "checkpoint_age_seconds": 5.0, "acked_checkpoint": null, "copy_progress": []}],
             "faults": [{"at_ms": 9000, "kind": "source", "origin": "pg", "message": "boom"}]
         }))
         .expect("a report");
@@ -201,6 +202,7 @@ mod tests {
         assert!(text.contains("public.users"), "{text}");
         assert!(text.contains("[#####-----] 50.0%"), "{text}");
         assert!(text.contains("restarting"), "{text}");
+        assert!(text.contains("4.0 MiB"), "{text}");
         assert!(text.contains("1s ago  source pg: boom"), "{text}");
     }
 }

@@ -219,12 +219,40 @@ fn render_state(state: &AppState, out: &mut String) {
     let mut family = Family::start(
         out,
         "moonlink_source_lag_seconds",
+        "How far behind its upstream the source is: the age of its oldest unacknowledged change when the source measures it (Postgres), else seconds since its checkpoint advanced",
+    );
+    for source in &sources {
+        if let Some(lag) = state.sources.lag_seconds(source) {
+            family.sample(
+                "moonlink_source_lag_seconds",
+                &[("source", &source.name)],
+                lag,
+            );
+        }
+    }
+    let mut family = Family::start(
+        out,
+        "moonlink_source_lag_bytes",
+        "Upstream log the source has not had acknowledged, in bytes (Postgres: WAL end minus the acknowledged LSN)",
+    );
+    for source in &sources {
+        if let Some(bytes) = source.reported_lag.and_then(|lag| lag.bytes) {
+            family.sample(
+                "moonlink_source_lag_bytes",
+                &[("source", &source.name)],
+                bytes as f64,
+            );
+        }
+    }
+    let mut family = Family::start(
+        out,
+        "moonlink_source_checkpoint_age_seconds",
         "Seconds since the source's acknowledged checkpoint last advanced",
     );
     for source in &sources {
         if let Some(age) = state.sources.checkpoint_age(&source.name) {
             family.sample(
-                "moonlink_source_lag_seconds",
+                "moonlink_source_checkpoint_age_seconds",
                 &[("source", &source.name)],
                 age.as_secs_f64(),
             );

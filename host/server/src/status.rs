@@ -78,8 +78,15 @@ pub(crate) struct SourceStatusView {
     pub(crate) rows: u64,
     pub(crate) restarts: u64,
     pub(crate) last_error: Option<String>,
-    /// Seconds since the acknowledged checkpoint last advanced (since start before the first).
+    /// How far behind its upstream the source is, in seconds: the age of its oldest
+    /// unacknowledged change when the source measures it (Postgres), otherwise
+    /// `checkpoint_age_seconds`.
     pub(crate) lag_seconds: Option<f64>,
+    /// Upstream log not yet acknowledged, in bytes (Postgres: WAL end − acknowledged LSN),
+    /// when the source reports it.
+    pub(crate) lag_bytes: Option<u64>,
+    /// Seconds since the acknowledged checkpoint last advanced (since start before the first).
+    pub(crate) checkpoint_age_seconds: Option<f64>,
     pub(crate) acked_checkpoint: Option<String>,
     pub(crate) copy_progress: Vec<CopyStatus>,
 }
@@ -191,7 +198,9 @@ pub(crate) fn report(state: &AppState) -> StatusReport {
         .list()
         .into_iter()
         .map(|s| SourceStatusView {
-            lag_seconds: state
+            lag_seconds: state.sources.lag_seconds(&s),
+            lag_bytes: s.reported_lag.and_then(|lag| lag.bytes),
+            checkpoint_age_seconds: state
                 .sources
                 .checkpoint_age(&s.name)
                 .map(|d| d.as_secs_f64()),

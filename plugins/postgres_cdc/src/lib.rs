@@ -13,6 +13,7 @@
 //! `connect_timeout_ms`, `reply_timeout_ms` (every wait on the server is bounded; README.md).
 
 mod conn;
+mod lag;
 mod pgoutput;
 mod snapshot;
 mod sql;

@@ -47,6 +47,8 @@ pub enum Change {
     Begin {
         /// LSN of the transaction's commit record.
         final_lsn: u64,
+        /// When the transaction committed (µs since 2000-01-01).
+        commit_time_micros: i64,
         xid: u32,
     },
     Commit {
@@ -249,9 +251,13 @@ pub fn parse_change(buf: Bytes) -> Result<Change, String> {
     let change = match r.tag {
         b'B' => {
             let final_lsn = r.u64("the Begin final LSN")?;
-            let _time = r.i64("the Begin commit time")?;
+            let commit_time_micros = r.i64("the Begin commit time")?;
             let xid = r.u32("the Begin xid")?;
-            Change::Begin { final_lsn, xid }
+            Change::Begin {
+                final_lsn,
+                commit_time_micros,
+                xid,
+            }
         }
         b'C' => {
             let _flags = r.u8("the Commit flags")?;

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use moonlink_sdk::source::SourceEvent;
 
 use crate::conn::Connection;
+use crate::lag::LagMeter;
 use crate::pgoutput::{parse_change, parse_stream_message, Change, StreamMessage, TupleValue};
 use crate::sql::{format_lsn, quote_ident, quote_literal};
 use crate::tables::{MirroredTable, Mode, PgColumn};
@@ -37,6 +38,8 @@ pub struct Stream {
     warned: HashSet<String>,
     /// Relations whose shape this stream has announced to the host.
     announced: HashSet<u32>,
+    /// How far behind the server the acknowledged position is.
+    lag: LagMeter,
 }
 
 fn text(value: &TupleValue) -> Result<Option<&str>, String> {
@@ -98,6 +101,7 @@ impl Stream {
             status_interval: STATUS_INTERVAL.min(settings.connect.reply_timeout / 2),
             warned: HashSet::new(),
             announced: HashSet::new(),
+            lag: LagMeter::new(settings.connect.clone()),
         })
     }
 
@@ -112,6 +116,8 @@ impl Stream {
         events: &mut Vec<SourceEvent>,
     ) -> Result<Option<u64>, String> {
         let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
+        self.lag
+            .probe_if_due(Duration::from_millis(timeout_ms as u64 / 2));
         let mut rows = 0;
         let mut complete = None;
         loop {
@@ -142,6 +148,7 @@ impl Stream {
                     let idle = self.in_transaction.is_none() && rows == 0 && complete.is_none();
                     if idle && self.emitted <= self.confirmed {
                         self.confirmed = self.confirmed.max(wal_end);
+                        self.lag.confirmed(self.confirmed);
                     }
                     if reply {
                         self.send_status(false)?;
@@ -160,6 +167,7 @@ impl Stream {
         if let Some(end) = complete {
             self.emitted = end;
         }
+        self.lag.report(self.confirmed);
         Ok(complete)
     }
 
@@ -176,6 +184,7 @@ impl Stream {
         if lsn > self.confirmed {
             self.confirmed = lsn;
         }
+        self.lag.confirmed(self.confirmed);
         self.send_status(false)
     }
 
@@ -222,9 +231,21 @@ impl Stream {
         rows: &mut usize,
     ) -> Result<Option<u64>, String> {
         match parse_change(message)? {
-            Change::Begin { final_lsn, .. } => self.in_transaction = Some(final_lsn),
-            Change::Commit { end_lsn, .. } => {
+            Change::Begin {
+                final_lsn,
+                commit_time_micros,
+                ..
+            } => {
+                self.in_transaction = Some(final_lsn);
+                self.lag.begin(commit_time_micros);
+            }
+            Change::Commit {
+                end_lsn,
+                commit_time_micros,
+                ..
+            } => {
                 self.in_transaction = None;
+                self.lag.commit(end_lsn, commit_time_micros);
                 return Ok(Some(end_lsn));
             }
             Change::Relation(relation) => {

@@ -109,8 +109,11 @@ pub(crate) async fn list_plugins(State(state): State<AppState>) -> Json<PluginLi
                 last_error,
                 acked_checkpoint,
                 copy_progress,
+                reported_lag,
             } = s;
             PluginView {
+                lag_bytes: reported_lag.and_then(|lag| lag.bytes),
+                lag_seconds: reported_lag.and_then(|lag| lag.seconds),
                 name,
                 path,
                 state: state.to_string(),

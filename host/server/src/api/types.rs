@@ -258,6 +258,11 @@ pub(crate) struct PluginView {
     pub(crate) acked_checkpoint: Option<String>,
     /// Initial-copy progress per host table.
     pub(crate) copy_progress: BTreeMap<String, CopyProgressView>,
+    /// Upstream log not yet acknowledged, in bytes, when the source measures it (Postgres:
+    /// WAL end − acknowledged LSN).
+    pub(crate) lag_bytes: Option<u64>,
+    /// Age in seconds of the oldest change not yet acknowledged, when the source measures it.
+    pub(crate) lag_seconds: Option<f64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
