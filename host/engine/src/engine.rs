@@ -21,8 +21,8 @@ use crate::error::{EngineError, Result};
 use crate::schema::TableSchema;
 use crate::storage::Warehouse;
 use crate::table::{
-    ApplyReceipt, CommitState, Durability, OpenTable, SourceCheckpoint, Table, TableConfig,
-    TableInfo, TableOptions,
+    ApplyReceipt, CommitState, Durability, OpenTable, ReadView, SourceCheckpoint, Table,
+    TableConfig, TableInfo, TableOptions,
 };
 
 /// Where the engine keeps its state, and how tables behave.
@@ -426,6 +426,19 @@ impl Engine {
         let location = self.table_info(name)?.metadata_location;
         let json = self.inner.warehouse.get(&location).await?;
         Ok((location, json))
+    }
+
+    /// A consistent view of the table's live rows now — committed files with their deletion
+    /// vectors and pending deletes, plus buffered rows — for real-time reads: everything an
+    /// `apply` that returned before this call wrote is in it.
+    pub fn read_view(&self, name: &str) -> Result<ReadView> {
+        self.table(name)?.read_view()
+    }
+
+    /// A view of committed snapshot `snapshot_id` of the table alone (no buffered rows);
+    /// `None` when the table has no such snapshot (never had it, or it expired).
+    pub async fn read_view_at(&self, name: &str, snapshot_id: i64) -> Result<Option<ReadView>> {
+        self.table(name)?.read_view_at(snapshot_id).await
     }
 
     /// The table's current schema.

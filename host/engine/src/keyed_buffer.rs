@@ -60,6 +60,11 @@ impl KeyedBuffer {
         }
     }
 
+    /// Buffered rows (by position in buffer order) deleted or replaced since buffered.
+    pub fn buffer_deleted(&self) -> &RoaringBitmap {
+        &self.buffer_deleted
+    }
+
     /// Allocates a table-local id for a data file (used by index locations).
     pub fn allocate_file_id(&mut self) -> u32 {
         let id = self.next_file_id;

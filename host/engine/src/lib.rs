@@ -114,7 +114,10 @@ pub use engine::{CommitInfo, CreateTable, Engine, EngineConfig};
 pub use error::{EngineError, Result};
 pub use schema::{ColumnSchema, ColumnType, TableSchema};
 pub use storage::{ReadStats, S3Options, Warehouse, WarehouseSpec, S3_RETRY_TIMEOUT};
-pub use table::{ApplyReceipt, Durability, SourceCheckpoint, TableConfig, TableInfo, TableOptions};
+pub use table::{
+    ApplyReceipt, Durability, ReadView, SourceCheckpoint, TableConfig, TableInfo, TableOptions,
+    ViewFile,
+};
 
 /// Reading a table back from its Iceberg metadata, without the engine: for tests, examples
 /// and tools that check what a commit published.

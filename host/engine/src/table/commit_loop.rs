@@ -127,6 +127,7 @@ impl Table {
             if let Some(wal) = self.wal.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                 wal.rotate(buffer.next_lsn);
             }
+            buffer.read = Arc::new(buffer.read.with_inflight(pending));
         }
         Ok(())
     }
@@ -346,9 +347,6 @@ impl Table {
         for (path, merged) in vectors {
             pending.committed_dvs.insert(path, merged);
         }
-        if let Some(c) = compaction {
-            self.apply_keyed_compaction(pending, c);
-        }
         if truncating {
             pending.paths.retain(|_, path| !removed.contains(path));
             pending
@@ -359,6 +357,12 @@ impl Table {
         pending.generations.clear();
         pending.deletes.clear();
         pending.source_checkpoints.clear();
+        // Real-time reads switch to the new snapshot in the buffer-lock section that moves
+        // late deletes onto a compacted file (or in the one below).
+        let snapshot_id = committed.metadata.current_snapshot_id();
+        if let Some(c) = compaction {
+            self.apply_keyed_compaction(pending, c, snapshot_id);
+        }
         metrics::counter!("moonlink_compacted_files_total", "table" => self.name.clone())
             .increment(if truncating { 0 } else { removed.len() as u64 });
         let expired = (current.metadata.snapshots().count() + 1)
@@ -374,9 +378,11 @@ impl Table {
             failures: current.failures,
         };
         self.committed.send_replace(state.clone());
-        self.lock_buffer()
-            .uncommitted
-            .retain(|(lsn, _)| *lsn > through);
+        {
+            let mut buffer = self.lock_buffer();
+            buffer.uncommitted.retain(|(lsn, _)| *lsn > through);
+            self.publish_read_at(&mut buffer, pending, snapshot_id);
+        }
         if let Some(wal) = self.wal.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             if let Err(e) = wal.truncate_through(through) {
                 tracing::warn!(table = %self.name, error = %e, "cannot delete committed log segments");
@@ -419,15 +425,16 @@ impl Table {
                 if let Some(wal) = self.wal.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                     wal.rotate(buffer.next_lsn);
                 }
+                pending.generations.clear();
+                pending.deletes.clear();
+                // Files of an earlier truncation that has not committed yet are still live.
+                let mut files = pending.truncated.take().unwrap_or_default();
+                files.extend(pending.live_files.iter().map(|f| f.file_path().to_string()));
+                files.sort();
+                files.dedup();
+                pending.truncated = Some(files);
+                self.publish_read(&mut buffer, &pending);
             }
-            pending.generations.clear();
-            pending.deletes.clear();
-            // Files of an earlier truncation that has not committed yet are still live.
-            let mut files = pending.truncated.take().unwrap_or_default();
-            files.extend(pending.live_files.iter().map(|f| f.file_path().to_string()));
-            files.sort();
-            files.dedup();
-            pending.truncated = Some(files);
         }
         self.commit().await
     }

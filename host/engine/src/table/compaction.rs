@@ -221,10 +221,29 @@ impl Table {
 
     /// After the snapshot with a keyed compaction is committed: moves the index to the new
     /// file and carries deletes that landed on the old files meanwhile over to it.
-    pub(super) fn apply_keyed_compaction(&self, pending: &mut Pending, c: KeyedCompaction) {
+    /// Real-time reads switch to `snapshot_id` in the same buffer-lock section.
+    pub(super) fn apply_keyed_compaction(
+        &self,
+        pending: &mut Pending,
+        c: KeyedCompaction,
+        snapshot_id: Option<i64>,
+    ) {
         let old_ids: Vec<u32> = c.mapping.keys().copied().collect();
+        for id in &old_ids {
+            if let Some(path) = pending.paths.remove(id) {
+                pending.committed_dvs.remove(&path);
+                let _ = std::fs::remove_file(key_index_file::key_index_file_path(
+                    &self.index_dir,
+                    &path,
+                ));
+            }
+        }
+        if let Some(path) = &c.path {
+            pending.paths.insert(c.file_id, path.clone());
+        }
         {
             let mut buffer = self.lock_buffer();
+            let buffer = &mut *buffer;
             let Some(keys) = buffer.keyed.as_mut() else {
                 return;
             };
@@ -245,18 +264,7 @@ impl Table {
             }
             keys.index
                 .replace_files(&old_ids, c.file_id, c.keys, Some(carried));
-        }
-        for id in &old_ids {
-            if let Some(path) = pending.paths.remove(id) {
-                pending.committed_dvs.remove(&path);
-                let _ = std::fs::remove_file(key_index_file::key_index_file_path(
-                    &self.index_dir,
-                    &path,
-                ));
-            }
-        }
-        if let Some(path) = c.path {
-            pending.paths.insert(c.file_id, path);
+            self.publish_read_at(buffer, pending, snapshot_id);
         }
     }
 }

@@ -44,6 +44,8 @@ use crate::schema::TableSchema;
 use crate::storage::Warehouse;
 use crate::wal::{self, Wal};
 
+pub use read_view::{ReadView, ViewFile};
+
 /// Tuning shared by all tables.
 #[derive(Debug, Clone)]
 pub struct TableConfig {
@@ -273,6 +275,8 @@ struct Buffer {
     /// ones and unlogged source batches alike. A rebase on another writer's snapshot applies
     /// them again (`rebase.rs`). Shares its Arrow buffers with the batch the caller built.
     uncommitted: Vec<(u64, ChangeBatch)>,
+    /// What real-time reads see besides the buffer (`read_view.rs`); replaced under this lock.
+    read: Arc<read_view::ReadState>,
 }
 
 /// Rows taken from the buffer, each group to become one data file; keyed tables know the
@@ -361,6 +365,7 @@ mod apply;
 mod commit_loop;
 mod compaction;
 mod freshness;
+mod read_view;
 mod rebase;
 mod unchanged;
 
@@ -409,6 +414,7 @@ impl Table {
             keyed,
             source_checkpoints: BTreeMap::new(),
             uncommitted: Vec::new(),
+            read: Default::default(),
         };
         if !replay.is_empty() {
             tracing::info!(table = %open.name, records = replay.len(), after_lsn = committed_lsn,
@@ -470,6 +476,9 @@ impl Table {
             wake: Notify::new(),
             stop,
         });
+        if let Ok(pending) = table.pending.try_lock() {
+            table.publish_read(&mut table.lock_buffer(), &pending);
+        }
         tokio::spawn(Table::commit_loop(table.clone()));
         Ok(table)
     }

@@ -134,9 +134,30 @@ impl Table {
             hasher,
         )
         .await?;
+        let CommittedFiles {
+            live_files,
+            committed_dvs,
+            paths,
+            keyed,
+        } = files;
+        pending.generations.clear();
+        pending.deletes.clear();
+        pending.through_lsn = committed_lsn;
+        pending.paths = paths;
+        pending.committed_dvs = committed_dvs;
+        if truncating {
+            let mut removed: Vec<String> = live_files
+                .iter()
+                .map(|f| f.file_path().to_string())
+                .collect();
+            removed.sort();
+            pending.truncated = Some(removed);
+        }
+        pending.live_files = live_files;
+        let snapshot_id = metadata.current_snapshot_id();
         let replayed = {
             let mut buffer = self.lock_buffer();
-            let mut keyed = files.keyed;
+            let mut keyed = keyed;
             if keyed.is_none() {
                 keyed = buffer.keyed.take().map(|mut k| {
                     k.clear();
@@ -161,25 +182,12 @@ impl Table {
                 buffer.uncommitted.push((lsn, batch));
                 replayed += 1;
             }
+            // Real-time reads move to the other writer's snapshot with the rebuilt buffer.
+            self.publish_read_at(&mut buffer, pending, snapshot_id);
             replayed
         };
         tracing::warn!(table = %self.name, metadata = %location, committed_lsn, batches = replayed,
             "another writer committed to the table: rebased pending changes on its snapshot");
-        pending.generations.clear();
-        pending.deletes.clear();
-        pending.through_lsn = committed_lsn;
-        pending.paths = files.paths;
-        pending.committed_dvs = files.committed_dvs;
-        if truncating {
-            let mut removed: Vec<String> = files
-                .live_files
-                .iter()
-                .map(|f| f.file_path().to_string())
-                .collect();
-            removed.sort();
-            pending.truncated = Some(removed);
-        }
-        pending.live_files = files.live_files;
         self.committed.send_modify(|s| {
             s.metadata = Arc::new(metadata);
             s.metadata_location = location;

@@ -1,0 +1,125 @@
+//! A [`QueryResult`] as bytes: JSON rows, CSV, or an Arrow IPC stream.
+//!
+//! JSON and CSV show `uuid` columns (Arrow `FixedSizeBinary(16)`) in their canonical text
+//! form, and JSON writes nulls explicitly; the Arrow stream carries the columns as they are.
+
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+use crate::error::{QueryError, Result};
+use crate::QueryResult;
+
+/// Canonical text of a 16-byte uuid.
+pub fn uuid_text(bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if hex.len() != 32 {
+        return hex;
+    }
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// `batch` with every `FixedSizeBinary(16)` (uuid) column as text.
+pub fn uuids_as_text(batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| f.data_type() == &DataType::FixedSizeBinary(16))
+    {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        match column.as_any().downcast_ref::<FixedSizeBinaryArray>() {
+            Some(uuids) if uuids.value_length() == 16 => {
+                let text: StringArray = (0..uuids.len())
+                    .map(|i| uuids.is_valid(i).then(|| uuid_text(uuids.value(i))))
+                    .collect();
+                fields.push(Arc::new(Field::new(
+                    field.name(),
+                    DataType::Utf8,
+                    field.is_nullable(),
+                )));
+                columns.push(Arc::new(text));
+            }
+            _ => {
+                fields.push(field.clone());
+                columns.push(column.clone());
+            }
+        }
+    }
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    RecordBatch::try_new(schema, columns).map_err(|e| encode("json", e))
+}
+
+fn encode(format: &'static str, e: impl std::fmt::Display) -> QueryError {
+    QueryError::Encode {
+        format,
+        message: e.to_string(),
+    }
+}
+
+/// The rows as a JSON array of objects (column name → value; nulls written).
+pub fn json_rows(result: &QueryResult) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut writer = arrow_json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow_json::writer::JsonArray>(&mut out);
+    for batch in &result.batches {
+        writer
+            .write(&uuids_as_text(batch)?)
+            .map_err(|e| encode("json", e))?;
+    }
+    writer.finish().map_err(|e| encode("json", e))?;
+    drop(writer);
+    if out.is_empty() {
+        out.extend_from_slice(b"[]");
+    }
+    Ok(out)
+}
+
+/// The rows as CSV with a header line.
+pub fn csv(result: &QueryResult) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    {
+        let mut writer = arrow_csv::WriterBuilder::new()
+            .with_header(true)
+            .build(&mut out);
+        if result.batches.is_empty() {
+            let empty = RecordBatch::new_empty(result.schema.clone());
+            writer
+                .write(&uuids_as_text(&empty)?)
+                .map_err(|e| encode("csv", e))?;
+        }
+        for batch in &result.batches {
+            writer
+                .write(&uuids_as_text(batch)?)
+                .map_err(|e| encode("csv", e))?;
+        }
+    }
+    Ok(out)
+}
+
+/// The rows as an Arrow IPC stream (schema message, then one message per batch).
+pub fn arrow_stream(result: &QueryResult) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    {
+        let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut out, &result.schema)
+            .map_err(|e| encode("arrow", e))?;
+        for batch in &result.batches {
+            writer.write(batch).map_err(|e| encode("arrow", e))?;
+        }
+        writer.finish().map_err(|e| encode("arrow", e))?;
+    }
+    Ok(out)
+}
