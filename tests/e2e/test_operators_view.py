@@ -11,6 +11,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import BIN, PLUGIN_DIR
+from s3proxy import FaultProxy
 from test_postgres_cdc import write_config as pg_config
 from test_sandbox_stall import SilentServer
 from test_sources import write_config
@@ -284,18 +285,29 @@ max_rows = 1000
     assert 'value="100000" max="100000"' in dom
 
 
-def test_postgres_lag_in_bytes_and_seconds_while_a_backlog_drains(postgres, make_server, tmp_path, monkeypatch):
+class RefuseWrites(FaultProxy):
+    """An S3 proxy that answers every write with 503 while `refusing` is set: commits fail and
+    retry, so what the host has read stays unacknowledged for as long as the test needs."""
+    refusing = False
+
+    def choose(self, method, path):
+        return "error" if self.refusing and method in ("PUT", "POST", "DELETE") else None
+
+
+def test_postgres_lag_in_bytes_and_seconds_while_a_backlog_drains(postgres, make_server, moto, tmp_path, monkeypatch):
     """Postgres lag is what operators compute from the server: WAL end minus the acknowledged
     LSN (bytes) and the age of the oldest change not yet acknowledged (seconds). A backlog
-    written while the host is down shows as lag until its rows are committed; then both fall."""
+    written while the host is down is lag until its rows are committed; then both fall."""
     pg = postgres
     pg.execute("CREATE TABLE feed (id bigint PRIMARY KEY, payload text);"
                "INSERT INTO feed SELECT g, 'x' FROM generate_series(1, 100) g;", db="app")
     monkeypatch.setenv("MOONLINK_TEST_PGPASSWORD", pg.password)
+    moto.bucket("lake")
+    proxy = RefuseWrites(moto.port).up()
     config = pg_config(tmp_path, pg, ["public.feed"])
-    args = ["--plugin", os.path.join(PLUGIN_DIR, "postgres_cdc.wasm"), "--config", config,
-            "--commit-interval-ms", "6000"]
-    server = make_server(args)
+    server = make_server(["--plugin", os.path.join(PLUGIN_DIR, "postgres_cdc.wasm"), "--config", config,
+                          "--warehouse", "s3://lake/wh", *moto.host_args(proxy.endpoint),
+                          "--s3-timeout-secs", "2"], env=moto.env(), s3=moto)
 
     def live_rows():
         r = requests.get(server.url + "/tables/public.feed", timeout=5)
@@ -306,36 +318,41 @@ def test_postgres_lag_in_bytes_and_seconds_while_a_backlog_drains(postgres, make
     for i in range(10):
         pg.execute(f"INSERT INTO feed SELECT g, repeat('y', 200) FROM generate_series({1000 + i * 2000}, "
                    f"{2999 + i * 2000}) g", db="app")
-    backlog = int(pg.scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
-                            "FROM pg_replication_slots WHERE slot_name = 'moonlink'", db="app"))
+    slot_lag_sql = ("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
+                    "FROM pg_replication_slots WHERE slot_name = 'moonlink'")
+    backlog = int(pg.scalar(slot_lag_sql, db="app"))
     assert backlog > 1_000_000, backlog
     time.sleep(2)
+    proxy.refusing = True
     server.start()
 
     def source():
         return requests.get(server.url + "/status", timeout=5).json()["sources"][0]
 
-    # Read but not yet committed (the commit interval is 6 s): lag is the whole backlog.
+    # Read, but the commits fail: lag is the whole backlog and keeps its age.
     behind = wait_for("lag reported", lambda: (s := source())["lag_bytes"] and s["lag_seconds"] and s, 30)
     assert behind["lag_bytes"] >= backlog, (behind, backlog)
     assert behind["lag_seconds"] >= 2, behind
+    later = wait_for("lag growing", lambda: (s := source())["lag_seconds"] >= behind["lag_seconds"] + 1 and s, 30)
+    assert later["lag_bytes"] >= backlog, later
     samples = metrics(server)
     assert value(samples, "moonlink_source_lag_bytes", source="pg") >= backlog
-    assert value(samples, "moonlink_source_lag_seconds", source="pg") >= 2
+    assert value(samples, "moonlink_source_lag_seconds", source="pg") >= 3
+    plugin = requests.get(server.url + "/plugins", timeout=5).json()["plugins"][0]
+    assert plugin["lag_bytes"] >= backlog, plugin
+    text = subprocess.run([BIN, "status", "--url", server.url], capture_output=True, text=True, timeout=30).stdout
+    assert "BEHIND" in text and "MiB" in text, text
 
     # Committed and acknowledged: the lag falls to (nearly) nothing, as Postgres sees it too.
-    wait_for("the backlog committed", lambda: live_rows() == 20100, 60)
+    proxy.refusing = False
+    wait_for("the backlog committed", lambda: live_rows() == 20100, 90)
     caught_up = wait_for("lag gone", lambda: (s := source())["lag_bytes"] is not None
                          and s["lag_bytes"] < 200_000 and s["lag_seconds"] == 0 and s, 30)
     assert caught_up["checkpoint_age_seconds"] is not None
     samples = metrics(server)
     assert value(samples, "moonlink_source_lag_bytes", source="pg") < 200_000
     assert ("moonlink_source_lag_seconds", frozenset({("source", "pg")})) in samples
-    slot_lag = int(pg.scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
-                             "FROM pg_replication_slots WHERE slot_name = 'moonlink'", db="app"))
-    assert slot_lag < 200_000, slot_lag
-    text = subprocess.run([BIN, "status", "--url", server.url], capture_output=True, text=True, timeout=30).stdout
-    assert "BEHIND" in text, text
+    assert int(pg.scalar(slot_lag_sql, db="app")) < 200_000
 
 
 def test_status_page_with_a_token_shows_only_the_login_form(make_server):

@@ -12,6 +12,7 @@ use moonlink_runtime::{
 };
 
 use crate::ack::{self, AckQueue};
+use crate::commit_now::CommitNow;
 use crate::registry::lock;
 use crate::{
     copy_percent, split_table_name, PipelineError, SourceRegistry, SourceSpec, SourceState,
@@ -194,13 +195,14 @@ impl Driver {
         let last_checkpoint = resume.checkpoint;
         // Applied but not yet known to be committed.
         let unacked = Mutex::new(AckQueue::default());
+        let commit_now = CommitNow::default();
         // Polling (plugin and transforms) and applying (engine) run on two threads, so decoding
         // the next poll overlaps with indexing and buffering the last one.
         std::thread::scope(|scope| {
             let (to_apply, applier_rx) = std::sync::mpsc::sync_channel::<Applied>(2);
             let applier = scope.spawn(|| {
                 for work in applier_rx {
-                    self.apply_poll(work, &unacked)?;
+                    self.apply_poll(work, &unacked, &commit_now)?;
                 }
                 Ok::<(), PipelineError>(())
             });
@@ -308,8 +310,17 @@ impl Driver {
     }
 
     /// Applies one poll's steps in order, recording what each checkpoint waits for.
-    fn apply_poll(&self, work: Applied, unacked: &Mutex<AckQueue>) -> Result<()> {
+    fn apply_poll(
+        &self,
+        work: Applied,
+        unacked: &Mutex<AckQueue>,
+        commit_now: &CommitNow,
+    ) -> Result<()> {
         let count = work.steps.len();
+        if count == 0 {
+            // Idle: what is buffered commits now, not at the next tick.
+            commit_now.request(&self.engine, &self.handle, None);
+        }
         for (i, step) in work.steps.into_iter().enumerate() {
             let cp = ack::step_checkpoint(i, count, &work.previous, &work.checkpoint);
             match step {
@@ -318,6 +329,7 @@ impl Driver {
                     batch.table = table.clone();
                     let rows = batch.operations.len() as u64;
                     let lsn = self.apply(&table, batch, cp.clone())?;
+                    commit_now.wrote(&table);
                     if let Some(cp) = cp {
                         lock(unacked).wait_for(table, lsn, cp);
                     }
@@ -360,6 +372,10 @@ impl Driver {
                     rows = progress.rows_copied, total = ?progress.rows_total,
                     percent = ?copy_percent(progress.rows_copied, progress.rows_total),
                     done = progress.done, "initial copy");
+                    if progress.done {
+                        let table = progress.table.clone();
+                        commit_now.request(&self.engine, &self.handle, Some(&table));
+                    }
                     self.registry.update(self.name(), |s| {
                         s.copy_progress.insert(progress.table.clone(), progress);
                     });

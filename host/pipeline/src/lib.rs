@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod ack;
+mod commit_now;
 mod driver;
 mod error;
 mod registry;

@@ -42,8 +42,9 @@ struct Cli {
     #[arg(long, env = "MOONLINK_PLUGIN_DIR", default_value_os_t = default_plugin_dir())]
     plugin_dir: PathBuf,
 
-    /// Milliseconds between commits of buffered rows to Iceberg (at most one snapshot per
-    /// table per interval, plus one per `sync` request batch or explicit commit).
+    /// The longest buffered rows wait for an Iceberg commit while writes keep arriving. Also
+    /// committed at once: `sync` request batches, explicit commits, and a source's tables when
+    /// it goes idle or finishes an initial copy.
     #[arg(long, env = "MOONLINK_COMMIT_INTERVAL_MS", default_value_t = 2000)]
     commit_interval_ms: u64,
 
