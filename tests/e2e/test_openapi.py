@@ -35,6 +35,8 @@ ROUTES = {
     "/openapi.json": {"get"},
     "/tables": {"get"},
     "/tables/{name}": {"get", "post", "delete"},
+    "/tables/{name}/schema": {"post"},
+    "/schema/{database}/{table}": {"get"},
     "/tables/{name}/commit": {"post"},
     "/tables/{name}/flush": {"post"},
     "/tables/{name}/optimize": {"post"},
@@ -127,7 +129,7 @@ def test_the_document_covers_every_route_and_needs_no_token(make_server):
     for path, methods in ROUTES.items():
         for method in methods:
             url = server.url + path.replace("{name}", "nope.nope")
-            for param in ("{namespace}", "{table}", "{view}"):
+            for param in ("{namespace}", "{table}", "{view}", "{database}"):
                 url = url.replace(param, "nope")
             r = requests.request(method, url, headers=AUTH, timeout=30)
             assert r.status_code != 405, (method, path)

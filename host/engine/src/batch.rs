@@ -139,6 +139,16 @@ impl ChangeBatch {
         let mut arrays = Vec::with_capacity(slots.len());
         for (index, slot) in slots.into_iter().enumerate() {
             let column = &schema.columns[index];
+            let slot = match schema.default_of(index) {
+                Some(default) => Some(fill_default(
+                    slot,
+                    default,
+                    &schema.arrow_type(index),
+                    &operations,
+                    |row| is_unchanged(index, row),
+                )?),
+                None => slot,
+            };
             let array = match slot {
                 Some(a) => a,
                 None if column.nullable => new_null_array(&schema.arrow_type(index), num_rows),
@@ -283,7 +293,31 @@ const TIME_MICROS_PER_DAY: i64 = 86_400_000_000;
 /// Refuses values the column's type can carry in Arrow but Iceberg or the Parquet writer would
 /// refuse at commit: a `time` outside one day, a decimal wider than its precision. Checked
 /// before a batch is logged, so nothing in the write-ahead log can fail a commit.
-fn check_values(column: &ColumnSchema, array: &ArrayRef) -> Result<()> {
+/// A column with a default (`write-default`): a value missing or null in an inserted or
+/// upserted row gets the default (deletes and unchanged TOAST values are left alone).
+fn fill_default(
+    slot: Option<ArrayRef>,
+    default: &serde_json::Value,
+    data_type: &DataType,
+    operations: &[Operation],
+    unchanged: impl Fn(usize) -> bool,
+) -> Result<ArrayRef> {
+    let rows = operations.len();
+    let array = slot.unwrap_or_else(|| new_null_array(data_type, rows));
+    if array.null_count() == 0 {
+        return Ok(array);
+    }
+    let Some(values) = crate::schema_change::default_array(&default.to_string(), data_type, rows)
+    else {
+        return Ok(array);
+    };
+    let mask: arrow_array::BooleanArray = (0..rows)
+        .map(|r| Some(array.is_null(r) && operations[r] != Operation::Delete && !unchanged(r)))
+        .collect();
+    Ok(arrow_select::zip::zip(&mask, &values, &array)?)
+}
+
+pub(crate) fn check_values(column: &ColumnSchema, array: &ArrayRef) -> Result<()> {
     let bad = |row: Option<usize>, message: String| EngineError::InvalidBatch {
         row,
         column: Some(column.name.clone()),

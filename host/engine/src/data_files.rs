@@ -48,7 +48,8 @@ pub async fn write_data_file(
 /// Reads a data file back as record batches in `schema` (the table's current Arrow schema).
 ///
 /// Columns are matched by Iceberg field id, as every Iceberg reader does: a file written
-/// before a column was added gets nulls for it, and columns dropped since are left out.
+/// before a column was added gets its default (or nulls), columns dropped since are left out,
+/// and widened columns are cast to their new type.
 pub async fn read_data_file(
     warehouse: &Warehouse,
     location: &str,
@@ -91,7 +92,19 @@ fn relabel(
                         .unwrap_or_else(|_| batch.column(*i).clone())
                 }
                 Some(i) => batch.column(*i).clone(),
-                None => new_null_array(field.data_type(), batch.num_rows()),
+                // A column added after the file was written: its `initial-default`, else
+                // null (spec: "Default values").
+                None => field
+                    .metadata()
+                    .get(crate::schema_change::INITIAL_DEFAULT_KEY)
+                    .and_then(|json| {
+                        crate::schema_change::default_array(
+                            json,
+                            field.data_type(),
+                            batch.num_rows(),
+                        )
+                    })
+                    .unwrap_or_else(|| new_null_array(field.data_type(), batch.num_rows())),
             })
             .collect();
         batches.push(RecordBatch::try_new(schema.clone(), columns)?);

@@ -25,6 +25,8 @@ use crate::table::{
     TableConfig, TableInfo, TableOptions,
 };
 
+mod evolve;
+
 /// Where the engine keeps its state, and how tables behave.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -441,6 +443,16 @@ impl Engine {
         self.table(name)?.read_view_at(snapshot_id).await
     }
 
+    /// The table's design from its committed metadata: schema id, partition spec,
+    /// properties, snapshot history. Empty for a table that failed to open.
+    pub fn table_design(&self, name: &str) -> Result<crate::design::TableDesign> {
+        match self.table(name) {
+            Ok(table) => Ok(crate::design::table_design(&table.metadata())),
+            Err(EngineError::TableFailed { .. }) => Ok(Default::default()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The table's current schema.
     pub fn table_schema(&self, name: &str) -> Result<TableSchema> {
         Ok(self.table(name)?.schema.clone())
@@ -478,97 +490,6 @@ impl Engine {
         source_checkpoint: Option<SourceCheckpoint>,
     ) -> Result<CommitInfo> {
         Ok(self.table(name)?.truncate(source_checkpoint).await?.into())
-    }
-
-    /// Changes a table's columns to `columns` (the source's table gained or lost columns):
-    /// kept columns keep their Iceberg field ids, added ones get new ids, dropped ones leave
-    /// the current schema (older files still hold them; readers skip them by id). What was
-    /// accepted before is committed first, in the old schema. Returns the new schema.
-    pub async fn evolve_table(
-        &self,
-        name: &str,
-        columns: Vec<crate::schema::ColumnSchema>,
-    ) -> Result<TableSchema> {
-        let _ddl = self.inner.ddl.lock().await;
-        let table = self.table(name)?;
-        let current = table.schema.clone();
-        let state = table.info();
-        let metadata =
-            commit::load_metadata(&self.inner.warehouse.file_io(), &state.metadata_location)
-                .await?;
-        let evolved = current.evolve(&columns, metadata.last_column_id())?;
-        if evolved.columns == current.columns {
-            return Ok(current);
-        }
-        // Checked before the table is closed: Iceberg must accept the new schema.
-        let schema_id = metadata
-            .schemas_iter()
-            .map(|s| s.schema_id())
-            .max()
-            .unwrap_or(0)
-            + 1;
-        let new_iceberg_schema = evolved.iceberg_schema_with_id(schema_id)?;
-        let closed = table.close().await?;
-        let entry = CatalogEntry {
-            name: table.name.clone(),
-            id: table.id.clone(),
-            namespace: table.namespace.clone(),
-            table: table.table.clone(),
-            schema_json: serde_json::to_string(&evolved)
-                .map_err(|e| EngineError::Catalog(e.to_string()))?,
-            options_json: serde_json::to_string(&table.options)
-                .map_err(|e| EngineError::Catalog(e.to_string()))?,
-            metadata_location: String::new(),
-        };
-        let swapped = async {
-            let committed = commit::add_schema(
-                &self.inner.warehouse.file_io(),
-                &closed.metadata,
-                &closed.metadata_location,
-                new_iceberg_schema,
-            )
-            .await?;
-            let entry = CatalogEntry {
-                metadata_location: committed.location.clone(),
-                ..entry.clone()
-            };
-            self.inner
-                .catalog
-                .swap_schema(&entry, &closed.metadata_location, &committed.location)
-                .await?;
-            Ok::<_, EngineError>((entry, committed.metadata))
-        }
-        .await;
-        let (entry, schema, metadata, result) = match swapped {
-            Ok((entry, metadata)) => (entry, evolved.clone(), metadata, Ok(evolved.clone())),
-            // Nothing changed in the catalog: reopen the table as it was, whatever failed.
-            Err(e) => (
-                CatalogEntry {
-                    metadata_location: closed.metadata_location.clone(),
-                    ..entry
-                },
-                current,
-                closed.metadata.as_ref().clone(),
-                Err(e),
-            ),
-        };
-        match self
-            .open_table(entry.clone(), schema, table.options.clone(), metadata)
-            .await
-        {
-            Ok(reopened) => {
-                self.tables_mut().insert(reopened.name.clone(), reopened);
-            }
-            Err(e) => {
-                self.tables_mut().remove(name);
-                self.mark_failed(entry, e);
-            }
-        }
-        if result.is_ok() {
-            tracing::info!(table = name, schema_id, columns = ?evolved.columns.iter().map(|c| &c.name).collect::<Vec<_>>(),
-                "table schema evolved");
-        }
-        result
     }
 
     /// Records that `source` was acknowledged `checkpoint`: every change up to it is committed

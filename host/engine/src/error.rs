@@ -20,6 +20,21 @@ pub enum EngineError {
     #[error("invalid table definition: {0}")]
     InvalidSchema(String),
 
+    /// A schema change is refused (unknown column, a promotion Iceberg does not allow, a bad
+    /// default, ...); nothing was changed.
+    #[error("schema change refused: {0}")]
+    InvalidSchemaChange(String),
+
+    /// A schema change would break a key column or a partition source (drop it, make it
+    /// nullable, change its type); nothing was changed.
+    #[error("schema change refused: {0}")]
+    KeyColumnChange(String),
+
+    /// A partition spec is refused (unknown transform, a transform the column's type does not
+    /// take, a missing column, ...); nothing was created or changed.
+    #[error("invalid partitioning: {0}")]
+    InvalidPartition(String),
+
     /// A batch does not fit the table's schema. `row` is 0-based within the batch.
     #[error("{}", describe_invalid_batch(.row, .column, .message))]
     InvalidBatch {

@@ -97,6 +97,7 @@ mod catalog;
 mod commit;
 mod data_files;
 mod deletion_vector;
+mod design;
 mod engine;
 mod error;
 mod key_index;
@@ -104,15 +105,18 @@ mod key_index_file;
 mod keyed_buffer;
 mod maintenance;
 mod schema;
+mod schema_change;
 mod storage;
 mod table;
 mod wal;
 
 pub use batch::{ChangeBatch, Operation};
 pub use commit::SnapshotRetention;
+pub use design::{PartitionFieldInfo, SnapshotInfo, TableDesign};
 pub use engine::{CommitInfo, CreateTable, Engine, EngineConfig};
 pub use error::{EngineError, Result};
 pub use schema::{ColumnSchema, ColumnType, TableSchema};
+pub use schema_change::SchemaChange;
 pub use storage::{ReadStats, S3Options, Warehouse, WarehouseSpec, S3_RETRY_TIMEOUT};
 pub use table::{
     ApplyReceipt, Durability, ReadView, SourceCheckpoint, TableConfig, TableInfo, TableOptions,

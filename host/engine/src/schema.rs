@@ -4,7 +4,7 @@
 //! hold) and one Iceberg type in the table metadata. Iceberg has no 16-bit integer, so `int16`
 //! columns are widened to 32 bits on entry: every reader then sees a plain Iceberg `int`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema as ArrowSchema, SchemaRef, TimeUnit};
@@ -244,6 +244,10 @@ pub struct TableSchema {
     /// ids after the columns' own, in column order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub element_ids: Vec<i32>,
+    /// Column defaults by Iceberg field id, in Iceberg's JSON single-value form: the column's
+    /// v3 `initial-default` and `write-default` (see `schema_change.rs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub defaults: BTreeMap<i32, serde_json::Value>,
 }
 
 /// Arrow field metadata key that carries the Iceberg field id into Parquet files; readers match
@@ -259,6 +263,7 @@ impl TableSchema {
             primary_key,
             field_ids: Vec::new(),
             element_ids: Vec::new(),
+            defaults: BTreeMap::new(),
         }
     }
 
@@ -367,7 +372,7 @@ impl TableSchema {
 
     /// The highest field id this schema has ever handed out (ids of dropped columns included,
     /// as far as this schema knows them: the caller passes the table's `last_column_id`).
-    fn max_field_id(&self) -> i32 {
+    pub(crate) fn max_field_id(&self) -> i32 {
         (0..self.columns.len())
             .flat_map(|i| {
                 let element = matches!(self.columns[i].data_type, ColumnType::List(_))
@@ -424,11 +429,18 @@ impl TableSchema {
                 )));
             }
         }
+        let defaults = self
+            .defaults
+            .iter()
+            .filter(|(id, _)| field_ids.contains(id))
+            .map(|(id, v)| (*id, v.clone()))
+            .collect();
         let evolved = TableSchema {
             columns: columns.to_vec(),
             primary_key: self.primary_key.clone(),
             field_ids,
             element_ids,
+            defaults,
         };
         evolved.validate()?;
         Ok(evolved)
@@ -441,12 +453,17 @@ impl TableSchema {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                Field::new(&c.name, self.arrow_type(i), c.nullable).with_metadata(HashMap::from([
-                    (
-                        PARQUET_FIELD_ID_KEY.to_string(),
-                        self.field_id(i).to_string(),
-                    ),
-                ]))
+                let mut metadata = HashMap::from([(
+                    PARQUET_FIELD_ID_KEY.to_string(),
+                    self.field_id(i).to_string(),
+                )]);
+                if let Some(default) = self.default_of(i) {
+                    metadata.insert(
+                        crate::schema_change::INITIAL_DEFAULT_KEY.to_string(),
+                        default.to_string(),
+                    );
+                }
+                Field::new(&c.name, self.arrow_type(i), c.nullable).with_metadata(metadata)
             })
             .collect();
         Arc::new(ArrowSchema::new(fields))
@@ -466,13 +483,25 @@ impl TableSchema {
             .map(|(i, c)| {
                 let ty = c.data_type.iceberg_type(self.element_id(i));
                 let id = self.field_id(i);
-                Arc::new(if c.nullable {
+                let default = match self.default_of(i) {
+                    Some(json) => iceberg::spec::Literal::try_from_json(json.clone(), &ty)?,
+                    None => None,
+                };
+                let field = if c.nullable {
                     NestedField::optional(id, &c.name, ty)
                 } else {
                     NestedField::required(id, &c.name, ty)
-                })
+                };
+                // Spec v3: `initial-default` for rows written before the column existed,
+                // `write-default` for rows written without a value.
+                Ok(Arc::new(match default {
+                    Some(value) => field
+                        .with_initial_default(value.clone())
+                        .with_write_default(value),
+                    None => field,
+                }))
             })
-            .collect::<Vec<_>>();
+            .collect::<Result<Vec<_>>>()?;
         let identifier_ids = self
             .primary_key
             .iter()

@@ -75,6 +75,13 @@ impl From<EngineError> for ApiError {
             EngineError::SchemaChanged(_) => (StatusCode::CONFLICT, "schema_changed"),
             EngineError::TableFailed { .. } => (StatusCode::SERVICE_UNAVAILABLE, "table_failed"),
             EngineError::InvalidSchema(_) => (StatusCode::BAD_REQUEST, "invalid_schema"),
+            EngineError::InvalidSchemaChange(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_schema_change")
+            }
+            EngineError::KeyColumnChange(_) => (StatusCode::CONFLICT, "key_column"),
+            EngineError::InvalidPartition(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_partition")
+            }
             EngineError::InvalidBatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value"),
             EngineError::OperationNotAllowed(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "operation_not_allowed")

@@ -48,6 +48,8 @@ impl Modify for BearerAuth {
         api::get_table,
         api::create_table,
         api::drop_table,
+        api::change_schema,
+        api::get_schema,
         api::commit_table,
         api::flush_table,
         api::optimize_table,
@@ -123,6 +125,8 @@ mod tests {
             ("/openapi.json", &["get"]),
             ("/tables", &["get"]),
             ("/tables/{name}", &["get", "post", "delete"]),
+            ("/tables/{name}/schema", &["post"]),
+            ("/schema/{database}/{table}", &["get"]),
             ("/tables/{name}/commit", &["post"]),
             ("/tables/{name}/flush", &["post"]),
             ("/tables/{name}/optimize", &["post"]),
@@ -172,7 +176,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(paths.len(), 27, "a documented route the router lacks?");
+        assert_eq!(paths.len(), 29, "a documented route the router lacks?");
     }
 
     #[test]

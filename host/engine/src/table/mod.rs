@@ -510,6 +510,11 @@ impl Table {
         }
     }
 
+    /// The committed metadata (what readers load now).
+    pub fn metadata(&self) -> Arc<TableMetadata> {
+        self.committed.borrow().metadata.clone()
+    }
+
     /// The checkpoint of `source` in the committed snapshot.
     pub fn committed_source_checkpoint(&self, source: &str) -> Option<String> {
         let state = self.committed.borrow();

@@ -155,6 +155,8 @@ pub(crate) async fn ingest(
     } else {
         let decoder = state.decoder.clone();
         let table = name.clone();
+        // Columns with a default may be left out of a row: the batch gets the default.
+        let schema = schema.for_decoding();
         tokio::task::spawn_blocking(move || {
             decoder.decode(&table, &schema, content_type.as_deref(), &parameters, &body)
         })

@@ -7,11 +7,13 @@
 //! (`crate::openapi`) cannot drift from what the server sends.
 
 mod body;
+mod design;
 pub(crate) mod iceberg_rest;
 mod ingest;
 mod tables;
 mod types;
 
+pub(crate) use design::*;
 pub(crate) use ingest::*;
 pub(crate) use tables::*;
 pub(crate) use types::*;
@@ -52,6 +54,8 @@ pub fn router(state: AppState) -> Router {
             "/tables/{name}",
             get(get_table).post(create_table).delete(drop_table),
         )
+        .route("/tables/{name}/schema", post(change_schema))
+        .route("/schema/{database}/{table}", get(get_schema))
         .route("/tables/{name}/commit", post(commit_table))
         .route("/tables/{name}/flush", post(flush_table))
         .route("/tables/{name}/optimize", post(optimize_table))

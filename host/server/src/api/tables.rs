@@ -164,24 +164,6 @@ pub(crate) async fn list_tables(State(state): State<AppState>) -> Json<TableList
     Json(TableList { tables })
 }
 
-/// One table.
-#[utoipa::path(get, path = "/tables/{name}", tag = "tables",
-    params(("name" = String, Path, description = "Table name, e.g. `demo.users`", example = "demo.users")),
-    responses(
-        (status = 200, description = "The table", body = TableView),
-        (status = 400, description = "Undecodable name", body = ApiError),
-        (status = 401, description = "Missing or wrong bearer token", body = ApiError),
-        (status = 404, description = "No such table", body = ApiError),
-        (status = 503, description = "The table is unavailable", body = ApiError,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
-    ))]
-pub(crate) async fn get_table(
-    State(state): State<AppState>,
-    TableName(name): TableName,
-) -> Result<Json<TableView>, ApiError> {
-    Ok(Json(table_view(&state, &state.engine.table_info(&name)?)))
-}
-
 pub(super) fn json_error(e: serde_json::Error) -> ApiError {
     let code = if e.is_data() {
         "invalid_request"
@@ -276,6 +258,7 @@ pub(crate) async fn create_table(
                 primary_key: request.primary_key,
                 field_ids: Vec::new(),
                 element_ids: Vec::new(),
+                defaults: Default::default(),
             },
         })
         .await?;

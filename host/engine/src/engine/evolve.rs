@@ -1,0 +1,136 @@
+//! Changing a table's schema: a source's table gained or lost columns ([`Engine::evolve_table`],
+//! Postgres CDC), or a user asked for changes over HTTP ([`Engine::change_schema`]). Both are
+//! one metadata commit (a new current schema, no snapshot) made by [`Engine::replace_schema`]:
+//! the table is closed (what it accepted is committed first, in the old schema, so the log
+//! holds nothing of the old shape), the schema and the metadata pointer are swapped in the
+//! catalog together, and the table is reopened in the new schema.
+
+use super::*;
+use crate::schema::ColumnSchema;
+use crate::schema_change::SchemaChange;
+
+impl Engine {
+    /// Changes a table's columns to `columns` (the source's table gained or lost columns):
+    /// kept columns keep their Iceberg field ids, added ones get new ids, dropped ones leave
+    /// the current schema (older files still hold them; readers skip them by id). What was
+    /// accepted before is committed first, in the old schema. Returns the new schema.
+    pub async fn evolve_table(
+        &self,
+        name: &str,
+        columns: Vec<ColumnSchema>,
+    ) -> Result<TableSchema> {
+        self.replace_schema(name, |current, metadata| {
+            let evolved = current.evolve(&columns, metadata.last_column_id())?;
+            Ok(if evolved.columns == current.columns {
+                current.clone()
+            } else {
+                evolved
+            })
+        })
+        .await
+    }
+
+    /// Applies `changes` (add, drop, rename, widen, make nullable) atomically as one metadata
+    /// commit. Everything is checked before anything changes: a refused change (see
+    /// [`TableSchema::apply_changes`]) leaves the table as it was. Returns the new schema.
+    pub async fn change_schema(&self, name: &str, changes: &[SchemaChange]) -> Result<TableSchema> {
+        self.replace_schema(name, |current, metadata| {
+            // A column any partition spec reads cannot go (old files' specs still name it).
+            let sources: Vec<i32> = metadata
+                .partition_specs_iter()
+                .flat_map(|spec| spec.fields().iter().map(|f| f.source_id))
+                .collect();
+            current.apply_changes(changes, metadata.last_column_id(), &sources)
+        })
+        .await
+    }
+
+    /// Replaces the table's schema with what `next` makes of the current one (and the current
+    /// metadata); nothing happens when it returns the current schema.
+    async fn replace_schema(
+        &self,
+        name: &str,
+        next: impl FnOnce(&TableSchema, &iceberg::spec::TableMetadata) -> Result<TableSchema>,
+    ) -> Result<TableSchema> {
+        let _ddl = self.inner.ddl.lock().await;
+        let table = self.table(name)?;
+        let current = table.schema.clone();
+        let state = table.info();
+        let metadata =
+            commit::load_metadata(&self.inner.warehouse.file_io(), &state.metadata_location)
+                .await?;
+        let evolved = next(&current, &metadata)?;
+        if evolved == current {
+            return Ok(current);
+        }
+        // Checked before the table is closed: Iceberg must accept the new schema.
+        let schema_id = metadata
+            .schemas_iter()
+            .map(|s| s.schema_id())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let new_iceberg_schema = evolved.iceberg_schema_with_id(schema_id)?;
+        let closed = table.close().await?;
+        let entry = CatalogEntry {
+            name: table.name.clone(),
+            id: table.id.clone(),
+            namespace: table.namespace.clone(),
+            table: table.table.clone(),
+            schema_json: serde_json::to_string(&evolved)
+                .map_err(|e| EngineError::Catalog(e.to_string()))?,
+            options_json: serde_json::to_string(&table.options)
+                .map_err(|e| EngineError::Catalog(e.to_string()))?,
+            metadata_location: String::new(),
+        };
+        let swapped = async {
+            let committed = commit::add_schema(
+                &self.inner.warehouse.file_io(),
+                &closed.metadata,
+                &closed.metadata_location,
+                new_iceberg_schema,
+            )
+            .await?;
+            let entry = CatalogEntry {
+                metadata_location: committed.location.clone(),
+                ..entry.clone()
+            };
+            self.inner
+                .catalog
+                .swap_schema(&entry, &closed.metadata_location, &committed.location)
+                .await?;
+            Ok::<_, EngineError>((entry, committed.metadata))
+        }
+        .await;
+        let (entry, schema, metadata, result) = match swapped {
+            Ok((entry, metadata)) => (entry, evolved.clone(), metadata, Ok(evolved.clone())),
+            // Nothing changed in the catalog: reopen the table as it was, whatever failed.
+            Err(e) => (
+                CatalogEntry {
+                    metadata_location: closed.metadata_location.clone(),
+                    ..entry
+                },
+                current,
+                closed.metadata.as_ref().clone(),
+                Err(e),
+            ),
+        };
+        match self
+            .open_table(entry.clone(), schema, table.options.clone(), metadata)
+            .await
+        {
+            Ok(reopened) => {
+                self.tables_mut().insert(reopened.name.clone(), reopened);
+            }
+            Err(e) => {
+                self.tables_mut().remove(name);
+                self.mark_failed(entry, e);
+            }
+        }
+        if result.is_ok() {
+            tracing::info!(table = name, schema_id, columns = ?evolved.columns.iter().map(|c| &c.name).collect::<Vec<_>>(),
+                "table schema changed");
+        }
+        result
+    }
+}

@@ -1,0 +1,177 @@
+"""Table design over time (issue 17): schema evolution over HTTP with v3 column defaults,
+`GET /tables/{name}` with the table's design, and partitioned tables. Every change is read back
+by DuckDB and PyIceberg; bad input is refused with its 4xx and leaves the table unchanged."""
+import json
+
+import requests
+
+from readers import duckdb_rows, expect, load_json, pyiceberg_rows, pyiceberg_table
+
+
+def change(server, name, changes, expect_status=200):
+    r = requests.post(f"{server.url}/tables/{name}/schema", json={"changes": changes}, timeout=60)
+    assert r.status_code == expect_status, r.text
+    return r.json()
+
+
+def both(server, name, namespace, table, columns="*"):
+    loc = server.table(name)["metadata_location"]
+    return duckdb_rows(loc, columns), pyiceberg_rows(server.data_dir, namespace, table)
+
+
+def fields(server, name):
+    return {f["name"]: f for f in server.table(name)["fields"]}
+
+
+BASE = [
+    {"name": "id", "data_type": "int64", "nullable": False},
+    {"name": "name", "data_type": "string", "nullable": True},
+    {"name": "n", "data_type": "int32", "nullable": True},
+    {"name": "f", "data_type": "float32", "nullable": True},
+    {"name": "amount", "data_type": "decimal(6,2)", "nullable": True},
+    {"name": "legacy", "data_type": "string", "nullable": True},
+    {"name": "req", "data_type": "int32", "nullable": False},
+]
+
+
+def test_every_evolution_op_then_ingest_then_read_with_a_restart_between(make_server):
+    server = make_server()
+    server.create_table("d.evo", BASE, primary_key=["id"])
+    server.ingest("d.evo", [
+        {"id": 1, "name": "Ada", "n": 7, "f": 1.5, "amount": "1234.56", "legacy": "x", "req": 1},
+        {"id": 2, "name": "Grace", "n": -3, "f": 2.25, "amount": "-0.01", "legacy": "y", "req": 2},
+    ])
+    before = fields(server, "d.evo")
+    # Rows buffered (async, not yet committed) under the old schema when the change lands.
+    server.ingest("d.evo", [{"id": 3, "name": "Edsger", "n": 2147483647, "f": 0.5, "amount": "9999.99",
+                             "legacy": "z", "req": 3}], mode="async")
+    reply = change(server, "d.evo", [
+        {"add": {"name": "score", "data_type": "int64", "nullable": False, "default": 42}},
+        {"add": {"name": "tag", "data_type": "string", "default": "none"}},
+        {"add": {"name": "plain", "data_type": "bool"}},
+        {"rename": {"from": "name", "to": "full_name"}},
+        {"widen": {"name": "n", "to": "int64"}},
+        {"widen": {"name": "f", "to": "float64"}},
+        {"widen": {"name": "amount", "to": "decimal(12,2)"}},
+        {"nullable": "req"},
+        {"drop": "legacy"},
+    ])
+    after = {f["name"]: f for f in reply["fields"]}
+    # Renames keep the field id; widened columns keep theirs; added ones get new ids.
+    assert after["full_name"]["id"] == before["name"]["id"]
+    assert after["n"]["id"] == before["n"]["id"] and after["n"]["data_type"] == "int64"
+    assert after["f"]["data_type"] == "float64" and after["amount"]["data_type"] == "decimal(12,2)"
+    assert after["req"]["nullable"] is True and "legacy" not in after
+    assert after["score"]["id"] > max(f["id"] for f in before.values())
+    assert after["score"]["default"] == 42 and after["tag"]["default"] == "none"
+    assert reply["schema_id"] >= 1
+
+    # The Iceberg metadata carries the v3 defaults every reader uses for old rows.
+    meta = load_json(reply["metadata_location"])
+    schema = next(s for s in meta["schemas"] if s["schema-id"] == meta["current-schema-id"])
+    score = next(f for f in schema["fields"] if f["name"] == "score")
+    assert score["initial-default"] == 42 and score["write-default"] == 42 and score["required"] is True
+    n = next(f for f in schema["fields"] if f["name"] == "n")
+    assert n["type"] == "long"
+
+    # The REST ingest path takes the new schema at once; a left-out column gets its default.
+    server.ingest("d.evo", [{"id": 4, "full_name": "Barbara", "n": 2 ** 40, "f": 1e300, "amount": "1234567890.12",
+                             "score": 5, "tag": "t", "plain": True},
+                            {"id": 5, "full_name": "Tony"}])
+    # The old name is gone for writers.
+    r = requests.post(f"{server.url}/ingest/d.evo", json={"request_mode": "sync", "data": {"id": 6, "name": "x"}})
+    assert r.status_code == 422, r.text
+
+    server.restart()
+    server.ingest("d.evo", [{"id": 6, "full_name": "Alan", "req": 6}])
+    cols = "id, full_name, n, f, amount, req, score, tag, plain"
+    want = expect(
+        (1, "Ada", 7, 1.5, Decimal("1234.56"), 1, 42, "none", None),
+        (2, "Grace", -3, 2.25, Decimal("-0.01"), 2, 42, "none", None),
+        (3, "Edsger", 2147483647, 0.5, Decimal("9999.99"), 3, 42, "none", None),
+        (4, "Barbara", 2 ** 40, 1e300, Decimal("1234567890.12"), None, 5, "t", True),
+        (5, "Tony", None, None, None, None, 42, "none", None),
+        (6, "Alan", None, None, None, 6, 42, "none", None),
+    )
+    duck = duckdb_rows(server.table("d.evo")["metadata_location"], cols)
+    assert duck == want
+    py = pyiceberg_table(server.data_dir, "d", "evo").scan(selected_fields=tuple(cols.split(", "))).to_arrow()
+    assert expect(*[tuple(r[c] for c in cols.split(", ")) for r in py.to_pylist()]) == want
+
+    # Compaction reads old files with the new schema: defaults and widened values survive it.
+    server.ingest("d.evo", {"id": 1, "full_name": "Ada L."}, operation="upsert")
+    r = requests.post(f"{server.url}/tables/d.evo/optimize", timeout=60)
+    assert r.status_code == 200, r.text
+    duck = duckdb_rows(server.table("d.evo")["metadata_location"], cols)
+    assert duck == expect(
+        (1, "Ada L.", None, None, None, None, 42, "none", None),
+        *[row for row in want if row[0] != 1])
+
+
+from decimal import Decimal  # noqa: E402
+
+
+def test_bad_schema_changes_are_refused_and_change_nothing(server):
+    server.create_table("d.bad", BASE, primary_key=["id"])
+    server.ingest("d.bad", [{"id": 1, "name": "a", "n": 1, "req": 1}])
+    before = server.table("d.bad")
+    cases = [
+        ([{"drop": "id"}], 409, "primary key"),
+        ([{"nullable": "id"}], 409, "primary key"),
+        ([{"widen": {"name": "id", "to": "decimal(20,0)"}}], 409, "primary key"),
+        ([{"widen": {"name": "n", "to": "int16"}}], 422, "cannot be widened"),
+        ([{"widen": {"name": "name", "to": "int64"}}], 422, "cannot be widened"),
+        ([{"widen": {"name": "amount", "to": "decimal(8,3)"}}], 422, "scale"),
+        ([{"widen": {"name": "amount", "to": "decimal(4,2)"}}], 422, "cannot be widened"),
+        ([{"widen": {"name": "n", "to": "nonsense"}}], 422, "unknown data type"),
+        ([{"drop": "nope"}], 422, "does not exist"),
+        ([{"rename": {"from": "name", "to": "n"}}], 422, "already exists"),
+        ([{"add": {"name": "n", "data_type": "int32"}}], 422, "already exists"),
+        ([{"add": {"name": "r", "data_type": "int32", "nullable": False}}], 422, "default"),
+        ([{"add": {"name": "r", "data_type": "int32", "default": "abc"}}], 422, "default"),
+        # Valid changes first, a bad one last: nothing of the list is applied.
+        ([{"add": {"name": "ok", "data_type": "int32"}}, {"rename": {"from": "name", "to": "nm"}},
+          {"drop": "id"}], 409, "primary key"),
+        ([], 422, "no changes"),
+    ]
+    for changes, status, words in cases:
+        body = change(server, "d.bad", changes, expect_status=status)
+        assert words in body["message"], (changes, body)
+        assert body["error"] in ("key_column", "invalid_schema_change"), body
+    for raw in [b"{", json.dumps({"changes": [{"explode": "x"}]}).encode(),
+                json.dumps({"changes": [{"add": {"name": "x"}}]}).encode()]:
+        r = requests.post(f"{server.url}/tables/d.bad/schema", data=raw,
+                          headers={"content-type": "application/json"}, timeout=30)
+        assert r.status_code == 400, r.text
+    assert requests.post(f"{server.url}/tables/no.such/schema", json={"changes": [{"drop": "x"}]}).status_code == 404
+    after = server.table("d.bad")
+    assert after["fields"] == before["fields"] and after["schema_id"] == before["schema_id"]
+    assert after["metadata_location"] == before["metadata_location"]
+    # A bare list works too.
+    r = requests.post(f"{server.url}/tables/d.bad/schema", json=[{"drop": "legacy"}], timeout=30)
+    assert r.status_code == 200, r.text
+    assert "legacy" not in fields(server, "d.bad")
+
+
+def test_get_table_reports_the_design_and_the_schema_alias(server):
+    created = server.create_table("d.users", BASE[:3], database="d", table="users", primary_key=["id"])
+    server.ingest("d.users", [{"id": 1, "name": "a"}])
+    server.ingest("d.users", [{"id": 2}])
+    t = server.table("d.users")
+    # What GET /tables/{name} reported before is all still there.
+    for key in ("name", "database", "table", "schema", "primary_key", "metadata_location", "snapshot_id"):
+        assert key in t, key
+    assert t["schema"][0] == {"name": "id", "data_type": "int64", "nullable": False}
+    assert [(f["id"], f["name"]) for f in t["fields"]] == [(1, "id"), (2, "name"), (3, "n")]
+    assert t["format_version"] == 3 and t["schema_id"] == 0
+    assert t["partition_spec"] == {"spec_id": 0, "fields": []}
+    assert t["properties"]["write.parquet.compression-codec"] == "zstd"
+    history = t["snapshot_history"]
+    assert len(history) == 2 and history[-1]["snapshot_id"] == t["snapshot_id"]
+    assert history[-1]["parent_id"] == history[0]["snapshot_id"]
+    assert history[0]["operation"] == "append" and history[0]["summary"]["added-records"] == "1"
+    alias = requests.get(f"{server.url}/schema/d/users", timeout=10)
+    assert alias.status_code == 200, alias.text
+    assert alias.json()["fields"] == t["fields"] and alias.json()["name"] == "d.users"
+    assert requests.get(f"{server.url}/schema/d/nope", timeout=10).status_code == 404
+    assert created["schema"] == t["schema"]
