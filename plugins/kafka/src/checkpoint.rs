@@ -98,10 +98,8 @@ mod tests {
         let mut p = Position::default();
         let mut all = Vec::new();
         for (offset, partitions) in [(9, 2), (10, 2), (1000, 3), (5, 3), (0, 1), (11, 1)] {
-            p.offsets.insert(
-                "t".into(),
-                (0..partitions).map(|i| (i, offset)).collect(),
-            );
+            p.offsets
+                .insert("t".into(), (0..partitions).map(|i| (i, offset)).collect());
             all.push(s.next(&p));
         }
         // A restart resumes after the last acknowledged one.

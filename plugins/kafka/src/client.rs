@@ -144,10 +144,14 @@ impl Cluster {
 
     fn broker(&mut self, id: i32) -> Result<&mut Connection> {
         if !self.conns.contains_key(&id) {
-            let peer = self.brokers.get(&id).cloned().ok_or_else(|| KafkaError::Io {
-                broker: format!("id {id}"),
-                message: "not in the cluster's metadata".into(),
-            })?;
+            let peer = self
+                .brokers
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| KafkaError::Io {
+                    broker: format!("id {id}"),
+                    message: "not in the cluster's metadata".into(),
+                })?;
             let conn = Connection::connect(&peer, self.timeout, self.max_response)?;
             self.conns.insert(id, conn);
         }

@@ -155,13 +155,10 @@ impl Connection {
             .with_client_id(Some(StrBytes::from_static_str("moonlink")));
         let mut body = BytesMut::with_capacity(256);
         body.put_i32(0);
-        let encode = |body: &mut BytesMut| -> anyhow_free::Result {
-            header
-                .encode(body, R::header_version(version))
-                .map_err(|e| e.to_string())?;
-            request.encode(body, version).map_err(|e| e.to_string())
-        };
-        encode(&mut body).map_err(|e| self.protocol(format!("cannot encode a request: {e}")))?;
+        header
+            .encode(&mut body, R::header_version(version))
+            .and_then(|()| request.encode(&mut body, version))
+            .map_err(|e| self.protocol(format!("cannot encode a request: {e}")))?;
         let len = (body.len() - 4) as i32;
         body[..4].copy_from_slice(&len.to_be_bytes());
         self.stream
@@ -184,8 +181,12 @@ impl Connection {
                 header.correlation_id, self.correlation
             )));
         }
-        R::Response::decode(&mut frame, version)
-            .map_err(|e| self.protocol(format!("cannot decode a {api_key} response: {e}", api_key = R::KEY)))
+        R::Response::decode(&mut frame, version).map_err(|e| {
+            self.protocol(format!(
+                "cannot decode a {api_key} response: {e}",
+                api_key = R::KEY
+            ))
+        })
     }
 
     fn read_frame(&mut self) -> Result<Bytes> {
@@ -210,9 +211,4 @@ impl Connection {
         }
         Ok(frame)
     }
-}
-
-/// Encoding errors as text (the protocol crate's errors are `anyhow`; we keep ours typed).
-mod anyhow_free {
-    pub type Result = std::result::Result<(), String>;
 }

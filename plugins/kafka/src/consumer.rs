@@ -90,7 +90,9 @@ impl Consumer {
         let mut out = self.resumed.offsets.clone();
         for ((topic, partition), state) in &self.partitions {
             if let Some(next) = state.next {
-                out.entry(topic.clone()).or_default().insert(*partition, next);
+                out.entry(topic.clone())
+                    .or_default()
+                    .insert(*partition, next);
             }
         }
         out
@@ -226,7 +228,9 @@ impl Consumer {
                                 s.fetch_from = offset;
                             }
                             (Err(e), _) => {
-                                moonlink_sdk::warn!("{topic}/{partition}: cannot list offsets: {e}");
+                                moonlink_sdk::warn!(
+                                    "{topic}/{partition}: cannot list offsets: {e}"
+                                );
                                 self.stale = true;
                             }
                             _ => {}
@@ -331,7 +335,8 @@ impl Consumer {
                         }
                     }
                     let Some(records) = p.records else { continue };
-                    let (batches, bad) = decode_batches(records, self.fetch_max_bytes.max(64 << 20));
+                    let (batches, bad) =
+                        decode_batches(records, self.fetch_max_bytes.max(64 << 20));
                     for batch in batches {
                         if batch.next_offset <= state.fetch_from {
                             continue;
@@ -345,7 +350,9 @@ impl Consumer {
                         state.fetch_from = batch.next_offset;
                     }
                     if let Some(bad) = bad {
-                        state.queue.push_back(Item::Bad(bad.offset.max(state.fetch_from), bad.reason));
+                        state
+                            .queue
+                            .push_back(Item::Bad(bad.offset.max(state.fetch_from), bad.reason));
                     }
                 }
             }

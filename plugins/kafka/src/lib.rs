@@ -95,7 +95,9 @@ impl KafkaSource {
                 continue;
             }
             let table = match settings.format {
-                Format::Raw => TableRows::new(&t.table, rows::raw_fields(), vec![], false, Format::Raw),
+                Format::Raw => {
+                    TableRows::new(&t.table, rows::raw_fields(), vec![], false, Format::Raw)
+                }
                 Format::Json => {
                     let key = settings.primary_key.clone();
                     match settings.schemas.get(&t.table) {
@@ -230,7 +232,11 @@ impl KafkaSource {
             if rows >= limit || self.stopped.is_some() || now >= deadline {
                 break;
             }
-            let wait = if rows > 0 { Duration::ZERO } else { deadline - now };
+            let wait = if rows > 0 {
+                Duration::ZERO
+            } else {
+                deadline - now
+            };
             self.consumer.fetch(wait)?;
             if rows > 0 && !self.consumer.has_queued() {
                 break;
@@ -279,7 +285,11 @@ impl KafkaSource {
             }
             Item::Record(r) => r,
         };
-        if self.consumer.next_offset(tp).is_some_and(|n| record.offset < n) {
+        if self
+            .consumer
+            .next_offset(tp)
+            .is_some_and(|n| record.offset < n)
+        {
             return Ok(0);
         }
         let Some(table_name) = self.settings.table_of(topic).map(str::to_string) else {
@@ -300,19 +310,24 @@ impl KafkaSource {
             return Ok(0);
         };
         table.learn(record.key.as_deref(), record.value.as_deref(), events);
-        let outcome = if skip_main { Ok(false) } else { table.add(origin, &record) };
+        let outcome = if skip_main {
+            Ok(false)
+        } else {
+            table.add(origin, &record)
+        };
         match outcome {
             Ok(wrote) => added += wrote as usize,
             Err(reason) => match self.rejected.get_mut(&table_name) {
                 Some(dead) => {
                     if !skip_rejected {
-                        dead.add_rejected(origin, &record, &reason)
-                            .map_err(|e| KafkaError::Record {
+                        dead.add_rejected(origin, &record, &reason).map_err(|e| {
+                            KafkaError::Record {
                                 topic: topic.to_string(),
                                 partition,
                                 offset: record.offset,
                                 reason: e,
-                            })?;
+                            }
+                        })?;
                         added += 1;
                     }
                 }

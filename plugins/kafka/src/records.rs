@@ -43,10 +43,7 @@ pub struct BatchError {
 /// at the end (the broker cuts at its size limit) is left out, as the protocol allows.
 /// `max_batch_bytes` bounds a batch's decompressed size. Batches decoded before an error are
 /// returned with it.
-pub fn decode_batches(
-    mut data: Bytes,
-    max_batch_bytes: usize,
-) -> (Vec<Batch>, Option<BatchError>) {
+pub fn decode_batches(mut data: Bytes, max_batch_bytes: usize) -> (Vec<Batch>, Option<BatchError>) {
     let mut batches = Vec::new();
     while data.remaining() >= 12 {
         let base_offset = i64::from_be_bytes(data[0..8].try_into().unwrap_or_default());
@@ -56,7 +53,10 @@ pub fn decode_batches(
             reason,
         };
         if length < 0 {
-            return (batches, Some(fail(format!("negative batch length {length}"))));
+            return (
+                batches,
+                Some(fail(format!("negative batch length {length}"))),
+            );
         }
         let total = 12 + length as usize;
         if total > data.remaining() {
@@ -73,7 +73,10 @@ pub fn decode_batches(
 
 fn decode_batch(buf: &mut Bytes, base_offset: i64, max_bytes: usize) -> Result<Batch, String> {
     if buf.len() < BATCH_HEADER {
-        return Err(format!("batch of {} bytes is shorter than its header", buf.len()));
+        return Err(format!(
+            "batch of {} bytes is shorter than its header",
+            buf.len()
+        ));
     }
     let magic = buf[16];
     if magic != 2 {
@@ -85,25 +88,18 @@ fn decode_batch(buf: &mut Bytes, base_offset: i64, max_bytes: usize) -> Result<B
     let last_delta = i32::from_be_bytes([buf[23], buf[24], buf[25], buf[26]]);
     let count = i32::from_be_bytes([buf[57], buf[58], buf[59], buf[60]]);
     if count < 0 || last_delta < 0 {
-        return Err(format!("bad record count {count} or offset delta {last_delta}"));
+        return Err(format!(
+            "bad record count {count} or offset delta {last_delta}"
+        ));
     }
     let control = attributes & (1 << 5) != 0;
     let next_offset = base_offset
         .checked_add(last_delta as i64 + 1)
         .ok_or_else(|| "offset overflows".to_string())?;
     let count = count as usize;
-    let stored = buf.len() - BATCH_HEADER;
-    if attributes & 0x7 == 0 && count.saturating_mul(MIN_RECORD) > stored {
-        return Err(format!("{count} records cannot fit in {stored} bytes"));
-    }
     let decompress = |data: &mut Bytes, compression: Compression| -> anyhow::Result<Bytes> {
         let out = decompress(data, compression, max_bytes).map_err(anyhow::Error::msg)?;
-        if count.saturating_mul(MIN_RECORD) > out.len() {
-            return Err(anyhow::Error::msg(format!(
-                "{count} records cannot fit in {} decompressed bytes",
-                out.len()
-            )));
-        }
+        check_records(&out, count).map_err(anyhow::Error::msg)?;
         Ok(out)
     };
     let set = RecordBatchDecoder::decode_with_custom_compression(buf, Some(decompress))
@@ -117,6 +113,72 @@ fn decode_batch(buf: &mut Bytes, base_offset: i64, max_bytes: usize) -> Result<B
         control,
         records: if control { Vec::new() } else { set.records },
     })
+}
+
+/// Walks `count` records' framing before the protocol crate decodes them: every length must
+/// fit in its record, so no count read from the bytes can make the decoder reserve more than
+/// the bytes could hold.
+fn check_records(mut data: &[u8], count: usize) -> Result<(), String> {
+    if count.saturating_mul(MIN_RECORD) > data.len() {
+        return Err(format!(
+            "{count} records cannot fit in {} bytes",
+            data.len()
+        ));
+    }
+    for i in 0..count {
+        let bad = |what: &str| format!("record {i} of the batch: {what}");
+        let size = varint(&mut data).ok_or_else(|| bad("bad length"))?;
+        if size < 0 || size as usize > data.len() {
+            return Err(bad("length past the end of the batch"));
+        }
+        let (mut record, rest) = data.split_at(size as usize);
+        data = rest;
+        if record.is_empty() {
+            return Err(bad("empty"));
+        }
+        record = &record[1..]; // attributes
+        skip_varlong(&mut record).ok_or_else(|| bad("bad timestamp"))?;
+        varint(&mut record).ok_or_else(|| bad("bad offset delta"))?;
+        for what in ["key", "value"] {
+            let len = varint(&mut record).ok_or_else(|| bad(what))?;
+            if len < -1 || len > record.len() as i64 {
+                return Err(bad(&format!("{what} length {len} does not fit")));
+            }
+            record = &record[len.max(0) as usize..];
+        }
+        let headers = varint(&mut record).ok_or_else(|| bad("bad header count"))?;
+        if headers < 0 || (headers as usize).saturating_mul(2) > record.len() {
+            return Err(bad(&format!("{headers} headers do not fit")));
+        }
+    }
+    Ok(())
+}
+
+/// A zig-zag varint as the protocol crate reads it (at most 5 bytes, then taken as it is),
+/// advancing `data`: the checks above must see the numbers its decoder will see.
+fn varint(data: &mut &[u8]) -> Option<i64> {
+    let mut value: u32 = 0;
+    for i in 0..5 {
+        let (&byte, rest) = data.split_first()?;
+        *data = rest;
+        value |= u32::from(byte & 0x7f) << (i * 7);
+        if byte < 0x80 {
+            break;
+        }
+    }
+    Some((((value >> 1) as i32) ^ -((value & 1) as i32)) as i64)
+}
+
+/// Skips a zig-zag varlong (at most 10 bytes, as the protocol crate reads it).
+fn skip_varlong(data: &mut &[u8]) -> Option<()> {
+    for _ in 0..10 {
+        let (&byte, rest) = data.split_first()?;
+        *data = rest;
+        if byte < 0x80 {
+            break;
+        }
+    }
+    Some(())
 }
 
 /// Decompresses one batch's records with pure-Rust codecs, at most `limit` bytes.
@@ -138,8 +200,8 @@ pub fn decompress(data: &[u8], compression: Compression, limit: usize) -> Result
         Compression::Gzip => read_all(Box::new(flate2::read::MultiGzDecoder::new(data)), "gzip"),
         Compression::Lz4 => read_all(Box::new(lz4_flex::frame::FrameDecoder::new(data)), "lz4"),
         Compression::Zstd => {
-            let decoder = ruzstd::decoding::StreamingDecoder::new(data)
-                .map_err(|e| format!("zstd: {e}"))?;
+            let decoder =
+                ruzstd::decoding::StreamingDecoder::new(data).map_err(|e| format!("zstd: {e}"))?;
             read_all(Box::new(decoder), "zstd")
         }
         Compression::Snappy => snappy(data, limit).map(Bytes::from),

@@ -100,7 +100,13 @@ fn members(bytes: &[u8]) -> Result<BTreeMap<String, &RawValue>, String> {
 
 impl TableRows {
     /// A table of `fields` (empty for an inferred table not seen yet).
-    pub fn new(name: &str, fields: Vec<Field>, key: Vec<String>, infer: bool, format: Format) -> Self {
+    pub fn new(
+        name: &str,
+        fields: Vec<Field>,
+        key: Vec<String>,
+        infer: bool,
+        format: Format,
+    ) -> Self {
         TableRows {
             name: name.to_string(),
             fields,
@@ -144,13 +150,19 @@ impl TableRows {
 
     /// Adds columns for fields of `value` the table does not have yet (inferred tables);
     /// a schema change goes into `events` before any row that uses them.
-    pub fn learn(&mut self, key: Option<&[u8]>, value: Option<&[u8]>, events: &mut Vec<SourceEvent>) {
+    pub fn learn(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        events: &mut Vec<SourceEvent>,
+    ) {
         if !self.infer {
             return;
         }
         let mut added = Vec::new();
         let mut consider = |name: &str, raw: &str, fields: &Vec<Field>, key_cols: &[String]| {
-            if fields.iter().any(|f| f.name == name) || added.iter().any(|f: &Field| f.name == name) {
+            if fields.iter().any(|f| f.name == name) || added.iter().any(|f: &Field| f.name == name)
+            {
                 return;
             }
             if let Some(t) = infer(raw) {
@@ -178,7 +190,11 @@ impl TableRows {
         // column, the table waits.
         let mut next = self.fields.clone();
         next.extend(added);
-        if !self.primary_key.iter().all(|k| next.iter().any(|f| &f.name == k)) {
+        if !self
+            .primary_key
+            .iter()
+            .all(|k| next.iter().any(|f| &f.name == k))
+        {
             return;
         }
         let was_ready = self.ready();
@@ -212,7 +228,9 @@ impl TableRows {
             None => BTreeMap::new(),
         };
         if keyed && operation == Operation::Delete && key_values.is_empty() {
-            return Err("a tombstone (null value) without a key: nothing says which row to delete".into());
+            return Err(
+                "a tombstone (null value) without a key: nothing says which row to delete".into(),
+            );
         }
         let lenient = self.infer;
         let fields = self.fields.clone();
@@ -225,8 +243,16 @@ impl TableRows {
                 None => value_members.get(&field.name).map(|r| r.get()),
             };
             let Some(raw) = raw else { continue };
-            let value = convert(&field.data_type, raw, lenient)
-                .map_err(|e| format!("column '{}': {e}", field.name))?;
+            let mut value = convert(&field.data_type, raw, lenient);
+            if value.is_err() && from_key.is_some() {
+                // Keys are often strings ("7" for an integer key): try the string's text.
+                if let Ok(text) = serde_json::from_str::<String>(raw) {
+                    if let Ok(v) = convert(&field.data_type, &text, lenient) {
+                        value = Ok(v);
+                    }
+                }
+            }
+            let value = value.map_err(|e| format!("column '{}': {e}", field.name))?;
             row.set(&field.name, value).map_err(describe)?;
         }
         row.finish(operation).map_err(describe)?;
@@ -258,7 +284,12 @@ impl TableRows {
     }
 
     /// Adds a dead-letter row (this table is a `<table>_rejected` one).
-    pub fn add_rejected(&mut self, origin: Origin<'_>, record: &Record, error: &str) -> Result<(), String> {
+    pub fn add_rejected(
+        &mut self,
+        origin: Origin<'_>,
+        record: &Record,
+        error: &str,
+    ) -> Result<(), String> {
         let values = [
             Value::Str(origin.topic.to_string()),
             Value::Int(origin.partition as i64),
@@ -308,7 +339,9 @@ fn key_members(key: &[u8], primary_key: &[String]) -> Vec<(String, String)> {
     };
     let text = String::from_utf8_lossy(key);
     let raw = match serde_json::from_str::<&RawValue>(&text) {
-        Ok(raw) if !raw.get().starts_with('{') && !raw.get().starts_with('[') => raw.get().to_string(),
+        Ok(raw) if !raw.get().starts_with('{') && !raw.get().starts_with('[') => {
+            raw.get().to_string()
+        }
         _ => serde_json::to_string(text.as_ref()).unwrap_or_default(),
     };
     vec![(column.clone(), raw)]

@@ -82,7 +82,13 @@ fn bad(message: impl Into<String>) -> KafkaError {
 fn table_for_topic(namespace: &str, topic: &str) -> String {
     let name: String = topic
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{namespace}.{name}")
 }
@@ -136,7 +142,10 @@ impl Settings {
             ));
         }
         for b in &bootstrap {
-            if b.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            if b.rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
                 return Err(bad(format!(
                     "setting `bootstrap_servers`: '{b}' is not host:port"
                 )));
@@ -191,12 +200,14 @@ impl Settings {
             None => {}
             Some("none") if primary_key.is_empty() => {}
             Some("none") => {
-                return Err(bad("`key = \"none\"` and `primary_key` contradict each other"))
+                return Err(bad(
+                    "`key = \"none\"` and `primary_key` contradict each other",
+                ))
             }
             Some(other) => {
                 return Err(bad(format!(
-                    "setting `key`: expected \"none\" (or set `primary_key = [...]`), got \"{other}\""
-                )))
+                "setting `key`: expected \"none\" (or set `primary_key = [...]`), got \"{other}\""
+            )))
             }
         }
         if format == Format::Raw && !primary_key.is_empty() {
@@ -206,7 +217,10 @@ impl Settings {
         }
         let mut schemas = BTreeMap::new();
         if format == Format::Json {
-            let default = config.raw("schema").map(|v| parse_columns("schema", v)).transpose()?;
+            let default = config
+                .raw("schema")
+                .map(|v| parse_columns("schema", v))
+                .transpose()?;
             let per_table = match config.raw("schemas") {
                 None => serde_json::Map::new(),
                 Some(Json::Object(m)) => m.clone(),

@@ -204,8 +204,9 @@ pub fn convert(data_type: &DataType, raw: &str, lenient_strings: bool) -> Result
         DataType::Uuid => parse_uuid(&string(raw)?).map(|b| Value::Bytes(b.to_vec())),
         DataType::Time => match kind {
             Kind::String => parse_time(&string(raw)?).map(Value::Int),
-            _ => integer(raw, "a time \"HH:MM:SS[.ffffff]\" or integer microseconds")
-                .map(Value::Int),
+            _ => {
+                integer(raw, "a time \"HH:MM:SS[.ffffff]\" or integer microseconds").map(Value::Int)
+            }
         },
         DataType::Array(element) => {
             if kind != Kind::Array {
