@@ -1,22 +1,83 @@
-"""A Kafka-protocol cluster for tests: librdkafka's built-in mock cluster (confluent-kafka's
-`test.mock.num.brokers`), written to by real confluent-kafka producers.
+"""A Kafka-protocol cluster for tests: librdkafka's built-in mock cluster (`test.mock.num.brokers`),
+written to by real confluent-kafka producers.
 
-The mock cluster lives as long as the client that created it (`MockKafka._anchor`), so keep the
-`MockKafka` object alive for the cluster's life. Its brokers listen on loopback ports; the test
-learns them from client metadata. Topics are created on first produce (4 partitions each).
+The cluster belongs to a librdkafka client handle made here through librdkafka's C API (the
+copy bundled with confluent-kafka, loaded with ctypes), because that handle also gives the mock
+cluster's controls: create a topic with N partitions, move a partition's leader, take a broker
+down and up. The cluster lives as long as the `MockKafka` object: keep it alive. Its brokers
+listen on loopback ports; the test learns them from client metadata. Topics not created
+explicitly are created on first produce (4 partitions each).
 """
+import ctypes
+import glob
 import json
+import os
 
+import confluent_kafka
 from confluent_kafka import Consumer, Producer, TopicPartition
+
+
+def _librdkafka():
+    libs = os.path.join(os.path.dirname(confluent_kafka.__file__), os.pardir, "confluent_kafka.libs")
+    path = sorted(glob.glob(os.path.join(libs, "librdkafka*.so*")))[0]
+    lib = ctypes.CDLL(path)
+    vp, cp = ctypes.c_void_p, ctypes.c_char_p
+    for name, res, args in [
+        ("rd_kafka_conf_new", vp, []),
+        ("rd_kafka_conf_set", ctypes.c_int, [vp, cp, cp, cp, ctypes.c_size_t]),
+        ("rd_kafka_new", vp, [ctypes.c_int, vp, cp, ctypes.c_size_t]),
+        ("rd_kafka_destroy", None, [vp]),
+        ("rd_kafka_handle_mock_cluster", vp, [vp]),
+        ("rd_kafka_mock_cluster_bootstraps", cp, [vp]),
+        ("rd_kafka_mock_topic_create", ctypes.c_int, [vp, cp, ctypes.c_int, ctypes.c_int]),
+        ("rd_kafka_mock_partition_set_leader", ctypes.c_int, [vp, cp, ctypes.c_int32, ctypes.c_int32]),
+        ("rd_kafka_mock_broker_set_down", ctypes.c_int, [vp, ctypes.c_int32]),
+        ("rd_kafka_mock_broker_set_up", ctypes.c_int, [vp, ctypes.c_int32]),
+    ]:
+        f = getattr(lib, name)
+        f.restype, f.argtypes = res, args
+    return lib
 
 
 class MockKafka:
     def __init__(self, brokers=3):
-        self._anchor = Producer({"test.mock.num.brokers": brokers, "log_level": 3})
+        self._lib = lib = _librdkafka()
+        conf = lib.rd_kafka_conf_new()
+        err = ctypes.create_string_buffer(512)
+        for k, v in [("test.mock.num.brokers", str(brokers)), ("log_level", "3")]:
+            assert lib.rd_kafka_conf_set(conf, k.encode(), v.encode(), err, 512) == 0, err.value
+        self._rk = lib.rd_kafka_new(0, conf, err, 512)  # RD_KAFKA_PRODUCER
+        assert self._rk, err.value
+        self._mock = lib.rd_kafka_handle_mock_cluster(self._rk)
+        assert self._mock
+        self.bootstrap = lib.rd_kafka_mock_cluster_bootstraps(self._mock).decode()
+        self._anchor = Producer({"bootstrap.servers": self.bootstrap, "log_level": 3})
         md = self._anchor.list_topics(timeout=10)
-        self.brokers = [f"{b.host}:{b.port}" for b in sorted(md.brokers.values(), key=lambda b: b.id)]
+        self.broker_ids = sorted(md.brokers)
+        self.brokers = [f"{md.brokers[b].host}:{md.brokers[b].port}" for b in self.broker_ids]
         assert len(self.brokers) == brokers, md.brokers
-        self.bootstrap = ",".join(self.brokers)
+
+    def close(self):
+        if self._rk:
+            self._anchor = None
+            self._lib.rd_kafka_destroy(self._rk)
+            self._rk = None
+
+    def create_topic(self, topic, partitions):
+        assert self._lib.rd_kafka_mock_topic_create(self._mock, topic.encode(), partitions, 1) == 0
+
+    def set_leader(self, topic, partition, broker_id):
+        assert self._lib.rd_kafka_mock_partition_set_leader(self._mock, topic.encode(), partition, broker_id) == 0
+
+    def broker_down(self, broker_id):
+        assert self._lib.rd_kafka_mock_broker_set_down(self._mock, broker_id) == 0
+
+    def broker_up(self, broker_id):
+        assert self._lib.rd_kafka_mock_broker_set_up(self._mock, broker_id) == 0
+
+    def leaders(self, topic):
+        md = self._anchor.list_topics(topic, timeout=10)
+        return {p: m.leader for p, m in md.topics[topic].partitions.items()}
 
     def producer(self, **conf):
         return Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "log_level": 3, **conf})

@@ -48,7 +48,7 @@ def write_config(tmp_path, kafka, name="kafka", **settings):
 def kafka():
     cluster = MockKafka(brokers=3)
     yield cluster
-    del cluster
+    cluster.close()
 
 
 @pytest.fixture
@@ -302,3 +302,31 @@ def test_brokers_not_granted_are_refused_by_the_sandbox(kafka, kafka_host):
     kafka.produce("fenced", orders(range(100)))
     log = wait_for(lambda: "not grant" in host.read_log() and host.read_log(), what="a sandbox refusal")
     assert "bootstrap_servers" in log
+
+
+def test_leader_changes_and_a_broker_restart_lose_nothing(kafka, kafka_host):
+    """Leaders move to other brokers and a broker goes down and comes back while records are
+    produced: the plugin follows the metadata and the table has every record once."""
+    kafka.create_topic("moving", 6)
+    kafka.produce("moving", orders(range(600)))
+    host = kafka_host(kafka, topics=["moving"], schema=ORDERS, metadata_refresh_ms=500)
+    assert_table(host, "kafka.moving", ["id"], [(i,) for i in range(600)])
+    # Every partition moves to the next broker.
+    ids = kafka.broker_ids
+    for p, leader in kafka.leaders("moving").items():
+        kafka.set_leader("moving", p, ids[(ids.index(leader) + 1) % len(ids)])
+    kafka.produce("moving", orders(range(600, 1200)))
+    assert_table(host, "kafka.moving", ["id"], [(i,) for i in range(1200)])
+    # A broker goes away (its partitions cannot take or give records meanwhile) and returns.
+    down = ids[0]
+    kafka.broker_down(down)
+    producer = kafka.producer()
+    for key, value in orders(range(1200, 1800)):
+        producer.produce("moving", value=json.dumps(value).encode())
+    producer.poll(1.0)
+    gone = f"broker {kafka.brokers[0]}: cannot"
+    wait_for(lambda: gone in host.read_log(), what="the broker failure in the log")
+    kafka.broker_up(down)
+    assert producer.flush(30) == 0
+    assert_table(host, "kafka.moving", ["id"], [(i,) for i in range(1800)])
+    assert plugin_status(host)["state"] == "running"

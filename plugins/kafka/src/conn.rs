@@ -42,6 +42,7 @@ fn io_error(peer: &str, what: &str, e: std::io::Error) -> KafkaError {
              `bootstrap_servers` or in [capabilities] network)"
         }
         ErrorKind::WouldBlock | ErrorKind::TimedOut => " (no answer in time)",
+        ErrorKind::UnexpectedEof => " (the broker closed the connection)",
         _ => "",
     };
     KafkaError::Io {

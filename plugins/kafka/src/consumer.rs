@@ -244,9 +244,8 @@ impl Consumer {
     }
 
     fn broker_failed(&mut self, leader: i32, e: KafkaError) {
-        let address = self.cluster.address(leader);
         if !self.failing.contains_key(&leader) {
-            moonlink_sdk::warn!("broker {address}: {e}; retrying after a metadata refresh");
+            moonlink_sdk::warn!("{e}; retrying after a metadata refresh");
         }
         self.failing.insert(leader, e.to_string());
         self.cluster.disconnect(leader);
