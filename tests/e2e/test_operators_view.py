@@ -395,7 +395,10 @@ def test_terminal_shows_a_progress_bar_per_copied_table_under_tmux(postgres, tmp
         while time.time() < deadline:
             screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
                                     capture_output=True, text=True).stdout
-            bar = [l for l in screen.splitlines() if "copy public.big" in l and "rows" in l]
+            lines = [l for l in screen.splitlines() if l.strip()]
+            # The live bar is the last line; a capture taken while a log line is being printed
+            # above it (the bar cleared for a moment) has none and is skipped.
+            bar = lines[-1:] if lines and "copy public.big" in lines[-1] and "rows" in lines[-1] else []
             if bar:
                 screens.append(screen)
                 percent = int(bar[-1].split("]")[1].split("%")[0])

@@ -43,9 +43,13 @@ impl Bars {
                             }
                             continue;
                         }
-                        let bar = bars
-                            .entry(key)
-                            .or_insert_with(|| multi.add(new_bar(table, p.rows_total)));
+                        // Positioned before it is first drawn: a bar drawn at 0 % and then
+                        // overtaken by log lines would stay behind in the scrollback.
+                        let bar = bars.entry(key).or_insert_with(|| {
+                            let bar = new_bar(table, p.rows_total);
+                            bar.set_position(p.rows_copied);
+                            multi.add(bar)
+                        });
                         if let Some(total) = p.rows_total {
                             bar.set_length(total.max(p.rows_copied));
                         }
