@@ -175,3 +175,175 @@ def test_get_table_reports_the_design_and_the_schema_alias(server):
     assert alias.json()["fields"] == t["fields"] and alias.json()["name"] == "d.users"
     assert requests.get(f"{server.url}/schema/d/nope", timeout=10).status_code == 404
     assert created["schema"] == t["schema"]
+
+
+# --- partitioning ------------------------------------------------------------------------------
+from readers import utc  # noqa: E402
+
+EVENTS = [
+    {"name": "id", "data_type": "int64", "nullable": False},
+    {"name": "created_at", "data_type": "timestamptz", "nullable": False},
+    {"name": "region", "data_type": "string", "nullable": True},
+    {"name": "sku", "data_type": "string", "nullable": True},
+    {"name": "qty", "data_type": "int32", "nullable": True},
+]
+
+
+def manifest_partitions(metadata_location):
+    """(file_path, content, partition dict) of each live manifest entry, and the manifest
+    list's partition summaries, read with DuckDB's avro reader."""
+    import duckdb  # noqa: F401
+    from readers import _duckdb, local_path
+
+    meta = load_json(metadata_location)
+    snap = next(s for s in meta["snapshots"] if s["snapshot-id"] == meta["current-snapshot-id"])
+    con = _duckdb()
+    try:
+        lists = con.execute(f"SELECT manifest_path, partition_spec_id, partitions FROM read_avro('{snap['manifest-list']}')").fetchall()
+        entries = []
+        for path, spec_id, _ in lists:
+            rows = con.execute(f"SELECT data_file.file_path, data_file.content, data_file.partition "
+                               f"FROM read_avro('{local_path(path)}') WHERE status != 2").fetchall()
+            entries.extend((p, c, part, spec_id) for p, c, part in rows)
+        return entries, [summary for _, _, summary in lists]
+    finally:
+        con.close()
+
+
+def event_rows(n_days=3, per_day=4):
+    rows = []
+    for d in range(n_days):
+        for i in range(per_day):
+            k = d * per_day + i
+            rows.append({"id": k, "created_at": f"2026-03-{d + 1:02d}T{i:02d}:30:00+00:00",
+                         "region": ["eu", "us"][k % 2], "sku": f"sku-{k % 3}x", "qty": k})
+    return rows
+
+
+def as_tuple(r):
+    day, hour = int(r["created_at"][8:10]), int(r["created_at"][11:13])
+    return (r["id"], utc(2026, 3, day, hour, 30), r["region"], r["sku"], r["qty"])
+
+
+def test_partitioned_table_one_partition_per_file_read_and_pruned(server):
+    created = server.create_table("p.events", EVENTS, database="p", table="events",
+                                  partition_by=["day(created_at)", "bucket(4, id)", "region", "truncate(4, sku)"])
+    assert created["partition_by"] == ["day(created_at)", "bucket(4, id)", "region", "truncate(4, sku)"]
+    rows = event_rows()
+    server.ingest("p.events", rows[:7])
+    server.ingest("p.events", rows[7:])
+    t = server.table("p.events")
+    assert [(f["name"], f["transform"], f["source"]) for f in t["partition_spec"]["fields"]] == [
+        ("created_at_day", "day", "created_at"), ("id_bucket", "bucket[4]", "id"),
+        ("region", "identity", "region"), ("sku_trunc", "truncate[4]", "sku")]
+    want = expect(*[as_tuple(r) for r in rows])
+    assert both(server, "p.events", "p", "events") == (want, want)
+
+    entries, summaries = manifest_partitions(t["metadata_location"])
+    data = [e for e in entries if e[1] == 0]
+    # Every file holds exactly one partition: its rows' values are the entry's tuple.
+    assert len(data) >= len({(r["created_at"][:10], r["region"], r["sku"][:4]) for r in rows})
+    from readers import _duckdb, local_path
+    con = _duckdb()
+    try:
+        for path, _, part, _ in data:
+            assert set(part) == {"created_at_day", "id_bucket", "region", "sku_trunc"}, part
+            found = con.execute(f"SELECT DISTINCT CAST(created_at AS DATE), region, left(sku, 4) "
+                                f"FROM read_parquet('{local_path(path)}')").fetchall()
+            assert len(found) == 1, (path, found)
+            day, region, trunc = found[0]
+            assert (region, trunc) == (part["region"], part["sku_trunc"]), (found, part)
+            assert str(day) == str(part["created_at_day"])[:10] or \
+                (day - __import__("datetime").date(1970, 1, 1)).days == part["created_at_day"], (day, part)
+    finally:
+        con.close()
+    # Manifest lists carry partition summaries (readers prune manifests with them).
+    assert all(s for s in summaries), summaries
+
+    # PyIceberg plans only the files of the matching partitions.
+    tbl = pyiceberg_table(server.data_dir, "p", "events")
+    all_files = list(tbl.scan().plan_files())
+    eu = list(tbl.scan(row_filter="region == 'eu'").plan_files())
+    day2 = list(tbl.scan(row_filter="created_at >= '2026-03-02T00:00:00+00:00' and created_at < '2026-03-03T00:00:00+00:00'").plan_files())
+    assert 0 < len(eu) < len(all_files) and 0 < len(day2) < len(all_files), (len(eu), len(day2), len(all_files))
+    eu_rows = tbl.scan(row_filter="region == 'eu'").to_arrow().to_pylist()
+    assert sorted(r["id"] for r in eu_rows) == sorted(r["id"] for r in rows if r["region"] == "eu")
+
+    # Small files merge within their partition only: after optimize, still one partition a file.
+    for i in range(3):
+        server.ingest("p.events", [dict(rows[0], id=100 + i), dict(rows[1], id=200 + i)])
+    r = requests.post(f"{server.url}/tables/p.events/optimize", timeout=60)
+    assert r.status_code == 200, r.text
+    entries, _ = manifest_partitions(server.table("p.events")["metadata_location"])
+    data = [e for e in entries if e[1] == 0]
+    parts = [json.dumps(e[2], sort_keys=True, default=str) for e in data]
+    assert len(parts) == len(set(parts)), "two files of one partition after optimize"
+    assert duckdb_rows(server.table("p.events")["metadata_location"], "count(*)") == [(len(rows) + 6,)]
+
+
+def test_keyed_partitioned_upserts_move_rows_across_partitions_with_a_kill(make_server):
+    server = make_server()
+    server.create_table("p.k", EVENTS, database="p", table="k", primary_key=["id"],
+                        partition_by=["region", "month(created_at)"])
+    rows = event_rows(2, 5)
+    server.ingest("p.k", rows)
+    # Move every row to the other region (another partition), some twice, and delete one.
+    moved = [dict(r, region="us" if r["region"] == "eu" else "eu", qty=r["qty"] + 1000) for r in rows]
+    server.ingest("p.k", moved, operation="upsert")
+    server.ingest("p.k", [dict(moved[0], region="ap", qty=7)], operation="upsert", mode="async")
+    server.ingest("p.k", [{"id": moved[1]["id"]}], operation="delete", mode="async")
+    server.kill()  # kill -9: the async writes are only in the log
+    server.start()
+    final = {r["id"]: r for r in moved}
+    final[moved[0]["id"]] = dict(moved[0], region="ap", qty=7)
+    del final[moved[1]["id"]]
+    server.commit("p.k")
+    want = expect(*[as_tuple(r) for r in final.values()])
+    assert both(server, "p.k", "p", "k") == (want, want)
+    entries, _ = manifest_partitions(server.table("p.k")["metadata_location"])
+    data = {e[0]: e for e in entries if e[1] == 0}
+    dvs = [e for e in entries if e[1] == 1]
+    assert dvs, "moved rows are deleted from their old files by deletion vectors"
+    for path, _, part, _ in dvs:
+        # A deletion vector is in its data file's partition.
+        assert part in [d[2] for d in data.values()], (part, path)
+    regions = {e[2]["region"] for e in data.values()}
+    assert {"eu", "us", "ap"} <= regions
+    # Readers prune by the new partition and see the moved row once.
+    tbl = pyiceberg_table(server.data_dir, "p", "k")
+    ap = tbl.scan(row_filter="region == 'ap'")
+    assert len(list(ap.plan_files())) == 1
+    assert [r["id"] for r in ap.to_arrow().to_pylist()] == [moved[0]["id"]]
+    # Compaction keeps partitions apart and the key index right.
+    r = requests.post(f"{server.url}/tables/p.k/optimize", timeout=60)
+    assert r.status_code == 200, r.text
+    server.ingest("p.k", [dict(moved[2], region="eu", qty=1)], operation="upsert")
+    final[moved[2]["id"]] = dict(moved[2], region="eu", qty=1)
+    want = expect(*[as_tuple(r) for r in final.values()])
+    assert both(server, "p.k", "p", "k") == (want, want)
+
+
+def test_bad_partitioning_is_refused_naming_the_problem(server):
+    cases = [
+        (["week(created_at)"], "unknown transform 'week'"),
+        (["day(region)"], "cannot be applied to column 'region'"),
+        (["bucket(id)"], "number of buckets"),
+        (["bucket(0, id)"], "positive integer"),
+        (["truncate(sku)"], "width"),
+        (["missing"], "no column 'missing'"),
+        (["day(nope)"], "no column 'nope'"),
+        (["hour(created_at"], "expected name(args)"),
+    ]
+    for partition_by, words in cases:
+        r = requests.post(f"{server.url}/tables/p.bad", json={"schema": EVENTS, "partition_by": partition_by}, timeout=30)
+        assert r.status_code == 422, (partition_by, r.text)
+        body = r.json()
+        assert body["error"] == "invalid_partition" and words in body["message"], (partition_by, body)
+        assert requests.get(f"{server.url}/tables/p.bad", timeout=10).status_code == 404
+    r = requests.post(f"{server.url}/tables/p.bad", json={"schema": EVENTS, "partition_by": "region"}, timeout=30)
+    assert r.status_code == 400, r.text
+    assert server.tables() == []
+    # A partition source cannot be dropped.
+    server.create_table("p.src", EVENTS, partition_by=["region"])
+    body = change(server, "p.src", [{"drop": "region"}], expect_status=409)
+    assert "partition source" in body["message"]

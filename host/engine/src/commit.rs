@@ -19,6 +19,7 @@ use iceberg::spec::{
 use uuid::Uuid;
 
 use crate::error::{EngineError, Result};
+use crate::snapshot_summary::{summary_counts, Totals};
 
 /// Snapshot-summary key holding the last write-ahead-log LSN the snapshot contains. The
 /// string is on disk in existing tables and must not change.
@@ -170,6 +171,7 @@ fn metadata_version(location: &str) -> u64 {
 pub async fn create_table_metadata(
     file_io: &FileIO,
     schema: iceberg::spec::Schema,
+    partition_spec: iceberg::spec::UnboundPartitionSpec,
     table_location: &str,
 ) -> Result<(TableMetadata, String)> {
     let properties = HashMap::from([
@@ -181,7 +183,7 @@ pub async fn create_table_metadata(
     ]);
     let metadata = TableMetadataBuilder::new(
         schema,
-        PartitionSpec::unpartition_spec(),
+        partition_spec,
         SortOrder::unsorted_order(),
         table_location.to_string(),
         FormatVersion::V3,
@@ -299,7 +301,16 @@ pub async fn write_snapshot(
 ) -> Result<Committed> {
     let table_location = metadata.location().trim_end_matches('/').to_string();
     let schema = metadata.current_schema().clone();
-    let spec = metadata.default_partition_spec().as_ref().clone();
+    // A manifest holds files of one partition spec (spec "Manifests"): a rewritten manifest
+    // keeps its own.
+    let spec_of = |spec_id: i32| -> Result<PartitionSpec> {
+        metadata
+            .partition_spec_by_id(spec_id)
+            .map(|s| s.as_ref().clone())
+            .ok_or_else(|| {
+                EngineError::Catalog(format!("no partition spec {spec_id} in the table"))
+            })
+    };
     let snapshot_id = new_snapshot_id(metadata);
     let parent = metadata.current_snapshot().map(|s| s.snapshot_id());
     let sequence_number = metadata.last_sequence_number() + 1;
@@ -333,7 +344,7 @@ pub async fn write_snapshot(
             file_io.new_output(manifest_location(manifests.len() + 1000))?,
             Some(snapshot_id),
             schema.clone(),
-            spec.clone(),
+            spec_of(manifest.partition_spec_id)?,
         );
         let mut writer = match manifest.content {
             ManifestContentType::Data => builder.build_v3_data(),
@@ -364,11 +375,12 @@ pub async fn write_snapshot(
         if files.is_empty() {
             continue;
         }
+        // New files are written in the default spec.
         let builder = ManifestWriterBuilder::new(
             file_io.new_output(manifest_location(n))?,
             Some(snapshot_id),
             schema.clone(),
-            spec.clone(),
+            spec_of(metadata.default_partition_spec_id())?,
         );
         let mut writer = if is_data {
             builder.build_v3_data()
@@ -454,126 +466,6 @@ pub async fn write_snapshot(
     .set_properties(checkpoints)?
     .set_branch_snapshot(snapshot, MAIN_BRANCH)?;
     write_next_version(file_io, metadata_location, builder).await
-}
-
-/// Counts of what a snapshot adds or removes, for the summary.
-#[derive(Debug, Default)]
-struct Totals {
-    data_files: u64,
-    records: u64,
-    /// Every delete file: deletion vectors, position-delete and equality-delete files.
-    delete_files: u64,
-    dvs: u64,
-    position_delete_files: u64,
-    equality_delete_files: u64,
-    position_deletes: u64,
-    equality_deletes: u64,
-    size: u64,
-}
-
-impl Totals {
-    /// Counts a file as Java's `SnapshotSummary` does: a deletion vector counts under
-    /// `*-dvs`, not `*-position-delete-files`, and its size is its blob's (`content_size`).
-    fn count(&mut self, file: &DataFile) {
-        match file.content_type() {
-            DataContentType::Data => {
-                self.data_files += 1;
-                self.records += file.record_count();
-                self.size += file.file_size_in_bytes();
-            }
-            DataContentType::PositionDeletes => {
-                self.delete_files += 1;
-                self.position_deletes += file.record_count();
-                match file.content_size_in_bytes() {
-                    Some(blob) => {
-                        self.dvs += 1;
-                        self.size += blob as u64;
-                    }
-                    None => {
-                        self.position_delete_files += 1;
-                        self.size += file.file_size_in_bytes();
-                    }
-                }
-            }
-            DataContentType::EqualityDeletes => {
-                self.delete_files += 1;
-                self.equality_delete_files += 1;
-                self.equality_deletes += file.record_count();
-                self.size += file.file_size_in_bytes();
-            }
-        }
-    }
-}
-
-/// The snapshot summary's counters (Iceberg spec "Snapshot summary"; names and rules of Java's
-/// `SnapshotSummary`): `added-*`/`removed-*` only when non-zero, `total-*` always, carried
-/// from the previous snapshot's totals (whoever wrote it).
-fn summary_counts(
-    previous: &HashMap<String, String>,
-    added: &Totals,
-    removed: &Totals,
-) -> HashMap<String, String> {
-    let mut props = HashMap::new();
-    let mut set_if = |key: &str, value: u64| {
-        if value > 0 {
-            props.insert(key.to_string(), value.to_string());
-        }
-    };
-    set_if("added-data-files", added.data_files);
-    set_if("deleted-data-files", removed.data_files);
-    set_if("added-equality-delete-files", added.equality_delete_files);
-    set_if(
-        "removed-equality-delete-files",
-        removed.equality_delete_files,
-    );
-    set_if("added-position-delete-files", added.position_delete_files);
-    set_if(
-        "removed-position-delete-files",
-        removed.position_delete_files,
-    );
-    set_if("added-dvs", added.dvs);
-    set_if("removed-dvs", removed.dvs);
-    set_if("added-delete-files", added.delete_files);
-    set_if("removed-delete-files", removed.delete_files);
-    set_if("added-records", added.records);
-    set_if("deleted-records", removed.records);
-    set_if("added-files-size", added.size);
-    set_if("removed-files-size", removed.size);
-    set_if("added-position-deletes", added.position_deletes);
-    set_if("removed-position-deletes", removed.position_deletes);
-    set_if("added-equality-deletes", added.equality_deletes);
-    set_if("removed-equality-deletes", removed.equality_deletes);
-    let total = |key: &str| -> u64 { previous.get(key).and_then(|v| v.parse().ok()).unwrap_or(0) };
-    let grow = |key: &str, plus: u64, minus: u64| (total(key) + plus).saturating_sub(minus);
-    let totals = [
-        ("total-data-files", added.data_files, removed.data_files),
-        ("total-records", added.records, removed.records),
-        ("total-files-size", added.size, removed.size),
-        (
-            "total-delete-files",
-            added.delete_files,
-            removed.delete_files,
-        ),
-        (
-            "total-position-deletes",
-            added.position_deletes,
-            removed.position_deletes,
-        ),
-        (
-            "total-equality-deletes",
-            added.equality_deletes,
-            removed.equality_deletes,
-        ),
-    ];
-    for (key, plus, minus) in totals {
-        props.insert(key.to_string(), grow(key, plus, minus).to_string());
-    }
-    let changed = added.data_files + added.delete_files + removed.data_files + removed.delete_files;
-    props.insert(
-        "changed-partition-count".to_string(),
-        u64::from(changed > 0).to_string(),
-    );
-    props
 }
 
 fn new_snapshot_id(metadata: &TableMetadata) -> i64 {
@@ -685,44 +577,5 @@ mod tests {
             committed_source_checkpoint(&metadata, "pg").as_deref(),
             Some("0/50")
         );
-    }
-
-    #[test]
-    fn summary_counts_deletion_vectors_as_java_does() {
-        let dv = iceberg::spec::DataFileBuilder::default()
-            .content(DataContentType::PositionDeletes)
-            .file_path("/w/t/data/x-deletes.puffin".to_string())
-            .file_format(iceberg::spec::DataFileFormat::Puffin)
-            .record_count(3)
-            .file_size_in_bytes(900)
-            .referenced_data_file(Some("/w/t/data/x.parquet".to_string()))
-            .content_offset(Some(4))
-            .content_size_in_bytes(Some(40))
-            .partition_spec_id(0)
-            .build()
-            .unwrap();
-        let (mut added, mut removed) = (Totals::default(), Totals::default());
-        added.count(&dv);
-        removed.count(&dv);
-        removed.position_deletes -= 1; // the old vector held two positions
-        let previous = HashMap::from([
-            ("total-delete-files".to_string(), "1".to_string()),
-            ("total-position-deletes".to_string(), "2".to_string()),
-            ("total-files-size".to_string(), "1040".to_string()),
-        ]);
-        let props = summary_counts(&previous, &added, &removed);
-        let get = |k: &str| props.get(k).map(String::as_str);
-        assert_eq!(get("added-dvs"), Some("1"));
-        assert_eq!(get("removed-dvs"), Some("1"));
-        assert_eq!(get("added-delete-files"), Some("1"));
-        assert_eq!(get("added-position-deletes"), Some("3"));
-        assert_eq!(get("removed-position-deletes"), Some("2"));
-        assert_eq!(get("added-files-size"), Some("40"));
-        assert_eq!(get("added-position-delete-files"), None);
-        assert_eq!(get("added-data-files"), None);
-        assert_eq!(get("total-delete-files"), Some("1"));
-        assert_eq!(get("total-position-deletes"), Some("3"));
-        assert_eq!(get("total-files-size"), Some("1040"));
-        assert_eq!(get("total-equality-deletes"), Some("0"));
     }
 }

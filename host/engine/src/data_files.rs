@@ -13,15 +13,18 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::error::Result;
+use crate::partition::FilePartition;
 use crate::schema::PARQUET_FIELD_ID_KEY;
 use crate::storage::Warehouse;
 
-/// Writes `batches` (all in the table's Arrow schema) as one Parquet file at `location`.
+/// Writes `batches` (all in the table's Arrow schema, all in `partition`) as one Parquet file
+/// at `location`.
 pub async fn write_data_file(
     file_io: &FileIO,
     iceberg_schema: &Arc<IcebergSchema>,
     location: &str,
     batches: &[RecordBatch],
+    partition: &FilePartition,
 ) -> Result<DataFile> {
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
@@ -40,7 +43,8 @@ pub async fn write_data_file(
     })?;
     Ok(data_file
         .content(DataContentType::Data)
-        .partition_spec_id(0)
+        .partition_spec_id(partition.spec_id)
+        .partition(partition.value.clone())
         .build()
         .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::Unexpected, e.to_string()))?)
 }

@@ -60,10 +60,13 @@ pub fn decode_blob(blob: &[u8]) -> std::result::Result<RoaringTreemap, String> {
 
 /// Writes one Puffin file holding a deletion vector for each data file in `vectors`, and
 /// returns the delete-manifest entries that reference them.
+/// The vectors' data files are all in `partition`, which their entries carry (a delete file
+/// belongs to its data file's partition and spec).
 pub async fn write_deletion_vectors(
     file_io: &FileIO,
     location: &str,
     vectors: &[(String, RoaringTreemap)],
+    partition: &crate::partition::FilePartition,
 ) -> Result<Vec<DataFile>> {
     let output = file_io.new_output(location)?;
     let mut writer = PuffinWriter::new(&output, HashMap::new(), false).await?;
@@ -101,7 +104,8 @@ pub async fn write_deletion_vectors(
                 .referenced_data_file(Some(data_file.clone()))
                 .content_offset(Some(offset))
                 .content_size_in_bytes(Some(length))
-                .partition_spec_id(0)
+                .partition_spec_id(partition.spec_id)
+                .partition(partition.value.clone())
                 .build()
                 .map_err(|e| EngineError::Catalog(format!("cannot describe deletion vector: {e}")))
         })
@@ -158,6 +162,7 @@ mod tests {
                 ("/a.parquet".into(), a.clone()),
                 ("/b.parquet".into(), b.clone()),
             ],
+            &crate::partition::FilePartition::unpartitioned(0),
         )
         .await
         .unwrap();

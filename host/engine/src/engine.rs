@@ -297,6 +297,9 @@ impl Engine {
     /// Creates an Iceberg v3 table and registers it under `request.name`.
     pub async fn create_table(&self, request: CreateTable) -> Result<TableInfo> {
         request.schema.validate()?;
+        let iceberg_schema = request.schema.iceberg_schema()?;
+        let partition_spec =
+            crate::partition::partition_spec(&iceberg_schema, &request.options.partition_by)?;
         if request.name.is_empty() || request.name.len() > 255 || request.name.contains('/') {
             return Err(EngineError::InvalidSchema(format!(
                 "invalid table name '{}'",
@@ -323,7 +326,8 @@ impl Engine {
         );
         let (metadata, metadata_location) = commit::create_table_metadata(
             &file_io,
-            request.schema.iceberg_schema()?,
+            iceberg_schema,
+            partition_spec,
             &table_location,
         )
         .await?;

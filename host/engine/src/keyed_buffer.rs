@@ -15,6 +15,7 @@ use roaring::{RoaringBitmap, RoaringTreemap};
 use crate::batch::Operation;
 use crate::error::Result;
 use crate::key_index::{FileKeys, KeyHash, KeyHashMap, KeyHasher, KeyIndex, Location};
+use crate::partition::{take_rows, FilePartition, Partitioner};
 
 /// Key bookkeeping of a keyed table, guarded by the table's buffer lock.
 pub struct KeyedBuffer {
@@ -45,6 +46,8 @@ pub struct TakenGeneration {
     pub rows: Option<RecordBatch>,
     /// The file's key-index file, to persist beside the file.
     pub keys: FileKeys,
+    /// The partition all its rows are in.
+    pub partition: FilePartition,
 }
 
 impl KeyedBuffer {
@@ -160,8 +163,13 @@ impl KeyedBuffer {
     }
 
     /// Takes the buffered rows (all of `buffered`, in buffer order) for a commit: dead rows are
-    /// dropped, and the index points the live ones at their positions in the future data file.
-    pub fn take(&mut self, buffered: Vec<RecordBatch>) -> Result<TakenGeneration> {
+    /// dropped, the live ones are split by partition (one future data file each, in order of
+    /// first appearance), and the index points each at its position in its file.
+    pub fn take(
+        &mut self,
+        buffered: Vec<RecordBatch>,
+        partitioner: &Partitioner,
+    ) -> Result<Vec<TakenGeneration>> {
         let file_id = self.allocate_file_id();
         let mut live_hashes = Vec::new();
         let mut batches = Vec::with_capacity(buffered.len());
@@ -185,19 +193,30 @@ impl KeyedBuffer {
         }
         self.buffer_hashes = Vec::new();
         self.buffer_deleted.clear();
-        let keys = FileKeys::from_row_hashes(&live_hashes);
-        self.index.seal_buffer(file_id, keys.clone());
-        let rows = match batches.len() {
-            0 => None,
-            _ => Some(arrow_select::concat::concat_batches(
-                &batches[0].schema(),
-                &batches,
-            )?),
-        };
-        Ok(TakenGeneration {
-            file_id,
-            rows,
-            keys,
-        })
+        if batches.is_empty() {
+            self.index.seal_buffer(file_id, FileKeys::default());
+            return Ok(Vec::new());
+        }
+        let rows = arrow_select::concat::concat_batches(&batches[0].schema(), &batches)?;
+        let mut taken = Vec::new();
+        for (n, (partition, indices)) in partitioner.group_rows(&rows)?.into_iter().enumerate() {
+            let hashes: Vec<KeyHash> = indices.iter().map(|&i| live_hashes[i as usize]).collect();
+            let keys = FileKeys::from_row_hashes(&hashes);
+            let file_id = if n == 0 {
+                self.index.seal_buffer(file_id, keys.clone());
+                file_id
+            } else {
+                let id = self.allocate_file_id();
+                self.index.add_file(id, keys.clone(), None);
+                id
+            };
+            taken.push(TakenGeneration {
+                file_id,
+                rows: Some(take_rows(&rows, &indices)?),
+                keys,
+                partition,
+            });
+        }
+        Ok(taken)
     }
 }

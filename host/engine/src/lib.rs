@@ -106,6 +106,8 @@ mod keyed_buffer;
 mod maintenance;
 mod schema;
 mod schema_change;
+mod snapshot_summary;
+mod partition;
 mod storage;
 mod table;
 mod wal;

@@ -100,27 +100,34 @@ impl Table {
             let batches = std::mem::take(&mut buffer.batches);
             buffer.rows = 0;
             buffer.bytes = 0;
-            let generation = match buffer.keyed.as_mut() {
+            let generations = match buffer.keyed.as_mut() {
                 Some(keys) => {
                     for (file, positions) in std::mem::take(&mut keys.file_deletes) {
                         *pending.deletes.entry(file).or_default() |= positions;
                     }
-                    let taken = keys.take(batches)?;
-                    Generation {
-                        file_id: Some(taken.file_id),
-                        keys: Some(taken.keys),
-                        batches: taken.rows.into_iter().collect(),
-                    }
+                    // One file per partition, its rows' positions fixed now.
+                    keys.take(batches, &self.partitioner)?
+                        .into_iter()
+                        .map(|taken| Generation {
+                            file_id: Some(taken.file_id),
+                            keys: Some(taken.keys),
+                            batches: taken.rows.into_iter().collect(),
+                            partition: Some(taken.partition),
+                        })
+                        .collect()
                 }
-                None => Generation {
+                None => vec![Generation {
                     file_id: None,
                     keys: None,
                     batches,
-                },
+                    partition: None,
+                }],
             };
-            if !generation.batches.is_empty() {
-                pending.generations.push(generation);
-            }
+            pending.generations.extend(
+                generations
+                    .into_iter()
+                    .filter(|generation| !generation.batches.is_empty()),
+            );
             pending.through_lsn = through_lsn;
             let checkpoints = std::mem::take(&mut buffer.source_checkpoints);
             pending.source_checkpoints.extend(checkpoints);
@@ -201,17 +208,29 @@ impl Table {
         if let Some(files) = &pending.truncated {
             removed.extend(files.iter().cloned());
         } else if self.schema.primary_key.is_empty() {
-            let facts: Vec<FileFacts> = pending
-                .live_files
-                .iter()
-                .map(|f| FileFacts {
-                    bytes: f.file_size_in_bytes(),
-                    rows: f.record_count(),
-                    deleted: 0,
-                })
-                .collect();
+            // Small files merge within their partition only (their rows are split again by
+            // the current spec below, so old-spec files move into it).
             let policy = Policy::new(&self.config, force_compaction);
-            for index in plan_append_merge(&facts, &policy) {
+            let mut chosen = Vec::new();
+            for group in partition_groups(&pending.live_files, self.partitioner.spec_id()) {
+                let facts: Vec<FileFacts> = group
+                    .iter()
+                    .map(|&i| {
+                        let f = &pending.live_files[i];
+                        FileFacts {
+                            bytes: f.file_size_in_bytes(),
+                            rows: f.record_count(),
+                            deleted: 0,
+                        }
+                    })
+                    .collect();
+                chosen.extend(
+                    plan_append_merge(&facts, &policy)
+                        .into_iter()
+                        .map(|j| group[j]),
+                );
+            }
+            for index in chosen {
                 let file = &pending.live_files[index];
                 merged_rows.extend(
                     data_files::read_data_file(
@@ -232,12 +251,16 @@ impl Table {
                 Some(file_id) => {
                     // One file per generation: its rows' positions are already in the index.
                     let path = new_data_path();
+                    let partition = generation.partition.clone().unwrap_or_else(|| {
+                        FilePartition::unpartitioned(self.partitioner.spec_id())
+                    });
                     added.push(
                         data_files::write_data_file(
                             &file_io,
                             &self.iceberg_schema,
                             &path,
                             &generation.batches,
+                            &partition,
                         )
                         .await?,
                     );
@@ -252,16 +275,20 @@ impl Table {
                 None => merged_rows.extend(generation.batches.iter().cloned()),
             }
         }
-        for chunk in chunk_by_size(&merged_rows, self.arrow_bytes_per_file()) {
-            added.push(
-                data_files::write_data_file(
-                    &file_io,
-                    &self.iceberg_schema,
-                    &new_data_path(),
-                    chunk,
-                )
-                .await?,
-            );
+        // Each partition's rows in files of their own, sized toward the target.
+        for (partition, rows) in self.partitioner.split(&merged_rows)? {
+            for chunk in chunk_by_size(&rows, self.arrow_bytes_per_file()) {
+                added.push(
+                    data_files::write_data_file(
+                        &file_io,
+                        &self.iceberg_schema,
+                        &new_data_path(),
+                        chunk,
+                        &partition,
+                    )
+                    .await?,
+                );
+            }
         }
 
         let compaction = if self.schema.primary_key.is_empty() || truncating {
@@ -296,14 +323,31 @@ impl Table {
         // One Puffin file per deletion vector. The spec allows several in one file, but
         // DuckDB 1.5 and PyIceberg 0.12 then sometimes apply one file's vector to another data
         // file (seen in the postgres_cdc tests): every reader must read our tables right.
+        // A deletion vector is in its data file's partition.
+        let partitions: HashMap<&str, FilePartition> = pending
+            .live_files
+            .iter()
+            .chain(&added)
+            .map(|f| {
+                (
+                    f.file_path(),
+                    FilePartition::of(f, self.partitioner.spec_id()),
+                )
+            })
+            .collect();
         let mut added_deletes = Vec::with_capacity(vectors.len());
         for vector in &vectors {
             let location = format!("{table_location}/data/{}-deletes.puffin", Uuid::now_v7());
+            let partition = partitions
+                .get(vector.0.as_str())
+                .cloned()
+                .unwrap_or_else(|| FilePartition::unpartitioned(self.partitioner.spec_id()));
             added_deletes.extend(
                 deletion_vector::write_deletion_vectors(
                     &file_io,
                     &location,
                     std::slice::from_ref(vector),
+                    &partition,
                 )
                 .await?,
             );
@@ -463,4 +507,21 @@ fn chunk_by_size(batches: &[RecordBatch], max_bytes: usize) -> Vec<&[RecordBatch
         chunks.push(&batches[start..]);
     }
     chunks
+}
+
+/// Indices of `files` grouped by partition (spec and tuple), groups in order of first
+/// appearance: compaction never merges across partitions.
+pub(super) fn partition_groups(files: &[DataFile], spec_id: i32) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut index: HashMap<FilePartition, usize> = HashMap::new();
+    for (i, file) in files.iter().enumerate() {
+        let slot = *index
+            .entry(FilePartition::of(file, spec_id))
+            .or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+        groups[slot].push(i);
+    }
+    groups
 }

@@ -112,22 +112,35 @@ impl Table {
             .iter()
             .filter(|f| ids.contains_key(f.file_path()))
             .collect();
-        let facts: Vec<FileFacts> = indexed
-            .iter()
-            .map(|f| FileFacts {
-                bytes: f.file_size_in_bytes(),
-                rows: f.record_count(),
-                deleted: dead(f).len(),
-            })
-            .collect();
-        let candidates: Vec<&DataFile> =
-            plan_keyed_rewrite(&facts, &Policy::new(&self.config, force))
-                .into_iter()
-                .map(|i| indexed[i])
+        // Files are rewritten within one partition (the first with candidates; others wait
+        // for a later commit), into a file of that partition.
+        let owned: Vec<DataFile> = indexed.iter().map(|f| (*f).clone()).collect();
+        let policy = Policy::new(&self.config, force);
+        let mut candidates: Vec<&DataFile> = Vec::new();
+        for group in super::commit_loop::partition_groups(&owned, self.partitioner.spec_id()) {
+            let facts: Vec<FileFacts> = group
+                .iter()
+                .map(|&i| {
+                    let f = indexed[i];
+                    FileFacts {
+                        bytes: f.file_size_in_bytes(),
+                        rows: f.record_count(),
+                        deleted: dead(f).len(),
+                    }
+                })
                 .collect();
-        if candidates.is_empty() {
-            return Ok(None);
+            candidates = plan_keyed_rewrite(&facts, &policy)
+                .into_iter()
+                .map(|j| indexed[group[j]])
+                .collect();
+            if !candidates.is_empty() {
+                break;
+            }
         }
+        let Some(first) = candidates.first() else {
+            return Ok(None);
+        };
+        let partition = FilePartition::of(first, self.partitioner.spec_id());
         let Some(hasher) = self.key_hasher else {
             return Ok(None);
         };
@@ -196,6 +209,7 @@ impl Table {
                 &self.iceberg_schema,
                 &path,
                 &kept,
+                &partition,
             )
             .await?;
             key_index_file::write_key_index_file(

@@ -40,6 +40,7 @@ use crate::key_index::{FileKeys, KeyHash, KeyHasher, Location};
 use crate::key_index_file;
 use crate::keyed_buffer::KeyedBuffer;
 use crate::maintenance;
+use crate::partition::{FilePartition, Partitioner};
 use crate::schema::TableSchema;
 use crate::storage::Warehouse;
 use crate::wal::{self, Wal};
@@ -99,6 +100,10 @@ pub struct TableOptions {
     /// `false` turns background compaction off (`optimize` still works).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compaction: Option<bool>,
+    /// How the table was partitioned at creation (`day(created_at)`, `bucket(16, id)`, ...);
+    /// the Iceberg metadata's default partition spec is the truth after that.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_by: Vec<String>,
 }
 
 impl TableOptions {
@@ -285,6 +290,9 @@ struct Generation {
     file_id: Option<u32>,
     keys: Option<FileKeys>,
     batches: Vec<RecordBatch>,
+    /// Keyed tables: the one partition of the file's rows (append-only generations are split
+    /// by partition when written).
+    partition: Option<FilePartition>,
 }
 
 /// What was taken from the buffer but is not yet in a committed snapshot; kept across failed
@@ -335,6 +343,9 @@ pub(crate) struct Table {
     pub options: TableOptions,
     arrow_schema: SchemaRef,
     iceberg_schema: Arc<IcebergSchema>,
+    /// Splits rows by the default partition spec (of the metadata the table was opened with:
+    /// schema and partitioning changes reopen the table).
+    partitioner: Partitioner,
     catalog: Arc<Catalog>,
     warehouse: Warehouse,
     config: TableConfig,
@@ -437,6 +448,7 @@ impl Table {
             buffer.append(&arrow_schema, &record.batch, None)?;
         }
         let iceberg_schema = open.metadata.current_schema().clone();
+        let partitioner = Partitioner::new(&open.metadata)?;
         let (stop, _) = watch::channel(false);
         let table = Arc::new(Table {
             name: open.name,
@@ -447,6 +459,7 @@ impl Table {
             options: open.options,
             arrow_schema,
             iceberg_schema,
+            partitioner,
             catalog,
             warehouse,
             config: open_options_config,

@@ -64,6 +64,11 @@ pub(super) fn table_view(state: &AppState, info: &TableInfo) -> TableView {
             })
             .collect(),
         primary_key: schema.primary_key.clone(),
+        partition_by: state
+            .engine
+            .table_design(name)
+            .map(|d| d.partition_fields.iter().map(|f| f.expression()).collect())
+            .unwrap_or_default(),
         table_config: TableConfig::from(options),
         committed_lsn: *committed_lsn,
         last_lsn: *last_lsn,
@@ -188,7 +193,7 @@ pub(super) fn json_error(e: serde_json::Error) -> ApiError {
         (status = 401, description = "Missing or wrong bearer token", body = ApiError),
         (status = 409, description = "The table (or its Iceberg identifier) exists", body = ApiError),
         (status = 413, description = "Body over --max-body-bytes", body = ApiError),
-        (status = 422, description = "The definition is refused (e.g. an unsupported key column type)", body = ApiError),
+        (status = 422, description = "The definition is refused (e.g. an unsupported key column type, or a bad `partition_by`: unknown transform, a transform the column's type does not take, a missing column)", body = ApiError),
         (status = 503, description = "Request bodies in flight exceed --max-inflight-bytes, or the engine is unavailable", body = ApiError,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
@@ -215,7 +220,7 @@ pub(crate) async fn create_table(
             nullable: c.nullable,
         });
     }
-    let options = match request.table_config {
+    let options: moonlink_engine::TableOptions = match request.table_config {
         Some(Value::Object(map)) => {
             let known: serde_json::Map<String, Value> = map
                 .into_iter()
@@ -245,6 +250,10 @@ pub(crate) async fn create_table(
                 "table_config must be an object",
             ))
         }
+    };
+    let options = moonlink_engine::TableOptions {
+        partition_by: request.partition_by,
+        ..options
     };
     let info = state
         .engine

@@ -92,6 +92,9 @@ pub(crate) struct TableView {
     pub(crate) snapshot_id: Option<i64>,
     pub(crate) schema: Vec<ColumnView>,
     pub(crate) primary_key: Vec<String>,
+    /// The partition spec new files are written in, as `partition_by` takes it (e.g.
+    /// `["day(created_at)", "bucket(16, id)"]`; empty: unpartitioned).
+    pub(crate) partition_by: Vec<String>,
     pub(crate) table_config: TableConfig,
     pub(crate) committed_lsn: u64,
     pub(crate) last_lsn: u64,
@@ -316,6 +319,12 @@ pub(crate) struct CreateTableRequest {
     /// Key columns (non-nullable); makes `upsert` and `delete` available.
     #[serde(default)]
     pub(crate) primary_key: Vec<String>,
+    /// Partition fields: a column (identity), `year(c)`, `month(c)`, `day(c)`, `hour(c)`,
+    /// `bucket(N, c)`, `truncate(W, c)`. Each data file then holds one partition, and readers
+    /// prune by it.
+    #[serde(default)]
+    #[schema(example = json!(["day(created_at)", "bucket(16, id)"]))]
+    pub(crate) partition_by: Vec<String>,
     /// Per-table tuning (`target_file_size`, `merge_fanout`, `rewrite_deleted_fraction`,
     /// `compaction`); other keys (e.g. Moonlink's `mooncake`) are accepted and ignored.
     #[serde(default)]
