@@ -347,3 +347,38 @@ def test_bad_partitioning_is_refused_naming_the_problem(server):
     server.create_table("p.src", EVENTS, partition_by=["region"])
     body = change(server, "p.src", [{"drop": "region"}], expect_status=409)
     assert "partition source" in body["message"]
+
+
+def test_java_iceberg_reads_an_evolved_and_a_partitioned_table(server):
+    """Spark with Java Iceberg 1.10 (the pattern of test_external_writers.py) reads the old rows
+    of an evolved table with their defaults, renamed and widened columns, and a partitioned
+    table, pruning by partition."""
+    import pytest
+
+    pytest.importorskip("pyspark", reason="pyspark missing: pip install -r tests/requirements.txt")
+    from test_external_writers import spark_session, spark_sql
+
+    server.create_table("j.evo", BASE[:3], database="j", table="evo", primary_key=["id"])
+    server.ingest("j.evo", [{"id": 1, "name": "Ada", "n": 7}, {"id": 2, "name": "Grace", "n": -3}])
+    change(server, "j.evo", [
+        {"add": {"name": "score", "data_type": "int64", "nullable": False, "default": 42}},
+        {"rename": {"from": "name", "to": "full_name"}},
+        {"widen": {"name": "n", "to": "int64"}},
+    ])
+    server.ingest("j.evo", [{"id": 3, "full_name": "Barbara", "n": 2 ** 40, "score": 5}])
+    server.create_table("j.events", EVENTS, database="j", table="events",
+                        partition_by=["day(created_at)", "region", "bucket(4, id)"])
+    rows = event_rows()
+    server.ingest("j.events", rows)
+    spark = spark_session(server.data_dir)
+    try:
+        got = expect(*[tuple(r) for r in spark_sql(spark, "SELECT id, full_name, n, score FROM moonlink.j.evo")])
+        assert got == expect((1, "Ada", 7, 42), (2, "Grace", -3, 42), (3, "Barbara", 2 ** 40, 5))
+        got = expect(*[tuple(r) for r in spark_sql(spark, "SELECT id, region, qty FROM moonlink.j.events")])
+        assert got == expect(*[(r["id"], r["region"], r["qty"]) for r in rows])
+        eu = spark_sql(spark, "SELECT count(*) FROM moonlink.j.events WHERE region = 'eu'")[0][0]
+        assert eu == sum(1 for r in rows if r["region"] == "eu")
+        files = spark_sql(spark, "SELECT partition.region, count(*) FROM moonlink.j.events.files GROUP BY 1")
+        assert {r[0] for r in files} == {"eu", "us"}
+    finally:
+        spark.stop()
