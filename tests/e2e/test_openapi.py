@@ -42,6 +42,7 @@ ROUTES = {
     "/tables/{name}/optimize": {"post"},
     "/tables/{name}/truncate": {"post"},
     "/ingest/{name}": {"post"},
+    "/query": {"post"},
     "/plugins": {"get"},
     "/ready": {"get"},
     "/status": {"get"},

@@ -14,7 +14,8 @@
 //!   [`QueryError::Sql`].
 //! - Limits: [`QueryConfig::memory_bytes`] bounds each query's operators (sorts, joins,
 //!   aggregates; no spilling to disk) and its collected result; [`QueryConfig::timeout`]
-//!   cancels it.
+//!   cancels it, as does dropping the future (a client that went away). Queries run on
+//!   their own threads.
 //!
 //! # Example
 //!
@@ -55,7 +56,7 @@
 //! // Only logged, not committed: the query sees the rows anyway.
 //! engine.apply("demo.t", batch, Durability::Logged).await?;
 //!
-//! let queries = QueryEngine::new(engine.clone(), QueryConfig::default());
+//! let queries = QueryEngine::new(engine.clone(), QueryConfig::default())?;
 //! let result = queries.query("SELECT sum(id) AS s FROM demo.t", None).await?;
 //! assert_eq!(String::from_utf8(moonlink_query::output::json_rows(&result)?)?, r#"[{"s":6}]"#);
 //! engine.shutdown().await;
@@ -124,16 +125,51 @@ impl QueryResult {
 }
 
 /// Runs read-only SQL over an engine's tables. Cheap to clone.
+///
+/// Queries run on their own thread pool (`target_partitions` threads), so a heavy query
+/// competes with ingest and commits for CPU but never occupies the threads that serve them.
 #[derive(Clone)]
 pub struct QueryEngine {
     engine: Engine,
     config: QueryConfig,
+    pool: Arc<QueryPool>,
+}
+
+/// The query threads; shut down without waiting when the last handle goes (dropping a tokio
+/// runtime inside another one would panic).
+struct QueryPool(Option<tokio::runtime::Runtime>);
+
+impl Drop for QueryPool {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Aborts a spawned query when its caller stops waiting (timeout, client gone).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl QueryEngine {
     /// Queries over `engine`'s tables with `config`'s limits.
-    pub fn new(engine: Engine, config: QueryConfig) -> Self {
-        QueryEngine { engine, config }
+    pub fn new(engine: Engine, config: QueryConfig) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.target_partitions.max(1))
+            .thread_name("moonlink-query")
+            .enable_all()
+            .build()
+            .map_err(|e| QueryError::Internal(format!("cannot start the query threads: {e}")))?;
+        Ok(QueryEngine {
+            engine,
+            config,
+            pool: Arc::new(QueryPool(Some(runtime))),
+        })
     }
 
     /// The limits in force.
@@ -188,6 +224,20 @@ impl QueryEngine {
     /// Runs `sql` over the tables' live rows, or over committed snapshot `snapshot_id` of
     /// every table it names.
     pub async fn query(&self, sql: &str, snapshot_id: Option<i64>) -> Result<QueryResult> {
+        let Some(pool) = self.pool.0.as_ref() else {
+            return Err(QueryError::Internal("the query threads are stopped".into()));
+        };
+        let this = self.clone();
+        let sql = sql.to_string();
+        let mut task = AbortOnDrop(pool.spawn(async move { this.run(&sql, snapshot_id).await }));
+        match tokio::time::timeout(self.config.timeout, &mut task.0).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(QueryError::Internal(format!("query task failed: {e}"))),
+            Err(_) => Err(QueryError::Timeout(self.config.timeout)),
+        }
+    }
+
+    async fn run(&self, sql: &str, snapshot_id: Option<i64>) -> Result<QueryResult> {
         let limit = self.config.memory_bytes;
         let run = async {
             let frame = self.plan(sql, snapshot_id).await?;
@@ -211,8 +261,6 @@ impl QueryEngine {
             }
             Ok(QueryResult { schema, batches })
         };
-        tokio::time::timeout(self.config.timeout, run)
-            .await
-            .map_err(|_| QueryError::Timeout(self.config.timeout))?
+        run.await
     }
 }

@@ -234,7 +234,7 @@ impl TableProvider for ViewTable {
         }
         if !self.view.batches.is_empty() || inputs.is_empty() {
             inputs.push(MemorySourceConfig::try_new_exec(
-                &[self.view.batches.clone()],
+                std::slice::from_ref(&self.view.batches),
                 schema,
                 projection.cloned(),
             )?);

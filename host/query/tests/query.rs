@@ -78,7 +78,7 @@ async fn json(q: &QueryEngine, sql: &str, snapshot: Option<i64>) -> String {
 async fn committed_deleted_pending_and_buffered_rows_add_up() {
     let dir = tempfile::tempdir().unwrap();
     let engine = setup(dir.path()).await;
-    let q = QueryEngine::new(engine.clone(), QueryConfig::default());
+    let q = QueryEngine::new(engine.clone(), QueryConfig::default()).unwrap();
     let apply = |op, ids: std::ops::Range<i64>| {
         let engine = engine.clone();
         async move {
@@ -149,7 +149,8 @@ async fn bad_sql_ddl_dml_and_memory_are_refused() {
             memory_bytes: 256 << 10,
             ..QueryConfig::default()
         },
-    );
+    )
+    .unwrap();
     for sql in [
         "SELEC 1",
         "SELECT * FROM s.nope",
@@ -171,6 +172,24 @@ async fn bad_sql_ddl_dml_and_memory_are_refused() {
         .await
         .unwrap_err();
     assert!(matches!(err, QueryError::MemoryExceeded { .. }), "{err:?}");
+    let slow = QueryEngine::new(
+        engine.clone(),
+        QueryConfig {
+            timeout: Duration::from_millis(300),
+            ..QueryConfig::default()
+        },
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let err = slow
+        .query(
+            "SELECT sum(a.id + b.id + c.id) FROM s.t a, s.t b, s.t c",
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Timeout(_)), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
     // Still serving.
     assert_eq!(
         json(&q, "SELECT count(*) AS n FROM s.t", None).await,

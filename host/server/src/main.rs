@@ -6,6 +6,7 @@ mod cli_status;
 mod error;
 mod metrics;
 mod openapi;
+mod pg_wire;
 mod plugin_config;
 mod progress;
 mod status;
@@ -98,6 +99,21 @@ struct Cli {
     #[arg(long, default_value_t = 5000)]
     plugin_timeout_ms: u64,
 
+    /// Memory one query (`POST /query`, Postgres wire) may use for sorts, joins, aggregates
+    /// and its result, in bytes; a query needing more fails with a clear error.
+    #[arg(long, env = "MOONLINK_QUERY_MEMORY_BYTES", default_value_t = 512 * 1024 * 1024)]
+    query_memory_bytes: usize,
+
+    /// A query running longer than this many milliseconds is cancelled.
+    #[arg(long, env = "MOONLINK_QUERY_TIMEOUT_MS", default_value_t = 30_000)]
+    query_timeout_ms: u64,
+
+    /// Serve read-only SQL over the Postgres wire protocol on this address (e.g.
+    /// 127.0.0.1:5433; off by default). The password is --auth-token when set (any user name);
+    /// without a token only a loopback address is allowed and no password is asked.
+    #[arg(long, env = "MOONLINK_PG_LISTEN")]
+    pg_listen: Option<SocketAddr>,
+
     /// Log lines on stderr: `text`, or `json` (one object per line, for log shippers).
     #[arg(long, env = "MOONLINK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -166,6 +182,12 @@ async fn main() -> anyhow::Result<()> {
             "--listen {} is reachable beyond this machine: set --auth-token (or MOONLINK_AUTH_TOKEN)",
             cli.listen
         );
+    }
+
+    if let Some(pg) = cli.pg_listen {
+        if !pg.ip().is_loopback() && cli.auth_token.is_none() {
+            bail!("--pg-listen {pg} is reachable beyond this machine: set --auth-token (or MOONLINK_AUTH_TOKEN)");
+        }
     }
 
     let max_inflight_bytes = cli
@@ -240,6 +262,26 @@ async fn main() -> anyhow::Result<()> {
     let specs = plugin_configs.iter().map(|c| c.spec()).collect();
     let source_threads = moonlink_pipeline::start_all(&runtime, &engine, specs, &registry);
 
+    let query = moonlink_query::QueryEngine::new(
+        engine.clone(),
+        moonlink_query::QueryConfig {
+            memory_bytes: cli.query_memory_bytes,
+            timeout: Duration::from_millis(cli.query_timeout_ms.max(1)),
+            ..Default::default()
+        },
+    )
+    .context("starting the query engine")?;
+    if let Some(address) = cli.pg_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding --pg-listen {address}"))?;
+        tracing::info!(listen = %address, "Postgres wire protocol ready");
+        tokio::spawn(pg_wire::serve(
+            listener,
+            query.clone(),
+            cli.auth_token.clone(),
+        ));
+    }
     let app = api::router(api::AppState {
         engine: engine.clone(),
         decoder,
@@ -248,6 +290,7 @@ async fn main() -> anyhow::Result<()> {
         budget: budget::InflightBudget::new(max_inflight_bytes),
         auth_token: cli.auth_token.clone(),
         iceberg_client_config: cli.storage.client_config(),
+        query,
     });
     status::spawn_fault_watcher(engine.clone(), registry.clone());
     if let Some(bars) = &bars {

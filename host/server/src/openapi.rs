@@ -55,6 +55,7 @@ impl Modify for BearerAuth {
         api::optimize_table,
         api::truncate_table,
         api::ingest,
+        api::run_query,
         api::list_plugins,
         crate::status::status,
         crate::status::ready,
@@ -89,6 +90,7 @@ impl Modify for BearerAuth {
         (name = "service", description = "Liveness and this document (no token needed)"),
         (name = "tables", description = "Create, inspect, commit, maintain and drop tables"),
         (name = "ingest", description = "Write rows"),
+        (name = "query", description = "Read-only SQL over committed and buffered rows"),
         (name = "plugins", description = "Source plugins"),
         (name = "iceberg", description = "The Iceberg REST catalog, read only (Apache Iceberg's rest-catalog-open-api.yaml); failures answer `{\"error\": {\"message\", \"type\", \"code\"}}`"),
     )
@@ -132,6 +134,7 @@ mod tests {
             ("/tables/{name}/optimize", &["post"]),
             ("/tables/{name}/truncate", &["post"]),
             ("/ingest/{name}", &["post"]),
+            ("/query", &["post"]),
             ("/plugins", &["get"]),
             ("/ready", &["get"]),
             ("/status", &["get"]),
@@ -176,7 +179,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(paths.len(), 29, "a documented route the router lacks?");
+        assert_eq!(paths.len(), 30, "a documented route the router lacks?");
     }
 
     #[test]

@@ -35,8 +35,18 @@ pub(crate) struct ReadState {
 #[derive(Default)]
 struct CommittedFiles {
     snapshot_id: Option<i64>,
-    /// (location, bytes, rows, file id for keyed tables, committed deletion vector).
-    files: Vec<(String, u64, u64, Option<u32>, Option<Arc<RoaringTreemap>>)>,
+    files: Vec<CommittedFile>,
+}
+
+/// A live data file of the committed snapshot.
+struct CommittedFile {
+    location: String,
+    size: u64,
+    rows: u64,
+    /// The file's id in the key index (keyed tables).
+    id: Option<u32>,
+    /// Its committed deletion vector.
+    dv: Option<Arc<RoaringTreemap>>,
 }
 
 impl ReadState {
@@ -60,13 +70,13 @@ impl ReadState {
             .filter(|f| !truncated.contains(f.file_path()))
             .map(|f| {
                 let path = f.file_path();
-                (
-                    path.to_string(),
-                    f.file_size_in_bytes(),
-                    f.record_count(),
-                    ids.get(path).copied(),
-                    pending.committed_dvs.get(path).cloned().map(Arc::new),
-                )
+                CommittedFile {
+                    location: path.to_string(),
+                    size: f.file_size_in_bytes(),
+                    rows: f.record_count(),
+                    id: ids.get(path).copied(),
+                    dv: pending.committed_dvs.get(path).cloned().map(Arc::new),
+                }
             })
             .collect();
         ReadState {
@@ -254,15 +264,15 @@ impl Table {
             .committed
             .files
             .iter()
-            .map(|(location, size, rows, id, dv)| {
-                let mut deleted = deletes_of(*id);
-                if let Some(dv) = dv {
+            .map(|file| {
+                let mut deleted = deletes_of(file.id);
+                if let Some(dv) = &file.dv {
                     deleted |= dv.as_ref();
                 }
                 ViewFile {
-                    location: location.clone(),
-                    size: *size,
-                    record_count: *rows,
+                    location: file.location.clone(),
+                    size: file.size,
+                    record_count: file.rows,
                     deleted,
                 }
             })

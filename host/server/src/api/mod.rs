@@ -10,11 +10,13 @@ mod body;
 mod design;
 pub(crate) mod iceberg_rest;
 mod ingest;
+mod query;
 mod tables;
 mod types;
 
 pub(crate) use design::*;
 pub(crate) use ingest::*;
+pub(crate) use query::*;
 pub(crate) use tables::*;
 pub(crate) use types::*;
 
@@ -45,6 +47,8 @@ pub struct AppState {
     /// What an Iceberg client needs to read the warehouse (served Iceberg REST catalog
     /// `config`): S3 endpoint, region, path style. Never credentials.
     pub iceberg_client_config: std::collections::BTreeMap<String, String>,
+    /// Real-time SQL over the tables (`POST /query`, and the Postgres wire protocol).
+    pub query: moonlink_query::QueryEngine,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -61,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tables/{name}/optimize", post(optimize_table))
         .route("/tables/{name}/truncate", post(truncate_table))
         .route("/ingest/{name}", post(ingest))
+        .route("/query", post(run_query))
         .route("/plugins", get(list_plugins))
         .route("/status", get(crate::status::status))
         .route("/metrics", get(crate::metrics::metrics_text))
@@ -83,7 +88,7 @@ pub fn router(state: AppState) -> Router {
 /// Compares the presented token with the configured one in constant time: both are hashed
 /// (SHA-256) first, so neither the position of the first differing byte nor the token's length
 /// shows in the timing.
-fn token_matches(presented: Option<&str>, expected: &str) -> bool {
+pub(crate) fn token_matches(presented: Option<&str>, expected: &str) -> bool {
     let expected_digest = Sha256::digest(expected.as_bytes());
     let presented_digest = Sha256::digest(presented.unwrap_or("").as_bytes());
     let equal: bool = expected_digest.ct_eq(&presented_digest).into();
