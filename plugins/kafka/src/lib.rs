@@ -302,8 +302,14 @@ impl KafkaSource {
                 .and_then(|p| p.offset(topic, partition))
                 .is_some_and(|o| record.offset < o)
         };
-        let skip_main = committed(&table_name);
-        let skip_rejected = committed(&rejected_name(&table_name));
+        let (skip_main, skip_rejected) = if self.ahead.is_empty() {
+            (false, false)
+        } else {
+            (
+                committed(&table_name),
+                committed(&rejected_name(&table_name)),
+            )
+        };
         let origin = Origin { topic, partition };
         let mut added = 0;
         let Some(table) = self.tables.get_mut(&table_name) else {

@@ -1,6 +1,7 @@
 //! Records into rows: one [`TableRows`] per table collects a poll's rows, evolving an inferred
 //! schema (ADD COLUMN) when a record brings a new field.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use kafka_protocol::records::Record;
@@ -92,9 +93,14 @@ fn timestamp_micros(record: &Record) -> Value {
 }
 
 /// A JSON object's members, raw (values stay text until their column type is known).
-fn members(bytes: &[u8]) -> Result<BTreeMap<String, &RawValue>, String> {
+/// Keys are borrowed from the record when they have no escapes (the usual case).
+fn members(bytes: &[u8]) -> Result<BTreeMap<Cow<'_, str>, &RawValue>, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| format!("value is not UTF-8: {e}"))?;
+    if let Ok(m) = serde_json::from_str::<BTreeMap<&str, &RawValue>>(text) {
+        return Ok(m.into_iter().map(|(k, v)| (Cow::Borrowed(k), v)).collect());
+    }
     serde_json::from_str::<BTreeMap<String, &RawValue>>(text)
+        .map(|m| m.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect())
         .map_err(|e| format!("value is not a JSON object: {e}"))
 }
 
@@ -233,16 +239,41 @@ impl TableRows {
             );
         }
         let lenient = self.infer;
-        let fields = self.fields.clone();
-        let mut row = self.builder().row();
-        for field in &fields {
+        let TableRows {
+            name,
+            fields,
+            batch,
+            primary_key,
+            ..
+        } = self;
+        let builder = batch.get_or_insert_with(|| {
+            BatchBuilder::new(
+                name,
+                &TableSchema {
+                    fields: fields.clone(),
+                    primary_key: primary_key.clone(),
+                },
+            )
+        });
+        let mut row = builder.row();
+        for field in fields.iter() {
             let from_key = key_values.iter().find(|(n, _)| n == &field.name);
             let raw = match from_key {
                 Some((_, raw)) => Some(raw.as_str()),
                 None if operation == Operation::Delete => None,
-                None => value_members.get(&field.name).map(|r| r.get()),
+                None => value_members.get(field.name.as_str()).map(|r| r.get()),
             };
             let Some(raw) = raw else { continue };
+            // Strings without escapes go in as slices of the record (no allocation).
+            if matches!(field.data_type, DataType::Utf8)
+                && raw.len() >= 2
+                && raw.starts_with('"')
+                && !raw.contains('\\')
+            {
+                row.set_str(&field.name, &raw[1..raw.len() - 1])
+                    .map_err(describe)?;
+                continue;
+            }
             let mut value = convert(&field.data_type, raw, lenient);
             if value.is_err() && from_key.is_some() {
                 // Keys are often strings ("7" for an integer key): try the string's text.
@@ -330,8 +361,8 @@ fn key_members(key: &[u8], primary_key: &[String]) -> Vec<(String, String)> {
     if let Ok(m) = members(key) {
         return m
             .into_iter()
-            .filter(|(name, _)| primary_key.contains(name))
-            .map(|(name, raw)| (name, raw.get().to_string()))
+            .filter(|(name, _)| primary_key.iter().any(|k| k == name))
+            .map(|(name, raw)| (name.into_owned(), raw.get().to_string()))
             .collect();
     }
     let [column] = primary_key else {
