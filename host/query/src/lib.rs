@@ -14,8 +14,8 @@
 //!   [`QueryError::Sql`].
 //! - Limits: [`QueryConfig::memory_bytes`] bounds each query's operators (sorts, joins,
 //!   aggregates; no spilling to disk) and its collected result; [`QueryConfig::timeout`]
-//!   cancels it, as does dropping the future (a client that went away). Queries run on
-//!   their own threads.
+//!   cancels it (the query's task is aborted, which takes effect when an operator yields).
+//!   Queries run on their own threads.
 //!
 //! # Example
 //!
