@@ -36,6 +36,7 @@ ROUTES = {
     "/tables": {"get"},
     "/tables/{name}": {"get", "post", "delete"},
     "/tables/{name}/schema": {"post"},
+    "/tables/{name}/partitioning": {"put"},
     "/schema/{database}/{table}": {"get"},
     "/tables/{name}/commit": {"post"},
     "/tables/{name}/flush": {"post"},

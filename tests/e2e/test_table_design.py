@@ -382,3 +382,46 @@ def test_java_iceberg_reads_an_evolved_and_a_partitioned_table(server):
         assert {r[0] for r in files} == {"eu", "us"}
     finally:
         spark.stop()
+
+
+def test_partition_evolution_keeps_old_files_and_moves_them_on_merge(make_server):
+    server = make_server()
+    server.create_table("p.evo", EVENTS, database="p", table="evo", partition_by=["region"])
+    rows = event_rows(3, 4)
+    server.ingest("p.evo", rows[:6])
+    r = requests.put(f"{server.url}/tables/p.evo/partitioning", json={"partition_by": ["day(created_at)", "region"]}, timeout=60)
+    assert r.status_code == 200, r.text
+    t = r.json()
+    assert t["partition_by"] == ["day(created_at)", "region"] and t["partition_spec"]["spec_id"] == 1
+    assert [f["name"] for f in t["partition_spec"]["fields"]] == ["created_at_day", "region"]
+    # Files written before keep their spec (0: region only) ...
+    entries, _ = manifest_partitions(t["metadata_location"])
+    assert {e[3] for e in entries} == {0} and all(set(e[2]) == {"region"} for e in entries)
+    old = {e[0] for e in entries}
+    partial = expect(*[as_tuple(r) for r in rows[:6]])
+    assert both(server, "p.evo", "p", "evo") == (partial, partial)
+    server.restart()
+    server.ingest("p.evo", rows[6:])
+    want = expect(*[as_tuple(r) for r in rows])
+    assert both(server, "p.evo", "p", "evo") == (want, want)
+    # ... new files are in spec 1, and the next commit moved the small old files into it.
+    entries, _ = manifest_partitions(server.table("p.evo")["metadata_location"])
+    assert {e[3] for e in entries} == {1}, entries
+    assert all(set(e[2]) == {"created_at_day", "region"} for e in entries)
+    assert not old & {e[0] for e in entries}
+    r = requests.post(f"{server.url}/tables/p.evo/optimize", timeout=60)
+    assert r.status_code == 200, r.text
+    assert both(server, "p.evo", "p", "evo") == (want, want)
+    tbl = pyiceberg_table(server.data_dir, "p", "evo")
+    day1 = tbl.scan(row_filter="created_at < '2026-03-02T00:00:00+00:00'")
+    assert 0 < len(list(day1.plan_files())) < len(list(tbl.scan().plan_files()))
+    # Refused: bad expressions (422, nothing changed), keyed tables (422).
+    before = server.table("p.evo")
+    for partition_by, words in [(["week(created_at)"], "unknown transform"), (["nope"], "no column 'nope'")]:
+        r = requests.put(f"{server.url}/tables/p.evo/partitioning", json={"partition_by": partition_by}, timeout=30)
+        assert r.status_code == 422 and words in r.json()["message"], r.text
+    assert server.table("p.evo")["partition_spec"] == before["partition_spec"]
+    server.create_table("p.keyed", EVENTS, primary_key=["id"])
+    r = requests.put(f"{server.url}/tables/p.keyed/partitioning", json={"partition_by": ["region"]}, timeout=30)
+    assert r.status_code == 422 and "primary key" in r.json()["message"], r.text
+    assert requests.put(f"{server.url}/tables/p.none/partitioning", json={"partition_by": []}).status_code == 404

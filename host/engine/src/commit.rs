@@ -259,17 +259,25 @@ pub async fn live_files(file_io: &FileIO, metadata: &TableMetadata) -> Result<Ve
 /// The result of a commit: the new metadata and where it is written.
 /// Writes a new metadata version whose current schema is `schema` (no new snapshot): later
 /// data files are written in it, older ones keep theirs, and readers match columns by field id.
-pub async fn add_schema(
+/// With `partition_spec`, that spec becomes the default one (partition evolution): files
+/// written before keep theirs.
+pub async fn evolve_metadata(
     file_io: &FileIO,
     metadata: &TableMetadata,
     metadata_location: &str,
-    schema: iceberg::spec::Schema,
+    schema: Option<iceberg::spec::Schema>,
+    partition_spec: Option<iceberg::spec::UnboundPartitionSpec>,
 ) -> Result<Committed> {
-    let builder = TableMetadataBuilder::new_from_metadata(
+    let mut builder = TableMetadataBuilder::new_from_metadata(
         metadata.clone(),
         Some(metadata_location.to_string()),
-    )
-    .add_current_schema(schema)?;
+    );
+    if let Some(schema) = schema {
+        builder = builder.add_current_schema(schema)?;
+    }
+    if let Some(spec) = partition_spec {
+        builder = builder.add_default_partition_spec(spec)?;
+    }
     write_next_version(file_io, metadata_location, builder).await
 }
 

@@ -204,6 +204,41 @@ impl Partitioner {
         self.spec_id
     }
 
+    /// Whether a file's partition tuple fits the default spec (its arity and value types).
+    /// iceberg 0.10 does not expose a data file's spec id; a tuple of another shape is from an
+    /// older spec (partition evolution), which merges rewrite into the current one.
+    pub fn fits_current_spec(&self, value: &Struct) -> bool {
+        let Some((_, partition_type)) = &self.calculator else {
+            return value.fields().is_empty();
+        };
+        let fields = partition_type.fields();
+        fields.len() == value.fields().len()
+            && fields.iter().zip(value.fields()).all(|(field, literal)| {
+                use iceberg::spec::{PrimitiveLiteral as L, PrimitiveType as P};
+                let (Some(Literal::Primitive(literal)), Type::Primitive(ty)) =
+                    (literal, field.field_type.as_ref())
+                else {
+                    return true; // null, or a type with no single literal form
+                };
+                matches!(
+                    (ty, literal),
+                    (P::Boolean, L::Boolean(_))
+                        | (P::Int | P::Date, L::Int(_))
+                        | (
+                            P::Long | P::Time | P::Timestamp | P::Timestamptz,
+                            L::Long(_)
+                        )
+                        | (P::TimestampNs | P::TimestamptzNs, L::Long(_))
+                        | (P::Float, L::Float(_))
+                        | (P::Double, L::Double(_))
+                        | (P::String, L::String(_))
+                        | (P::Uuid, L::UInt128(_))
+                        | (P::Fixed(_) | P::Binary, L::Binary(_))
+                        | (P::Decimal { .. }, L::Int128(_))
+                )
+            })
+    }
+
     /// Whether the default spec has fields.
     pub fn is_partitioned(&self) -> bool {
         self.calculator.is_some()

@@ -49,6 +49,7 @@ impl Modify for BearerAuth {
         api::create_table,
         api::drop_table,
         api::change_schema,
+        api::change_partitioning,
         api::get_schema,
         api::commit_table,
         api::flush_table,
@@ -128,6 +129,7 @@ mod tests {
             ("/tables", &["get"]),
             ("/tables/{name}", &["get", "post", "delete"]),
             ("/tables/{name}/schema", &["post"]),
+            ("/tables/{name}/partitioning", &["put"]),
             ("/schema/{database}/{table}", &["get"]),
             ("/tables/{name}/commit", &["post"]),
             ("/tables/{name}/flush", &["post"]),
@@ -179,7 +181,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(paths.len(), 30, "a documented route the router lacks?");
+        assert_eq!(paths.len(), 31, "a documented route the router lacks?");
     }
 
     #[test]

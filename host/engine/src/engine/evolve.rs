@@ -1,6 +1,7 @@
 //! Changing a table's schema: a source's table gained or lost columns ([`Engine::evolve_table`],
 //! Postgres CDC), or a user asked for changes over HTTP ([`Engine::change_schema`]). Both are
-//! one metadata commit (a new current schema, no snapshot) made by [`Engine::replace_schema`]:
+//! one metadata commit (a new current schema, no snapshot) made by `Engine::reshape`, as is a
+//! change of partitioning ([`Engine::change_partitioning`]):
 //! the table is closed (what it accepted is committed first, in the old schema, so the log
 //! holds nothing of the old shape), the schema and the metadata pointer are swapped in the
 //! catalog together, and the table is reopened in the new schema.
@@ -8,6 +9,7 @@
 use super::*;
 use crate::schema::ColumnSchema;
 use crate::schema_change::SchemaChange;
+use crate::table::Table;
 
 impl Engine {
     /// Changes a table's columns to `columns` (the source's table gained or lost columns):
@@ -45,12 +47,89 @@ impl Engine {
         .await
     }
 
+    /// Changes the table's partition spec (partition evolution): files written before keep
+    /// their spec; new files are written in the new one, and small-file merges rewrite old-spec
+    /// files into it over time. Append-only tables only for now (keyed compaction and deletion
+    /// vectors would need each file's spec). Returns the table's schema.
+    pub async fn change_partitioning(
+        &self,
+        name: &str,
+        partition_by: &[String],
+    ) -> Result<TableSchema> {
+        self.reshape(name, |table, metadata| {
+            if !table.schema.primary_key.is_empty() {
+                return Err(EngineError::OperationNotAllowed(format!(
+                    "table '{name}' has a primary key: keyed tables cannot change their \
+                     partitioning yet (create a new table partitioned as wanted)"
+                )));
+            }
+            let mut spec =
+                crate::partition::partition_spec(metadata.current_schema(), partition_by)?;
+            // Field ids are the metadata's to give: equivalent fields keep theirs, new ones
+            // get ids above every spec's (spec: partition field ids are unique across specs).
+            let fields: Vec<_> = spec
+                .fields()
+                .iter()
+                .cloned()
+                .map(|mut f| {
+                    f.field_id = None;
+                    f
+                })
+                .collect();
+            spec = iceberg::spec::UnboundPartitionSpec::builder()
+                .add_partition_fields(fields)?
+                .build();
+            let current: Vec<_> = metadata
+                .default_partition_spec()
+                .fields()
+                .iter()
+                .map(|f| (f.source_id, f.transform, f.name.clone()))
+                .collect();
+            let wanted: Vec<_> = spec
+                .fields()
+                .iter()
+                .map(|f| (f.source_id, f.transform, f.name.clone()))
+                .collect();
+            if current == wanted {
+                return Ok(None);
+            }
+            let options = TableOptions {
+                partition_by: partition_by.to_vec(),
+                ..table.options.clone()
+            };
+            Ok(Some(Reshape {
+                schema: table.schema.clone(),
+                partition_spec: Some(spec),
+                options,
+            }))
+        })
+        .await
+    }
+
     /// Replaces the table's schema with what `next` makes of the current one (and the current
     /// metadata); nothing happens when it returns the current schema.
     async fn replace_schema(
         &self,
         name: &str,
         next: impl FnOnce(&TableSchema, &iceberg::spec::TableMetadata) -> Result<TableSchema>,
+    ) -> Result<TableSchema> {
+        self.reshape(name, |table, metadata| {
+            let schema = next(&table.schema, metadata)?;
+            Ok((schema != table.schema).then(|| Reshape {
+                schema,
+                partition_spec: None,
+                options: table.options.clone(),
+            }))
+        })
+        .await
+    }
+
+    /// Applies what `next` makes of the table (a new schema, partition spec, options) as one
+    /// metadata commit; `None` changes nothing. Returns the table's schema afterwards.
+    async fn reshape(
+        &self,
+        name: &str,
+        next: impl FnOnce(&Table, &iceberg::spec::TableMetadata) -> Result<Option<Reshape>>,
     ) -> Result<TableSchema> {
         let _ddl = self.inner.ddl.lock().await;
         let table = self.table(name)?;
@@ -59,10 +138,14 @@ impl Engine {
         let metadata =
             commit::load_metadata(&self.inner.warehouse.file_io(), &state.metadata_location)
                 .await?;
-        let evolved = next(&current, &metadata)?;
-        if evolved == current {
+        let Some(Reshape {
+            schema: evolved,
+            partition_spec,
+            options,
+        }) = next(&table, &metadata)?
+        else {
             return Ok(current);
-        }
+        };
         // Checked before the table is closed: Iceberg must accept the new schema.
         let schema_id = metadata
             .schemas_iter()
@@ -70,7 +153,11 @@ impl Engine {
             .max()
             .unwrap_or(0)
             + 1;
-        let new_iceberg_schema = evolved.iceberg_schema_with_id(schema_id)?;
+        let new_iceberg_schema = if evolved != current {
+            Some(evolved.iceberg_schema_with_id(schema_id)?)
+        } else {
+            None
+        };
         let closed = table.close().await?;
         let entry = CatalogEntry {
             name: table.name.clone(),
@@ -79,16 +166,17 @@ impl Engine {
             table: table.table.clone(),
             schema_json: serde_json::to_string(&evolved)
                 .map_err(|e| EngineError::Catalog(e.to_string()))?,
-            options_json: serde_json::to_string(&table.options)
+            options_json: serde_json::to_string(&options)
                 .map_err(|e| EngineError::Catalog(e.to_string()))?,
             metadata_location: String::new(),
         };
         let swapped = async {
-            let committed = commit::add_schema(
+            let committed = commit::evolve_metadata(
                 &self.inner.warehouse.file_io(),
                 &closed.metadata,
                 &closed.metadata_location,
                 new_iceberg_schema,
+                partition_spec,
             )
             .await?;
             let entry = CatalogEntry {
@@ -102,21 +190,32 @@ impl Engine {
             Ok::<_, EngineError>((entry, committed.metadata))
         }
         .await;
-        let (entry, schema, metadata, result) = match swapped {
-            Ok((entry, metadata)) => (entry, evolved.clone(), metadata, Ok(evolved.clone())),
+        let (entry, schema, options, metadata, result) = match swapped {
+            Ok((entry, metadata)) => (
+                entry,
+                evolved.clone(),
+                options,
+                metadata,
+                Ok(evolved.clone()),
+            ),
             // Nothing changed in the catalog: reopen the table as it was, whatever failed.
             Err(e) => (
                 CatalogEntry {
                     metadata_location: closed.metadata_location.clone(),
+                    options_json: serde_json::to_string(&table.options)
+                        .map_err(|e| EngineError::Catalog(e.to_string()))?,
+                    schema_json: serde_json::to_string(&current)
+                        .map_err(|e| EngineError::Catalog(e.to_string()))?,
                     ..entry
                 },
                 current,
+                table.options.clone(),
                 closed.metadata.as_ref().clone(),
                 Err(e),
             ),
         };
         match self
-            .open_table(entry.clone(), schema, table.options.clone(), metadata)
+            .open_table(entry.clone(), schema, options, metadata)
             .await
         {
             Ok(reopened) => {
@@ -129,8 +228,15 @@ impl Engine {
         }
         if result.is_ok() {
             tracing::info!(table = name, schema_id, columns = ?evolved.columns.iter().map(|c| &c.name).collect::<Vec<_>>(),
-                "table schema changed");
+                "table schema or partitioning changed");
         }
         result
     }
+}
+
+/// What a schema or partitioning change makes of a table.
+struct Reshape {
+    schema: TableSchema,
+    partition_spec: Option<iceberg::spec::UnboundPartitionSpec>,
+    options: TableOptions,
 }

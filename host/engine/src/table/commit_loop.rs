@@ -224,6 +224,18 @@ impl Table {
                         }
                     })
                     .collect();
+                let old_spec = !self
+                    .partitioner
+                    .fits_current_spec(pending.live_files[group[0]].partition());
+                if old_spec {
+                    // Files of an older partition spec move into the current one: small ones
+                    // at any commit, all of them on `optimize`.
+                    chosen.extend(group.iter().copied().filter(|&i| {
+                        force_compaction
+                            || pending.live_files[i].file_size_in_bytes() < policy.small_below
+                    }));
+                    continue;
+                }
                 chosen.extend(
                     plan_append_merge(&facts, &policy)
                         .into_iter()

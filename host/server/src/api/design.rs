@@ -353,3 +353,44 @@ pub(crate) async fn change_schema(
     state.engine.change_schema(&name, &changes).await?;
     Ok(Json(table_detail(&state, &name)?))
 }
+
+/// The body of `PUT /tables/{name}/partitioning`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"partition_by": ["day(created_at)", "region"]}))]
+pub(crate) struct PartitioningRequest {
+    /// The new partition fields, as in `POST /tables/{name}` (empty: unpartitioned).
+    pub(crate) partition_by: Vec<String>,
+}
+
+/// Changes the table's partitioning (partition evolution): files written before keep their
+/// spec, new files use the new one, and small-file merges rewrite old-spec files into it over
+/// time. Append-only tables only for now.
+#[utoipa::path(put, path = "/tables/{name}/partitioning", tag = "tables",
+    params(("name" = String, Path, description = "Table name", example = "demo.events")),
+    request_body(content = PartitioningRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Changed; the table with its new partition spec", body = TableDetail),
+        (status = 400, description = "Malformed JSON or unknown field", body = ApiError),
+        (status = 401, description = "Missing or wrong bearer token", body = ApiError),
+        (status = 404, description = "No such table", body = ApiError),
+        (status = 413, description = "Body over --max-body-bytes", body = ApiError),
+        (status = 422, description = "A bad partition expression (unknown transform, a transform the column's type does not take, a missing column), or a keyed table; nothing changed", body = ApiError),
+        (status = 503, description = "The table is unavailable, or bodies in flight exceed --max-inflight-bytes", body = ApiError,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ))]
+pub(crate) async fn change_partitioning(
+    State(state): State<AppState>,
+    TableName(name): TableName,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<TableDetail>, ApiError> {
+    state.engine.table_info(&name)?;
+    let (body, _permit) = read_body(&state, &headers, body).await?;
+    let request: PartitioningRequest = serde_json::from_slice(&body).map_err(json_error)?;
+    state
+        .engine
+        .change_partitioning(&name, &request.partition_by)
+        .await?;
+    Ok(Json(table_detail(&state, &name)?))
+}

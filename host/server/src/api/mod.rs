@@ -25,7 +25,7 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use moonlink_engine::Engine;
 use moonlink_runtime::RestDecoder;
@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
             get(get_table).post(create_table).delete(drop_table),
         )
         .route("/tables/{name}/schema", post(change_schema))
+        .route("/tables/{name}/partitioning", put(change_partitioning))
         .route("/schema/{database}/{table}", get(get_schema))
         .route("/tables/{name}/commit", post(commit_table))
         .route("/tables/{name}/flush", post(flush_table))
