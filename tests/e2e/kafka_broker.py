@@ -33,6 +33,7 @@ def _librdkafka():
         ("rd_kafka_mock_partition_set_leader", ctypes.c_int, [vp, cp, ctypes.c_int32, ctypes.c_int32]),
         ("rd_kafka_mock_broker_set_down", ctypes.c_int, [vp, ctypes.c_int32]),
         ("rd_kafka_mock_broker_set_up", ctypes.c_int, [vp, ctypes.c_int32]),
+        ("rd_kafka_mock_topic_delete", ctypes.c_int, [vp, cp]),
     ]:
         f = getattr(lib, name)
         f.restype, f.argtypes = res, args
@@ -65,6 +66,11 @@ class MockKafka:
 
     def create_topic(self, topic, partitions):
         assert self._lib.rd_kafka_mock_topic_create(self._mock, topic.encode(), partitions, 1) == 0
+
+    def recreate_topic(self, topic, partitions):
+        """Deletes the topic and creates it again (offsets start at 0 again)."""
+        assert self._lib.rd_kafka_mock_topic_delete(self._mock, topic.encode()) == 0
+        self.create_topic(topic, partitions)
 
     def set_leader(self, topic, partition, broker_id):
         assert self._lib.rd_kafka_mock_partition_set_leader(self._mock, topic.encode(), partition, broker_id) == 0

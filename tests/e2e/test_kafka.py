@@ -330,3 +330,31 @@ def test_leader_changes_and_a_broker_restart_lose_nothing(kafka, kafka_host):
     assert producer.flush(30) == 0
     assert_table(host, "kafka.moving", ["id"], [(i,) for i in range(1800)])
     assert plugin_status(host)["state"] == "running"
+
+
+def test_a_recreated_topic_with_more_partitions_is_read_from_its_start(kafka, kafka_host):
+    """The topic is deleted and created again with more partitions (the mock broker cannot add
+    partitions to a topic): the old offsets are out of range, so each partition continues at
+    its earliest offset, and the new partitions are picked up from their first record."""
+    kafka.create_topic("grow", 2)
+    kafka.produce("grow", orders(range(300)))
+    host = kafka_host(kafka, topics=["grow"], schema=ORDERS, metadata_refresh_ms=500)
+    assert_table(host, "kafka.grow", ["id"], [(i,) for i in range(300)])
+    kafka.recreate_topic("grow", 5)
+    kafka.produce("grow", orders(range(300, 1000)))
+    assert len(kafka.partitions("grow")) == 5
+    assert_table(host, "kafka.grow", ["id"], [(i,) for i in range(1000)])
+
+
+def test_start_latest_skips_what_was_there_before_the_first_start(kafka, kafka_host, tmp_path):
+    kafka.produce("late", orders(range(100)))
+    data_dir = str(tmp_path / "data")
+    host = kafka_host(kafka, data_dir=data_dir, topics=["late"], schema=ORDERS, start="latest")
+    wait_for(lambda: plugin_status(host)["state"] == "running", what="the source to run")
+    kafka.produce("late", orders(range(100, 150)))
+    assert_table(host, "kafka.late", ["id"], [(i,) for i in range(100, 150)])
+    # A restart resumes from the checkpoint, not from the latest offset.
+    host.kill()
+    kafka.produce("late", orders(range(150, 200)))
+    host = kafka_host(kafka, data_dir=data_dir, topics=["late"], schema=ORDERS, start="latest")
+    assert_table(host, "kafka.late", ["id"], [(i,) for i in range(100, 200)])

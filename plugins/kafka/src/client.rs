@@ -8,7 +8,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, MetadataRequest, TopicName,
+    ApiKey, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -20,8 +20,9 @@ pub const EARLIEST: i64 = -2;
 /// See [`EARLIEST`].
 pub const LATEST: i64 = -1;
 
-/// A topic's partitions and their leaders, or the broker's reason it has none.
-pub type TopicMeta = std::result::Result<BTreeMap<i32, i32>, String>;
+/// A topic's id (all zero when the broker does not send ids) and its partitions' leaders, or
+/// the broker's reason it has none.
+pub type TopicMeta = std::result::Result<([u8; 16], BTreeMap<i32, i32>), String>;
 
 /// A partition to fetch from: topic, partition, offset.
 #[derive(Debug, Clone)]
@@ -132,10 +133,13 @@ impl Cluster {
             let meta = if t.error_code != 0 {
                 Err(broker_error("metadata", t.error_code))
             } else {
-                Ok(t.partitions
-                    .iter()
-                    .map(|p| (p.partition_index, p.leader_id.0))
-                    .collect())
+                Ok((
+                    *t.topic_id.as_bytes(),
+                    t.partitions
+                        .iter()
+                        .map(|p| (p.partition_index, p.leader_id.0))
+                        .collect(),
+                ))
             };
             out.insert(name, meta);
         }
@@ -216,11 +220,15 @@ impl Cluster {
             .collect())
     }
 
-    /// Fetches from the partitions `leader` leads, waiting at most `max_wait` for data.
+    /// Fetches from the partitions `leader` leads, waiting at most `max_wait` for data. Topics
+    /// are named by id (Fetch v13) when every one has a known id, so a topic deleted and
+    /// created again answers `UNKNOWN_TOPIC_ID` instead of the new topic's records; the
+    /// response's topics are named again either way.
     pub fn fetch(
         &mut self,
         leader: i32,
         targets: &[FetchTarget],
+        ids: &BTreeMap<String, [u8; 16]>,
         max_wait: Duration,
         max_bytes: usize,
         partition_max_bytes: usize,
@@ -244,14 +252,30 @@ impl Cluster {
                 topics
                     .into_iter()
                     .map(|(topic, partitions)| {
+                        let id = ids.get(topic).copied().unwrap_or_default();
                         FetchTopic::default()
                             .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                            .with_topic_id(uuid::Uuid::from_bytes(id))
                             .with_partitions(partitions)
                     })
                     .collect(),
             );
         let wait = self.timeout + max_wait;
-        self.with_broker(leader, |c| c.send(request, Some(wait)))
+        let by_id = request.topics.iter().all(|t| !t.topic_id.is_nil());
+        let mut response = self.with_broker(leader, |c| {
+            let version = c.version(ApiKey::Fetch);
+            let version = if by_id { version } else { version.min(12) };
+            c.send_at(request, version, Some(wait))
+        })?;
+        for t in &mut response.responses {
+            if !t.topic_id.is_nil() {
+                let id = *t.topic_id.as_bytes();
+                if let Some((name, _)) = ids.iter().find(|(_, v)| **v == id) {
+                    t.topic = TopicName(StrBytes::from_string(name.clone()));
+                }
+            }
+        }
+        Ok(response)
     }
 
     /// Runs `call` on the leader's connection; a failed call drops the connection.

@@ -19,8 +19,9 @@ const MAX_VERSIONS: &[(ApiKey, i16, i16)] = &[
     // (api, oldest we accept, newest we use)
     (ApiKey::Metadata, 1, 12),
     (ApiKey::ListOffsets, 1, 7),
-    // Fetch v13 names topics by id only; 12 still names them.
-    (ApiKey::Fetch, 4, 12),
+    // Fetch v13 names topics by id (a recreated topic's old id is refused, not read under the
+    // old offsets); requests for topics without a known id use v12.
+    (ApiKey::Fetch, 4, 13),
 ];
 
 /// A connection to one broker.
@@ -139,6 +140,16 @@ impl Connection {
     ) -> Result<R::Response> {
         let api = ApiKey::try_from(R::KEY).map_err(|_| self.protocol("unknown API".into()))?;
         let version = self.version(api);
+        self.send_version(request, version, read_timeout)
+    }
+
+    /// Sends `request` at `version` (at most the negotiated one).
+    pub fn send_at<R: Request>(
+        &mut self,
+        request: R,
+        version: i16,
+        read_timeout: Option<Duration>,
+    ) -> Result<R::Response> {
         self.send_version(request, version, read_timeout)
     }
 

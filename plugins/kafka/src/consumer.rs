@@ -49,7 +49,7 @@ pub struct Consumer {
     partitions: BTreeMap<Tp, PartitionState>,
     /// Where the source resumes (offsets of partitions it already knew).
     resumed: Position,
-    /// Nothing was ever checkpointed: partitions start per `start`.
+    /// Nothing was ever checkpointed and metadata not read yet: partitions start per `start`.
     fresh: bool,
     start_earliest: bool,
     last_metadata: Option<Instant>,
@@ -57,6 +57,8 @@ pub struct Consumer {
     refresh_every: Duration,
     fetch_max_bytes: usize,
     partition_max_bytes: usize,
+    /// Topic ids from metadata (a changed id: the topic was recreated).
+    topic_ids: BTreeMap<String, [u8; 16]>,
     /// Brokers that failed recently: their address and why (logged once per failure spell).
     failing: BTreeMap<i32, String>,
 }
@@ -81,6 +83,7 @@ impl Consumer {
             fetch_max_bytes: settings.fetch_max_bytes,
             partition_max_bytes: settings.partition_max_bytes,
             failing: BTreeMap::new(),
+            topic_ids: BTreeMap::new(),
         }
     }
 
@@ -149,7 +152,7 @@ impl Consumer {
         let meta = self.cluster.metadata(&self.topics)?;
         self.last_metadata = Some(Instant::now());
         self.stale = false;
-        for topic in &self.topics {
+        for topic in &self.topics.clone() {
             let partitions = match meta.get(topic) {
                 None => {
                     return Err(KafkaError::UnknownTopic {
@@ -168,7 +171,10 @@ impl Consumer {
                     self.stale = true;
                     continue;
                 }
-                Some(Ok(p)) => p,
+                Some(Ok((id, p))) => {
+                    self.check_topic_id(topic, *id);
+                    p
+                }
             };
             for (&partition, &leader) in partitions {
                 let tp = (topic.clone(), partition);
@@ -203,7 +209,33 @@ impl Consumer {
                 }
             }
         }
+        // Partitions found from now on were created while the source ran: from their start.
+        self.fresh = false;
         self.resolve_starts()
+    }
+
+    /// A topic whose id changed was deleted and created again: its offsets name other
+    /// records now, so every partition starts over at its earliest offset.
+    fn check_topic_id(&mut self, topic: &str, id: [u8; 16]) {
+        if id == [0; 16] {
+            return;
+        }
+        let known = self.topic_ids.insert(topic.to_string(), id);
+        if known.is_none_or(|k| k == id) {
+            return;
+        }
+        moonlink_sdk::warn!(
+            "topic '{topic}' was deleted and created again (its id changed): reading it from \
+             the earliest offset of every partition"
+        );
+        self.resumed.offsets.remove(topic);
+        for ((t, _), state) in self.partitions.iter_mut() {
+            if t == topic {
+                state.queue.clear();
+                state.next = None;
+                state.start_at = EARLIEST;
+            }
+        }
     }
 
     /// Asks the leaders where partitions without a position start.
@@ -295,6 +327,7 @@ impl Consumer {
             let response = match self.cluster.fetch(
                 leader,
                 &targets,
+                &self.topic_ids,
                 share,
                 self.fetch_max_bytes,
                 self.partition_max_bytes,
