@@ -39,7 +39,7 @@ pub struct Stream {
     /// Relations whose shape this stream has announced to the host.
     announced: HashSet<u32>,
     /// How far behind the server the acknowledged position is.
-    lag: LagMeter,
+    lag: Box<LagMeter>,
 }
 
 fn text(value: &TupleValue) -> Result<Option<&str>, String> {
@@ -101,7 +101,7 @@ impl Stream {
             status_interval: STATUS_INTERVAL.min(settings.connect.reply_timeout / 2),
             warned: HashSet::new(),
             announced: HashSet::new(),
-            lag: LagMeter::new(settings.connect.clone()),
+            lag: Box::new(LagMeter::new(settings.connect.clone())),
         })
     }
 
