@@ -355,6 +355,27 @@ pub fn element_data_type(element: &ElementType) -> DataType {
     }
 }
 
+/// The element type of a list of `data_type` values; `None` for an array (lists do not nest).
+pub fn element_type_of(data_type: &DataType) -> Option<ElementType> {
+    Some(match data_type {
+        DataType::Int16 => ElementType::Int16,
+        DataType::Int32 => ElementType::Int32,
+        DataType::Int64 => ElementType::Int64,
+        DataType::Float32 => ElementType::Float32,
+        DataType::Float64 => ElementType::Float64,
+        DataType::Boolean => ElementType::Boolean,
+        DataType::Utf8 => ElementType::Utf8,
+        DataType::Date32 => ElementType::Date32,
+        DataType::Decimal(d) => ElementType::Decimal(*d),
+        DataType::Timestamp => ElementType::Timestamp,
+        DataType::Timestamptz => ElementType::Timestamptz,
+        DataType::Binary => ElementType::Binary,
+        DataType::Uuid => ElementType::Uuid,
+        DataType::Time => ElementType::Time,
+        DataType::Array(_) => return None,
+    })
+}
+
 /// Checks what the physical form cannot: the ranges Iceberg gives a logical type. Every value
 /// that passes can be written, so nothing a plugin hands over can fail a commit later.
 fn check_range(data_type: &DataType, value: &Value) -> Result<(), String> {

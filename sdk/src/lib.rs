@@ -35,7 +35,7 @@ pub mod text;
 #[doc = include_str!("../README.md")]
 mod tutorial {}
 
-pub use batch::{element_data_type, BatchBuilder, Row, Value};
+pub use batch::{element_data_type, element_type_of, BatchBuilder, Row, Value};
 pub use change::RowRef;
 pub use checkpoint::Checkpoint;
 pub use config::{Config, ConfigError};

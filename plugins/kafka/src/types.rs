@@ -5,7 +5,7 @@ use base64::Engine as _;
 use moonlink_sdk::text::{
     parse_date, parse_decimal, parse_float, parse_time, parse_timestamp, parse_uuid,
 };
-use moonlink_sdk::{DataType, DecimalType, ElementType, Value};
+use moonlink_sdk::{element_type_of, DataType, DecimalType, Value};
 use serde_json::value::RawValue;
 
 /// Parses a type name as `POST /tables` does: `int64`, `string`, `decimal(12,2)`, `list<int32>`.
@@ -17,7 +17,7 @@ pub fn parse_type(name: &str) -> Result<DataType, String> {
     {
         return match parse_scalar(inner.trim(), name)? {
             DataType::Array(_) => Err(format!("type '{name}': lists cannot nest")),
-            scalar => element_type(&scalar)
+            scalar => element_type_of(&scalar)
                 .map(DataType::Array)
                 .ok_or_else(|| format!("type '{name}': not a list element type")),
         };
@@ -59,26 +59,6 @@ fn parse_scalar(lower: &str, original: &str) -> Result<DataType, String> {
                 }
             }
         }
-    })
-}
-
-fn element_type(t: &DataType) -> Option<ElementType> {
-    Some(match t {
-        DataType::Int16 => ElementType::Int16,
-        DataType::Int32 => ElementType::Int32,
-        DataType::Int64 => ElementType::Int64,
-        DataType::Float32 => ElementType::Float32,
-        DataType::Float64 => ElementType::Float64,
-        DataType::Boolean => ElementType::Boolean,
-        DataType::Utf8 => ElementType::Utf8,
-        DataType::Date32 => ElementType::Date32,
-        DataType::Decimal(d) => ElementType::Decimal(*d),
-        DataType::Timestamp => ElementType::Timestamp,
-        DataType::Timestamptz => ElementType::Timestamptz,
-        DataType::Binary => ElementType::Binary,
-        DataType::Uuid => ElementType::Uuid,
-        DataType::Time => ElementType::Time,
-        DataType::Array(_) => return None,
     })
 }
 
@@ -255,7 +235,7 @@ pub fn infer(raw: &str) -> Option<DataType> {
                     _ => DataType::Utf8,
                 });
             }
-            found.and_then(|t| element_type(&t)).map(DataType::Array)
+            found.and_then(|t| element_type_of(&t)).map(DataType::Array)
         }
     }
 }

@@ -9,7 +9,7 @@ use moonlink_sdk::text::{
 };
 use std::borrow::Cow;
 
-use moonlink_sdk::{DataType, DecimalType, ElementType, Value};
+use moonlink_sdk::{element_type_of, DataType, DecimalType, Value};
 
 /// How a column's text values are parsed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -98,26 +98,6 @@ fn array_element(type_oid: u32) -> Option<u32> {
     })
 }
 
-fn element_type(t: &DataType) -> Option<ElementType> {
-    Some(match t {
-        DataType::Int16 => ElementType::Int16,
-        DataType::Int32 => ElementType::Int32,
-        DataType::Int64 => ElementType::Int64,
-        DataType::Float32 => ElementType::Float32,
-        DataType::Float64 => ElementType::Float64,
-        DataType::Boolean => ElementType::Boolean,
-        DataType::Utf8 => ElementType::Utf8,
-        DataType::Date32 => ElementType::Date32,
-        DataType::Decimal(d) => ElementType::Decimal(*d),
-        DataType::Timestamp => ElementType::Timestamp,
-        DataType::Timestamptz => ElementType::Timestamptz,
-        DataType::Binary => ElementType::Binary,
-        DataType::Uuid => ElementType::Uuid,
-        DataType::Time => ElementType::Time,
-        DataType::Array(_) => return None,
-    })
-}
-
 /// [`map_type`] for any column: arrays of supported types become lists of them (the array
 /// type's modifier is its element's, e.g. `numeric(10,2)[]`).
 pub fn map_column_type(type_oid: u32, type_modifier: i32) -> Option<(DataType, ColumnDecoder)> {
@@ -125,7 +105,7 @@ pub fn map_column_type(type_oid: u32, type_modifier: i32) -> Option<(DataType, C
         Some(element) => {
             let (data_type, scalar) = map_type(element, type_modifier)?;
             Some((
-                DataType::Array(element_type(&data_type)?),
+                DataType::Array(element_type_of(&data_type)?),
                 ColumnDecoder {
                     scalar,
                     array: true,
@@ -365,6 +345,7 @@ pub fn split_copy_row(row: &[u8]) -> Result<Vec<Option<Cow<'_, str>>>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use moonlink_sdk::ElementType;
 
     fn value(d: Decoder, t: &str) -> Value {
         match decode(d, t).unwrap() {
