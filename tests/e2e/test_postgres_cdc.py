@@ -87,7 +87,7 @@ def iceberg_rows(server, table, columns):
             _sort([tuple(canon(v) for v in r) for r in py]))
 
 
-def wait_for(predicate, timeout=60, what="condition"):
+def wait_for(predicate, timeout=60, what="condition", interval=0.2):
     deadline = time.time() + timeout
     last = None
     while time.time() < deadline:
@@ -97,7 +97,7 @@ def wait_for(predicate, timeout=60, what="condition"):
                 return last
         except Exception as e:  # noqa: BLE001 - readers raise their own errors mid-change
             last = e
-        time.sleep(0.2)
+        time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}: {last}")
 
 
@@ -519,7 +519,8 @@ def test_a_crash_during_the_initial_copy_starts_it_over_exactly(postgres, cdc_ho
         copy = host.table("public.big")["initial_copy"]
         return copy and 0 < copy["rows_copied"] and not copy["done"]
 
-    wait_for(copying, what="the copy to be under way")
+    # A 200k-row copy can take well under a second: look often, or it is over unseen.
+    wait_for(copying, what="the copy to be under way", interval=0.005)
     host.kill()
     # Rows changed between the two copies must come out as Postgres has them.
     # ... and a column added meanwhile: the new copy has the new shape.
