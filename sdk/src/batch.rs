@@ -6,7 +6,8 @@
 
 use crate::{
     ArrayValues, ChangeBatch, Column, ColumnValues, DataError, DataErrorKind, DataType,
-    DecimalType, ElementType, ElementValues, Field, Int128, Operation, TableSchema, Utf8Buffer,
+    DecimalType, ElementType, ElementValues, Field, Int128, MapValues, Operation, TableSchema,
+    Utf8Buffer,
 };
 
 /// A value as a plugin parsed it, before it is packed into its column.
@@ -28,6 +29,9 @@ pub enum Value {
     Int128(i128),
     /// The elements of an array column's value (each a scalar value or `Null`).
     List(Vec<Value>),
+    /// The entries of a map column's value, in order: scalar keys (never `Null`) and scalar
+    /// values or `Null`. Build one from pairs: `Value::from(vec![("k", "v")])`.
+    Map(Vec<(Value, Value)>),
 }
 
 macro_rules! value_from {
@@ -59,6 +63,30 @@ value_from! {
     Vec<Value> => |v| Value::List(v),
 }
 
+/// Map entries from pairs, e.g. `vec![("http.route", "/users")]`.
+impl<K: Into<Value>, V: Into<Value>> From<Vec<(K, V)>> for Value {
+    fn from(entries: Vec<(K, V)>) -> Value {
+        Value::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+}
+
+/// Map entries from a `BTreeMap` (in key order).
+impl<K: Into<Value>, V: Into<Value>> From<std::collections::BTreeMap<K, V>> for Value {
+    fn from(entries: std::collections::BTreeMap<K, V>) -> Value {
+        Value::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+}
+
 /// `None` is null.
 impl<T: Into<Value>> From<Option<T>> for Value {
     fn from(v: Option<T>) -> Value {
@@ -77,12 +105,13 @@ impl Value {
             Value::Bytes(_) => "bytes",
             Value::Int128(_) => "decimal",
             Value::List(_) => "list",
+            Value::Map(_) => "map",
         }
     }
 }
 
 /// A column being built: values in physical form plus validity.
-enum Values {
+pub(crate) enum Values {
     I16(Vec<i16>),
     I32(Vec<i32>),
     I64(Vec<i64>),
@@ -104,6 +133,13 @@ enum Values {
         elements: Box<Values>,
         element_validity: Vec<bool>,
     },
+    /// A map column: row `i` holds entries `offsets[i]..offsets[i + 1]` of `keys`/`values`.
+    Map {
+        offsets: Vec<u32>,
+        keys: Box<Values>,
+        values: Box<Values>,
+        value_validity: Vec<bool>,
+    },
 }
 
 impl Values {
@@ -118,7 +154,7 @@ impl Values {
         }
     }
 
-    fn for_type(data_type: &DataType) -> Values {
+    pub(crate) fn for_type(data_type: &DataType) -> Values {
         match data_type {
             DataType::Int16 => Values::I16(Vec::new()),
             DataType::Int32 | DataType::Date32 => Values::I32(Vec::new()),
@@ -136,10 +172,16 @@ impl Values {
                 elements: Box::new(Values::for_type(&element_data_type(element))),
                 element_validity: Vec::new(),
             },
+            DataType::Map(m) => Values::Map {
+                offsets: vec![0],
+                keys: Box::new(Values::for_type(&element_data_type(&m.key))),
+                values: Box::new(Values::for_type(&element_data_type(&m.value))),
+                value_validity: Vec::new(),
+            },
         }
     }
 
-    fn push_default(&mut self) {
+    pub(crate) fn push_default(&mut self) {
         match self {
             Values::I16(v) => v.push(0),
             Values::I32(v) => v.push(0),
@@ -151,7 +193,7 @@ impl Values {
             Values::Utf8Packed { offsets, data } => offsets.push(data.len() as u32),
             Values::Binary(v) => v.push(Vec::new()),
             Values::I128(v) => v.push(Int128 { lo: 0, hi: 0 }),
-            Values::Array { offsets, .. } => {
+            Values::Array { offsets, .. } | Values::Map { offsets, .. } => {
                 let end = *offsets.last().unwrap();
                 offsets.push(end);
             }
@@ -159,7 +201,7 @@ impl Values {
     }
 
     /// Overwrites the last slot with `value`, or explains why it does not fit.
-    fn set_last(&mut self, value: Value) -> Result<(), String> {
+    pub(crate) fn set_last(&mut self, value: Value) -> Result<(), String> {
         let mismatch =
             |expected: &str, got: &Value| format!("expected {expected}, got {}", got.describe());
         match (self, value) {
@@ -231,11 +273,41 @@ impl Values {
                 *offsets.last_mut().unwrap() = element_validity.len() as u32;
             }
             (Values::Array { .. }, other) => return Err(mismatch("a list", &other)),
+            (
+                Values::Map {
+                    offsets,
+                    keys,
+                    values,
+                    value_validity,
+                },
+                Value::Map(entries),
+            ) => {
+                // The row's entries replace whatever the row held (it is the last row).
+                let start = offsets[offsets.len() - 2] as usize;
+                keys.truncate(start);
+                values.truncate(start);
+                value_validity.truncate(start);
+                for (key, value) in entries {
+                    if key == Value::Null {
+                        return Err("a map key cannot be null".into());
+                    }
+                    keys.push_default();
+                    keys.set_last(key).map_err(|e| format!("map key: {e}"))?;
+                    values.push_default();
+                    let valid = value != Value::Null;
+                    if valid {
+                        values.set_last(value).map_err(|e| format!("map value: {e}"))?;
+                    }
+                    value_validity.push(valid);
+                }
+                *offsets.last_mut().unwrap() = value_validity.len() as u32;
+            }
+            (Values::Map { .. }, other) => return Err(mismatch("a map", &other)),
         }
         Ok(())
     }
 
-    fn into_wit(self) -> ColumnValues {
+    pub(crate) fn into_wit(self) -> ColumnValues {
         match self {
             Values::I16(v) => ColumnValues::Int16(v),
             Values::I32(v) => ColumnValues::Int32(v),
@@ -257,22 +329,41 @@ impl Values {
                 let has_null = element_validity.iter().any(|v| !v);
                 ColumnValues::Array(ArrayValues {
                     offsets,
-                    elements: match elements.into_wit() {
-                        ColumnValues::Int16(v) => ElementValues::Int16(v),
-                        ColumnValues::Int32(v) => ElementValues::Int32(v),
-                        ColumnValues::Int64(v) => ElementValues::Int64(v),
-                        ColumnValues::Float32(v) => ElementValues::Float32(v),
-                        ColumnValues::Float64(v) => ElementValues::Float64(v),
-                        ColumnValues::Boolean(v) => ElementValues::Boolean(v),
-                        ColumnValues::Utf8(v) => ElementValues::Utf8(v),
-                        ColumnValues::Binary(v) => ElementValues::Binary(v),
-                        ColumnValues::Int128(v) => ElementValues::Int128(v),
-                        ColumnValues::Array(_) | ColumnValues::Utf8Buffer(_) => {
-                            unreachable!("elements are scalar and unpacked")
-                        }
-                    },
+                    elements: elements.into_elements(),
                     element_validity: has_null.then_some(element_validity),
                 })
+            }
+            Values::Map {
+                offsets,
+                keys,
+                values,
+                value_validity,
+            } => {
+                let has_null = value_validity.iter().any(|v| !v);
+                ColumnValues::Map(MapValues {
+                    offsets,
+                    keys: keys.into_elements(),
+                    values: values.into_elements(),
+                    value_validity: has_null.then_some(value_validity),
+                })
+            }
+        }
+    }
+
+    /// Scalar values (built by `for_type`: strings unpacked) as array elements or map entries.
+    pub(crate) fn into_elements(self) -> ElementValues {
+        match self {
+            Values::I16(v) => ElementValues::Int16(v),
+            Values::I32(v) => ElementValues::Int32(v),
+            Values::I64(v) => ElementValues::Int64(v),
+            Values::F32(v) => ElementValues::Float32(v),
+            Values::F64(v) => ElementValues::Float64(v),
+            Values::Bool(v) => ElementValues::Boolean(v),
+            Values::Utf8(v) => ElementValues::Utf8(v),
+            Values::Binary(v) => ElementValues::Binary(v),
+            Values::I128(v) => ElementValues::Int128(v),
+            Values::Utf8Packed { .. } | Values::Array { .. } | Values::Map { .. } => {
+                unreachable!("elements are scalar and unpacked")
             }
         }
     }
@@ -286,7 +377,7 @@ impl Values {
     }
 
     /// Removes the last row's value (a row that was started and then abandoned).
-    fn pop_last(&mut self) {
+    pub(crate) fn pop_last(&mut self) {
         match self {
             Values::I16(v) => drop(v.pop()),
             Values::I32(v) => drop(v.pop()),
@@ -311,11 +402,23 @@ impl Values {
                 elements.truncate(end);
                 element_validity.truncate(end);
             }
+            Values::Map {
+                offsets,
+                keys,
+                values,
+                value_validity,
+            } => {
+                offsets.pop();
+                let end = *offsets.last().unwrap() as usize;
+                keys.truncate(end);
+                values.truncate(end);
+                value_validity.truncate(end);
+            }
         }
     }
 
     /// Drops values past the first `len` (arrays' elements only).
-    fn truncate(&mut self, len: usize) {
+    pub(crate) fn truncate(&mut self, len: usize) {
         match self {
             Values::I16(v) => v.truncate(len),
             Values::I32(v) => v.truncate(len),
@@ -330,7 +433,7 @@ impl Values {
             }
             Values::Binary(v) => v.truncate(len),
             Values::I128(v) => v.truncate(len),
-            Values::Array { .. } => {}
+            Values::Array { .. } | Values::Map { .. } => {}
         }
     }
 }
@@ -355,7 +458,8 @@ pub fn element_data_type(element: &ElementType) -> DataType {
     }
 }
 
-/// The element type of a list of `data_type` values; `None` for an array (lists do not nest).
+/// The element type of a list of `data_type` values; `None` for an array or a map (types do
+/// not nest).
 pub fn element_type_of(data_type: &DataType) -> Option<ElementType> {
     Some(match data_type {
         DataType::Int16 => ElementType::Int16,
@@ -372,13 +476,13 @@ pub fn element_type_of(data_type: &DataType) -> Option<ElementType> {
         DataType::Binary => ElementType::Binary,
         DataType::Uuid => ElementType::Uuid,
         DataType::Time => ElementType::Time,
-        DataType::Array(_) => return None,
+        DataType::Array(_) | DataType::Map(_) => return None,
     })
 }
 
 /// Checks what the physical form cannot: the ranges Iceberg gives a logical type. Every value
 /// that passes can be written, so nothing a plugin hands over can fail a commit later.
-fn check_range(data_type: &DataType, value: &Value) -> Result<(), String> {
+pub(crate) fn check_range(data_type: &DataType, value: &Value) -> Result<(), String> {
     match (data_type, value) {
         (DataType::Time, Value::Int(micros)) => crate::text::check_time(*micros).map(drop),
         (DataType::Date32, Value::Int(days)) => crate::text::check_date_days(*days).map(drop),
@@ -392,6 +496,16 @@ fn check_range(data_type: &DataType, value: &Value) -> Result<(), String> {
             for (i, item) in items.iter().enumerate() {
                 if *item != Value::Null {
                     check_range(&element, item).map_err(|e| format!("array element {i}: {e}"))?;
+                }
+            }
+            Ok(())
+        }
+        (DataType::Map(m), Value::Map(entries)) => {
+            let (key_type, value_type) = (element_data_type(&m.key), element_data_type(&m.value));
+            for (key, value) in entries {
+                check_range(&key_type, key).map_err(|e| format!("map key: {e}"))?;
+                if *value != Value::Null {
+                    check_range(&value_type, value).map_err(|e| format!("map value: {e}"))?;
                 }
             }
             Ok(())
@@ -432,8 +546,8 @@ struct ColumnBuilder {
 /// use moonlink_sdk::{BatchBuilder, DataType, Field, Operation, TableSchema, ColumnValues};
 /// let schema = TableSchema {
 ///     fields: vec![
-///         Field { name: "id".into(), data_type: DataType::Int64, nullable: false },
-///         Field { name: "name".into(), data_type: DataType::Utf8, nullable: true },
+///         Field::required("id", DataType::Int64),
+///         Field::nullable("name", DataType::Utf8),
 ///     ],
 ///     primary_key: vec![],
 /// };
@@ -662,6 +776,37 @@ impl Row<'_> {
             .map_err(|message| self.error(column, message))
     }
 
+    /// Sets a map column to `entries` (key/value pairs, in order): any pairs whose parts
+    /// convert into [`Value`]s, e.g. `[("http.route", "/users")]` or a `HashMap`'s iterator.
+    /// A `None` value is a null value; keys are never null.
+    ///
+    /// ```
+    /// use moonlink_sdk::{BatchBuilder, DataType, ElementType, Field, MapType, Operation, TableSchema, Value};
+    /// let attributes = DataType::Map(MapType { key: ElementType::Utf8, value: ElementType::Utf8 });
+    /// let schema = TableSchema::new(vec![Field::nullable("attributes", attributes)]);
+    /// let mut batch = BatchBuilder::new("demo.spans", &schema);
+    /// let mut row = batch.row();
+    /// row.set_map("attributes", [("http.route", Some("/users")), ("peer", None)])?;
+    /// row.finish(Operation::Insert)?;
+    /// let batch = batch.finish();
+    /// assert_eq!(
+    ///     batch.row(0).get("attributes"),
+    ///     Some(Value::from(vec![("http.route", Some("/users")), ("peer", None)]))
+    /// );
+    /// # Ok::<(), moonlink_sdk::DataError>(())
+    /// ```
+    pub fn set_map<K: Into<Value>, V: Into<Value>>(
+        &mut self,
+        column: &str,
+        entries: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<(), DataError> {
+        let entries = entries
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        self.set(column, Value::Map(entries))
+    }
+
     /// Sets a string column without allocating.
     pub fn set_str(&mut self, column: &str, value: &str) -> Result<(), DataError> {
         let index = self.index(column)?;
@@ -706,6 +851,7 @@ mod tests {
                 name: "c".into(),
                 data_type,
                 nullable: true,
+                default: None,
             }],
             primary_key: vec![],
         };

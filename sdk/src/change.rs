@@ -3,8 +3,8 @@
 //! and never sees the two string encodings (`utf8` and packed `utf8-buffer`) or array offsets.
 
 use crate::{
-    ArrayValues, ChangeBatch, Column, ColumnValues, ElementValues, Int128, Operation, Utf8Buffer,
-    Value,
+    ArrayValues, ChangeBatch, Column, ColumnValues, ElementValues, Int128, MapValues, Operation,
+    Utf8Buffer, Value,
 };
 
 impl ChangeBatch {
@@ -122,6 +122,20 @@ impl Column {
                         .collect(),
                 )
             }
+            ColumnValues::Map(m) => {
+                let (start, end) = (m.offsets[row] as usize, m.offsets[row + 1] as usize);
+                Value::Map(
+                    (start..end)
+                        .map(|i| {
+                            let value = match &m.value_validity {
+                                Some(valid) if !valid[i] => Value::Null,
+                                _ => element_value(&m.values, i),
+                            };
+                            (element_value(&m.keys, i), value)
+                        })
+                        .collect(),
+                )
+            }
         }
     }
 
@@ -214,36 +228,54 @@ fn pick_values(values: ColumnValues, keep: &[bool]) -> ColumnValues {
         ColumnValues::Int128(v) => ColumnValues::Int128(pick(v, keep)),
         ColumnValues::Array(a) => ColumnValues::Array(pick_array(a, keep)),
         ColumnValues::Utf8Buffer(b) => ColumnValues::Utf8Buffer(pick_strings(b, keep)),
+        ColumnValues::Map(m) => {
+            let (offsets, k) = pick_ranges(&m.offsets, keep);
+            ColumnValues::Map(MapValues {
+                offsets,
+                value_validity: m.value_validity.map(|v| pick(v, &k)),
+                keys: pick_elements(m.keys, &k),
+                values: pick_elements(m.values, &k),
+            })
+        }
+    }
+}
+
+/// The offsets of the kept rows' ranges, re-based, and which entries they keep.
+fn pick_ranges(offsets: &[u32], keep: &[bool]) -> (Vec<u32>, Vec<bool>) {
+    let total = offsets.last().copied().unwrap_or(0) as usize;
+    let mut entry_keep = vec![false; total];
+    let mut out = vec![0u32];
+    for (row, kept) in keep.iter().enumerate() {
+        let (start, end) = (offsets[row], offsets[row + 1]);
+        if *kept {
+            entry_keep[start as usize..end as usize].fill(true);
+            out.push(out.last().unwrap() + (end - start));
+        }
+    }
+    (out, entry_keep)
+}
+
+fn pick_elements(elements: ElementValues, k: &[bool]) -> ElementValues {
+    match elements {
+        ElementValues::Int16(v) => ElementValues::Int16(pick(v, k)),
+        ElementValues::Int32(v) => ElementValues::Int32(pick(v, k)),
+        ElementValues::Int64(v) => ElementValues::Int64(pick(v, k)),
+        ElementValues::Float32(v) => ElementValues::Float32(pick(v, k)),
+        ElementValues::Float64(v) => ElementValues::Float64(pick(v, k)),
+        ElementValues::Boolean(v) => ElementValues::Boolean(pick(v, k)),
+        ElementValues::Utf8(v) => ElementValues::Utf8(pick(v, k)),
+        ElementValues::Binary(v) => ElementValues::Binary(pick(v, k)),
+        ElementValues::Int128(v) => ElementValues::Int128(pick(v, k)),
     }
 }
 
 /// Keeps the rows of an array column where `keep[row]`: their element ranges, re-based.
 fn pick_array(a: ArrayValues, keep: &[bool]) -> ArrayValues {
-    let total = a.offsets.last().copied().unwrap_or(0) as usize;
-    let mut element_keep = vec![false; total];
-    let mut offsets = vec![0u32];
-    for (row, kept) in keep.iter().enumerate() {
-        let (start, end) = (a.offsets[row], a.offsets[row + 1]);
-        if *kept {
-            element_keep[start as usize..end as usize].fill(true);
-            offsets.push(offsets.last().unwrap() + (end - start));
-        }
-    }
-    let k = &element_keep;
+    let (offsets, k) = pick_ranges(&a.offsets, keep);
     ArrayValues {
         offsets,
-        element_validity: a.element_validity.map(|v| pick(v, k)),
-        elements: match a.elements {
-            ElementValues::Int16(v) => ElementValues::Int16(pick(v, k)),
-            ElementValues::Int32(v) => ElementValues::Int32(pick(v, k)),
-            ElementValues::Int64(v) => ElementValues::Int64(pick(v, k)),
-            ElementValues::Float32(v) => ElementValues::Float32(pick(v, k)),
-            ElementValues::Float64(v) => ElementValues::Float64(pick(v, k)),
-            ElementValues::Boolean(v) => ElementValues::Boolean(pick(v, k)),
-            ElementValues::Utf8(v) => ElementValues::Utf8(pick(v, k)),
-            ElementValues::Binary(v) => ElementValues::Binary(pick(v, k)),
-            ElementValues::Int128(v) => ElementValues::Int128(pick(v, k)),
-        },
+        element_validity: a.element_validity.map(|v| pick(v, &k)),
+        elements: pick_elements(a.elements, &k),
     }
 }
 

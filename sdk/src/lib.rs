@@ -27,6 +27,7 @@ mod batch;
 mod change;
 mod checkpoint;
 mod config;
+mod map;
 pub mod log;
 pub mod text;
 
@@ -36,6 +37,7 @@ pub mod text;
 mod tutorial {}
 
 pub use batch::{element_data_type, element_type_of, BatchBuilder, Row, Value};
+pub use map::MapColumnBuilder;
 pub use change::RowRef;
 pub use checkpoint::Checkpoint;
 pub use config::{Config, ConfigError};
@@ -52,7 +54,7 @@ pub mod bindings {
         });
     }
 
-    #[cfg(any(feature = "source", feature = "transform"))]
+    #[cfg(any(feature = "source", feature = "transform", feature = "receiver"))]
     pub mod host {
         wit_bindgen::generate!({
             path: "../wit",
@@ -68,7 +70,7 @@ pub mod bindings {
             pub_export_macro: true,
             export_macro_name: "__export_rest_ingest_world",
             default_bindings_module: "moonlink_sdk::bindings::rest",
-            with: { "moonlink:plugin/types@0.2.1": crate::bindings::types::moonlink::plugin::types },
+            with: { "moonlink:plugin/types@0.3.0": crate::bindings::types::moonlink::plugin::types },
         });
     }
 
@@ -81,8 +83,23 @@ pub mod bindings {
             export_macro_name: "__export_source_world",
             default_bindings_module: "moonlink_sdk::bindings::source",
             with: {
-                "moonlink:plugin/types@0.2.1": crate::bindings::types::moonlink::plugin::types,
-                "moonlink:plugin/host@0.2.1": crate::bindings::host::moonlink::plugin::host,
+                "moonlink:plugin/types@0.3.0": crate::bindings::types::moonlink::plugin::types,
+                "moonlink:plugin/host@0.3.0": crate::bindings::host::moonlink::plugin::host,
+            },
+        });
+    }
+
+    #[cfg(feature = "receiver")]
+    pub mod receiver {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "http-receiver",
+            pub_export_macro: true,
+            export_macro_name: "__export_receiver_world",
+            default_bindings_module: "moonlink_sdk::bindings::receiver",
+            with: {
+                "moonlink:plugin/types@0.3.0": crate::bindings::types::moonlink::plugin::types,
+                "moonlink:plugin/host@0.3.0": crate::bindings::host::moonlink::plugin::host,
             },
         });
     }
@@ -96,8 +113,8 @@ pub mod bindings {
             export_macro_name: "__export_transform_world",
             default_bindings_module: "moonlink_sdk::bindings::transform",
             with: {
-                "moonlink:plugin/types@0.2.1": crate::bindings::types::moonlink::plugin::types,
-                "moonlink:plugin/host@0.2.1": crate::bindings::host::moonlink::plugin::host,
+                "moonlink:plugin/types@0.3.0": crate::bindings::types::moonlink::plugin::types,
+                "moonlink:plugin/host@0.3.0": crate::bindings::host::moonlink::plugin::host,
             },
         });
     }
@@ -106,7 +123,8 @@ pub mod bindings {
 /// The shared vocabulary: schemas, change batches, errors.
 pub use bindings::types::moonlink::plugin::types::{
     ArrayValues, ChangeBatch, Column, ColumnValues, DataError, DataErrorKind, DataType,
-    DecimalType, ElementType, ElementValues, Field, Int128, Operation, TableSchema, Utf8Buffer,
+    DecimalType, ElementType, ElementValues, Field, Int128, MapType, MapValues, Operation,
+    TableDef, TableSchema, Utf8Buffer,
 };
 
 impl ColumnValues {
@@ -137,6 +155,9 @@ pub mod source;
 #[cfg(feature = "transform")]
 pub mod transform;
 
+#[cfg(feature = "receiver")]
+pub mod receiver;
+
 impl Field {
     /// A column that may hold nulls.
     pub fn nullable(name: &str, data_type: DataType) -> Field {
@@ -144,7 +165,16 @@ impl Field {
             name: name.to_string(),
             data_type,
             nullable: true,
+            default: None,
         }
+    }
+
+    /// The same column with a default: the value rows written before the column existed
+    /// read (Iceberg `initial-default`), in Iceberg's JSON single-value form, e.g. `"7"`,
+    /// `"\"abc\""`, `"\"2024-01-31\""`. Only a column being added takes it.
+    pub fn with_default(mut self, json: impl Into<String>) -> Field {
+        self.default = Some(json.into());
+        self
     }
 
     /// A column that must hold a value in every inserted or upserted row.
@@ -153,6 +183,24 @@ impl Field {
             nullable: false,
             ..Field::nullable(name, data_type)
         }
+    }
+}
+
+impl TableDef {
+    /// An unpartitioned table named `name` (the plugin's own name for it).
+    pub fn new(name: impl Into<String>, schema: TableSchema) -> TableDef {
+        TableDef {
+            name: name.into(),
+            schema,
+            partition_by: Vec::new(),
+        }
+    }
+
+    /// The same table partitioned by `spec` when the host creates it, in `POST /tables`
+    /// form: `["day(created_at)", "bucket(16, id)", "region"]`.
+    pub fn partitioned_by<'a>(mut self, spec: impl IntoIterator<Item = &'a str>) -> TableDef {
+        self.partition_by = spec.into_iter().map(str::to_string).collect();
+        self
     }
 }
 

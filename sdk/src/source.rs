@@ -5,8 +5,10 @@ use std::any::Any;
 use std::cell::RefCell;
 
 pub use crate::bindings::source::exports::moonlink::plugin::source::{
-    CopyProgress, PollResult, ResumePoint, SourceEvent, TableDef,
+    CopyProgress, PollResult, ResumePoint, SourceEvent,
 };
+/// Moved to the shared types in WIT 0.3.0 (receivers declare tables too); re-exported here.
+pub use crate::TableDef;
 use crate::{BatchBuilder, ChangeBatch, Checkpoint, Config};
 
 impl PollResult {

@@ -23,6 +23,7 @@ pub(crate) fn schema_to_wit(schema: &TableSchema) -> wit::TableSchema {
                 name: c.name.clone(),
                 data_type: type_to_wit(&c.data_type),
                 nullable: c.nullable,
+                default: None,
             })
             .collect(),
         primary_key: schema.primary_key.clone(),
@@ -35,12 +36,15 @@ pub fn schema_from_wit(schema: &wit::TableSchema) -> Result<TableSchema, Runtime
         schema
             .fields
             .iter()
-            .map(|f| moonlink_engine::ColumnSchema {
-                name: f.name.clone(),
-                data_type: type_from_wit(&f.data_type),
-                nullable: f.nullable,
+            .map(|f| {
+                Ok(moonlink_engine::ColumnSchema {
+                    name: f.name.clone(),
+                    data_type: type_from_wit(&f.data_type)
+                        .map_err(|m| RuntimeError::Plugin(format!("column '{}': {m}", f.name)))?,
+                    nullable: f.nullable,
+                })
             })
-            .collect(),
+            .collect::<Result<_, RuntimeError>>()?,
         schema.primary_key.clone(),
     ))
 }
@@ -93,8 +97,8 @@ fn element_to_wit(t: &ColumnType) -> wit::ElementType {
     }
 }
 
-fn type_from_wit(t: &wit::DataType) -> ColumnType {
-    match t {
+fn type_from_wit(t: &wit::DataType) -> Result<ColumnType, String> {
+    Ok(match t {
         wit::DataType::Int16 => ColumnType::Int16,
         wit::DataType::Int32 => ColumnType::Int32,
         wit::DataType::Int64 => ColumnType::Int64,
@@ -113,7 +117,8 @@ fn type_from_wit(t: &wit::DataType) -> ColumnType {
         wit::DataType::Uuid => ColumnType::Uuid,
         wit::DataType::Time => ColumnType::Time,
         wit::DataType::Array(element) => ColumnType::List(Box::new(element_from_wit(element))),
-    }
+        wit::DataType::Map(_) => return Err("map columns are not yet supported".into()),
+    })
 }
 
 fn type_to_wit(t: &ColumnType) -> wit::DataType {
@@ -238,6 +243,7 @@ fn column_to_arrow(
         V::Int128(v) => v.len(),
         V::Array(v) => v.offsets.len().saturating_sub(1),
         V::Utf8Buffer(v) => v.offsets.len().saturating_sub(1),
+        V::Map(v) => v.offsets.len().saturating_sub(1),
     };
     if len != rows {
         return Err(format!("{len} values for {rows} rows"));

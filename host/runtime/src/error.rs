@@ -46,6 +46,11 @@ pub enum RuntimeError {
     #[error("cannot grant capability: {0}")]
     Capability(String),
 
+    /// The plugin's WIT version cannot express what the host must hand it (a map column to
+    /// a plugin built against 0.2). The message names the version.
+    #[error("{0}")]
+    Incompatible(String),
+
     #[error("plugin trapped: {0}")]
     Trap(String),
 

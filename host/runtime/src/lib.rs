@@ -7,6 +7,7 @@
 //! that one call with a clear error; the host keeps running. The runtime knows nothing of HTTP.
 
 mod cache;
+mod compat;
 mod convert;
 mod error;
 mod sandbox;
@@ -28,7 +29,8 @@ pub type PluginBatch = bindings::moonlink::plugin::types::ChangeBatch;
 pub mod wit {
     pub use crate::bindings::moonlink::plugin::types::{
         ArrayValues, ChangeBatch, Column, ColumnValues, DataType, DecimalType, ElementType,
-        ElementValues, Field, Int128, Operation, TableSchema, Utf8Buffer,
+        ElementValues, Field, Int128, MapType, MapValues, Operation, TableDef, TableSchema,
+        Utf8Buffer,
     };
 }
 
@@ -64,6 +66,37 @@ mod bindings {
             },
         });
     }
+
+    /// The previous package, `moonlink:plugin@0.2.1` (`wit/compat/0.2`): plugins built
+    /// against 0.2.x still load; `compat` converts their values.
+    pub mod v02 {
+        wasmtime::component::bindgen!({
+            path: "../../wit/compat/0.2",
+            world: "rest-ingest",
+            exports: { default: async },
+        });
+
+        pub mod source {
+            wasmtime::component::bindgen!({
+                path: "../../wit/compat/0.2",
+                world: "source-plugin",
+                exports: { default: async },
+                with: { "moonlink:plugin/types": super::moonlink::plugin::types },
+            });
+        }
+
+        pub mod transform {
+            wasmtime::component::bindgen!({
+                path: "../../wit/compat/0.2",
+                world: "transform-plugin",
+                exports: { default: async },
+                with: {
+                    "moonlink:plugin/types": super::moonlink::plugin::types,
+                    "moonlink:plugin/host": super::source::moonlink::plugin::host,
+                },
+            });
+        }
+    }
 }
 
 use bindings::exports::moonlink::plugin::rest_decoder;
@@ -93,7 +126,18 @@ pub struct DecodedRequest {
 /// next request does not fault it in again).
 struct IdleDecoder {
     store: wasmtime::Store<sandbox::PluginState>,
-    instance: bindings::RestIngest,
+    instance: DecoderInstance,
+}
+
+/// A linked decoder of either WIT version.
+enum DecoderPre {
+    V03(bindings::RestIngestPre<sandbox::PluginState>),
+    V02(bindings::v02::RestIngestPre<sandbox::PluginState>),
+}
+
+enum DecoderInstance {
+    V03(bindings::RestIngest),
+    V02(bindings::v02::RestIngest),
 }
 
 /// Idle instances kept at most (a few per core: requests decode in parallel).
@@ -105,7 +149,7 @@ const POOL_MAX_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Clone)]
 pub struct RestDecoder {
     runtime: PluginRuntime,
-    pre: Arc<bindings::RestIngestPre<sandbox::PluginState>>,
+    pre: Arc<DecoderPre>,
     /// Instances that finished a call normally, with the base memory limit, ready for reuse.
     /// One that trapped, ran out of time or memory is never put back.
     pool: Arc<Mutex<Vec<IdleDecoder>>>,
@@ -119,10 +163,16 @@ impl RestDecoder {
     pub fn load(runtime: &PluginRuntime, path: &Path) -> Result<Self, RuntimeError> {
         let component = runtime.load_component(path)?;
         let instance_pre = runtime.instantiate_pre(&component, path)?;
-        let pre = bindings::RestIngestPre::new(instance_pre).map_err(|e| RuntimeError::Load {
-            path: path.to_path_buf(),
-            message: format!("not a rest-ingest plugin: {e:#}"),
-        })?;
+        // A 0.3 decoder, else a 0.2 one (the export's version tells them apart).
+        let pre = match bindings::RestIngestPre::new(instance_pre.clone()) {
+            Ok(pre) => DecoderPre::V03(pre),
+            Err(e) => DecoderPre::V02(bindings::v02::RestIngestPre::new(instance_pre).map_err(
+                |_| RuntimeError::Load {
+                    path: path.to_path_buf(),
+                    message: format!("not a rest-ingest plugin: {e:#}"),
+                },
+            )?),
+        };
         Ok(RestDecoder {
             runtime: runtime.clone(),
             pre: Arc::new(pre),
@@ -179,18 +229,40 @@ impl RestDecoder {
             content_type: content_type.map(str::to_string),
             parameters: parameters.to_vec(),
         };
+        // A 0.2 decoder gets the request in 0.2 terms, or a clear error before any call.
+        let info_v02 = match &*self.pre {
+            DecoderPre::V02(_) => Some(compat::request_info_down(&info)?),
+            DecoderPre::V03(_) => None,
+        };
         let pre = &self.pre;
         let (instance, result) = self
             .runtime
             .block_on_call(limit, memory_limit_bytes, async {
-                let instance = match idle_instance {
-                    Some(instance) => instance,
-                    None => pre.instantiate_async(&mut store).await?,
+                let instance = match (idle_instance, &**pre) {
+                    (Some(instance), _) => instance,
+                    (None, DecoderPre::V03(pre)) => {
+                        DecoderInstance::V03(pre.instantiate_async(&mut store).await?)
+                    }
+                    (None, DecoderPre::V02(pre)) => {
+                        DecoderInstance::V02(pre.instantiate_async(&mut store).await?)
+                    }
                 };
-                let result = instance
-                    .moonlink_plugin_rest_decoder()
-                    .call_decode(&mut store, &info, body)
-                    .await?;
+                let result = match (&instance, &info_v02) {
+                    (DecoderInstance::V03(i), _) => {
+                        i.moonlink_plugin_rest_decoder()
+                            .call_decode(&mut store, &info, body)
+                            .await?
+                    }
+                    (DecoderInstance::V02(i), Some(info)) => i
+                        .moonlink_plugin_rest_decoder()
+                        .call_decode(&mut store, info, body)
+                        .await?
+                        .map(compat::ingest_request_up)
+                        .map_err(compat::data_error_up),
+                    (DecoderInstance::V02(_), None) => {
+                        unreachable!("a 0.2 instance comes from a 0.2 pre")
+                    }
+                };
                 Ok((instance, result))
             })
             .map_err(|e| match e {

@@ -6,6 +6,9 @@ use moonlink_engine::TableSchema;
 use wasmtime::Store;
 
 use crate::bindings::source::exports::moonlink::plugin::source as wit_source;
+use crate::bindings::v02::source::exports::moonlink::plugin::source as v02_source;
+use crate::compat;
+use crate::bindings::moonlink::plugin::types as wit;
 use crate::bindings::source::SourcePluginPre;
 use crate::convert::schema_from_wit;
 use crate::sandbox::{self, Capabilities, PluginRuntime, PluginState, SourceLag};
@@ -16,6 +19,8 @@ use crate::{PluginBatch, RuntimeError};
 pub struct TableDefinition {
     pub name: String,
     pub schema: TableSchema,
+    /// The partition spec to create the table with (`POST /tables` form); empty: none.
+    pub partition_by: Vec<String>,
 }
 
 /// One change a source asks the host to apply, in order.
@@ -55,11 +60,23 @@ pub struct ResumePoint {
     pub tables: Vec<(String, String)>,
 }
 
+/// A linked source of either WIT version.
+#[derive(Clone)]
+enum SourcePre {
+    V03(SourcePluginPre<PluginState>),
+    V02(crate::bindings::v02::source::SourcePluginPre<PluginState>),
+}
+
+enum SourceInstance {
+    V03(crate::bindings::source::SourcePlugin),
+    V02(crate::bindings::v02::source::SourcePlugin),
+}
+
 /// A loaded (compiled and linked) source component; start it as often as needed.
 #[derive(Clone)]
 pub struct SourcePlugin {
     runtime: PluginRuntime,
-    pre: SourcePluginPre<PluginState>,
+    pre: SourcePre,
     name: String,
     capabilities: Capabilities,
 }
@@ -72,13 +89,19 @@ impl SourcePlugin {
         capabilities: Capabilities,
     ) -> Result<Self, RuntimeError> {
         let component = runtime.load_component(path)?;
-        let pre =
-            SourcePluginPre::new(runtime.instantiate_pre(&component, path)?).map_err(|e| {
-                RuntimeError::Load {
-                    path: path.to_path_buf(),
-                    message: format!("not a source plugin: {e:#}"),
-                }
-            })?;
+        let instance_pre = runtime.instantiate_pre(&component, path)?;
+        // A 0.3 source, else a 0.2 one (the export's version tells them apart).
+        let pre = match SourcePluginPre::new(instance_pre.clone()) {
+            Ok(pre) => SourcePre::V03(pre),
+            Err(e) => SourcePre::V02(
+                crate::bindings::v02::source::SourcePluginPre::new(instance_pre).map_err(|_| {
+                    RuntimeError::Load {
+                        path: path.to_path_buf(),
+                        message: format!("not a source plugin: {e:#}"),
+                    }
+                })?,
+            ),
+        };
         Ok(SourcePlugin {
             runtime: runtime.clone(),
             pre,
@@ -93,22 +116,39 @@ impl SourcePlugin {
         config_json: &str,
         resume: &ResumePoint,
     ) -> Result<(RunningSource, Vec<TableDefinition>), RuntimeError> {
-        let resume = wit_source::ResumePoint {
-            checkpoint: resume.checkpoint.clone(),
-            tables: resume.tables.clone(),
-        };
         let mut store = self.runtime.new_store(&self.name, &self.capabilities)?;
         let (limit, memory_limit_bytes) = sandbox::store_limits(&store);
         let pre = &self.pre;
         let (instance, tables) = self
             .runtime
             .block_on_call(limit, memory_limit_bytes, async {
-                let instance = pre.instantiate_async(&mut store).await?;
-                let tables = instance
-                    .moonlink_plugin_source()
-                    .call_open(&mut store, config_json, &resume)
-                    .await?;
-                Ok((instance, tables))
+                Ok(match pre {
+                    SourcePre::V03(pre) => {
+                        let resume = wit_source::ResumePoint {
+                            checkpoint: resume.checkpoint.clone(),
+                            tables: resume.tables.clone(),
+                        };
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        let tables = instance
+                            .moonlink_plugin_source()
+                            .call_open(&mut store, config_json, &resume)
+                            .await?;
+                        (SourceInstance::V03(instance), tables)
+                    }
+                    SourcePre::V02(pre) => {
+                        let resume = v02_source::ResumePoint {
+                            checkpoint: resume.checkpoint.clone(),
+                            tables: resume.tables.clone(),
+                        };
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        let tables = instance
+                            .moonlink_plugin_source()
+                            .call_open(&mut store, config_json, &resume)
+                            .await?
+                            .map(|defs| defs.into_iter().map(compat::table_def_up).collect());
+                        (SourceInstance::V02(instance), tables)
+                    }
+                })
             })?;
         let tables = tables.map_err(RuntimeError::Plugin)?;
         let tables = tables
@@ -127,12 +167,13 @@ impl SourcePlugin {
     }
 }
 
-fn table_definition(def: wit_source::TableDef) -> Result<TableDefinition, RuntimeError> {
+pub(crate) fn table_definition(def: wit::TableDef) -> Result<TableDefinition, RuntimeError> {
     Ok(TableDefinition {
         schema: schema_from_wit(&def.schema).map_err(|e| {
             RuntimeError::Plugin(format!("table '{}' cannot be created: {e}", def.name))
         })?,
         name: def.name,
+        partition_by: def.partition_by,
     })
 }
 
@@ -140,7 +181,7 @@ fn table_definition(def: wit_source::TableDef) -> Result<TableDefinition, Runtim
 pub struct RunningSource {
     runtime: PluginRuntime,
     store: Store<PluginState>,
-    instance: crate::bindings::source::SourcePlugin,
+    instance: SourceInstance,
     /// A call failed in a way that leaves the instance unusable (trap, timeout).
     broken: bool,
 }
@@ -159,13 +200,30 @@ impl RunningSource {
 
     pub fn poll(&mut self, max_rows: u32, timeout_ms: u32) -> Result<SourcePoll, RuntimeError> {
         let (limit, memory_limit_bytes) = self.begin()?;
-        let result = self.runtime.block_on_call(
-            limit,
-            memory_limit_bytes,
-            self.instance
-                .moonlink_plugin_source()
-                .call_poll(&mut self.store, max_rows, timeout_ms),
-        );
+        let store = &mut self.store;
+        let result = match &self.instance {
+            SourceInstance::V03(i) => self.runtime.block_on_call(
+                limit,
+                memory_limit_bytes,
+                i.moonlink_plugin_source()
+                    .call_poll(&mut *store, max_rows, timeout_ms),
+            ),
+            SourceInstance::V02(i) => self
+                .runtime
+                .block_on_call(
+                    limit,
+                    memory_limit_bytes,
+                    i.moonlink_plugin_source()
+                        .call_poll(&mut *store, max_rows, timeout_ms),
+                )
+                .map(|r| {
+                    r.map(|p| wit_source::PollResult {
+                        events: p.events.into_iter().map(compat::source_event_up).collect(),
+                        checkpoint: p.checkpoint,
+                        finished: p.finished,
+                    })
+                }),
+        };
         // A trap or a timeout leaves the instance unusable.
         self.broken = result.is_err();
         let result = result?.map_err(RuntimeError::Plugin)?;
@@ -198,13 +256,19 @@ impl RunningSource {
 
     pub fn ack(&mut self, checkpoint: &str) -> Result<(), RuntimeError> {
         let (limit, memory_limit_bytes) = self.begin()?;
-        let result = self.runtime.block_on_call(
-            limit,
-            memory_limit_bytes,
-            self.instance
-                .moonlink_plugin_source()
-                .call_ack(&mut self.store, checkpoint),
-        );
+        let store = &mut self.store;
+        let result = match &self.instance {
+            SourceInstance::V03(i) => self.runtime.block_on_call(
+                limit,
+                memory_limit_bytes,
+                i.moonlink_plugin_source().call_ack(&mut *store, checkpoint),
+            ),
+            SourceInstance::V02(i) => self.runtime.block_on_call(
+                limit,
+                memory_limit_bytes,
+                i.moonlink_plugin_source().call_ack(&mut *store, checkpoint),
+            ),
+        };
         self.broken = result.is_err();
         result
     }

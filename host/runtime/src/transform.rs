@@ -5,27 +5,46 @@ use std::path::Path;
 use wasmtime::Store;
 
 use crate::bindings::transform::TransformPluginPre;
+use crate::compat;
 use crate::sandbox::{self, Capabilities, PluginRuntime, PluginState};
 use crate::{PluginBatch, RuntimeError};
+
+/// A linked transform of either WIT version.
+#[derive(Clone)]
+enum TransformPre {
+    V03(TransformPluginPre<PluginState>),
+    V02(crate::bindings::v02::transform::TransformPluginPre<PluginState>),
+}
+
+enum TransformInstance {
+    V03(crate::bindings::transform::TransformPlugin),
+    V02(crate::bindings::v02::transform::TransformPlugin),
+}
 
 /// A loaded transform component.
 #[derive(Clone)]
 pub struct TransformPlugin {
     runtime: PluginRuntime,
-    pre: TransformPluginPre<PluginState>,
+    pre: TransformPre,
     name: String,
 }
 
 impl TransformPlugin {
     pub fn load(runtime: &PluginRuntime, path: &Path, name: &str) -> Result<Self, RuntimeError> {
         let component = runtime.load_component(path)?;
-        let pre =
-            TransformPluginPre::new(runtime.instantiate_pre(&component, path)?).map_err(|e| {
-                RuntimeError::Load {
-                    path: path.to_path_buf(),
-                    message: format!("not a transform plugin: {e:#}"),
-                }
-            })?;
+        let instance_pre = runtime.instantiate_pre(&component, path)?;
+        // A 0.3 transform, else a 0.2 one (the export's version tells them apart).
+        let pre = match TransformPluginPre::new(instance_pre.clone()) {
+            Ok(pre) => TransformPre::V03(pre),
+            Err(e) => TransformPre::V02(
+                crate::bindings::v02::transform::TransformPluginPre::new(instance_pre).map_err(
+                    |_| RuntimeError::Load {
+                        path: path.to_path_buf(),
+                        message: format!("not a transform plugin: {e:#}"),
+                    },
+                )?,
+            ),
+        };
         Ok(TransformPlugin {
             runtime: runtime.clone(),
             pre,
@@ -43,12 +62,24 @@ impl TransformPlugin {
         let (instance, configured) =
             self.runtime
                 .block_on_call(limit, memory_limit_bytes, async {
-                    let instance = pre.instantiate_async(&mut store).await?;
-                    let configured = instance
-                        .moonlink_plugin_transform()
-                        .call_configure(&mut store, config_json)
-                        .await?;
-                    Ok((instance, configured))
+                    Ok(match pre {
+                        TransformPre::V03(pre) => {
+                            let instance = pre.instantiate_async(&mut store).await?;
+                            let configured = instance
+                                .moonlink_plugin_transform()
+                                .call_configure(&mut store, config_json)
+                                .await?;
+                            (TransformInstance::V03(instance), configured)
+                        }
+                        TransformPre::V02(pre) => {
+                            let instance = pre.instantiate_async(&mut store).await?;
+                            let configured = instance
+                                .moonlink_plugin_transform()
+                                .call_configure(&mut store, config_json)
+                                .await?;
+                            (TransformInstance::V02(instance), configured)
+                        }
+                    })
                 })?;
         configured.map_err(RuntimeError::Plugin)?;
         Ok(RunningTransform {
@@ -64,7 +95,7 @@ impl TransformPlugin {
 pub struct RunningTransform {
     runtime: PluginRuntime,
     store: Store<PluginState>,
-    instance: crate::bindings::transform::TransformPlugin,
+    instance: TransformInstance,
     /// A call trapped or timed out: the instance must be restarted.
     broken: bool,
 }
@@ -78,13 +109,25 @@ impl RunningTransform {
         }
         let limit = self.runtime.arm_deadline(&mut self.store);
         let (_, memory_limit_bytes) = sandbox::store_limits(&self.store);
-        let result = self.runtime.block_on_call(
-            limit,
-            memory_limit_bytes,
-            self.instance
-                .moonlink_plugin_transform()
-                .call_apply(&mut self.store, batch),
-        );
+        let store = &mut self.store;
+        let result = match &self.instance {
+            TransformInstance::V03(i) => self.runtime.block_on_call(
+                limit,
+                memory_limit_bytes,
+                i.moonlink_plugin_transform().call_apply(&mut *store, batch),
+            ),
+            TransformInstance::V02(i) => {
+                // Refused before the call (the instance stays usable): a map column.
+                let batch = compat::batch_down(batch)?;
+                self.runtime
+                    .block_on_call(
+                        limit,
+                        memory_limit_bytes,
+                        i.moonlink_plugin_transform().call_apply(&mut *store, &batch),
+                    )
+                    .map(|r| r.map(|out| out.into_iter().map(compat::batch_up).collect()))
+            }
+        };
         self.broken = result.is_err();
         result?.map_err(RuntimeError::Plugin)
     }

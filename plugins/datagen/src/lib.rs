@@ -157,10 +157,7 @@ impl Source for Datagen {
         );
         Ok((
             source,
-            vec![TableDef {
-                name: table,
-                schema: preset.schema(),
-            }],
+            vec![TableDef::new(table, preset.schema())],
         ))
     }
 

@@ -30,11 +30,13 @@ fn schema() -> TableSchema {
                 name: "id".into(),
                 data_type: DataType::Int64,
                 nullable: false,
+                default: None,
             },
             Field {
                 name: "payload".into(),
                 data_type: DataType::Utf8,
                 nullable: true,
+                default: None,
             },
         ],
         primary_key: vec![],
@@ -148,10 +150,7 @@ impl Source for FaultySource {
         };
         Ok((
             source,
-            vec![TableDef {
-                name: table,
-                schema: schema(),
-            }],
+            vec![TableDef::new(table, schema())],
         ))
     }
 
@@ -185,17 +184,10 @@ impl Source for FaultySource {
                     let table = self.foreign_table.clone();
                     let event = match self.foreign_op.as_str() {
                         "changes" => SourceEvent::Changes(rows(&table, 1_000_000, 3)),
-                        "schema" => SourceEvent::SchemaChange(TableDef {
-                            name: table,
-                            schema: TableSchema {
-                                fields: vec![Field {
-                                    name: "hijacked".into(),
-                                    data_type: DataType::Utf8,
-                                    nullable: true,
-                                }],
-                                primary_key: vec![],
-                            },
-                        }),
+                        "schema" => SourceEvent::SchemaChange(TableDef::new(
+                            table,
+                            TableSchema::new(vec![Field::nullable("hijacked", DataType::Utf8)]),
+                        )),
                         "progress" => SourceEvent::Progress(CopyProgress {
                             table,
                             rows_copied: 1,

@@ -125,13 +125,13 @@ impl TableRows {
 
     /// The table's definition for `open` and schema changes.
     pub fn def(&self) -> TableDef {
-        TableDef {
-            name: self.name.clone(),
-            schema: TableSchema {
+        TableDef::new(
+            self.name.clone(),
+            TableSchema {
                 fields: self.fields.clone(),
                 primary_key: self.primary_key.clone(),
             },
-        }
+        )
     }
 
     /// The columns are known (an inferred table has seen a record).

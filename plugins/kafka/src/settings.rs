@@ -115,9 +115,8 @@ fn parse_columns(key: &str, value: &Json) -> Result<SchemaSetting> {
         let nullable = item.get("nullable").and_then(Json::as_bool).unwrap_or(true);
         let data_type = parse_type(data_type).map_err(|e| bad(format!("setting `{key}`: {e}")))?;
         fields.push(Field {
-            name: name.to_string(),
-            data_type,
             nullable,
+            ..Field::nullable(name, data_type)
         });
     }
     if fields.is_empty() {

@@ -80,6 +80,11 @@ pub fn type_name(t: &DataType) -> String {
         DataType::Uuid => "uuid".into(),
         DataType::Time => "time".into(),
         DataType::Array(e) => format!("list<{}>", type_name(&moonlink_sdk::element_data_type(e))),
+        DataType::Map(m) => format!(
+            "map<{}, {}>",
+            type_name(&moonlink_sdk::element_data_type(&m.key)),
+            type_name(&moonlink_sdk::element_data_type(&m.value))
+        ),
     }
 }
 
@@ -205,6 +210,8 @@ pub fn convert(data_type: &DataType, raw: &str, lenient_strings: bool) -> Result
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::List)
         }
+        // `parse_type` never declares one; a map column is not something Kafka JSON fills.
+        DataType::Map(_) => Err("map columns are not supported by the kafka source".into()),
     }
 }
 

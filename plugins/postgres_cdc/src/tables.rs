@@ -68,9 +68,8 @@ pub fn schema_for(
             ));
         };
         fields.push(Field {
-            name: c.name.clone(),
-            data_type,
             nullable: !key_names.contains(&c.name),
+            ..Field::nullable(&c.name, data_type)
         });
         decoders.push(decoder);
     }
@@ -114,10 +113,7 @@ impl MirroredTable {
     }
 
     pub fn def(&self) -> TableDef {
-        TableDef {
-            name: self.target.clone(),
-            schema: self.schema.clone(),
-        }
+        TableDef::new(self.target.clone(), self.schema.clone())
     }
 
     /// Adopts new columns (a Relation message after ALTER TABLE). Returns the schema-change

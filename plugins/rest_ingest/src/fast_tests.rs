@@ -8,9 +8,8 @@ use crate::{decode_general, fast};
 
 fn info(content_type: &str, parameters: &[(&str, &str)]) -> RequestInfo {
     let field = |name: &str, data_type, nullable| Field {
-        name: name.into(),
-        data_type,
         nullable,
+        ..Field::nullable(name, data_type)
     };
     RequestInfo {
         table: "demo.t".into(),

@@ -6,9 +6,8 @@ use moonlink_sdk::text::{parse_date, parse_decimal, parse_timestamp, parse_uuid}
 
 fn field(name: &str, data_type: DataType, nullable: bool) -> Field {
     Field {
-        name: name.into(),
-        data_type,
         nullable,
+        ..Field::nullable(name, data_type)
     }
 }
 

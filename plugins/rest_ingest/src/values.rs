@@ -175,5 +175,94 @@ pub fn convert(data_type: &DataType, raw: &str) -> Result<Value, String> {
             }
             _ => Err(expected("a JSON array", raw)),
         },
+        DataType::Map(m) => match kind {
+            Kind::Object => map_entries(
+                &moonlink_sdk::element_data_type(&m.key),
+                &moonlink_sdk::element_data_type(&m.value),
+                raw,
+            )
+            .map(Value::Map),
+            _ => Err(expected("a JSON object", raw)),
+        },
+    }
+}
+
+/// The entries of a JSON object for a map column, in order. Keys are JSON strings: a string
+/// key as is, any other key type parsed from the key's text (`{"7": ..}` for int64 keys).
+/// For string values, a value that is not a JSON string keeps its JSON text (`1`, `true`,
+/// `{"x":1}`); JSON `null` is a null value.
+fn map_entries(key_type: &DataType, value_type: &DataType, raw: &str) -> Result<Vec<(Value, Value)>, String> {
+    let mut members = object::Members::parse(raw)?.0;
+    // A key given twice: the last one counts, as in JSON parsers (keys are unique per row).
+    let mut seen = std::collections::HashSet::new();
+    members.reverse();
+    members.retain(|(key, _)| seen.insert(key.clone()));
+    members.reverse();
+    members
+        .into_iter()
+        .map(|(key, value)| {
+            let key_value = match key_type {
+                DataType::Utf8 => Value::Str(key.clone()),
+                other => {
+                    let quoted = serde_json::to_string(&key).map_err(|e| e.to_string())?;
+                    let text = if matches!(kind(&key), Kind::Number | Kind::Boolean)
+                        && serde_json::from_str::<&RawValue>(&key).is_ok()
+                    {
+                        key.clone()
+                    } else {
+                        quoted
+                    };
+                    convert(other, &text).map_err(|e| format!("key {}: {e}", quote(&key)))?
+                }
+            };
+            let raw_value = value.get();
+            let value = match (value_type, kind(raw_value)) {
+                (_, Kind::Null) => Value::Null,
+                (DataType::Utf8, Kind::String) => convert(value_type, raw_value)?,
+                (DataType::Utf8, _) => Value::Str(raw_value.to_string()),
+                (other, _) => {
+                    convert(other, raw_value).map_err(|e| format!("key {}: {e}", quote(&key)))?
+                }
+            };
+            Ok((key_value, value))
+        })
+        .collect()
+}
+
+fn quote(key: &str) -> String {
+    serde_json::to_string(key).unwrap_or_default()
+}
+
+/// A JSON object's members in document order, values kept raw (no map type reorders them).
+mod object {
+    use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+
+    pub struct Members<'a>(pub Vec<(String, &'a RawValue)>);
+
+    impl<'a> Members<'a> {
+        pub fn parse(raw: &'a str) -> Result<Self, String> {
+            serde_json::from_str(raw).map_err(|e| format!("invalid object: {e}"))
+        }
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Members<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
+                    let mut entries = Vec::new();
+                    while let Some((k, v)) = m.next_entry::<String, &'de RawValue>()? {
+                        entries.push((k, v));
+                    }
+                    Ok(Members(entries))
+                }
+            }
+            d.deserialize_map(V)
+        }
     }
 }
