@@ -296,7 +296,9 @@ impl Values {
                     values.push_default();
                     let valid = value != Value::Null;
                     if valid {
-                        values.set_last(value).map_err(|e| format!("map value: {e}"))?;
+                        values
+                            .set_last(value)
+                            .map_err(|e| format!("map value: {e}"))?;
                     }
                     value_validity.push(valid);
                 }

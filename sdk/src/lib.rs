@@ -27,8 +27,8 @@ mod batch;
 mod change;
 mod checkpoint;
 mod config;
-mod map;
 pub mod log;
+mod map;
 pub mod text;
 
 /// The tutorial in `sdk/README.md`; its code blocks run as doctests, so it cannot rot.
@@ -37,10 +37,10 @@ pub mod text;
 mod tutorial {}
 
 pub use batch::{element_data_type, element_type_of, BatchBuilder, Row, Value};
-pub use map::MapColumnBuilder;
 pub use change::RowRef;
 pub use checkpoint::Checkpoint;
 pub use config::{Config, ConfigError};
+pub use map::MapColumnBuilder;
 
 /// Bindings generated from the WIT package `moonlink:plugin` (`wit/plugin.wit`). The shared
 /// types are generated once and reused by every world, so one `ChangeBatch` type serves all.

@@ -323,32 +323,60 @@ pub(crate) fn check_values(column: &ColumnSchema, array: &ArrayRef) -> Result<()
         column: Some(column.name.clone()),
         message,
     };
-    // Only these types can hold values their Arrow type allows and Iceberg does not.
-    let element = match &column.data_type {
-        ColumnType::List(element) => element.as_ref(),
-        scalar => scalar,
-    };
-    if !matches!(element, ColumnType::Time | ColumnType::Decimal { .. }) {
-        return Ok(());
-    }
-    // A list's elements are checked as one flat array; the error names the list's row.
-    let list = array.as_list_opt::<i32>();
-    let (values, start) = match list {
-        Some(list) => {
-            let offsets = list.value_offsets();
-            let start = offsets.first().copied().unwrap_or(0) as usize;
-            let end = offsets.last().copied().unwrap_or(0) as usize;
-            (list.values().slice(start, end - start), start)
+    let checked = |t: &ColumnType| matches!(t, ColumnType::Time | ColumnType::Decimal { .. });
+    // A list's elements and a map's keys and values are checked as flat arrays; the error
+    // names the row of the list or map.
+    let (flat, offsets): (Vec<ArrayRef>, Option<&[i32]>) = match &column.data_type {
+        ColumnType::List(element) if checked(element) => {
+            let Some(list) = array.as_list_opt::<i32>() else {
+                return Ok(());
+            };
+            (vec![list.values().clone()], Some(list.value_offsets()))
         }
-        None => (array.clone(), 0),
+        ColumnType::Map { key, value } => {
+            let Some(map) = array.as_map_opt() else {
+                return Ok(());
+            };
+            if map.keys().null_count() > 0 {
+                let i = (0..map.keys().len()).find(|&i| map.keys().is_null(i));
+                let row = i.map(|i| row_in(map.value_offsets(), i));
+                return Err(bad(row, "a map key is null (keys never are)".into()));
+            }
+            let mut flat = Vec::new();
+            if checked(key) {
+                flat.push(map.keys().clone());
+            }
+            if checked(value) {
+                flat.push(map.values().clone());
+            }
+            (flat, Some(map.value_offsets()))
+        }
+        scalar if checked(scalar) => (vec![array.clone()], None),
+        _ => return Ok(()),
     };
-    let row_of = |i: usize| match list {
-        Some(list) => list
-            .value_offsets()
-            .partition_point(|&o| (o as usize) <= start + i)
-            .saturating_sub(1),
-        None => i,
-    };
+    for values in flat {
+        let row_of = |i: usize| match offsets {
+            Some(offsets) => row_in(offsets, i),
+            None => i,
+        };
+        check_flat(&values, row_of).map_err(|(row, message)| bad(Some(row), message))?;
+    }
+    Ok(())
+}
+
+/// The row whose range of `offsets` holds flat index `i`.
+fn row_in(offsets: &[i32], i: usize) -> usize {
+    offsets
+        .partition_point(|&o| (o as usize) <= i)
+        .saturating_sub(1)
+}
+
+/// Time and decimal values Arrow allows and Iceberg does not: (row, why).
+fn check_flat(
+    values: &ArrayRef,
+    row_of: impl Fn(usize) -> usize,
+) -> std::result::Result<(), (usize, String)> {
+    let bad = |row: Option<usize>, message: String| (row.unwrap_or(0), message);
     match values.data_type() {
         DataType::Time64(_) => {
             let times = values.as_primitive::<Time64MicrosecondType>();

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema as ArrowSchema, SchemaRef, TimeUnit};
-use iceberg::spec::{ListType, NestedField, PrimitiveType, Schema as IcebergSchema, Type};
+use iceberg::spec::{ListType, MapType, NestedField, PrimitiveType, Schema as IcebergSchema, Type};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
@@ -53,6 +53,15 @@ pub enum ColumnType {
     /// A list of values of a scalar type (Postgres arrays); elements may be null. Stored as
     /// an Iceberg `list` whose element field has its own id.
     List(Box<ColumnType>),
+    /// Key/value pairs of scalar types per row (e.g. OpenTelemetry attributes); keys are
+    /// never null, values may be. Stored as an Iceberg `map` whose key and value fields have
+    /// their own ids (the key's id, then the value's, consecutive).
+    Map {
+        /// The keys' type.
+        key: Box<ColumnType>,
+        /// The values' type.
+        value: Box<ColumnType>,
+    },
 }
 
 impl ColumnType {
@@ -81,6 +90,39 @@ impl ColumnType {
             }
             return Ok(ColumnType::List(Box::new(Self::parse_scalar(inner, name)?)));
         }
+        if let Some(inner) = lower
+            .strip_prefix("map<")
+            .and_then(|rest| rest.strip_suffix('>'))
+        {
+            // `map<K, V>` of scalars: the first comma outside parentheses (decimal(p,s)).
+            let mut depth = 0;
+            let comma = inner.char_indices().find(|&(_, c)| {
+                depth += match c {
+                    '(' => 1,
+                    ')' => -1,
+                    _ => 0,
+                };
+                c == ',' && depth == 0
+            });
+            let Some((at, _)) = comma else {
+                return Err(EngineError::InvalidSchema(format!(
+                    "'{name}': a map type is map<K, V>"
+                )));
+            };
+            let (key, value) = (inner[..at].trim(), inner[at + 1..].trim());
+            if [key, value]
+                .iter()
+                .any(|t| t.starts_with("list<") || t.starts_with("map<"))
+            {
+                return Err(EngineError::InvalidSchema(format!(
+                    "'{name}': map keys and values must be scalar types"
+                )));
+            }
+            return Ok(ColumnType::Map {
+                key: Box::new(Self::parse_scalar(key, name)?),
+                value: Box::new(Self::parse_scalar(value, name)?),
+            });
+        }
         Self::parse_scalar(&lower, name)
     }
 
@@ -103,7 +145,7 @@ impl ColumnType {
             other => parse_decimal(other).ok_or_else(|| {
                 EngineError::InvalidSchema(format!(
                     "unknown data type '{original}' (expected one of int16, int32, int64, float32, \
-                     float64, bool, string, date32, decimal(p,s), timestamp, timestamptz, binary, uuid, time, list<T>)"
+                     float64, bool, string, date32, decimal(p,s), timestamp, timestamptz, binary, uuid, time, list<T>, map<K, V>)"
                 ))
             })?,
         };
@@ -128,19 +170,53 @@ impl ColumnType {
             ColumnType::Uuid => "uuid".into(),
             ColumnType::Time => "time".into(),
             ColumnType::List(element) => format!("list<{}>", element.name()),
+            ColumnType::Map { key, value } => format!("map<{}, {}>", key.name(), value.name()),
+        }
+    }
+
+    /// How many nested field ids the type has besides the column's own: a list's element,
+    /// a map's key and value.
+    pub fn nested_ids(&self) -> i32 {
+        match self {
+            ColumnType::List(_) => 1,
+            ColumnType::Map { .. } => 2,
+            _ => 0,
         }
     }
 
     /// The Arrow type the engine stores this column as. A list's element field carries its
-    /// Iceberg field id (`element_id`), as Parquet files and readers expect.
+    /// Iceberg field id (`element_id`), as Parquet files and readers expect; a map's key field
+    /// carries `element_id` and its value field `element_id + 1`.
     pub fn arrow_type_with_element_id(&self, element_id: i32) -> DataType {
+        let with_id = |field: Field, id: i32| {
+            field.with_metadata(HashMap::from([(
+                PARQUET_FIELD_ID_KEY.to_string(),
+                id.to_string(),
+            )]))
+        };
         match self {
-            ColumnType::List(element) => DataType::List(Arc::new(
-                Field::new("element", element.arrow_type(), true).with_metadata(HashMap::from([(
-                    PARQUET_FIELD_ID_KEY.to_string(),
-                    element_id.to_string(),
-                )])),
-            )),
+            ColumnType::List(element) => DataType::List(Arc::new(with_id(
+                Field::new("element", element.arrow_type(), true),
+                element_id,
+            ))),
+            // Iceberg's (and Parquet's) names: a `key_value` struct of `key` and `value`.
+            ColumnType::Map { key, value } => DataType::Map(
+                Arc::new(Field::new(
+                    "key_value",
+                    DataType::Struct(
+                        vec![
+                            with_id(Field::new("key", key.arrow_type(), false), element_id),
+                            with_id(
+                                Field::new("value", value.arrow_type(), true),
+                                element_id + 1,
+                            ),
+                        ]
+                        .into(),
+                    ),
+                    false,
+                )),
+                false,
+            ),
             scalar => scalar.arrow_type(),
         }
     }
@@ -166,7 +242,7 @@ impl ColumnType {
             ColumnType::Binary => DataType::Binary,
             ColumnType::Uuid => DataType::FixedSizeBinary(16),
             ColumnType::Time => DataType::Time64(TimeUnit::Microsecond),
-            ColumnType::List(_) => self.arrow_type_with_element_id(0),
+            ColumnType::List(_) | ColumnType::Map { .. } => self.arrow_type_with_element_id(0),
         }
     }
 
@@ -175,6 +251,17 @@ impl ColumnType {
             ColumnType::List(element) => Type::List(ListType::new(Arc::new(
                 NestedField::list_element(element_id, element.iceberg_type(0), false),
             ))),
+            ColumnType::Map { key, value } => Type::Map(MapType::new(
+                Arc::new(NestedField::map_key_element(
+                    element_id,
+                    key.iceberg_type(0),
+                )),
+                Arc::new(NestedField::map_value_element(
+                    element_id + 1,
+                    value.iceberg_type(0),
+                    false,
+                )),
+            )),
             scalar => Type::Primitive(scalar.iceberg_primitive()),
         }
     }
@@ -197,7 +284,9 @@ impl ColumnType {
             ColumnType::Binary => PrimitiveType::Binary,
             ColumnType::Uuid => PrimitiveType::Uuid,
             ColumnType::Time => PrimitiveType::Time,
-            ColumnType::List(_) => unreachable!("lists are not primitive"),
+            ColumnType::List(_) | ColumnType::Map { .. } => {
+                unreachable!("lists and maps are not primitive")
+            }
         }
     }
 }
@@ -305,9 +394,10 @@ impl TableSchema {
                 )));
             }
             match col.data_type {
-                ColumnType::List(_) => {
+                ColumnType::List(_) | ColumnType::Map { .. } => {
                     return Err(EngineError::InvalidSchema(format!(
-                        "primary key column '{k}' is a list; keys must be scalar"
+                        "primary key column '{k}' is a {}; keys must be scalar",
+                        col.data_type.name()
                     )))
                 }
                 // Iceberg identifier fields may not be float or double (readers refuse them).
@@ -351,16 +441,17 @@ impl TableSchema {
             .unwrap_or(index as i32 + 1)
     }
 
-    /// The Iceberg field id of the element of list column `index`.
+    /// The Iceberg field id of the element of list column `index`, or of the key of map
+    /// column `index` (its value's id is the next one).
     pub fn element_id(&self, index: usize) -> i32 {
         if let Some(id) = self.element_ids.get(index) {
             return *id;
         }
-        let lists_before = self.columns[..index]
+        let nested_before: i32 = self.columns[..index]
             .iter()
-            .filter(|c| matches!(c.data_type, ColumnType::List(_)))
-            .count();
-        self.columns.len() as i32 + 1 + lists_before as i32
+            .map(|c| c.data_type.nested_ids())
+            .sum();
+        self.columns.len() as i32 + 1 + nested_before
     }
 
     /// The Arrow type of column `index` (with its element's field id for lists).
@@ -375,9 +466,9 @@ impl TableSchema {
     pub(crate) fn max_field_id(&self) -> i32 {
         (0..self.columns.len())
             .flat_map(|i| {
-                let element = matches!(self.columns[i].data_type, ColumnType::List(_))
-                    .then(|| self.element_id(i));
-                std::iter::once(self.field_id(i)).chain(element)
+                let nested = self.columns[i].data_type.nested_ids();
+                let first = (nested > 0).then(|| self.element_id(i));
+                std::iter::once(self.field_id(i)).chain(first.map(|id| id + nested - 1))
             })
             .max()
             .unwrap_or(0)
@@ -393,9 +484,9 @@ impl TableSchema {
         for column in columns {
             match self.column_index(&column.name) {
                 Some(i) => {
-                    element_ids.push(match column.data_type {
-                        ColumnType::List(_) => self.element_id(i),
-                        _ => 0,
+                    element_ids.push(match column.data_type.nested_ids() {
+                        0 => 0,
+                        _ => self.element_id(i),
                     });
                     let old = &self.columns[i];
                     if old.data_type != column.data_type {
@@ -412,12 +503,12 @@ impl TableSchema {
                 None => {
                     next_id += 1;
                     field_ids.push(next_id);
-                    element_ids.push(match column.data_type {
-                        ColumnType::List(_) => {
-                            next_id += 1;
-                            next_id
+                    element_ids.push(match column.data_type.nested_ids() {
+                        0 => 0,
+                        nested => {
+                            next_id += nested;
+                            next_id - nested + 1
                         }
-                        _ => 0,
                     });
                 }
             }
@@ -590,3 +681,7 @@ mod tests {
         assert!(schema.validate().is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "schema_map_tests.rs"]
+mod map_tests;

@@ -90,9 +90,9 @@ impl TableSchema {
         let mut next = self.clone();
         next.field_ids = (0..self.columns.len()).map(|i| self.field_id(i)).collect();
         next.element_ids = (0..self.columns.len())
-            .map(|i| match self.columns[i].data_type {
-                ColumnType::List(_) => self.element_id(i),
-                _ => 0,
+            .map(|i| match self.columns[i].data_type.nested_ids() {
+                0 => 0,
+                _ => self.element_id(i),
             })
             .collect();
         let mut last_id = last_column_id.max(self.max_field_id());
@@ -142,12 +142,12 @@ impl TableSchema {
                 }
                 *last_id += 1;
                 let id = *last_id;
-                let element = match data_type {
-                    ColumnType::List(_) => {
-                        *last_id += 1;
-                        *last_id
+                let element = match data_type.nested_ids() {
+                    0 => 0,
+                    nested => {
+                        *last_id += nested;
+                        *last_id - nested + 1
                     }
-                    _ => 0,
                 };
                 self.columns.push(column);
                 self.field_ids.push(id);
@@ -275,7 +275,7 @@ fn check_promotion(name: &str, from: &ColumnType, to: &ColumnType) -> Result<()>
 }
 
 /// Checks `value` as a default of `column` and returns it in canonical Iceberg JSON form.
-fn canonical_default(
+pub(crate) fn canonical_default(
     column: &ColumnSchema,
     value: &serde_json::Value,
 ) -> Result<serde_json::Value> {
@@ -286,8 +286,8 @@ fn canonical_default(
             column.data_type.name()
         ))
     };
-    if matches!(column.data_type, ColumnType::List(_)) {
-        return Err(bad("list columns cannot have a default".into()));
+    if column.data_type.nested_ids() > 0 {
+        return Err(bad("list and map columns cannot have a default".into()));
     }
     let arrow_type = column.data_type.arrow_type();
     let ty = iceberg_type_of(&arrow_type).ok_or_else(|| bad("no Iceberg type".into()))?;

@@ -181,7 +181,7 @@ impl Driver {
         let mut declared = BTreeSet::new();
         for table in &tables {
             let host_name = self.spec.host_table(&table.name);
-            self.ensure_table(&host_name, table.schema.clone())?;
+            self.ensure_table(&host_name, table)?;
             declared.insert(host_name.clone());
             if !known_tables.contains(&host_name) {
                 known_tables.push(host_name);
@@ -359,7 +359,7 @@ impl Driver {
                 Step::Control(SourceEvent::SchemaChange(def)) => {
                     let table = self.spec.host_table(&def.name);
                     self.handle
-                        .block_on(self.engine.evolve_table(&table, def.schema.columns))
+                        .block_on(self.engine.evolve_table_to(&table, &def.schema))
                         .map_err(|source| PipelineError::Engine {
                             action: "cannot change the schema of",
                             table,
@@ -387,13 +387,27 @@ impl Driver {
         Ok(())
     }
 
-    fn ensure_table(&self, name: &str, schema: moonlink_engine::TableSchema) -> Result<()> {
-        if self.engine.table_info(name).is_ok() {
+    /// Creates a declared table that is missing, with the source's partition spec; an
+    /// existing table keeps its own spec (a differing declaration is logged).
+    fn ensure_table(&self, name: &str, def: &moonlink_runtime::TableDefinition) -> Result<()> {
+        if let Ok(info) = self.engine.table_info(name) {
+            if !def.partition_by.is_empty() && info.options.partition_by != def.partition_by {
+                tracing::warn!(source = %self.name(), table = name, declared = ?def.partition_by,
+                    current = ?info.options.partition_by,
+                    "the table exists with another partition spec; it keeps its own");
+            }
             return Ok(());
         }
         let (namespace, table) = split_table_name(name);
+        let mut schema = def.schema.clone();
+        // A default belongs to a column being added, not to a new table's columns.
+        schema.defaults.clear();
+        let options = moonlink_engine::TableOptions {
+            partition_by: def.partition_by.clone(),
+            ..Default::default()
+        };
         match self.handle.block_on(self.engine.create_table(CreateTable {
-            options: Default::default(),
+            options,
             name: name.to_string(),
             namespace,
             table,

@@ -52,37 +52,37 @@ fn elements_down(v: n::ElementValues) -> o::ElementValues {
 
 fn column_values_up(v: o::ColumnValues) -> n::ColumnValues {
     same_variants!(v, o => n::ColumnValues,
-        plain: [Int16, Int32, Int64, Float32, Float64, Boolean, Utf8, Binary], unit: [],
-        other: {
-            o::ColumnValues::Int128(x) => n::ColumnValues::Int128(int128s_up(x)),
-            o::ColumnValues::Array(a) => n::ColumnValues::Array(n::ArrayValues {
-                offsets: a.offsets,
-                elements: elements_up(a.elements),
-                element_validity: a.element_validity,
-            }),
-            o::ColumnValues::Utf8Buffer(b) => n::ColumnValues::Utf8Buffer(n::Utf8Buffer {
-                offsets: b.offsets,
-                data: b.data,
-            }),
-        })
+    plain: [Int16, Int32, Int64, Float32, Float64, Boolean, Utf8, Binary], unit: [],
+    other: {
+        o::ColumnValues::Int128(x) => n::ColumnValues::Int128(int128s_up(x)),
+        o::ColumnValues::Array(a) => n::ColumnValues::Array(n::ArrayValues {
+            offsets: a.offsets,
+            elements: elements_up(a.elements),
+            element_validity: a.element_validity,
+        }),
+        o::ColumnValues::Utf8Buffer(b) => n::ColumnValues::Utf8Buffer(n::Utf8Buffer {
+            offsets: b.offsets,
+            data: b.data,
+        }),
+    })
 }
 
 fn column_values_down(v: n::ColumnValues, column: &str) -> Result<o::ColumnValues, RuntimeError> {
     Ok(same_variants!(v, n => o::ColumnValues,
-        plain: [Int16, Int32, Int64, Float32, Float64, Boolean, Utf8, Binary], unit: [],
-        other: {
-            n::ColumnValues::Int128(x) => o::ColumnValues::Int128(int128s_down(x)),
-            n::ColumnValues::Array(a) => o::ColumnValues::Array(o::ArrayValues {
-                offsets: a.offsets,
-                elements: elements_down(a.elements),
-                element_validity: a.element_validity,
-            }),
-            n::ColumnValues::Utf8Buffer(b) => o::ColumnValues::Utf8Buffer(o::Utf8Buffer {
-                offsets: b.offsets,
-                data: b.data,
-            }),
-            n::ColumnValues::Map(_) => return Err(no_map(column)),
-        }))
+    plain: [Int16, Int32, Int64, Float32, Float64, Boolean, Utf8, Binary], unit: [],
+    other: {
+        n::ColumnValues::Int128(x) => o::ColumnValues::Int128(int128s_down(x)),
+        n::ColumnValues::Array(a) => o::ColumnValues::Array(o::ArrayValues {
+            offsets: a.offsets,
+            elements: elements_down(a.elements),
+            element_validity: a.element_validity,
+        }),
+        n::ColumnValues::Utf8Buffer(b) => o::ColumnValues::Utf8Buffer(o::Utf8Buffer {
+            offsets: b.offsets,
+            data: b.data,
+        }),
+        n::ColumnValues::Map(_) => return Err(no_map(column)),
+    }))
 }
 
 fn no_map(column: &str) -> RuntimeError {
@@ -139,53 +139,53 @@ pub(crate) fn batch_down(b: &n::ChangeBatch) -> Result<o::ChangeBatch, RuntimeEr
 
 fn element_type_up(t: o::ElementType) -> n::ElementType {
     same_variants!(t, o => n::ElementType, plain: [],
-        unit: [Int16, Int32, Int64, Float32, Float64, Boolean, Utf8, Date32, Timestamp,
-               Timestamptz, Binary, Uuid, Time],
-        other: {
-            o::ElementType::Decimal(d) => n::ElementType::Decimal(n::DecimalType {
-                precision: d.precision,
-                scale: d.scale,
-            }),
-        })
+    unit: [Int16, Int32, Int64, Float32, Float64, Boolean, Utf8, Date32, Timestamp,
+           Timestamptz, Binary, Uuid, Time],
+    other: {
+        o::ElementType::Decimal(d) => n::ElementType::Decimal(n::DecimalType {
+            precision: d.precision,
+            scale: d.scale,
+        }),
+    })
 }
 
 fn element_type_down(t: n::ElementType) -> o::ElementType {
     same_variants!(t, n => o::ElementType, plain: [],
-        unit: [Int16, Int32, Int64, Float32, Float64, Boolean, Utf8, Date32, Timestamp,
-               Timestamptz, Binary, Uuid, Time],
-        other: {
-            n::ElementType::Decimal(d) => o::ElementType::Decimal(o::DecimalType {
-                precision: d.precision,
-                scale: d.scale,
-            }),
-        })
+    unit: [Int16, Int32, Int64, Float32, Float64, Boolean, Utf8, Date32, Timestamp,
+           Timestamptz, Binary, Uuid, Time],
+    other: {
+        n::ElementType::Decimal(d) => o::ElementType::Decimal(o::DecimalType {
+            precision: d.precision,
+            scale: d.scale,
+        }),
+    })
 }
 
 fn data_type_up(t: o::DataType) -> n::DataType {
     same_variants!(t, o => n::DataType, plain: [],
-        unit: [Int16, Int32, Int64, Float32, Float64, Boolean, Utf8, Date32, Timestamp,
-               Timestamptz, Binary, Uuid, Time],
-        other: {
-            o::DataType::Decimal(d) => n::DataType::Decimal(n::DecimalType {
-                precision: d.precision,
-                scale: d.scale,
-            }),
-            o::DataType::Array(e) => n::DataType::Array(element_type_up(e)),
-        })
+    unit: [Int16, Int32, Int64, Float32, Float64, Boolean, Utf8, Date32, Timestamp,
+           Timestamptz, Binary, Uuid, Time],
+    other: {
+        o::DataType::Decimal(d) => n::DataType::Decimal(n::DecimalType {
+            precision: d.precision,
+            scale: d.scale,
+        }),
+        o::DataType::Array(e) => n::DataType::Array(element_type_up(e)),
+    })
 }
 
 fn data_type_down(t: n::DataType, column: &str) -> Result<o::DataType, RuntimeError> {
     Ok(same_variants!(t, n => o::DataType, plain: [],
-        unit: [Int16, Int32, Int64, Float32, Float64, Boolean, Utf8, Date32, Timestamp,
-               Timestamptz, Binary, Uuid, Time],
-        other: {
-            n::DataType::Decimal(d) => o::DataType::Decimal(o::DecimalType {
-                precision: d.precision,
-                scale: d.scale,
-            }),
-            n::DataType::Array(e) => o::DataType::Array(element_type_down(e)),
-            n::DataType::Map(_) => return Err(no_map(column)),
-        }))
+    unit: [Int16, Int32, Int64, Float32, Float64, Boolean, Utf8, Date32, Timestamp,
+           Timestamptz, Binary, Uuid, Time],
+    other: {
+        n::DataType::Decimal(d) => o::DataType::Decimal(o::DecimalType {
+            precision: d.precision,
+            scale: d.scale,
+        }),
+        n::DataType::Array(e) => o::DataType::Array(element_type_down(e)),
+        n::DataType::Map(_) => return Err(no_map(column)),
+    }))
 }
 
 pub(crate) fn schema_up(s: o::TableSchema) -> n::TableSchema {
@@ -251,12 +251,14 @@ pub(crate) fn source_event_up(
         o_source::SourceEvent::SchemaChange(d) => {
             n_source::SourceEvent::SchemaChange(table_def_up(d))
         }
-        o_source::SourceEvent::Progress(p) => n_source::SourceEvent::Progress(n_source::CopyProgress {
-            table: p.table,
-            rows_copied: p.rows_copied,
-            rows_total: p.rows_total,
-            done: p.done,
-        }),
+        o_source::SourceEvent::Progress(p) => {
+            n_source::SourceEvent::Progress(n_source::CopyProgress {
+                table: p.table,
+                rows_copied: p.rows_copied,
+                rows_total: p.rows_total,
+                done: p.done,
+            })
+        }
     }
 }
 
@@ -268,9 +270,8 @@ pub(crate) fn request_info_down(
     Ok(
         crate::bindings::v02::exports::moonlink::plugin::rest_decoder::RequestInfo {
             table: info.table.clone(),
-            schema: schema_down(info.schema.clone()).map_err(|e| {
-                RuntimeError::Incompatible(format!("table '{}': {e}", info.table))
-            })?,
+            schema: schema_down(info.schema.clone())
+                .map_err(|e| RuntimeError::Incompatible(format!("table '{}': {e}", info.table)))?,
             content_type: info.content_type.clone(),
             parameters: info.parameters.clone(),
         },

@@ -19,20 +19,37 @@ pub(crate) fn schema_to_wit(schema: &TableSchema) -> wit::TableSchema {
         fields: schema
             .columns
             .iter()
-            .map(|c| wit::Field {
+            .enumerate()
+            .map(|(i, c)| wit::Field {
                 name: c.name.clone(),
                 data_type: type_to_wit(&c.data_type),
                 nullable: c.nullable,
-                default: None,
+                default: schema
+                    .defaults
+                    .get(&schema.field_id(i))
+                    .map(|v| v.to_string()),
             })
             .collect(),
         primary_key: schema.primary_key.clone(),
     }
 }
 
-/// The engine schema of a table a plugin declares.
+/// The engine schema of a table a plugin declares. Field defaults (Iceberg JSON text) land in
+/// `defaults`, keyed by the new schema's positional field ids.
 pub fn schema_from_wit(schema: &wit::TableSchema) -> Result<TableSchema, RuntimeError> {
-    Ok(TableSchema::new(
+    let mut defaults = std::collections::BTreeMap::new();
+    for (i, f) in schema.fields.iter().enumerate() {
+        if let Some(text) = &f.default {
+            let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+                RuntimeError::Plugin(format!(
+                    "column '{}': default {text:?} is not JSON (Iceberg's single-value form): {e}",
+                    f.name
+                ))
+            })?;
+            defaults.insert(i as i32 + 1, value);
+        }
+    }
+    let mut engine_schema = TableSchema::new(
         schema
             .fields
             .iter()
@@ -46,7 +63,9 @@ pub fn schema_from_wit(schema: &wit::TableSchema) -> Result<TableSchema, Runtime
             })
             .collect::<Result<_, RuntimeError>>()?,
         schema.primary_key.clone(),
-    ))
+    );
+    engine_schema.defaults = defaults;
+    Ok(engine_schema)
 }
 
 fn element_from_wit(t: &wit::ElementType) -> ColumnType {
@@ -92,8 +111,8 @@ fn element_to_wit(t: &ColumnType) -> wit::ElementType {
         ColumnType::Binary => E::Binary,
         ColumnType::Uuid => E::Uuid,
         ColumnType::Time => E::Time,
-        // The engine refuses nested lists at table creation.
-        ColumnType::List(_) => E::Utf8,
+        // The engine refuses nested types at table creation.
+        ColumnType::List(_) | ColumnType::Map { .. } => E::Utf8,
     }
 }
 
@@ -117,7 +136,10 @@ fn type_from_wit(t: &wit::DataType) -> Result<ColumnType, String> {
         wit::DataType::Uuid => ColumnType::Uuid,
         wit::DataType::Time => ColumnType::Time,
         wit::DataType::Array(element) => ColumnType::List(Box::new(element_from_wit(element))),
-        wit::DataType::Map(_) => return Err("map columns are not yet supported".into()),
+        wit::DataType::Map(m) => ColumnType::Map {
+            key: Box::new(element_from_wit(&m.key)),
+            value: Box::new(element_from_wit(&m.value)),
+        },
     })
 }
 
@@ -141,6 +163,10 @@ fn type_to_wit(t: &ColumnType) -> wit::DataType {
         ColumnType::Uuid => wit::DataType::Uuid,
         ColumnType::Time => wit::DataType::Time,
         ColumnType::List(element) => wit::DataType::Array(element_to_wit(element)),
+        ColumnType::Map { key, value } => wit::DataType::Map(wit::MapType {
+            key: element_to_wit(key),
+            value: element_to_wit(value),
+        }),
     }
 }
 
@@ -283,6 +309,45 @@ fn column_to_arrow(
                 .map_err(|e| e.to_string())?,
             )
         }
+        (ColumnType::Map { key, value }, V::Map(m)) => {
+            let arrow_schema::DataType::Map(entries_field, sorted) = arrow_type else {
+                return Err("map column without a map type".into());
+            };
+            let arrow_schema::DataType::Struct(fields) = entries_field.data_type() else {
+                return Err("map entries are not a struct".into());
+            };
+            let offsets = checked_offsets(&m.offsets)?;
+            let count = *offsets.last().unwrap_or(&0) as usize;
+            let keys = column_to_arrow(
+                &key,
+                fields[0].data_type(),
+                element_values(m.keys),
+                None,
+                count,
+            )
+            .map_err(|e| format!("map keys: {e}"))?;
+            let values = column_to_arrow(
+                &value,
+                fields[1].data_type(),
+                element_values(m.values),
+                m.value_validity,
+                count,
+            )
+            .map_err(|e| format!("map values: {e}"))?;
+            let entries =
+                arrow_array::StructArray::try_new(fields.clone(), vec![keys, values], None)
+                    .map_err(|e| e.to_string())?;
+            Arc::new(
+                arrow_array::MapArray::try_new(
+                    entries_field.clone(),
+                    OffsetBuffer::new(offsets.into()),
+                    entries,
+                    nulls,
+                    *sorted,
+                )
+                .map_err(|e| e.to_string())?,
+            )
+        }
         (ColumnType::Int16, V::Int16(v)) => Arc::new(Int32Array::new(
             v.into_iter().map(i32::from).collect(),
             nulls,
@@ -351,6 +416,22 @@ fn column_to_arrow(
         (t, _) => return Err(format!("wrong physical form for a {} column", t.name())),
     };
     Ok(array)
+}
+
+/// Offsets of a list or map column: starting at 0 (or empty, for an empty batch), never
+/// decreasing, within `i32`.
+fn checked_offsets(offsets: &[u32]) -> Result<Vec<i32>, String> {
+    let mut out = Vec::with_capacity(offsets.len().max(1));
+    for o in offsets {
+        out.push(i32::try_from(*o).map_err(|_| "offsets past 2^31")?);
+    }
+    if out.is_empty() {
+        out.push(0); // an empty batch
+    }
+    if out.first() != Some(&0) || out.windows(2).any(|w| w[1] < w[0]) {
+        return Err("offsets must start at 0 and never decrease".into());
+    }
+    Ok(out)
 }
 
 /// Attaches a validity buffer to an array built without one.

@@ -5,11 +5,11 @@ use std::path::Path;
 use moonlink_engine::TableSchema;
 use wasmtime::Store;
 
+use crate::bindings::moonlink::plugin::types as wit;
 use crate::bindings::source::exports::moonlink::plugin::source as wit_source;
+use crate::bindings::source::SourcePluginPre;
 use crate::bindings::v02::source::exports::moonlink::plugin::source as v02_source;
 use crate::compat;
-use crate::bindings::moonlink::plugin::types as wit;
-use crate::bindings::source::SourcePluginPre;
 use crate::convert::schema_from_wit;
 use crate::sandbox::{self, Capabilities, PluginRuntime, PluginState, SourceLag};
 use crate::{PluginBatch, RuntimeError};

@@ -123,7 +123,8 @@ impl RunningTransform {
                     .block_on_call(
                         limit,
                         memory_limit_bytes,
-                        i.moonlink_plugin_transform().call_apply(&mut *store, &batch),
+                        i.moonlink_plugin_transform()
+                            .call_apply(&mut *store, &batch),
                     )
                     .map(|r| r.map(|out| out.into_iter().map(compat::batch_up).collect()))
             }

@@ -53,7 +53,7 @@ fn to_plugin_batch(b: moonlink_sdk::ChangeBatch) -> PluginBatch {
                 S::Boolean(v) => RtValues::Boolean(v),
                 S::Utf8(v) => RtValues::Utf8(v),
                 S::Binary(v) => RtValues::Binary(v),
-                S::Array(_) => unreachable!("datagen has no array columns"),
+                S::Array(_) | S::Map(_) => unreachable!("datagen has no array or map columns"),
                 S::Utf8Buffer(b) => RtValues::Utf8Buffer(moonlink_runtime::wit::Utf8Buffer {
                     offsets: b.offsets,
                     data: b.data,
@@ -120,6 +120,7 @@ fn to_plugin_batch_schema() -> moonlink_runtime::wit::TableSchema {
             .fields
             .into_iter()
             .map(|f| moonlink_runtime::wit::Field {
+                default: None,
                 name: f.name,
                 data_type: match f.data_type {
                     moonlink_sdk::DataType::Int32 => moonlink_runtime::wit::DataType::Int32,

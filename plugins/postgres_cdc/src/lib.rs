@@ -13,6 +13,7 @@
 //! `connect_timeout_ms`, `reply_timeout_ms` (every wait on the server is bounded; README.md).
 
 mod conn;
+mod defaults;
 mod lag;
 mod pgoutput;
 mod snapshot;
@@ -53,6 +54,9 @@ fn lsn_of(checkpoint: &str) -> Result<u64, String> {
 pub struct Settings {
     pub connect: ConnectOptions,
     pub tables: Vec<String>,
+    /// Partition specs by table (`[tables."public.orders"] partition_by = [..]`), used when
+    /// the host creates the table.
+    pub partition_by: HashMap<String, Vec<String>>,
     pub publication: String,
     pub publication_given: bool,
     pub slot: String,
@@ -88,17 +92,47 @@ impl Settings {
             ));
         }
         // A bare table name is in schema `public`, as in Postgres's default search path.
-        let tables: Vec<String> = config
-            .str_list("tables")?
-            .into_iter()
-            .map(|t| {
-                if t.contains('.') {
-                    t
-                } else {
-                    format!("public.{t}")
+        let qualified = |t: String| {
+            if t.contains('.') {
+                t
+            } else {
+                format!("public.{t}")
+            }
+        };
+        // `tables` is a list of names, or a table of names with per-table settings.
+        let mut partition_by = HashMap::new();
+        let tables: Vec<String> = match config.raw("tables") {
+            Some(serde_json::Value::Object(map)) => {
+                let mut names = Vec::new();
+                for (name, table) in map {
+                    let spec = match table.get("partition_by") {
+                        None => Vec::new(),
+                        Some(serde_json::Value::Array(items)) => items
+                            .iter()
+                            .map(|i| i.as_str().map(str::to_string))
+                            .collect::<Option<Vec<_>>>()
+                            .ok_or_else(|| {
+                                format!("setting `tables.{name}.partition_by`: a list of strings")
+                            })?,
+                        Some(_) => {
+                            return Err(format!(
+                                "setting `tables.{name}.partition_by`: a list of strings, \
+                                 e.g. [\"day(created_at)\"]"
+                            ))
+                        }
+                    };
+                    let name = qualified(name.clone());
+                    partition_by.insert(name.clone(), spec);
+                    names.push(name);
                 }
-            })
-            .collect();
+                names
+            }
+            _ => config
+                .str_list("tables")?
+                .into_iter()
+                .map(qualified)
+                .collect(),
+        };
         let publication = config.opt_str("publication")?;
         if tables.is_empty() && publication.is_none() {
             return Err("set `tables` (a list of schema.table) or `publication`".into());
@@ -129,6 +163,7 @@ impl Settings {
         let connect_timeout = millis("connect_timeout_ms", 4_000)?;
         let reply_timeout = millis("reply_timeout_ms", 60_000)?;
         Ok(Settings {
+            partition_by,
             connect: ConnectOptions {
                 connect_timeout,
                 reply_timeout,
@@ -410,7 +445,13 @@ impl Source for PostgresCdc {
             .map_err(pg("reading replication slots"))?
             .is_empty();
         sql.close();
-        let defs: Vec<TableDef> = tables.iter().map(|t| t.def()).collect();
+        let defs: Vec<TableDef> = tables
+            .iter()
+            .map(|t| match settings.partition_by.get(&t.source_name) {
+                Some(spec) => t.def().partitioned_by(spec.iter().map(String::as_str)),
+                None => t.def(),
+            })
+            .collect();
 
         let resume_lsn = match resume.checkpoint.as_deref() {
             None | Some(COPYING) => None,

@@ -40,6 +40,8 @@ pub struct Stream {
     announced: HashSet<u32>,
     /// How far behind the server the acknowledged position is.
     lag: Box<LagMeter>,
+    /// For catalog look-ups beside the stream (defaults of added columns).
+    connect: Box<crate::conn::ConnectOptions>,
 }
 
 fn text(value: &TupleValue) -> Result<Option<&str>, String> {
@@ -102,6 +104,7 @@ impl Stream {
             warned: HashSet::new(),
             announced: HashSet::new(),
             lag: Box::new(LagMeter::new(settings.connect.clone())),
+            connect: Box::new(settings.connect.clone()),
         })
     }
 
@@ -254,7 +257,7 @@ impl Stream {
                     return Ok(None); // published, but not mirrored by this source
                 };
                 self.by_oid.insert(relation.oid, index);
-                let columns = relation
+                let columns: Vec<PgColumn> = relation
                     .columns
                     .into_iter()
                     .map(|c| PgColumn {
@@ -266,8 +269,14 @@ impl Stream {
                     .collect();
                 let announce = !self.skipped(&tables[index]);
                 let first = announce && self.announced.insert(relation.oid);
+                let added: Vec<String> = columns
+                    .iter()
+                    .filter(|c: &&PgColumn| !tables[index].columns.iter().any(|o| o.name == c.name))
+                    .map(|c| c.name.clone())
+                    .collect();
                 if tables[index].change_columns(columns, announce, first, events)? && announce {
                     moonlink_sdk::info!("table {name} changed its columns");
+                    crate::defaults::attach(&self.connect, &tables[index], &added, events);
                 }
             }
             Change::Insert { relation, new } => {

@@ -191,7 +191,11 @@ pub fn convert(data_type: &DataType, raw: &str) -> Result<Value, String> {
 /// key as is, any other key type parsed from the key's text (`{"7": ..}` for int64 keys).
 /// For string values, a value that is not a JSON string keeps its JSON text (`1`, `true`,
 /// `{"x":1}`); JSON `null` is a null value.
-fn map_entries(key_type: &DataType, value_type: &DataType, raw: &str) -> Result<Vec<(Value, Value)>, String> {
+fn map_entries(
+    key_type: &DataType,
+    value_type: &DataType,
+    raw: &str,
+) -> Result<Vec<(Value, Value)>, String> {
     let mut members = object::Members::parse(raw)?.0;
     // A key given twice: the last one counts, as in JSON parsers (keys are unique per row).
     let mut seen = std::collections::HashSet::new();

@@ -21,8 +21,37 @@ impl Engine {
         name: &str,
         columns: Vec<ColumnSchema>,
     ) -> Result<TableSchema> {
+        self.evolve_table_to(name, &TableSchema::new(columns, Vec::new()))
+            .await
+    }
+
+    /// [`Engine::evolve_table`] to `target`'s columns, where an added column's default in
+    /// `target.defaults` (keyed by `target`'s field ids) becomes its `initial-default` and
+    /// `write-default`: rows written before it existed read that value (Postgres
+    /// `ADD COLUMN .. DEFAULT 7`). Defaults of kept columns are not changed.
+    pub async fn evolve_table_to(&self, name: &str, target: &TableSchema) -> Result<TableSchema> {
         self.replace_schema(name, |current, metadata| {
-            let evolved = current.evolve(&columns, metadata.last_column_id())?;
+            let mut evolved = current.evolve(&target.columns, metadata.last_column_id())?;
+            for (i, column) in target.columns.iter().enumerate() {
+                let Some(value) = target.defaults.get(&target.field_id(i)) else {
+                    continue;
+                };
+                if current.column(&column.name).is_some() || value.is_null() {
+                    continue;
+                }
+                let Some(at) = evolved.column_index(&column.name) else {
+                    continue;
+                };
+                // A default the column's type cannot hold is dropped, not fatal: the column
+                // is still added, and its old rows read null.
+                match crate::schema_change::canonical_default(column, value) {
+                    Ok(value) => {
+                        evolved.defaults.insert(evolved.field_id(at), value);
+                    }
+                    Err(e) => tracing::warn!(table = name, column = %column.name, error = %e,
+                        "the source's default for an added column is refused; old rows read null"),
+                }
+            }
             Ok(if evolved.columns == current.columns {
                 current.clone()
             } else {

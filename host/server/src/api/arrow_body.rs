@@ -158,6 +158,15 @@ fn castable(from: &DataType, to: &ColumnType) -> bool {
             from,
             D::List(f) | D::LargeList(f) if castable(f.data_type(), element)
         ),
+        ColumnType::Map { key, value } => match from {
+            D::Map(entries, _) => match entries.data_type() {
+                D::Struct(f) if f.len() == 2 => {
+                    castable(f[0].data_type(), key) && castable(f[1].data_type(), value)
+                }
+                _ => false,
+            },
+            _ => false,
+        },
     }
 }
 
@@ -179,6 +188,9 @@ fn conform(ty: &ColumnType, target: &DataType, array: ArrayRef) -> Result<ArrayR
     }
     if let ColumnType::List(element) = ty {
         return conform_list(element, target, array);
+    }
+    if let ColumnType::Map { key, value } = ty {
+        return conform_map(key, value, target, array);
     }
     check_sub_microsecond(&array)?;
     // Decimals of the table's scale only need the table's precision: the engine then checks
@@ -281,6 +293,53 @@ fn conform_list(
         OffsetBuffer::new(rebased.into()),
         values,
         list.nulls().cloned(),
+    )
+    .map_err(|e| (None, e.to_string()))?;
+    Ok(Arc::new(rebuilt))
+}
+
+/// Maps: keys and values are conformed as flat arrays (an error names the map's row), then
+/// the map is rebuilt with the table's entry fields (their field ids).
+fn conform_map(
+    key: &ColumnType,
+    value: &ColumnType,
+    target: &DataType,
+    array: ArrayRef,
+) -> Result<ArrayRef, Refusal> {
+    let (DataType::Map(target_entries, sorted), Some(map)) = (target, array.as_map_opt()) else {
+        return Err((None, format!("expected a map, got {}", array.data_type())));
+    };
+    let DataType::Struct(target_fields) = target_entries.data_type() else {
+        return Err((None, format!("the table's map type is {target}")));
+    };
+    let offsets = map.value_offsets();
+    let start = offsets.first().copied().unwrap_or(0) as usize;
+    let end = offsets.last().copied().unwrap_or(0) as usize;
+    let row_of = |i: usize| {
+        offsets
+            .partition_point(|&o| (o as usize) <= start + i)
+            .saturating_sub(1)
+    };
+    let part = |ty: &ColumnType, field: &arrow_schema::Field, values: &ArrayRef, what: &str| {
+        let values = values.slice(start, end.saturating_sub(start));
+        conform(ty, field.data_type(), values)
+            .map_err(|(i, m)| (i.map(row_of), format!("map {what}: {m}")))
+    };
+    let keys = part(key, &target_fields[0], map.keys(), "key")?;
+    if let Some(i) = (0..keys.len()).find(|&i| keys.is_null(i)) {
+        return Err((Some(row_of(i)), "a map key is null (keys never are)".into()));
+    }
+    let values = part(value, &target_fields[1], map.values(), "value")?;
+    let entries =
+        arrow_array::StructArray::try_new(target_fields.clone(), vec![keys, values], None)
+            .map_err(|e| (None, e.to_string()))?;
+    let rebased: Vec<i32> = offsets.iter().map(|o| o - start as i32).collect();
+    let rebuilt = arrow_array::MapArray::try_new(
+        target_entries.clone(),
+        OffsetBuffer::new(rebased.into()),
+        entries,
+        map.nulls().cloned(),
+        *sorted,
     )
     .map_err(|e| (None, e.to_string()))?;
     Ok(Arc::new(rebuilt))
