@@ -134,3 +134,33 @@ def test_bad_map_input_is_refused_by_row_and_column_and_writes_nothing(make_serv
         assert r.status_code in (400, 422), (bad, r.text)
     server.commit("demo.spans")
     assert server.table("demo.spans")["live_rows"] == 0
+
+
+def test_an_arrow_ipc_body_with_map_arrays(make_server):
+    import pyarrow as pa
+
+    server = make_server()
+    server.create_table("demo.spans", SCHEMA)
+    # pyarrow's own names (entries/key/value) and a narrower value type (int32 → int64).
+    table = pa.table({
+        "id": pa.array([1, 2, 3], pa.int64()),
+        "attributes": pa.array([[("http.route", "/users")], [], None], pa.map_(pa.string(), pa.string())),
+        "counts": pa.array([[("a", 1), ("b", None)], None, []], pa.map_(pa.string(), pa.int32())),
+    })
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    r = requests.post(f"{server.url}/ingest/demo.spans?request_mode=sync", data=sink.getvalue().to_pybytes(),
+                      headers={"Content-Type": "application/vnd.apache.arrow.stream"}, timeout=60)
+    assert r.status_code == 200, r.text
+    server.commit("demo.spans")
+    check_readers(server, {1: ([("http.route", "/users")], [("a", 1), ("b", None)]), 2: ([], None), 3: (None, [])})
+    # A map whose values do not fit is refused by row and column.
+    bad = pa.table({"id": pa.array([9, 10], pa.int64()),
+                    "counts": pa.array([[], [("x", "seven")]], pa.map_(pa.string(), pa.string()))})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, bad.schema) as writer:
+        writer.write_table(bad)
+    r = requests.post(f"{server.url}/ingest/demo.spans", data=sink.getvalue().to_pybytes(),
+                      headers={"Content-Type": "application/vnd.apache.arrow.stream"}, timeout=60)
+    assert r.status_code == 422 and r.json()["column"] == "counts", r.text
