@@ -14,6 +14,6 @@ ensure_wasm_target() {
 
 build_plugins() {
   section "build plugins (wasm32-wasip2)"
-  cargo build -p rest_ingest -p faulty -p datagen -p filter -p mask -p faulty_source -p postgres_cdc -p kafka \
+  cargo build -p rest_ingest -p faulty -p datagen -p filter -p mask -p faulty_source -p postgres_cdc -p kafka -p otel \
     --target wasm32-wasip2 --release
 }

@@ -10,12 +10,14 @@ mod cache;
 mod compat;
 mod convert;
 mod error;
+mod receiver;
 mod sandbox;
 mod source;
 mod transform;
 
 pub use convert::{batch_from_wit as into_engine_batch, schema_from_wit};
 pub use error::{DataErrorKind, RuntimeError};
+pub use receiver::{HttpRequest, HttpResponse, ReceiverPlugin, Reception};
 pub use sandbox::{Capabilities, PluginRuntime, RuntimeConfig, SourceLag};
 pub use source::{
     CopyProgress, ResumePoint, RunningSource, SourceEvent, SourcePlugin, SourcePoll,

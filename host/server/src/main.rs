@@ -218,6 +218,9 @@ async fn main() -> anyhow::Result<()> {
         bail!("more than one plugin has kind = \"rest-ingest\": keep one");
     }
     plugin_configs.retain(|c| c.kind == plugin_config::PluginKind::Source);
+    // HTTP receivers (e.g. otel.wasm) are told apart from sources by their component's world.
+    let receivers =
+        api::receive::split_receivers(&runtime, &mut plugin_configs, cli.auth_token.as_deref())?;
     let decoder_path = decoders
         .into_iter()
         .next()
@@ -282,7 +285,7 @@ async fn main() -> anyhow::Result<()> {
             cli.auth_token.clone(),
         ));
     }
-    let app = api::router(api::AppState {
+    let state = api::AppState {
         engine: engine.clone(),
         decoder,
         sources: registry.clone(),
@@ -291,7 +294,12 @@ async fn main() -> anyhow::Result<()> {
         auth_token: cli.auth_token.clone(),
         iceberg_client_config: cli.storage.client_config(),
         query,
-    });
+    };
+    let receivers = api::receive::open(&state, receivers).await?;
+    let app = api::router(state.clone()).merge(api::receive::main_routes(&state, &receivers));
+    let (stop_receivers, receivers_stopped) = tokio::sync::watch::channel(false);
+    let receiver_listeners =
+        api::receive::spawn_listeners(&state, &receivers, receivers_stopped).await?;
     status::spawn_fault_watcher(engine.clone(), registry.clone());
     if let Some(bars) = &bars {
         bars.follow(registry.clone());
@@ -304,6 +312,10 @@ async fn main() -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("shutting down: stopping sources, committing buffered rows");
+    let _ = stop_receivers.send(true);
+    for listener in receiver_listeners {
+        let _ = tokio::time::timeout(Duration::from_secs(10), listener).await;
+    }
     // Bounded: a plugin call ends within its time limit; a thread still running after that is
     // left behind (what it applied is committed below, the rest is replayed from its
     // acknowledged checkpoint on the next start).

@@ -11,6 +11,7 @@ mod design;
 pub(crate) mod iceberg_rest;
 mod ingest;
 mod query;
+pub(crate) mod receive;
 mod tables;
 mod types;
 

@@ -1,0 +1,214 @@
+//! OTLP values → column values: attributes as `map<string, string>` entries, `AnyValue`s as
+//! text (strings as they are, everything else as its JSON text), ids as lower-case hex,
+//! nanosecond times as microseconds.
+
+use base64::Engine as _;
+use moonlink_sdk::Value;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use serde_json::Value as Json;
+
+/// A record the plugin refuses (counted in `partial_success`), with why.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+/// Nanoseconds since the epoch → microseconds (truncated toward zero, as Iceberg keeps
+/// microseconds); 0 ("unknown" in OTLP) → null. A time past `i64::MAX` ns (year 2262) does
+/// not fit the `*_unix_nano` columns and refuses the record.
+pub fn micros(nanos: u64, what: &str) -> Result<Value, Refused> {
+    if nanos == 0 {
+        return Ok(Value::Null);
+    }
+    check_nanos(nanos, what)?;
+    Ok(Value::Int((nanos / 1000) as i64))
+}
+
+/// The time as a signed nanosecond count, or the refusal when it does not fit.
+pub fn check_nanos(nanos: u64, what: &str) -> Result<i64, Refused> {
+    i64::try_from(nanos).map_err(|_| {
+        Refused(format!(
+            "{what} {nanos} ns is after 2262-04-11 and does not fit a timestamp"
+        ))
+    })
+}
+
+/// Nanoseconds as an int64 column value (0 → null).
+pub fn nanos_value(nanos: u64, what: &str) -> Result<Value, Refused> {
+    if nanos == 0 {
+        return Ok(Value::Null);
+    }
+    Ok(Value::Int(check_nanos(nanos, what)?))
+}
+
+/// A trace or span id as lower-case hex; an empty (absent) id is null.
+pub fn hex_id(id: &[u8]) -> Option<String> {
+    if id.is_empty() {
+        return None;
+    }
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(id.len() * 2);
+    for b in id {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    Some(s)
+}
+
+/// A string column value, null when empty (proto3 cannot tell empty from absent).
+pub fn non_empty(s: String) -> Value {
+    if s.is_empty() {
+        Value::Null
+    } else {
+        Value::Str(s)
+    }
+}
+
+/// An attribute or body value as column text: a string as it is, bytes as base64, anything
+/// else as its JSON text (`42`, `true`, `1.5`, `["a",1]`, `{"k":"v"}`); no value is null.
+pub fn any_text(value: Option<AnyValue>) -> Option<String> {
+    match value?.value? {
+        Any::StringValue(s) => Some(s),
+        Any::BytesValue(b) => Some(base64::engine::general_purpose::STANDARD.encode(b)),
+        other => Some(json_of(Some(other)).to_string()),
+    }
+}
+
+/// The JSON form of a value inside arrays, key/value lists and event attributes: strings are
+/// JSON strings, bytes base64 strings, non-finite doubles the strings OTLP/JSON uses.
+fn json_of(value: Option<Any>) -> Json {
+    match value {
+        None => Json::Null,
+        Some(Any::StringValue(s)) => Json::String(s),
+        Some(Any::BoolValue(b)) => Json::Bool(b),
+        Some(Any::IntValue(i)) => Json::from(i),
+        Some(Any::DoubleValue(d)) => match serde_json::Number::from_f64(d) {
+            Some(n) => Json::Number(n),
+            None if d.is_nan() => Json::String("NaN".into()),
+            None if d > 0.0 => Json::String("Infinity".into()),
+            None => Json::String("-Infinity".into()),
+        },
+        Some(Any::BytesValue(b)) => {
+            Json::String(base64::engine::general_purpose::STANDARD.encode(b))
+        }
+        Some(Any::ArrayValue(a)) => {
+            Json::Array(a.values.into_iter().map(|v| json_of(v.value)).collect())
+        }
+        Some(Any::KvlistValue(kv)) => Json::Object(
+            kv.values
+                .into_iter()
+                .map(|kv| (kv.key, json_of(kv.value.and_then(|v| v.value))))
+                .collect(),
+        ),
+        // Profiles' string-table indexes: not used by logs, traces or metrics.
+        Some(Any::StringValueStrindex(i)) => Json::from(i),
+    }
+}
+
+/// Attributes as a JSON object's text (span events and links: one text per element).
+pub fn attributes_json(attributes: Vec<KeyValue>) -> String {
+    let object: serde_json::Map<String, Json> = attributes
+        .into_iter()
+        .map(|kv| (kv.key, json_of(kv.value.and_then(|v| v.value))))
+        .collect();
+    Json::Object(object).to_string()
+}
+
+/// Attributes as map entries. OTLP requires unique keys; when a client repeats one, the last
+/// value wins so the map never holds duplicates.
+pub fn attribute_map(attributes: Vec<KeyValue>) -> Value {
+    let mut entries: Vec<(Value, Value)> = Vec::with_capacity(attributes.len());
+    for kv in attributes {
+        let value = any_text(kv.value).map_or(Value::Null, Value::Str);
+        let duplicate = entries
+            .iter()
+            .position(|(k, _)| matches!(k, Value::Str(s) if *s == kv.key));
+        match duplicate {
+            Some(i) => entries[i].1 = value,
+            None => entries.push((Value::Str(kv.key), value)),
+        }
+    }
+    Value::Map(entries)
+}
+
+/// Resource attributes as map entries plus `service.name` (promoted to its own column).
+pub fn resource_map(attributes: Vec<KeyValue>) -> (Value, Value) {
+    let service = attributes
+        .iter()
+        .rev()
+        .find(|kv| kv.key == "service.name")
+        .and_then(|kv| any_text(kv.value.clone()))
+        .map_or(Value::Null, Value::Str);
+    (attribute_map(attributes), service)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+
+    fn kv(key: &str, value: Any) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn values_render_as_json_text() {
+        let text = |v| any_text(Some(AnyValue { value: Some(v) })).unwrap();
+        assert_eq!(text(Any::StringValue("a\"b".into())), "a\"b");
+        assert_eq!(text(Any::IntValue(-42)), "-42");
+        assert_eq!(text(Any::BoolValue(true)), "true");
+        assert_eq!(text(Any::DoubleValue(1.5)), "1.5");
+        assert_eq!(text(Any::DoubleValue(f64::NAN)), "\"NaN\"");
+        assert_eq!(text(Any::BytesValue(b"hi".to_vec())), "aGk=");
+        let array = Any::ArrayValue(ArrayValue {
+            values: vec![
+                AnyValue {
+                    value: Some(Any::StringValue("x".into())),
+                },
+                AnyValue {
+                    value: Some(Any::IntValue(1)),
+                },
+                AnyValue { value: None },
+            ],
+        });
+        assert_eq!(text(array), r#"["x",1,null]"#);
+        let list = Any::KvlistValue(KeyValueList {
+            values: vec![kv("k", Any::BoolValue(false))],
+        });
+        assert_eq!(text(list), r#"{"k":false}"#);
+        assert_eq!(any_text(None), None);
+        assert_eq!(any_text(Some(AnyValue { value: None })), None);
+    }
+
+    #[test]
+    fn duplicate_keys_keep_the_last_value() {
+        let map = attribute_map(vec![
+            kv("a", Any::IntValue(1)),
+            kv("b", Any::IntValue(2)),
+            kv("a", Any::IntValue(3)),
+        ]);
+        assert_eq!(map, Value::from(vec![("a", "3"), ("b", "2")]));
+    }
+
+    #[test]
+    fn service_name_is_promoted() {
+        let (map, service) = resource_map(vec![kv("service.name", Any::StringValue("api".into()))]);
+        assert_eq!(service, Value::Str("api".into()));
+        assert_eq!(map, Value::from(vec![("service.name", "api")]));
+    }
+
+    #[test]
+    fn times_and_ids() {
+        assert_eq!(micros(0, "t").unwrap(), Value::Null);
+        assert_eq!(
+            micros(1_700_000_000_123_456_789, "t").unwrap(),
+            Value::Int(1_700_000_000_123_456)
+        );
+        assert!(micros(u64::MAX, "time").is_err());
+        assert_eq!(hex_id(&[0x0a, 0xff]).as_deref(), Some("0aff"));
+        assert_eq!(hex_id(&[]), None);
+    }
+}
