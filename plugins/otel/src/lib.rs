@@ -17,6 +17,8 @@ pub mod tables;
 mod values;
 
 #[cfg(test)]
+mod bench;
+#[cfg(test)]
 mod tests;
 
 use moonlink_sdk::receiver::{HttpRequest, HttpResponse, Receiver, Reception};

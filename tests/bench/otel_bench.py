@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""otel.wasm against its limit, measured in one run (issue 16).
+
+  ~/.cache/moonlink-venv/bin/python tests/bench/otel_bench.py [REQUESTS] [SPANS_PER_REQUEST]
+      [--bin=PATH] [--plugins=DIR]
+
+Workload: REQUESTS (default 2,000) OTLP/protobuf ExportTraceServiceRequest bodies of
+SPANS_PER_REQUEST (default 100) spans each (8 attributes, one event), made once and sent as
+the same bytes every way:
+1. baseline: the same bodies decoded natively with the same prost types into nothing, and
+   through the plugin's logic natively (`cargo test -p otel --release -- --ignored
+   native_decode`, best of 3);
+2. HTTP: one exporter, then 16 concurrent exporters (keep-alive connections), each on a fresh
+   `moonlink-host` with otel.wasm on its own listener, timed from the first request until
+   `POST /tables/otel.spans/commit` returns (every span committed in Iceberg).
+Prints a Markdown table for BENCHMARKS.md. Say which build `--bin` is (debug or release).
+"""
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import requests
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/moonlink-target"))
+
+
+def kv(key, **value):
+    return common_pb2.KeyValue(key=key, value=common_pb2.AnyValue(**value))
+
+
+def body(request_index, spans):
+    start = 1_767_225_600_000_000_000 + request_index * 1_000_000
+    out = []
+    for i in range(spans):
+        n = request_index * spans + i
+        out.append(trace_pb2.Span(
+            trace_id=n.to_bytes(16, "big"), span_id=(n + 1).to_bytes(8, "big"), parent_span_id=n.to_bytes(8, "big"),
+            name=f"GET /api/items/{i % 50}", kind=2, start_time_unix_nano=start + i, end_time_unix_nano=start + i + 25_000,
+            attributes=[kv("http.method", string_value="GET"), kv("http.route", string_value=f"/api/items/{i % 50}"),
+                        kv("http.status_code", int_value=200), kv("net.peer.ip", string_value="10.0.0.7"),
+                        kv("user.id", int_value=n % 1000), kv("cache.hit", bool_value=i % 2 == 0),
+                        kv("db.rows", int_value=i), kv("ratio", double_value=i / 7)],
+            events=[trace_pb2.Span.Event(time_unix_nano=start + i + 100, name="cache lookup",
+                                         attributes=[kv("key", string_value=f"item:{i}")])],
+            status=trace_pb2.Status(code=1)))
+    resource = resource_pb2.Resource(attributes=[kv("service.name", string_value="api"),
+                                                 kv("host.name", string_value="bench-1")])
+    request = trace_service_pb2.ExportTraceServiceRequest(resource_spans=[trace_pb2.ResourceSpans(
+        resource=resource, scope_spans=[trace_pb2.ScopeSpans(scope=common_pb2.InstrumentationScope(name="bench"), spans=out)])])
+    return request.SerializeToString()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def native(bodies):
+    path = os.path.join(tempfile.mkdtemp(prefix="otel-bench-"), "bodies.bin")
+    with open(path, "wb") as f:
+        for b in bodies:
+            f.write(struct.pack("<I", len(b)) + b)
+    out = subprocess.run(["cargo", "test", "-p", "otel", "--release", "--", "--ignored", "--nocapture", "native_decode"],
+                         cwd=ROOT, env={**os.environ, "OTEL_BENCH_BODIES": path}, capture_output=True, text=True)
+    line = next((l for l in out.stdout.splitlines() if l.startswith("BENCH ")), None)
+    if line is None:
+        sys.exit(f"native bench failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return {k: float(v) for k, v in (p.split("=") for p in line.split()[1:])}
+
+
+def host_run(binary, plugins, bodies, clients):
+    data = tempfile.mkdtemp(prefix="otel-bench-host-")
+    port, otlp = free_port(), free_port()
+    config = os.path.join(data, "otel.toml")
+    with open(config, "w") as f:
+        f.write(f'name = "otel"\n[settings]\nlisten = "127.0.0.1:{otlp}"\n')
+    log = open(os.path.join(data, "host.log"), "wb")
+    proc = subprocess.Popen([binary, "--data-dir", os.path.join(data, "d"), "--listen", f"127.0.0.1:{port}",
+                             "--plugin-dir", plugins, "--plugin", os.path.join(plugins, "otel.wasm"), "--config", config],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if requests.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        failures = []
+
+        def export(part):
+            session = requests.Session()
+            for b in part:
+                r = session.post(f"http://127.0.0.1:{otlp}/v1/traces", data=b,
+                                 headers={"Content-Type": "application/x-protobuf"}, timeout=60)
+                if r.status_code != 200:
+                    failures.append(r.status_code)
+
+        parts = [bodies[i::clients] for i in range(clients)]
+        threads = [threading.Thread(target=export, args=(p,)) for p in parts]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        requests.post(url + "/tables/otel.spans/commit", timeout=600).raise_for_status()
+        elapsed = time.perf_counter() - started
+        rows = requests.get(url + "/tables/otel.spans", timeout=30).json()["live_rows"]
+        if failures:
+            sys.exit(f"{len(failures)} requests failed: {failures[:5]}")
+        with open(f"/proc/{proc.pid}/status") as f:
+            rss = next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) // 1024
+        return elapsed, rows, rss
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    flags = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+    n_requests = int(args[0]) if args else 2000
+    spans = int(args[1]) if len(args) > 1 else 100
+    binary = flags.get("bin", os.path.join(TARGET, "release", "moonlink-host"))
+    plugins = flags.get("plugins", os.path.join(TARGET, "wasm32-wasip2", "release"))
+    bodies = [body(i, spans) for i in range(n_requests)]
+    total = n_requests * spans
+    mb = sum(map(len, bodies)) / 1e6
+    base = native(bodies)
+    print(f"{n_requests} requests x {spans} spans = {total} spans, {mb:.1f} MB protobuf; host {binary}")
+    rows = [("native prost decode into nothing (baseline)", base["native_decode_spans_per_s"], None, None),
+            ("native plugin logic (decode + rows), no wasm", base["native_plugin_spans_per_s"], None, None)]
+    for clients in (1, 16):
+        elapsed, committed, rss = host_run(binary, plugins, bodies, clients)
+        assert committed == total, (committed, total)
+        rows.append((f"OTLP/HTTP → committed Iceberg, {clients} exporter{'s' if clients > 1 else ''}",
+                     total / elapsed, n_requests / elapsed, rss))
+    baseline = rows[0][1]
+    print("\n| path | spans/s | × baseline | requests/s | host peak RSS |")
+    print("|---|---:|---:|---:|---:|")
+    for name, rate, rps, rss in rows:
+        rps_text = f"{rps:,.0f}" if rps else "–"
+        rss_text = f"{rss} MiB" if rss else "–"
+        print(f"| {name} | {rate:,.0f} | {rate / baseline:.3f} | {rps_text} | {rss_text} |")
+
+
+if __name__ == "__main__":
+    main()
