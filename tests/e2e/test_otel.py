@@ -303,6 +303,30 @@ def test_refused_requests_write_nothing(make_otel):
     assert after == before, "nothing was written"
 
 
+def test_a_backlogged_host_answers_503_with_retry_after(make_otel):
+    import socket
+
+    otel = make_otel(["--max-body-bytes", "65536", "--max-inflight-bytes", "65536"])
+    port = int(otel.url.rsplit(":", 1)[1])
+    # A slow client holds the whole in-flight budget: its declared body is reserved before
+    # it is read.
+    with socket.create_connection(("127.0.0.1", port)) as slow:
+        slow.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                     b"Content-Length: 60000\r\n\r\n" + bytes(10))
+        deadline = time.time() + 10
+        while True:
+            r = otel.post("/v1/traces", span_request(150, "late"), headers=JSON)
+            if r.status_code == 503 or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"] == "1"
+        assert r.headers["content-type"] == "application/json"
+        assert r.json()["code"] == 14 and "--max-inflight-bytes" in r.json()["message"]
+    ok = otel.post("/v1/traces", span_request(20, "after"))
+    assert ok.status_code == 200, ok.text
+
+
 def test_partial_success_refuses_only_the_record_that_does_not_fit(otel):
     def record(t, body):
         return logs_pb2.LogRecord(time_unix_nano=t, body=common_pb2.AnyValue(string_value=body))
