@@ -156,6 +156,37 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// Counts a query in `moonlink_queries_running` while it runs and, when it ends, in
+/// `moonlink_queries_total{outcome}`: `ok`, `error`, `timeout`, or `cancelled` when the
+/// caller stopped waiting before it finished (the guard dropped unfinished).
+struct Outcome(Option<&'static str>);
+
+impl Outcome {
+    fn start() -> Self {
+        metrics::gauge!("moonlink_queries_running").increment(1.0);
+        Outcome(None)
+    }
+
+    fn finish(&mut self, result: &Result<QueryResult>) {
+        self.0 = Some(match result {
+            Ok(_) => "ok",
+            Err(QueryError::Timeout(_)) => "timeout",
+            Err(_) => "error",
+        });
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        metrics::gauge!("moonlink_queries_running").decrement(1.0);
+        let outcome = self.0.unwrap_or("cancelled");
+        if outcome == "cancelled" {
+            tracing::info!("query cancelled: its client stopped waiting");
+        }
+        metrics::counter!("moonlink_queries_total", "outcome" => outcome).increment(1);
+    }
+}
+
 impl QueryEngine {
     /// Queries over `engine`'s tables with `config`'s limits.
     pub fn new(engine: Engine, config: QueryConfig) -> Result<Self> {
@@ -223,18 +254,24 @@ impl QueryEngine {
 
     /// Runs `sql` over the tables' live rows, or over committed snapshot `snapshot_id` of
     /// every table it names.
+    ///
+    /// Dropping the returned future (the HTTP client hung up, a Postgres client sent a cancel
+    /// request) aborts the query's task and counts it as cancelled.
     pub async fn query(&self, sql: &str, snapshot_id: Option<i64>) -> Result<QueryResult> {
         let Some(pool) = self.pool.0.as_ref() else {
             return Err(QueryError::Internal("the query threads are stopped".into()));
         };
+        let mut outcome = Outcome::start();
         let this = self.clone();
         let sql = sql.to_string();
         let mut task = AbortOnDrop(pool.spawn(async move { this.run(&sql, snapshot_id).await }));
-        match tokio::time::timeout(self.config.timeout, &mut task.0).await {
+        let result = match tokio::time::timeout(self.config.timeout, &mut task.0).await {
             Ok(Ok(result)) => result,
             Ok(Err(e)) => Err(QueryError::Internal(format!("query task failed: {e}"))),
             Err(_) => Err(QueryError::Timeout(self.config.timeout)),
-        }
+        };
+        outcome.finish(&result);
+        result
     }
 
     async fn run(&self, sql: &str, snapshot_id: Option<i64>) -> Result<QueryResult> {
