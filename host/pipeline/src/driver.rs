@@ -187,9 +187,11 @@ impl Driver {
                 known_tables.push(host_name);
             }
         }
+        let removed = self.removed_tables(known_tables, &declared);
         self.registry.update(self.name(), |s| {
             s.state = SourceState::Running;
             s.tables = known_tables.clone();
+            s.removed_tables = removed;
         });
         tracing::info!(source = %self.name(), resume_from = ?resume, "source running");
         let last_checkpoint = resume.checkpoint;
@@ -198,7 +200,7 @@ impl Driver {
         let commit_now = CommitNow::default();
         // Polling (plugin and transforms) and applying (engine) run on two threads, so decoding
         // the next poll overlaps with indexing and buffering the last one.
-        std::thread::scope(|scope| {
+        let result = std::thread::scope(|scope| {
             let (to_apply, applier_rx) = std::sync::mpsc::sync_channel::<Applied>(2);
             let applier = scope.spawn(|| {
                 for work in applier_rx {
@@ -209,7 +211,7 @@ impl Driver {
             let polled = self.poll_loop(
                 &mut source,
                 &mut chain,
-                &declared,
+                &mut declared,
                 &to_apply,
                 last_checkpoint,
                 &unacked,
@@ -229,7 +231,34 @@ impl Driver {
                 self.ack_committed(&mut source, &unacked)?;
             }
             Ok(stop)
-        })
+        });
+        // Tables the source added while running are its own from now on (restarts included).
+        for table in declared {
+            if !known_tables.contains(&table) {
+                known_tables.push(table);
+            }
+        }
+        result
+    }
+
+    /// Tables this source produced before (in an earlier run, or per the source checkpoints
+    /// their snapshots carry) that its latest `open` no longer declares: they keep their data
+    /// but receive nothing more (e.g. a table removed from a Postgres publication).
+    fn removed_tables(&self, known_tables: &[String], declared: &BTreeSet<String>) -> Vec<String> {
+        let mut removed: BTreeSet<String> = known_tables
+            .iter()
+            .filter(|t| !declared.contains(*t))
+            .cloned()
+            .collect();
+        for info in self.engine.list_tables() {
+            if declared.contains(&info.name) || removed.contains(&info.name) {
+                continue;
+            }
+            if let Ok(Some(_)) = self.engine.source_checkpoint(&info.name, self.name()) {
+                removed.insert(info.name);
+            }
+        }
+        removed.into_iter().collect()
     }
 
     /// Polls the plugin and runs the transforms; hands each poll to the apply thread.
@@ -237,7 +266,7 @@ impl Driver {
         &self,
         source: &mut RunningSource,
         chain: &mut [RunningTransform],
-        declared: &BTreeSet<String>,
+        declared: &mut BTreeSet<String>,
         to_apply: &std::sync::mpsc::SyncSender<Applied>,
         mut last_checkpoint: Option<String>,
         unacked: &Mutex<AckQueue>,
@@ -282,10 +311,25 @@ impl Driver {
         }
     }
 
-    /// Refuses steps for tables the source did not declare in `open` (after the config's
-    /// renames): a source may write, truncate or evolve only its own tables.
-    fn confine(&self, steps: &[Step], declared: &BTreeSet<String>) -> Result<()> {
+    /// Refuses steps for tables the source did not declare (after the config's renames): a
+    /// source may write, truncate or evolve only its own tables. A schema change for a table
+    /// not declared yet declares it (a table the source started producing while running, e.g.
+    /// one added to a Postgres publication); the apply thread creates it.
+    fn confine(&self, steps: &[Step], declared: &mut BTreeSet<String>) -> Result<()> {
         for step in steps {
+            if let Step::Control(SourceEvent::SchemaChange(def)) = step {
+                let host = self.spec.host_table(&def.name);
+                if declared.insert(host.clone()) {
+                    tracing::info!(source = %self.name(), table = %host, "source added a table");
+                    self.registry.update(self.name(), |s| {
+                        if !s.tables.contains(&host) {
+                            s.tables.push(host.clone());
+                        }
+                        s.removed_tables.retain(|t| t != &host);
+                    });
+                }
+                continue;
+            }
             let (action, table) = match step {
                 Step::Apply(batch) | Step::Control(SourceEvent::Changes(batch)) => {
                     ("wrote to", &batch.table)
@@ -358,6 +402,11 @@ impl Driver {
                 }
                 Step::Control(SourceEvent::SchemaChange(def)) => {
                     let table = self.spec.host_table(&def.name);
+                    if self.engine.table_info(&table).is_err() {
+                        // Declared while running (see `confine`): created in its first shape.
+                        self.ensure_table(&table, def.schema)?;
+                        continue;
+                    }
                     self.handle
                         .block_on(self.engine.evolve_table(&table, def.schema.columns))
                         .map_err(|source| PipelineError::Engine {

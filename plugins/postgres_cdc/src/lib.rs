@@ -10,11 +10,14 @@
 //! Settings (see `example.toml`): `host`, `port`, `user`, `password` or `password_env`,
 //! `database`, `tables` (`schema.table`, ...) or `publication`, `slot`, `namespace`,
 //! `keyless` (`refuse` | `append-only`), `snapshot_connections`, `snapshot_chunk_pages`,
-//! `connect_timeout_ms`, `reply_timeout_ms` (every wait on the server is bounded; README.md).
+//! `connect_timeout_ms`, `reply_timeout_ms` (every wait on the server is bounded; README.md),
+//! `publication_check_ms` (publication mode: how often tables joining or leaving the
+//! publication are looked for; `publication.rs`).
 
 mod conn;
 mod lag;
 mod pgoutput;
+mod publication;
 mod snapshot;
 mod sql;
 mod stream;
@@ -29,6 +32,7 @@ use moonlink_sdk::source::{PollResult, ResumePoint, Source, SourceEvent, TableDe
 use moonlink_sdk::Config;
 
 use conn::{col, ConnectOptions, Connection};
+use publication::Watch;
 use snapshot::Snapshot;
 use sql::{quote_ident, quote_literal};
 use stream::Stream;
@@ -60,6 +64,8 @@ pub struct Settings {
     pub append_only_keyless: bool,
     pub snapshot_connections: usize,
     pub snapshot_chunk_pages: u64,
+    /// How often the publication's tables are read while streaming.
+    pub publication_check: Duration,
 }
 
 impl Settings {
@@ -128,6 +134,7 @@ impl Settings {
         };
         let connect_timeout = millis("connect_timeout_ms", 4_000)?;
         let reply_timeout = millis("reply_timeout_ms", 60_000)?;
+        let publication_check = millis("publication_check_ms", 5_000)?;
         Ok(Settings {
             connect: ConnectOptions {
                 connect_timeout,
@@ -157,6 +164,7 @@ impl Settings {
                 .opt_u64("snapshot_chunk_pages")?
                 .unwrap_or(4096)
                 .max(1),
+            publication_check,
         })
     }
 
@@ -177,6 +185,8 @@ pub struct PostgresCdc {
     settings: Settings,
     tables: Vec<MirroredTable>,
     phase: Phase,
+    /// Publication mode: follows tables joining and leaving the publication.
+    watch: Option<Watch>,
 }
 
 fn pg(context: &str) -> impl Fn(PgError) -> String + '_ {
@@ -416,6 +426,11 @@ impl Source for PostgresCdc {
             None | Some(COPYING) => None,
             Some(cp) => Some(lsn_of(cp)?),
         };
+        let watch = if settings.tables.is_empty() {
+            Some(Watch::new(&settings, &tables, resume_lsn.is_some())?)
+        } else {
+            None
+        };
         let phase = match resume_lsn {
             Some(lsn) => {
                 if !slot_exists {
@@ -450,6 +465,7 @@ impl Source for PostgresCdc {
                 settings,
                 tables,
                 phase,
+                watch,
             },
             defs,
         ))
@@ -478,9 +494,30 @@ impl Source for PostgresCdc {
                     Some(COPYING.to_string())
                 }
             }
-            Phase::Streaming(stream) => stream
-                .poll(&mut self.tables, max_rows as usize, timeout_ms, &mut events)?
-                .map(checkpoint_of),
+            Phase::Streaming(stream) => {
+                if let Some(watch) = &mut self.watch {
+                    // An added table's copy holds the stream: its rows carry no checkpoint
+                    // (the host keeps the last one; see `publication.rs` for restarts).
+                    let copying = watch.poll(
+                        &self.settings,
+                        &mut self.tables,
+                        stream,
+                        max_rows as usize,
+                        timeout_ms,
+                        &mut events,
+                    )?;
+                    if copying {
+                        return Ok(PollResult {
+                            events,
+                            checkpoint: None,
+                            finished: false,
+                        });
+                    }
+                }
+                stream
+                    .poll(&mut self.tables, max_rows as usize, timeout_ms, &mut events)?
+                    .map(checkpoint_of)
+            }
             Phase::Switching => return Err("a previous poll failed while the copy ended".into()),
         };
         Ok(PollResult {
@@ -501,6 +538,9 @@ impl Source for PostgresCdc {
             if let Err(e) = stream.acknowledge(lsn) {
                 moonlink_sdk::warn!("cannot confirm {checkpoint} to Postgres: {e}");
             }
+        }
+        if let Some(watch) = &mut self.watch {
+            watch.acknowledged(&self.settings, lsn);
         }
     }
 }

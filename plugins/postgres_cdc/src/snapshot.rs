@@ -47,17 +47,44 @@ pub struct Snapshot {
     /// COPY statements' column lists and table names, per table.
     selects: Vec<String>,
     truncated: bool,
+    /// The tables are new to the host: announce each (the host creates it) before emptying it.
+    added: bool,
+}
+
+/// The slot a copy reads the snapshot of.
+pub struct CopySlot<'a> {
+    pub name: &'a str,
+    /// A slot of that name exists (left by a copy cut short) and is dropped first.
+    pub exists: bool,
 }
 
 impl Snapshot {
+    /// The initial copy of every table, from the source's own slot.
     pub fn start(
         settings: &Settings,
         tables: &[MirroredTable],
         slot_exists: bool,
     ) -> Result<Snapshot, String> {
+        let slot = CopySlot {
+            name: &settings.slot,
+            exists: slot_exists,
+        };
+        Snapshot::start_from(settings, tables, slot, false)
+    }
+
+    /// A copy of `tables` from the snapshot of a new slot `slot`; `added`: the tables are new
+    /// to the host (see [`Snapshot::added`]).
+    pub fn start_from(
+        settings: &Settings,
+        tables: &[MirroredTable],
+        slot: CopySlot,
+        added: bool,
+    ) -> Result<Snapshot, String> {
         let mut repl = Connection::connect(&settings.connect, true)
             .map_err(pg("opening a replication connection"))?;
-        let slot = quote_ident(&settings.slot);
+        let slot_exists = slot.exists;
+        let slot_name = slot.name;
+        let slot = quote_ident(slot_name);
         if slot_exists {
             // Nothing was acknowledged from it: its position is worthless without a copy.
             repl.execute(&format!("DROP_REPLICATION_SLOT {slot} WAIT"))
@@ -82,7 +109,7 @@ impl Snapshot {
             .ok_or("CREATE_REPLICATION_SLOT returned no snapshot")?;
         moonlink_sdk::info!(
             "created slot {} at {}; copying {} tables",
-            settings.slot,
+            slot_name,
             crate::sql::format_lsn(consistent_lsn),
             tables.len()
         );
@@ -160,6 +187,7 @@ impl Snapshot {
             progress,
             selects,
             truncated: false,
+            added,
         };
         for i in 0..snapshot.workers.len() {
             snapshot.start_next(i)?;
@@ -206,10 +234,16 @@ impl Snapshot {
         if !self.truncated {
             // A copy cut short earlier may have left rows behind: start from empty tables.
             for table in tables.iter() {
+                if self.added {
+                    // Declares the table to the host, which creates it if it has none.
+                    events.push(SourceEvent::SchemaChange(table.def()));
+                }
                 events.push(SourceEvent::Truncate(table.target.clone()));
                 // A table left by a copy cut short may have an older shape than the one
                 // copied now; the emptied table takes the current one.
-                events.push(SourceEvent::SchemaChange(table.def()));
+                if !self.added {
+                    events.push(SourceEvent::SchemaChange(table.def()));
+                }
             }
             self.truncated = true;
         }
@@ -268,6 +302,16 @@ impl Snapshot {
             }
         }
         Ok(self.workers.is_empty() && self.chunks.is_empty())
+    }
+
+    /// Ends a copy whose slot is kept only as a marker (an added table's): closes the
+    /// connection that created it and returns the slot's consistent point.
+    pub fn finish(self) -> u64 {
+        for worker in self.workers {
+            worker.conn.close();
+        }
+        self.repl.close();
+        self.consistent_lsn
     }
 
     /// Starts streaming from the slot's consistent point on the connection that created it.
