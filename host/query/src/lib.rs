@@ -67,6 +67,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod field_ids;
 pub mod output;
 mod provider;
 mod reader;

@@ -24,6 +24,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use moonlink_engine::{Engine, ReadView, TableInfo};
 
 use crate::error::QueryError;
+use crate::field_ids::FieldIdAdapterFactory;
 use crate::reader::ViewReaderFactory;
 
 /// The catalog of one query: every open table of the engine, by namespace.
@@ -227,6 +228,7 @@ impl TableProvider for ViewTable {
                 )
                 .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
                 .with_projection_indices(projection.cloned())?
+                .with_expr_adapter(Some(Arc::new(FieldIdAdapterFactory)))
                 .with_limit(limit)
                 .build();
                 inputs.push(DataSourceExec::from_data_source(config));

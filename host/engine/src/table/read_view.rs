@@ -116,7 +116,8 @@ pub struct ReadView {
     /// Iceberg table name within the namespace.
     pub table: String,
     /// The table's Arrow schema; in-memory batches have exactly this schema, data files are
-    /// read into it (columns matched by name, missing ones null).
+    /// read into it (columns matched by Iceberg field id; a column a file lacks reads as its
+    /// `initial-default` or null).
     pub schema: SchemaRef,
     /// The committed snapshot the files belong to (`None` before the first commit).
     pub snapshot_id: Option<i64>,
