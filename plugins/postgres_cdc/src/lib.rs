@@ -15,6 +15,7 @@
 //! publication are looked for; `publication.rs`).
 
 mod conn;
+mod copy_point;
 mod lag;
 mod pgoutput;
 mod publication;
@@ -32,6 +33,7 @@ use moonlink_sdk::source::{PollResult, ResumePoint, Source, SourceEvent, TableDe
 use moonlink_sdk::Config;
 
 use conn::{col, ConnectOptions, Connection};
+use copy_point::CopyPoint;
 use publication::Watch;
 use snapshot::Snapshot;
 use sql::{quote_ident, quote_literal};
@@ -39,8 +41,8 @@ use stream::Stream;
 use tables::{MirroredTable, PgColumn};
 use wire::PgError;
 
-/// The checkpoint of an initial copy in progress: sorts before every LSN. Resuming from it
-/// starts the copy over.
+/// The checkpoint of an initial copy in progress before copy points (`copy_point.rs`)
+/// existed: sorts before every LSN. Resuming from it starts the copy over.
 const COPYING: &str = "0000000000000000";
 
 /// An LSN as a checkpoint: fixed-width hex, so checkpoints sort by length then bytes.
@@ -422,8 +424,10 @@ impl Source for PostgresCdc {
         sql.close();
         let defs: Vec<TableDef> = tables.iter().map(|t| t.def()).collect();
 
+        let copy_point = resume.checkpoint.as_deref().and_then(CopyPoint::parse);
         let resume_lsn = match resume.checkpoint.as_deref() {
             None | Some(COPYING) => None,
+            Some(_) if copy_point.is_some() => None,
             Some(cp) => Some(lsn_of(cp)?),
         };
         let watch = if settings.tables.is_empty() {
@@ -443,7 +447,7 @@ impl Source for PostgresCdc {
                 }
                 let mut skip = HashMap::new();
                 for (table, cp) in &resume.tables {
-                    if cp != COPYING {
+                    if cp != COPYING && CopyPoint::parse(cp).is_none() {
                         skip.insert(table.clone(), lsn_of(cp)?);
                     }
                 }
@@ -455,9 +459,16 @@ impl Source for PostgresCdc {
                 Phase::Streaming(Stream::start(&settings, lsn, skip)?)
             }
             None => {
-                // Nothing durable (or a copy was cut short): copy everything afresh from a
-                // new slot's snapshot.
-                Phase::Copying(Snapshot::start(&settings, &tables, slot_exists)?)
+                // A copy cut short resumes from its chunks committed, if it can; otherwise
+                // (or with nothing durable) everything is copied afresh from a new slot.
+                let resumed = match copy_point {
+                    Some(point) if slot_exists => Snapshot::resume(&settings, &tables, point)?,
+                    _ => None,
+                };
+                Phase::Copying(match resumed {
+                    Some(snapshot) => snapshot,
+                    None => Snapshot::start(&settings, &tables, slot_exists)?,
+                })
             }
         };
         Ok((
@@ -491,7 +502,7 @@ impl Source for PostgresCdc {
                     self.phase = Phase::Streaming(snapshot.into_stream(&self.settings)?);
                     Some(checkpoint_of(lsn))
                 } else {
-                    Some(COPYING.to_string())
+                    Some(snapshot.copy_point())
                 }
             }
             Phase::Streaming(stream) => {
@@ -528,7 +539,8 @@ impl Source for PostgresCdc {
     }
 
     fn ack(&mut self, checkpoint: String) {
-        if checkpoint == COPYING {
+        // A copy's checkpoints confirm nothing to the slot: it stays at its consistent point.
+        if checkpoint == COPYING || CopyPoint::parse(&checkpoint).is_some() {
             return;
         }
         let Ok(lsn) = lsn_of(&checkpoint) else {

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use moonlink_sdk::source::{CopyProgress, SourceEvent};
 
-use crate::conn::Connection;
+use crate::conn::{col, Connection};
+use crate::copy_point::{copy_hash, CopyPoint};
 use crate::sql::{parse_lsn, quote_ident, quote_literal};
 use crate::stream::Stream;
-use crate::tables::MirroredTable;
+use crate::tables::{MirroredTable, Mode};
 use crate::types::split_copy_row;
 use crate::{pg, Settings};
 
@@ -22,6 +23,8 @@ use crate::{pg, Settings};
 /// have grown past the size read at the start; the snapshot hides those rows anyway).
 #[derive(Debug, Clone)]
 struct Chunk {
+    /// Position in this copy's chunk order (chunks are handed out in that order).
+    seq: usize,
     table: usize,
     first_page: u64,
     end_page: Option<u64>,
@@ -39,8 +42,17 @@ struct TableProgress {
 }
 
 pub struct Snapshot {
-    repl: Connection,
+    /// The connection that created the slot (idle: it holds the exported snapshot), or none
+    /// when a copy resumes under a snapshot of its own.
+    repl: Option<Connection>,
     consistent_lsn: u64,
+    /// (table, first page) of every chunk, by `seq`, and which are complete.
+    order: Vec<(usize, u64)>,
+    complete: Vec<bool>,
+    /// The first chunk not complete: every chunk before it is handed to the host.
+    complete_prefix: usize,
+    /// Per table: the hash its copy points carry.
+    hashes: Vec<u16>,
     workers: VecDeque<Worker>,
     chunks: VecDeque<Chunk>,
     progress: Vec<TableProgress>,
@@ -49,6 +61,8 @@ pub struct Snapshot {
     truncated: bool,
     /// The tables are new to the host: announce each (the host creates it) before emptying it.
     added: bool,
+    /// A copy resumed from a copy point: tables are announced, not emptied.
+    resumed: bool,
 }
 
 /// The slot a copy reads the snapshot of.
@@ -128,11 +142,115 @@ impl Snapshot {
                 copying: None,
             });
         }
+        let mut snapshot = Snapshot::plan(settings, tables, workers, consistent_lsn, None)?;
+        snapshot.repl = Some(repl);
+        snapshot.added = added;
+        snapshot.start_workers()?;
+        Ok(snapshot)
+    }
 
+    /// Resumes a copy cut short at `from`, under a new snapshot: the chunks from there on
+    /// are copied, then the slot streams from where it stands (see `copy_point.rs` for why
+    /// that converges). `None` when this copy cannot resume and must start over.
+    pub fn resume(
+        settings: &Settings,
+        tables: &[MirroredTable],
+        from: CopyPoint,
+    ) -> Result<Option<Snapshot>, String> {
+        if from.table >= tables.len() {
+            return Ok(None);
+        }
+        if let Some(t) = tables[from.table..]
+            .iter()
+            .find(|t| t.mode == Mode::AppendOnly)
+        {
+            moonlink_sdk::info!(
+                "the initial copy was cut short before keyless table {} was copied: starting \
+                 it over (a keyless table cannot absorb changes replayed over a newer copy)",
+                t.source_name
+            );
+            return Ok(None);
+        }
+        let mut workers = VecDeque::new();
+        let mut snapshot_name = String::new();
+        for i in 0..settings.snapshot_connections {
+            let mut conn = Connection::connect(&settings.connect, false)
+                .map_err(pg("opening a copy connection"))?;
+            let begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+            if i == 0 {
+                // The first transaction's snapshot, shared by the others (it stays open
+                // while they import it).
+                let rows = conn
+                    .query(&format!("{begin}; SELECT pg_export_snapshot()"))
+                    .map_err(pg("exporting a snapshot"))?;
+                snapshot_name = rows
+                    .first()
+                    .and_then(|r| col(r, 0))
+                    .ok_or("pg_export_snapshot() returned nothing")?
+                    .to_string();
+            } else {
+                conn.execute(&format!(
+                    "{begin}; SET TRANSACTION SNAPSHOT {}",
+                    quote_literal(&snapshot_name)
+                ))
+                .map_err(pg("importing a snapshot"))?;
+            }
+            workers.push_back(Worker {
+                conn,
+                copying: None,
+            });
+        }
+        // Streaming starts where the slot stands: its consistent point, unless it was
+        // confirmed further while nothing was pending (no change for us in between).
+        let rows = workers[0]
+            .conn
+            .query(&format!(
+                "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = {}",
+                quote_literal(&settings.slot)
+            ))
+            .map_err(pg("reading the slot's position"))?;
+        let Some(slot_lsn) = rows.first().and_then(|r| col(r, 0)).and_then(parse_lsn) else {
+            return Ok(None);
+        };
+        let mut snapshot = Snapshot::plan(settings, tables, workers, slot_lsn, Some(from))?;
+        if snapshot.hashes[from.table] != from.hash {
+            moonlink_sdk::info!(
+                "the initial copy was cut short, and the tables or {} were rewritten since: \
+                 starting it over",
+                tables[from.table].source_name
+            );
+            for worker in snapshot.workers {
+                worker.conn.close();
+            }
+            return Ok(None);
+        }
+        moonlink_sdk::info!(
+            "resuming the initial copy at {} page {} (slot at {})",
+            tables[from.table].source_name,
+            from.page,
+            crate::sql::format_lsn(slot_lsn)
+        );
+        // Nothing is emptied: the chunks before `from` are committed.
+        snapshot.truncated = true;
+        snapshot.resumed = true;
+        snapshot.start_workers()?;
+        Ok(Some(snapshot))
+    }
+
+    /// Sizes the tables and splits them into chunks; with `from`, only the chunks from there.
+    fn plan(
+        settings: &Settings,
+        tables: &[MirroredTable],
+        mut workers: VecDeque<Worker>,
+        consistent_lsn: u64,
+        from: Option<CopyPoint>,
+    ) -> Result<Snapshot, String> {
         let mut chunks = VecDeque::new();
         let mut progress = Vec::new();
         let mut selects = Vec::new();
+        let mut filenodes = Vec::new();
         let sizing = &mut workers[0].conn;
+        let per_chunk = settings.snapshot_chunk_pages;
         for (index, table) in tables.iter().enumerate() {
             let (schema, name) = table
                 .source_name
@@ -142,7 +260,7 @@ impl Snapshot {
             let size = sizing
                 .query(&format!(
                     "SELECT pg_relation_size(c.oid) / current_setting('block_size')::bigint, \
-                            c.reltuples::bigint \
+                            c.reltuples::bigint, coalesce(pg_relation_filenode(c.oid), 0) \
                      FROM pg_class c WHERE c.oid = to_regclass({})",
                     quote_literal(&qualified)
                 ))
@@ -154,45 +272,100 @@ impl Snapshot {
             };
             let pages = cell(0).unwrap_or(0).max(0) as u64;
             let estimate = cell(1).filter(|n| *n >= 0).map(|n| n as u64);
-            let per_chunk = settings.snapshot_chunk_pages;
-            let mut first = 0;
+            filenodes.push(cell(2).unwrap_or(0).max(0) as u64);
+            // A resumed copy starts at its point's page (a chunk boundary), in its table.
+            let first_page = match from {
+                Some(p) if index < p.table => None,
+                Some(p) if index == p.table => Some(p.page - p.page % per_chunk),
+                _ => Some(0),
+            };
             let mut n = 0;
-            while first + per_chunk < pages {
+            if let Some(mut first) = first_page {
+                while first + per_chunk < pages {
+                    chunks.push_back(Chunk {
+                        seq: chunks.len(),
+                        table: index,
+                        first_page: first,
+                        end_page: Some(first + per_chunk),
+                    });
+                    first += per_chunk;
+                    n += 1;
+                }
                 chunks.push_back(Chunk {
+                    seq: chunks.len(),
                     table: index,
                     first_page: first,
-                    end_page: Some(first + per_chunk),
+                    end_page: None,
                 });
-                first += per_chunk;
                 n += 1;
             }
-            chunks.push_back(Chunk {
-                table: index,
-                first_page: first,
-                end_page: None,
-            });
             progress.push(TableProgress {
-                copied: 0,
+                // A table a resumed copy skips is complete: its estimate is what it holds.
+                copied: if first_page.is_none() {
+                    estimate.unwrap_or(0)
+                } else {
+                    0
+                },
                 estimate,
-                chunks_left: n + 1,
+                chunks_left: n,
             });
             let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
             selects.push(format!("SELECT {} FROM {qualified}", columns.join(", ")));
         }
-        let mut snapshot = Snapshot {
-            repl,
+        let names: Vec<&str> = tables.iter().map(|t| t.source_name.as_str()).collect();
+        let shapes: Vec<String> = tables
+            .iter()
+            .map(|t| {
+                let columns: Vec<String> = t
+                    .columns
+                    .iter()
+                    .map(|c| format!("{}:{}:{}", c.name, c.type_oid, c.type_modifier))
+                    .collect();
+                columns.join(",")
+            })
+            .collect();
+        let hashes = filenodes
+            .iter()
+            .enumerate()
+            .map(|(i, f)| copy_hash(&names, *f, &shapes[i..].join(";")))
+            .collect();
+        Ok(Snapshot {
+            repl: None,
             consistent_lsn,
+            order: chunks.iter().map(|c| (c.table, c.first_page)).collect(),
+            complete: vec![false; chunks.len()],
+            complete_prefix: 0,
+            hashes,
             workers,
             chunks,
             progress,
             selects,
             truncated: false,
-            added,
-        };
-        for i in 0..snapshot.workers.len() {
-            snapshot.start_next(i)?;
+            added: false,
+            resumed: false,
+        })
+    }
+
+    fn start_workers(&mut self) -> Result<(), String> {
+        for i in 0..self.workers.len() {
+            self.start_next(i)?;
         }
-        Ok(snapshot)
+        Ok(())
+    }
+
+    /// The checkpoint of the copy so far: every chunk before it is handed to the host.
+    pub fn copy_point(&self) -> String {
+        let (table, page) = self
+            .order
+            .get(self.complete_prefix)
+            .copied()
+            .unwrap_or((self.hashes.len().saturating_sub(1), u64::MAX));
+        CopyPoint {
+            table,
+            page,
+            hash: self.hashes.get(table).copied().unwrap_or(0),
+        }
+        .checkpoint()
     }
 
     pub fn consistent_lsn(&self) -> u64 {
@@ -247,6 +420,23 @@ impl Snapshot {
             }
             self.truncated = true;
         }
+        if self.resumed {
+            // Shapes need no announcement: the host's are those of the copy's start, and a
+            // resumed copy has the same for every table it copies (the copy point's hash).
+            // Tables the resumed copy skips are complete.
+            for (index, table) in tables.iter().enumerate() {
+                let p = &self.progress[index];
+                if p.chunks_left == 0 {
+                    events.push(SourceEvent::Progress(CopyProgress {
+                        table: table.target.clone(),
+                        rows_copied: p.copied,
+                        rows_total: p.estimate,
+                        done: true,
+                    }));
+                }
+            }
+            self.resumed = false;
+        }
         let mut rows = 0;
         let mut touched: HashMap<usize, ()> = HashMap::new();
         while rows < max_rows {
@@ -277,6 +467,10 @@ impl Snapshot {
                 None => {
                     worker.copying = None;
                     self.progress[chunk.table].chunks_left -= 1;
+                    self.complete[chunk.seq] = true;
+                    while self.complete.get(self.complete_prefix) == Some(&true) {
+                        self.complete_prefix += 1;
+                    }
                     touched.insert(chunk.table, ());
                     self.start_next(0)?;
                     // Let the other connections' copies (already running) drain next.
@@ -310,12 +504,19 @@ impl Snapshot {
         for worker in self.workers {
             worker.conn.close();
         }
-        self.repl.close();
+        if let Some(repl) = self.repl {
+            repl.close();
+        }
         self.consistent_lsn
     }
 
     /// Starts streaming from the slot's consistent point on the connection that created it.
     pub fn into_stream(self, settings: &Settings) -> Result<Stream, String> {
-        Stream::from_connection(self.repl, settings, self.consistent_lsn, Default::default())
+        match self.repl {
+            Some(repl) => {
+                Stream::from_connection(repl, settings, self.consistent_lsn, Default::default())
+            }
+            None => Stream::start(settings, self.consistent_lsn, Default::default()),
+        }
     }
 }
