@@ -417,10 +417,13 @@ def test_partition_evolution_keeps_old_files_and_moves_them_on_merge(make_server
     assert 0 < len(list(day1.plan_files())) < len(list(tbl.scan().plan_files()))
     # Refused: bad expressions (422, nothing changed), keyed tables (422).
     before = server.table("p.evo")
-    for partition_by, words in [(["week(created_at)"], "unknown transform"), (["nope"], "no column 'nope'")]:
+    for partition_by, words in [(["week(created_at)"], "unknown transform"), (["nope"], "no column 'nope'"),
+                                (["day(region)"], "cannot be applied to column 'region'"),
+                                (["bucket(id)"], "number of buckets")]:
         r = requests.put(f"{server.url}/tables/p.evo/partitioning", json={"partition_by": partition_by}, timeout=30)
         assert r.status_code == 422 and words in r.json()["message"], r.text
     assert server.table("p.evo")["partition_spec"] == before["partition_spec"]
+    assert server.table("p.evo")["metadata_location"] == before["metadata_location"]
     server.create_table("p.keyed", EVENTS, primary_key=["id"])
     r = requests.put(f"{server.url}/tables/p.keyed/partitioning", json={"partition_by": ["region"]}, timeout=30)
     assert r.status_code == 422 and "primary key" in r.json()["message"], r.text
