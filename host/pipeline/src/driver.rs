@@ -319,7 +319,8 @@ impl Driver {
         for step in steps {
             if let Step::Control(SourceEvent::SchemaChange(def)) = step {
                 let host = self.spec.host_table(&def.name);
-                if declared.insert(host.clone()) {
+                if !declared.contains(&host) && self.may_adopt(&host) {
+                    declared.insert(host.clone());
                     tracing::info!(source = %self.name(), table = %host, "source added a table");
                     self.registry.update(self.name(), |s| {
                         if !s.tables.contains(&host) {
@@ -328,7 +329,6 @@ impl Driver {
                         s.removed_tables.retain(|t| t != &host);
                     });
                 }
-                continue;
             }
             let (action, table) = match step {
                 Step::Apply(batch) | Step::Control(SourceEvent::Changes(batch)) => {
@@ -351,6 +351,43 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// Whether a table the source did not declare in `open` may become its own by a schema
+    /// change: one that does not exist, or that this source produced before (its snapshots
+    /// carry this source's checkpoint). Never a table someone else writes.
+    fn may_adopt(&self, table: &str) -> bool {
+        self.engine.table_info(table).is_err()
+            || matches!(
+                self.engine.source_checkpoint(table, self.name()),
+                Ok(Some(_))
+            )
+    }
+
+    /// Creates a table a source declared while running (see `confine`). One created by
+    /// someone else meanwhile is refused, not adopted.
+    fn create_declared(&self, name: &str, schema: moonlink_engine::TableSchema) -> Result<()> {
+        let (namespace, table) = split_table_name(name);
+        match self.handle.block_on(self.engine.create_table(CreateTable {
+            options: Default::default(),
+            name: name.to_string(),
+            namespace,
+            table,
+            schema,
+        })) {
+            Ok(_) => Ok(()),
+            Err(EngineError::TableExists(_)) if self.may_adopt(name) => Ok(()),
+            Err(EngineError::TableExists(_)) => Err(PipelineError::Undeclared {
+                action: "changed the schema of",
+                table: name.to_string(),
+                declared: "a table created by someone else meanwhile".to_string(),
+            }),
+            Err(source) => Err(PipelineError::Engine {
+                action: "cannot create table",
+                table: name.to_string(),
+                source: source.into(),
+            }),
+        }
     }
 
     /// Applies one poll's steps in order, recording what each checkpoint waits for.
@@ -404,7 +441,7 @@ impl Driver {
                     let table = self.spec.host_table(&def.name);
                     if self.engine.table_info(&table).is_err() {
                         // Declared while running (see `confine`): created in its first shape.
-                        self.ensure_table(&table, def.schema)?;
+                        self.create_declared(&table, def.schema)?;
                         continue;
                     }
                     self.handle
