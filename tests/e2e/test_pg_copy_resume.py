@@ -86,3 +86,41 @@ def test_a_crash_mid_copy_resumes_from_the_committed_chunks(postgres, cdc_host, 
     wait_for(same, timeout=180, what="Iceberg to equal Postgres")
     # The copy resumed on the original slot: no second slot, none leaked.
     assert [s["slot_name"] for s in pg.replication_slots()] == ["moonlink"]
+
+
+def test_a_crash_before_a_keyless_table_is_copied_starts_the_copy_over(postgres, cdc_host, tmp_path):
+    """A keyless table cannot absorb changes replayed over a newer copy: when the cut leaves
+    one not completely copied, the restart copies everything afresh, exactly."""
+    pg = postgres
+    pg.execute(
+        "CREATE TABLE a_keyed (id bigint PRIMARY KEY, payload text);"
+        "INSERT INTO a_keyed SELECT g, md5(g::text) FROM generate_series(1, 1000000) g;"
+        "CREATE TABLE b_log (n bigint, what text);"
+        "INSERT INTO b_log SELECT g, 'seed' FROM generate_series(1, 50000) g; ANALYZE;",
+        db="app",
+    )
+    data_dir = str(tmp_path / "data")
+    args = dict(data_dir=data_dir, snapshot_chunk_pages=64, keyless="append-only", snapshot_connections=1,
+                extra_args=["--commit-interval-ms", "200"])
+    host = cdc_host(pg, ["public.a_keyed", "public.b_log"], **args)
+
+    def copying():
+        table = host.table("public.a_keyed")
+        copy = table.get("initial_copy")
+        return copy and not copy["done"] and table["total_records"] > 0
+
+    wait_for(copying, timeout=120, what="the keyed table's copy to be committed in part", interval=0.005)
+    host.kill()
+    pg.execute("INSERT INTO b_log VALUES (-1, 'while down'); UPDATE a_keyed SET payload = 'x' WHERE id = 5", db="app")
+    host = cdc_host(pg, ["public.a_keyed", "public.b_log"], **args)
+    wait_for(lambda: (host.table("public.b_log").get("initial_copy") or {}).get("done"), timeout=120,
+             what="the copy")
+    # Started over because of the keyless table (a copy point was acknowledged).
+    with open(host.log_path, "rb") as f:
+        assert b"before keyless table public.b_log was copied" in f.read()
+    # Started over: the whole keyed table was copied again.
+    assert host.table("public.a_keyed")["initial_copy"]["rows_copied"] == 1000000
+    pg.execute("INSERT INTO b_log VALUES (-2, 'after')", db="app")
+    from test_postgres_cdc import assert_mirrors
+    assert_mirrors(host, pg, "public.b_log", "b_log", ["n", "what"], timeout=120, expect_rows=50002)
+    assert_mirrors(host, pg, "public.a_keyed", "a_keyed", ["id", "payload"], timeout=120, expect_rows=1000000)

@@ -462,7 +462,15 @@ impl Source for PostgresCdc {
                 // A copy cut short resumes from its chunks committed, if it can; otherwise
                 // (or with nothing durable) everything is copied afresh from a new slot.
                 let resumed = match copy_point {
-                    Some(point) if slot_exists => Snapshot::resume(&settings, &tables, point)?,
+                    Some(point) if slot_exists => {
+                        // Tables committed further than the acknowledged point.
+                        let committed: Vec<(String, CopyPoint)> = resume
+                            .tables
+                            .iter()
+                            .filter_map(|(t, cp)| Some((t.clone(), CopyPoint::parse(cp)?)))
+                            .collect();
+                        Snapshot::resume(&settings, &tables, point, &committed)?
+                    }
                     _ => None,
                 };
                 Phase::Copying(match resumed {

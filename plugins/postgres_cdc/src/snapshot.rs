@@ -142,7 +142,7 @@ impl Snapshot {
                 copying: None,
             });
         }
-        let mut snapshot = Snapshot::plan(settings, tables, workers, consistent_lsn, None)?;
+        let mut snapshot = Snapshot::plan(settings, tables, workers, consistent_lsn, &[])?;
         snapshot.repl = Some(repl);
         snapshot.added = added;
         snapshot.start_workers()?;
@@ -156,19 +156,9 @@ impl Snapshot {
         settings: &Settings,
         tables: &[MirroredTable],
         from: CopyPoint,
+        committed: &[(String, CopyPoint)],
     ) -> Result<Option<Snapshot>, String> {
         if from.table >= tables.len() {
-            return Ok(None);
-        }
-        if let Some(t) = tables[from.table..]
-            .iter()
-            .find(|t| t.mode == Mode::AppendOnly)
-        {
-            moonlink_sdk::info!(
-                "the initial copy was cut short before keyless table {} was copied: starting \
-                 it over (a keyless table cannot absorb changes replayed over a newer copy)",
-                t.source_name
-            );
             return Ok(None);
         }
         let mut workers = VecDeque::new();
@@ -212,7 +202,31 @@ impl Snapshot {
         let Some(slot_lsn) = rows.first().and_then(|r| col(r, 0)).and_then(parse_lsn) else {
             return Ok(None);
         };
-        let mut snapshot = Snapshot::plan(settings, tables, workers, slot_lsn, Some(from))?;
+        // Each table resumes from the acknowledged point, or from the point its own snapshot
+        // committed if that is further: its rows up to there are durable, whatever the rest.
+        let mut points = vec![(None, from)];
+        for (target, point) in committed {
+            if let Some(index) = tables.iter().position(|t| &t.target == target) {
+                points.push((Some(index), *point));
+            }
+        }
+        let mut snapshot = Snapshot::plan(settings, tables, workers, slot_lsn, &points)?;
+        if let Some(t) = tables
+            .iter()
+            .zip(&snapshot.progress)
+            .find(|(t, p)| t.mode == Mode::AppendOnly && p.chunks_left > 0)
+            .map(|(t, _)| t)
+        {
+            moonlink_sdk::info!(
+                "the initial copy was cut short before keyless table {} was copied: starting \
+                 it over (a keyless table cannot absorb changes replayed over a newer copy)",
+                t.source_name
+            );
+            for worker in snapshot.workers {
+                worker.conn.close();
+            }
+            return Ok(None);
+        }
         if snapshot.hashes[from.table] != from.hash {
             moonlink_sdk::info!(
                 "the initial copy was cut short, and the tables or {} were rewritten since: \
@@ -237,18 +251,33 @@ impl Snapshot {
         Ok(Some(snapshot))
     }
 
-    /// Sizes the tables and splits them into chunks; with `from`, only the chunks from there.
+    /// Sizes the tables and splits them into chunks. With `points` (copy points, each for
+    /// every table or for one), a table is split only from the furthest point that holds
+    /// for it: complete if the point is in a later table, from its page (when the point's
+    /// hash still matches the table) if in this one.
     fn plan(
         settings: &Settings,
         tables: &[MirroredTable],
         mut workers: VecDeque<Worker>,
         consistent_lsn: u64,
-        from: Option<CopyPoint>,
+        points: &[(Option<usize>, CopyPoint)],
     ) -> Result<Snapshot, String> {
+        let names: Vec<&str> = tables.iter().map(|t| t.source_name.as_str()).collect();
+        let shapes: Vec<String> = tables
+            .iter()
+            .map(|t| {
+                let columns: Vec<String> = t
+                    .columns
+                    .iter()
+                    .map(|c| format!("{}:{}:{}", c.name, c.type_oid, c.type_modifier))
+                    .collect();
+                columns.join(",")
+            })
+            .collect();
+        let mut hashes = Vec::new();
         let mut chunks = VecDeque::new();
         let mut progress = Vec::new();
         let mut selects = Vec::new();
-        let mut filenodes = Vec::new();
         let sizing = &mut workers[0].conn;
         let per_chunk = settings.snapshot_chunk_pages;
         for (index, table) in tables.iter().enumerate() {
@@ -272,13 +301,27 @@ impl Snapshot {
             };
             let pages = cell(0).unwrap_or(0).max(0) as u64;
             let estimate = cell(1).filter(|n| *n >= 0).map(|n| n as u64);
-            filenodes.push(cell(2).unwrap_or(0).max(0) as u64);
-            // A resumed copy starts at its point's page (a chunk boundary), in its table.
-            let first_page = match from {
-                Some(p) if index < p.table => None,
-                Some(p) if index == p.table => Some(p.page - p.page % per_chunk),
-                _ => Some(0),
-            };
+            let hash = copy_hash(
+                &names,
+                cell(2).unwrap_or(0).max(0) as u64,
+                &shapes[index..].join(";"),
+            );
+            hashes.push(hash);
+            // Where this table starts (at a chunk boundary); u64::MAX: it is complete.
+            let start = points
+                .iter()
+                .filter(|(only, _)| only.is_none_or(|t| t == index))
+                .filter_map(|(_, p)| match p.table.cmp(&index) {
+                    std::cmp::Ordering::Greater => Some(u64::MAX),
+                    std::cmp::Ordering::Equal if p.hash == hash => {
+                        Some(p.page - p.page % per_chunk)
+                    }
+                    std::cmp::Ordering::Equal => None,
+                    std::cmp::Ordering::Less => Some(0),
+                })
+                .max()
+                .unwrap_or(0);
+            let first_page = (start != u64::MAX).then_some(start);
             let mut n = 0;
             if let Some(mut first) = first_page {
                 while first + per_chunk < pages {
@@ -312,23 +355,6 @@ impl Snapshot {
             let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
             selects.push(format!("SELECT {} FROM {qualified}", columns.join(", ")));
         }
-        let names: Vec<&str> = tables.iter().map(|t| t.source_name.as_str()).collect();
-        let shapes: Vec<String> = tables
-            .iter()
-            .map(|t| {
-                let columns: Vec<String> = t
-                    .columns
-                    .iter()
-                    .map(|c| format!("{}:{}:{}", c.name, c.type_oid, c.type_modifier))
-                    .collect();
-                columns.join(",")
-            })
-            .collect();
-        let hashes = filenodes
-            .iter()
-            .enumerate()
-            .map(|(i, f)| copy_hash(&names, *f, &shapes[i..].join(";")))
-            .collect();
         Ok(Snapshot {
             repl: None,
             consistent_lsn,
