@@ -380,3 +380,44 @@ def test_a_client_that_hangs_up_cancels_its_query(make_server):
     finally:
         con.close()
     assert "panicked" not in server.read_log()
+
+
+def test_psql_lists_tables_and_tools_read_information_schema(make_server):
+    """psql's `\\dt` and `\\dn` (which read pg_catalog) list the tables and namespaces; psycopg2
+    reads tables and columns from information_schema."""
+    server = pg_server(make_server, token=None)
+    server.create_table("sales.orders", KV)
+    server.create_table("app.users", KV[:1])
+
+    def meta(command):
+        env = {**os.environ, "PGCONNECT_TIMEOUT": "10"}
+        out = subprocess.run([PSQL, "-h", "127.0.0.1", "-p", str(server.pg_port), "-U", "reader", "-d", "moonlink",
+                              "-X", "-A", "-t", "-F", "|", "-c", command], capture_output=True, text=True, timeout=60,
+                             env=env)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    assert meta("\\dt") == ["app|users|table|moonlink", "sales|orders|table|moonlink"]
+    assert meta("\\dt sales.*") == ["sales|orders|table|moonlink"]
+    assert meta("\\dt *.us*") == ["app|users|table|moonlink"]
+    assert meta("\\dn") == ["app|moonlink", "sales|moonlink"]
+    con = psycopg2.connect(host="127.0.0.1", port=server.pg_port, user="reader", dbname="moonlink")
+    try:
+        cur = con.cursor()
+        cur.execute("SELECT table_schema, table_name FROM information_schema.tables "
+                    "WHERE table_schema NOT IN ('information_schema', 'pg_catalog') ORDER BY 1, 2")
+        assert cur.fetchall() == [("app", "users"), ("sales", "orders")]
+        cur.execute("SELECT column_name, is_nullable FROM information_schema.columns "
+                    "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position", ("sales", "orders"))
+        assert cur.fetchall() == [("id", "NO"), ("v", "YES"), ("s", "YES")]
+        cur.execute("SELECT c.relname, n.nspname FROM pg_catalog.pg_class c "
+                    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ORDER BY 1")
+        assert cur.fetchall() == [("orders", "sales"), ("users", "app")]
+    finally:
+        con.close()
+    # What is not there is still a clear error, and the connection goes on.
+    env = {**os.environ, "PGCONNECT_TIMEOUT": "10"}
+    out = subprocess.run([PSQL, "-h", "127.0.0.1", "-p", str(server.pg_port), "-U", "reader", "-d", "moonlink",
+                          "-X", "-c", "SELECT * FROM pg_catalog.pg_proc"], capture_output=True, text=True, timeout=60,
+                         env=env)
+    assert out.returncode != 0 and "pg_proc" in out.stderr

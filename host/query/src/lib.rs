@@ -10,6 +10,8 @@
 //! - Parquet files are scanned by DataFusion with projection and predicate pushdown (row
 //!   groups and pages pruned by their statistics); deleted rows are a row selection, never
 //!   decoded. Buffered rows are in-memory batches (`provider.rs`, `reader.rs`).
+//! - Postgres tools: a minimal `pg_catalog` (`pg_namespace`, `pg_class`) answers psql's `\dt`
+//!   and `\dn`; `information_schema` (tables, columns) is DataFusion's.
 //! - Read-only: DDL, DML (`COPY` included) and other statements are refused as
 //!   [`QueryError::Sql`].
 //! - Limits: [`QueryConfig::memory_bytes`] bounds each query's operators (sorts, joins,
@@ -69,6 +71,7 @@
 mod error;
 mod field_ids;
 pub mod output;
+mod pg_catalog;
 mod provider;
 mod reader;
 
@@ -239,6 +242,7 @@ impl QueryEngine {
             .with_target_partitions(self.config.target_partitions.max(1));
         config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        pg_catalog::register_functions(&ctx);
         ctx.register_catalog(
             "moonlink",
             Arc::new(provider::QueryCatalog::new(

@@ -25,6 +25,7 @@ use moonlink_engine::{Engine, ReadView, TableInfo};
 
 use crate::error::QueryError;
 use crate::field_ids::FieldIdAdapterFactory;
+use crate::pg_catalog;
 use crate::reader::ViewReaderFactory;
 
 /// The catalog of one query: every open table of the engine, by namespace.
@@ -68,6 +69,11 @@ impl CatalogProvider for QueryCatalog {
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == pg_catalog::NAME {
+            return pg_catalog::schema(&self.tables())
+                .inspect_err(|e| tracing::warn!(error = %e, "cannot build pg_catalog"))
+                .ok();
+        }
         Some(Arc::new(NamespaceSchema {
             engine: self.engine.clone(),
             namespace: name.to_string(),

@@ -248,12 +248,24 @@ fn respond(result: QueryResult, format: &Format) -> PgWireResult<Response> {
     )))
 }
 
+/// `sql` without the Postgres-only spellings psql's catalog queries (`\dt PATTERN`) use
+/// where plain SQL means the same here: the default collation, and `OPERATOR(pg_catalog.op)`
+/// for a regex operator.
+fn plain_sql(sql: &str) -> String {
+    let mut out = sql.replace(" COLLATE pg_catalog.default", "");
+    for op in ["!~*", "!~", "~*", "~"] {
+        out = out.replace(&format!("OPERATOR(pg_catalog.{op})"), op);
+    }
+    out
+}
+
 impl Backend {
     async fn run(&self, sql: &str, format: &Format) -> PgWireResult<Response> {
         if let Some(response) = session_statement(sql) {
             return Ok(response);
         }
-        let result = self.query.query(sql, None).await.map_err(pg_error)?;
+        let sql = plain_sql(sql);
+        let result = self.query.query(&sql, None).await.map_err(pg_error)?;
         respond(result, format)
     }
 }
@@ -414,7 +426,11 @@ impl Backend {
         if sql.trim().is_empty() || session_statement(sql).is_some() {
             return Ok(Schema::empty());
         }
-        let schema = self.query.describe(sql).await.map_err(pg_error)?;
+        let schema = self
+            .query
+            .describe(&plain_sql(sql))
+            .await
+            .map_err(pg_error)?;
         Ok(schema.as_ref().clone())
     }
 
@@ -438,6 +454,10 @@ mod tests {
             "SELECT * FROM t WHERE a = 'v1''' AND b = 'v10''' OR c = 'v2'''"
         );
         assert!(session_statement("  begin").is_some());
+        assert_eq!(
+            plain_sql("WHERE c.relname OPERATOR(pg_catalog.~) '^(t)$' COLLATE pg_catalog.default"),
+            "WHERE c.relname ~ '^(t)$'"
+        );
         assert!(session_statement("SELECT 1").is_none());
     }
 }
