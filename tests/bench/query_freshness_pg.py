@@ -7,6 +7,7 @@ A real Postgres 15 cluster (tests/e2e/pg.py) with a 100k-row table mirrored by p
 `/query` for that key. Prints p50/p99/max in ms.
 """
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -23,11 +24,11 @@ N = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 
 pg = PostgresCluster(wal_level="logical").start()
 server = None
+d = tempfile.mkdtemp()
 try:
     pg.create_database("app")
     pg.execute("CREATE TABLE t (id bigint PRIMARY KEY, v text);"
                "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 100000) g;", db="app")
-    d = tempfile.mkdtemp()
     config = os.path.join(d, "pg.toml")
     with open(config, "w") as f:
         f.write(f'name = "pg"\n[settings]\nhost = "127.0.0.1"\nport = {pg.port}\nuser = "postgres"\n'
@@ -65,3 +66,4 @@ finally:
     if server:
         server.kill()
     pg.cleanup()
+    shutil.rmtree(d, ignore_errors=True)

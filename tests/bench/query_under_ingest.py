@@ -13,6 +13,7 @@ Prints rows/s per phase, the ratio to phase 1, and the queries answered.
 """
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -97,6 +98,7 @@ def phase(queries):
         return n * BATCH / elapsed, answered.value, elapsed
     finally:
         s.kill()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 RECENT = "SELECT count(*) AS n, max(amount) AS m FROM {t} WHERE id >= {since}"
