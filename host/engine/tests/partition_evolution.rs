@@ -387,4 +387,22 @@ async fn background_compaction_moves_small_old_spec_files_at_the_next_commit() {
     assert_eq!(live, model);
     assert_eq!(check_files(dir.path(), &files).await, [1]);
     assert!(files.iter().all(|f| f.spec_id == 1), "{files:?}");
+
+    // Back to the first partitioning: Iceberg reuses spec 0, and the spec-1 files are now the
+    // old ones that move.
+    engine
+        .change_partitioning("p.t", &["bucket(4, id)".into()])
+        .await
+        .unwrap();
+    apply(
+        &engine,
+        &mut model,
+        Operation::Upsert,
+        &[(5, "us"), (31, "eu")],
+        Durability::Committed,
+    )
+    .await;
+    let (live, files) = snapshot(dir.path(), &engine, "p.t").await;
+    assert_eq!(live, model);
+    assert_eq!(check_files(dir.path(), &files).await, [0]);
 }
