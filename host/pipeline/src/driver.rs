@@ -131,6 +131,8 @@ impl Driver {
 
     /// Where to resume: the catalog's acknowledged checkpoint and the checkpoints the known
     /// tables' snapshots carry (every table when none is known yet), by [`ack::resume_point`].
+    /// Every table with this source's checkpoint is listed: a source tells by it which tables
+    /// it mirrors already (postgres_cdc copies a published table that is not listed).
     fn resume_point(&self, known_tables: &[String]) -> Result<moonlink_runtime::ResumePoint> {
         let acked =
             self.engine

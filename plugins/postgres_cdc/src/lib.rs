@@ -26,7 +26,7 @@ mod tables;
 mod types;
 mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use moonlink_sdk::source::{PollResult, ResumePoint, Source, SourceEvent, TableDef};
@@ -187,7 +187,8 @@ pub struct PostgresCdc {
     settings: Settings,
     tables: Vec<MirroredTable>,
     phase: Phase,
-    /// Publication mode: follows tables joining and leaving the publication.
+    /// Copies tables new to the host at a restart and, in publication mode, follows tables
+    /// joining and leaving the publication.
     watch: Option<Watch>,
 }
 
@@ -430,11 +431,22 @@ impl Source for PostgresCdc {
             Some(_) if copy_point.is_some() => None,
             Some(cp) => Some(lsn_of(cp)?),
         };
-        let watch = if settings.tables.is_empty() {
-            Some(Watch::new(&settings, &tables, resume_lsn.is_some())?)
-        } else {
-            None
+        // The tables the host holds from this source. An empty list cannot tell new tables
+        // from old ones (a host that lists only tables ahead, or a data directory whose
+        // every table was copied within the first poll): none is copied again then.
+        let known: Option<HashSet<String>> = match resume_lsn {
+            Some(_) if resume.tables.is_empty() => {
+                Some(tables.iter().map(|t| t.target.clone()).collect())
+            }
+            Some(_) => Some(resume.tables.iter().map(|(t, _)| t.clone()).collect()),
+            None => None,
         };
+        let watch = Watch::new(
+            &settings,
+            &tables,
+            known.as_ref(),
+            settings.tables.is_empty(),
+        )?;
         let phase = match resume_lsn {
             Some(lsn) => {
                 if !slot_exists {

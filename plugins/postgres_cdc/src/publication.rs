@@ -13,6 +13,10 @@
 //!   table again, emptied first.
 //! - A table removed from it stops being mirrored: once everything up to the removal is
 //!   committed, the source restarts without it, so the host sees it is no longer declared.
+//! - At a restart, a table to mirror that the host does not list as committed by this source
+//!   (`resume.tables`: added while moonlink was stopped, or dropped from Iceberg by the user)
+//!   gets the same copy before the stream is read. This also holds with configured `tables`
+//!   (one added to the setting), where the publication itself is not followed.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -50,6 +54,8 @@ struct AddedCopy {
 
 pub struct Watch {
     conn: Option<Connection>,
+    /// Publication mode: tables joining or leaving the publication are looked for.
+    follow: bool,
     interval: Duration,
     next_check: Instant,
     /// Added tables (indices into the mirrored tables) waiting for their copy.
@@ -62,14 +68,18 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Starts watching. `resuming`: the stream resumes from a checkpoint, so a marker slot
-    /// left for a table means its copy must be made again; otherwise (a fresh initial copy
-    /// of everything) every marker is stale.
+    /// Starts watching. `known`: the stream resumes from a checkpoint, and these tables (by
+    /// target name) hold what the host committed from this source. A marker slot left for a
+    /// table means its copy must be made again, and a table not known was never copied.
+    /// Without `known` (a fresh initial copy of everything) every marker is stale. `follow`:
+    /// the publication's tables are followed while streaming (publication mode). `None` when
+    /// there is nothing to do.
     pub fn new(
         settings: &Settings,
         tables: &[MirroredTable],
-        resuming: bool,
-    ) -> Result<Watch, String> {
+        known: Option<&HashSet<String>>,
+        follow: bool,
+    ) -> Result<Option<Watch>, String> {
         let mut conn = Connection::connect(&settings.connect, false)
             .map_err(pg("connecting to watch the publication"))?;
         let prefix = copy_slot_prefix(settings);
@@ -81,11 +91,19 @@ impl Watch {
             .filter(|s| s.starts_with(&prefix))
             .collect();
         let mut pending = VecDeque::new();
-        if resuming {
+        if let Some(known) = known {
             for (i, table) in tables.iter().enumerate() {
                 if markers.remove(&copy_slot(settings, &table.source_name)) {
                     moonlink_sdk::info!(
                         "the copy of added table {} was cut short: copying it again",
+                        table.source_name
+                    );
+                    pending.push_back(i);
+                } else if !known.contains(&table.target) {
+                    moonlink_sdk::info!(
+                        "table {} is to be mirrored but holds nothing committed from this \
+                         source (added while moonlink was stopped, or its Iceberg table \
+                         dropped): copying it",
                         table.source_name
                     );
                     pending.push_back(i);
@@ -95,15 +113,20 @@ impl Watch {
         for stale in markers {
             drop_slot(&mut conn, &stale);
         }
-        Ok(Watch {
+        if !follow && pending.is_empty() {
+            conn.close();
+            return Ok(None);
+        }
+        Ok(Some(Watch {
             conn: Some(conn),
+            follow,
             interval: settings.publication_check,
             next_check: Instant::now(),
             pending,
             copying: None,
             markers: Vec::new(),
             removed: None,
-        })
+        }))
     }
 
     /// Follows the publication. Returns true while an added table is being copied: the
@@ -129,7 +152,7 @@ impl Watch {
                 ));
             }
         }
-        if self.copying.is_none() && Instant::now() >= self.next_check {
+        if self.follow && self.copying.is_none() && Instant::now() >= self.next_check {
             self.check(settings, tables)?;
             self.next_check = Instant::now() + self.interval;
         }

@@ -63,6 +63,8 @@ pub struct Snapshot {
     added: bool,
     /// A copy resumed from a copy point: tables are announced, not emptied.
     resumed: bool,
+    /// A first copy of every table (neither resumed nor an added table's): see `poll`.
+    fresh: bool,
 }
 
 /// The slot a copy reads the snapshot of.
@@ -145,6 +147,7 @@ impl Snapshot {
         let mut snapshot = Snapshot::plan(settings, tables, workers, consistent_lsn, &[])?;
         snapshot.repl = Some(repl);
         snapshot.added = added;
+        snapshot.fresh = !added;
         snapshot.start_workers()?;
         Ok(snapshot)
     }
@@ -343,11 +346,15 @@ impl Snapshot {
                 n += 1;
             }
             progress.push(TableProgress {
-                // A table a resumed copy skips is complete: its estimate is what it holds.
-                copied: if first_page.is_none() {
-                    estimate.unwrap_or(0)
-                } else {
-                    0
+                // A table a resumed copy skips is complete: its estimate is what it holds. One
+                // it resumes holds about its share of the rows in the pages before `start`,
+                // so progress counts what is committed, not only what this run copies.
+                copied: match first_page {
+                    None => estimate.unwrap_or(0),
+                    Some(start) if start > 0 && pages > 0 => estimate.map_or(0, |e| {
+                        (e as u128 * start.min(pages) as u128 / pages as u128) as u64
+                    }),
+                    Some(_) => 0,
                 },
                 estimate,
                 chunks_left: n,
@@ -369,6 +376,7 @@ impl Snapshot {
             truncated: false,
             added: false,
             resumed: false,
+            fresh: false,
         })
     }
 
@@ -445,6 +453,13 @@ impl Snapshot {
                 }
             }
             self.truncated = true;
+            if self.fresh {
+                // On a first start the host has no checkpoint to give this poll's steps but
+                // its last: the rows come in the next polls, so every table's snapshot
+                // carries a checkpoint of this source (`resume.tables` then tells, at a
+                // restart, which tables the host holds; see `publication.rs`).
+                return Ok(false);
+            }
         }
         if self.resumed {
             // Shapes need no announcement: the host's are those of the copy's start, and a
@@ -493,6 +508,12 @@ impl Snapshot {
                 None => {
                     worker.copying = None;
                     self.progress[chunk.table].chunks_left -= 1;
+                    let p = &self.progress[chunk.table];
+                    if self.fresh && p.chunks_left == 0 && p.copied == 0 {
+                        // An empty table gets no rows to carry a checkpoint: emptying it
+                        // again (a no-op) commits one.
+                        events.push(SourceEvent::Truncate(tables[chunk.table].target.clone()));
+                    }
                     self.complete[chunk.seq] = true;
                     while self.complete.get(self.complete_prefix) == Some(&true) {
                         self.complete_prefix += 1;
