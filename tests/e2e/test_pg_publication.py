@@ -10,6 +10,7 @@ import threading
 
 import psycopg2
 import pytest
+import requests
 
 from test_postgres_cdc import assert_mirrors, cdc_host, iceberg_rows, plugin_status, wait_for  # noqa: F401 - fixture
 
@@ -292,3 +293,52 @@ def test_tables_added_while_moonlink_is_down_are_copied_at_the_restart(postgres,
         f.seek(log_from)
         assert b"is to be mirrored but holds nothing" not in f.read()
     assert copy_slots(pg) == []
+
+
+def test_configured_tables_new_to_moonlink_are_copied_at_a_restart(postgres, cdc_host, tmp_path):
+    """With `tables` too: a table added to the setting while moonlink is stopped, and a table
+    whose Iceberg table the user dropped, are copied at the restart; an empty table mirrored
+    from the start is not copied again."""
+    pg = postgres
+    pg.execute(
+        "CREATE TABLE first (id bigint PRIMARY KEY, v bigint, note text);"
+        "INSERT INTO first SELECT g, g, 'seed' FROM generate_series(1, 500) g;"
+        "CREATE TABLE empty (id bigint PRIMARY KEY, v bigint, note text);"
+        "CREATE TABLE extra (id bigint PRIMARY KEY, v bigint, note text);"
+        "INSERT INTO extra SELECT g, g, md5(g::text) FROM generate_series(1, 20000) g;",
+        db="app",
+    )
+    data_dir = str(tmp_path / "data")
+    host = cdc_host(pg, ["public.first", "public.empty"], data_dir=data_dir)
+    assert_mirrors(host, pg, "public.first", "first", KEYED, expect_rows=500)
+    assert_mirrors(host, pg, "public.empty", "empty", KEYED, expect_rows=0)
+    wait_for(lambda: len(plugin_status(host)["acked_checkpoint"] or "") == 16, what="the copy's end acknowledged")
+    host.stop()
+
+    pg.execute("UPDATE extra SET note = 'down' WHERE id % 10 = 0; INSERT INTO empty VALUES (1, 1, 'down')", db="app")
+    log_from = os.path.getsize(host.log_path)
+    tables = ["public.first", "public.empty", "public.extra"]
+    host = cdc_host(pg, tables, data_dir=data_dir)
+    wait_for(lambda: (host.table("public.extra").get("initial_copy") or {}).get("done"), what="the copy of extra")
+    pg.execute("UPDATE extra SET v = -v WHERE id <= 100; DELETE FROM extra WHERE id = 7", db="app")
+    assert_mirrors(host, pg, "public.extra", "extra", KEYED, expect_rows=19999)
+    assert_mirrors(host, pg, "public.empty", "empty", KEYED, expect_rows=1)
+    assert_mirrors(host, pg, "public.first", "first", KEYED, expect_rows=500)
+    with open(host.log_path, "rb") as f:
+        f.seek(log_from)
+        log = f.read().decode(errors="replace")
+    assert "table public.extra is to be mirrored" in log
+    assert "table public.first is to be mirrored" not in log and "table public.empty is to be mirrored" not in log
+
+    # The user drops a mirrored table from Iceberg: the next restart copies it afresh.
+    r = requests.delete(f"{host.url}/tables/public.first", timeout=30)
+    assert r.status_code == 200, r.text
+    host.stop()
+    pg.execute("UPDATE first SET note = 'after the drop' WHERE id <= 3", db="app")
+    host = cdc_host(pg, tables, data_dir=data_dir)
+    assert_mirrors(host, pg, "public.first", "first", KEYED, expect_rows=500)
+    assert host.table("public.first")["initial_copy"]["done"] is True
+    # Its copy slot goes once the host commits a change made after the copy.
+    pg.execute("UPDATE first SET v = 0 WHERE id = 4", db="app")
+    assert_mirrors(host, pg, "public.first", "first", KEYED, expect_rows=500)
+    wait_for(lambda: copy_slots(pg) == [], what="the copy slots to be dropped")
