@@ -105,8 +105,10 @@ pub fn report_lag(bytes: Option<u64>, millis: Option<u64>) {
 /// A source connector.
 pub trait Source: Sized + 'static {
     /// Starts from `resume` (`resume.checkpoint` is the last durable checkpoint, `None` on
-    /// first start; `resume.tables` are tables already further ahead, whose changes up to their
-    /// own checkpoint must be skipped) and declares the tables the source produces.
+    /// first start; `resume.tables` lists every table already committed, with the checkpoint
+    /// up to which its changes must be skipped: its own when further ahead, else the
+    /// acknowledged one; a table not listed holds nothing from this source) and declares the
+    /// tables the source produces.
     fn open(config: Config, resume: ResumePoint) -> Result<(Self, Vec<TableDef>), String>;
 
     /// Returns up to `max_rows` changes, waiting at most `timeout_ms` for them.

@@ -5,9 +5,12 @@ import base64
 import csv
 import datetime
 import io
+import json
 import os
 import random
+import socket
 import subprocess
+import threading
 import time
 import uuid
 from decimal import Decimal
@@ -306,3 +309,115 @@ def test_a_query_over_the_timeout_is_cancelled(make_server):
     server.ingest("rt.slow", [{"id": -1}], mode="sync")
     assert rows(server, "SELECT count(*) AS n FROM rt.slow") == [(3001,)]
     assert "panicked" not in server.read_log()
+
+
+def metric(server, name, labels=""):
+    """The value of one sample in /metrics (0 when absent)."""
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(name + labels + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def eventually(check, what, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} did not happen within {timeout} s")
+
+
+SLOW = "SELECT sum(a.id + b.id + c.id) AS s FROM rt.slow a, rt.slow b, rt.slow c"
+
+
+def test_a_client_that_hangs_up_cancels_its_query(make_server):
+    """An HTTP client that closes its socket, and a Postgres client that sends a cancel request,
+    stop their query: it counts as cancelled, nothing is left running, and the host answers."""
+    server = pg_server(make_server, token=None)
+    server.create_table("rt.slow", KV)
+    server.ingest("rt.slow", [{"id": i, "v": i} for i in range(3000)], mode="async")
+    cancelled = '{outcome="cancelled"}'
+    assert metric(server, "moonlink_queries_total", cancelled) == 0
+
+    # HTTP: send the request, then hang up before any answer (the query takes minutes).
+    body = json.dumps({"sql": SLOW}).encode()
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(b"POST /query HTTP/1.1\r\nHost: moonlink\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    eventually(lambda: metric(server, "moonlink_queries_running") == 1, "the query to start")
+    sock.close()
+    eventually(lambda: metric(server, "moonlink_queries_total", cancelled) == 1, "the query to be cancelled")
+    assert metric(server, "moonlink_queries_running") == 0
+    assert rows(server, "SELECT count(*) AS n FROM rt.slow") == [(3000,)]
+
+    # Postgres wire: a cancel request (psycopg2's cancel(), psql's Ctrl-C) from another thread.
+    con = psycopg2.connect(host="127.0.0.1", port=server.pg_port, user="reader", dbname="moonlink")
+    try:
+        errors = []
+
+        def run():
+            try:
+                con.cursor().execute(SLOW)
+            except psycopg2.Error as e:
+                errors.append(e)
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        eventually(lambda: metric(server, "moonlink_queries_running") == 1, "the query to start")
+        con.cancel()
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+        assert len(errors) == 1 and errors[0].pgcode == "57014", errors
+        eventually(lambda: metric(server, "moonlink_queries_total", cancelled) == 2, "the query to be cancelled")
+        assert metric(server, "moonlink_queries_running") == 0
+        # The same connection goes on.
+        con.rollback()
+        cur = con.cursor()
+        cur.execute("SELECT count(*) FROM rt.slow")
+        assert cur.fetchall() == [(3000,)]
+    finally:
+        con.close()
+    assert "panicked" not in server.read_log()
+
+
+def test_psql_lists_tables_and_tools_read_information_schema(make_server):
+    """psql's `\\dt` and `\\dn` (which read pg_catalog) list the tables and namespaces; psycopg2
+    reads tables and columns from information_schema."""
+    server = pg_server(make_server, token=None)
+    server.create_table("sales.orders", KV)
+    server.create_table("app.users", KV[:1])
+
+    def meta(command):
+        env = {**os.environ, "PGCONNECT_TIMEOUT": "10"}
+        out = subprocess.run([PSQL, "-h", "127.0.0.1", "-p", str(server.pg_port), "-U", "reader", "-d", "moonlink",
+                              "-X", "-A", "-t", "-F", "|", "-c", command], capture_output=True, text=True, timeout=60,
+                             env=env)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    assert meta("\\dt") == ["app|users|table|moonlink", "sales|orders|table|moonlink"]
+    assert meta("\\dt sales.*") == ["sales|orders|table|moonlink"]
+    assert meta("\\dt *.us*") == ["app|users|table|moonlink"]
+    assert meta("\\dn") == ["app|moonlink", "sales|moonlink"]
+    con = psycopg2.connect(host="127.0.0.1", port=server.pg_port, user="reader", dbname="moonlink")
+    try:
+        cur = con.cursor()
+        cur.execute("SELECT table_schema, table_name FROM information_schema.tables "
+                    "WHERE table_schema NOT IN ('information_schema', 'pg_catalog') ORDER BY 1, 2")
+        assert cur.fetchall() == [("app", "users"), ("sales", "orders")]
+        cur.execute("SELECT column_name, is_nullable FROM information_schema.columns "
+                    "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position", ("sales", "orders"))
+        assert cur.fetchall() == [("id", "NO"), ("v", "YES"), ("s", "YES")]
+        cur.execute("SELECT c.relname, n.nspname FROM pg_catalog.pg_class c "
+                    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ORDER BY 1")
+        assert cur.fetchall() == [("orders", "sales"), ("users", "app")]
+    finally:
+        con.close()
+    # What is not there is still a clear error, and the connection goes on.
+    env = {**os.environ, "PGCONNECT_TIMEOUT": "10"}
+    out = subprocess.run([PSQL, "-h", "127.0.0.1", "-p", str(server.pg_port), "-U", "reader", "-d", "moonlink",
+                          "-X", "-c", "SELECT * FROM pg_catalog.pg_proc"], capture_output=True, text=True, timeout=60,
+                         env=env)
+    assert out.returncode != 0 and "pg_proc" in out.stderr

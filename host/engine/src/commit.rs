@@ -31,6 +31,10 @@ pub const COMMITTED_LSN_SUMMARY_KEY: &str = "moonlink.checkpoint";
 pub struct LiveDataFile {
     /// The manifest entry's data file (Parquet file or deletion vector).
     pub data_file: DataFile,
+    /// The partition spec the file was written in: its manifest's (spec "Manifests": a
+    /// manifest holds files of one partition spec, named by `partition-spec-id` in its
+    /// manifest-list entry). iceberg 0.10 keeps a data file's own spec id crate-private.
+    pub spec_id: i32,
 }
 
 /// What one commit changes.
@@ -50,6 +54,10 @@ pub struct SnapshotChanges {
     pub retention: SnapshotRetention,
     /// Only compaction: files rewritten, no row added or deleted (operation `replace`).
     pub rewrite_only: bool,
+    /// Added files (data files or deletion vectors) not in the table's default partition spec,
+    /// path → spec id: deletion vectors of data files written before partition evolution,
+    /// which are in their data file's spec and partition (spec "Deletion Vectors").
+    pub added_specs: HashMap<String, i32>,
 }
 
 /// Snapshot expiry: a snapshot older than `max_age` is removed, except the newest `min_keep`
@@ -249,6 +257,7 @@ pub async fn live_files(file_io: &FileIO, metadata: &TableMetadata) -> Result<Ve
             if entry.is_alive() {
                 files.push(LiveDataFile {
                     data_file: entry.data_file().clone(),
+                    spec_id: manifest.partition_spec_id,
                 });
             }
         }
@@ -376,19 +385,34 @@ pub async fn write_snapshot(
     let mut added = Totals::default();
     changes.added.iter().for_each(|f| added.count(f));
     changes.added_deletes.iter().for_each(|f| added.count(f));
-    for (n, (files, is_data)) in [(changes.added, true), (changes.added_deletes, false)]
-        .into_iter()
-        .enumerate()
-    {
-        if files.is_empty() {
-            continue;
+    // New files go into one manifest per (content, spec): most are in the default spec, but a
+    // deletion vector is in the spec of the data file it points at.
+    let default_spec = metadata.default_partition_spec_id();
+    let mut groups: Vec<((bool, i32), Vec<DataFile>)> = Vec::new();
+    for (files, is_data) in [(changes.added, true), (changes.added_deletes, false)] {
+        for file in files {
+            let spec_id = changes
+                .added_specs
+                .get(file.file_path())
+                .copied()
+                .unwrap_or(default_spec);
+            match groups
+                .iter_mut()
+                .find(|(key, _)| *key == (is_data, spec_id))
+            {
+                Some((_, group)) => group.push(file),
+                None => groups.push(((is_data, spec_id), vec![file])),
+            }
         }
-        // New files are written in the default spec.
+    }
+    // Data before deletes, the default spec first within each.
+    groups.sort_by_key(|((is_data, spec_id), _)| (!*is_data, *spec_id != default_spec));
+    for (n, ((is_data, spec_id), files)) in groups.into_iter().enumerate() {
         let builder = ManifestWriterBuilder::new(
             file_io.new_output(manifest_location(n))?,
             Some(snapshot_id),
             schema.clone(),
-            spec_of(metadata.default_partition_spec_id())?,
+            spec_of(spec_id)?,
         );
         let mut writer = if is_data {
             builder.build_v3_data()

@@ -250,21 +250,21 @@ impl KeyIndex {
         self.files.push((file, keys));
     }
 
-    /// Replaces the keys of compacted files with the keys of the file they became;
-    /// `dead` holds positions in the new file already deleted.
+    /// Replaces the keys of compacted files with the keys of the files they became (one per
+    /// partition), each as (file id, keys, positions in it already deleted).
     pub fn replace_files(
         &mut self,
         old: &[u32],
-        file: u32,
-        keys: FileKeys,
-        dead: Option<RoaringTreemap>,
+        new: Vec<(u32, FileKeys, Option<RoaringTreemap>)>,
     ) {
         self.files.retain(|(id, _)| !old.contains(id));
         for id in old {
             self.dead.remove(id);
         }
-        if !keys.is_empty() {
-            self.add_file(file, keys, dead);
+        for (file, keys, dead) in new {
+            if !keys.is_empty() {
+                self.add_file(file, keys, dead);
+            }
         }
     }
 

@@ -118,7 +118,7 @@ pub use design::{PartitionFieldInfo, SnapshotInfo, TableDesign};
 pub use engine::{CommitInfo, CreateTable, Engine, EngineConfig};
 pub use error::{EngineError, Result};
 pub use schema::{ColumnSchema, ColumnType, TableSchema};
-pub use schema_change::SchemaChange;
+pub use schema_change::{initial_default, SchemaChange};
 pub use storage::{ReadStats, S3Options, Warehouse, WarehouseSpec, S3_RETRY_TIMEOUT};
 pub use table::{
     ApplyReceipt, Durability, ReadView, SourceCheckpoint, TableConfig, TableInfo, TableOptions,

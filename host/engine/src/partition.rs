@@ -163,9 +163,8 @@ impl FilePartition {
         }
     }
 
-    /// The partition a data file's manifest entry names. iceberg 0.10 does not expose a data
-    /// file's spec id: every file of ours is in `spec_id`, the table's default spec (partition
-    /// evolution is not done yet).
+    /// The partition of a data file written in spec `spec_id` (its manifest's spec, which the
+    /// table tracks per file: iceberg 0.10 keeps a data file's own spec id crate-private).
     pub fn of(file: &iceberg::spec::DataFile, spec_id: i32) -> Self {
         FilePartition {
             spec_id,
@@ -202,41 +201,6 @@ impl Partitioner {
     /// The default spec's id (new files are written in it).
     pub fn spec_id(&self) -> i32 {
         self.spec_id
-    }
-
-    /// Whether a file's partition tuple fits the default spec (its arity and value types).
-    /// iceberg 0.10 does not expose a data file's spec id; a tuple of another shape is from an
-    /// older spec (partition evolution), which merges rewrite into the current one.
-    pub fn fits_current_spec(&self, value: &Struct) -> bool {
-        let Some((_, partition_type)) = &self.calculator else {
-            return value.fields().is_empty();
-        };
-        let fields = partition_type.fields();
-        fields.len() == value.fields().len()
-            && fields.iter().zip(value.fields()).all(|(field, literal)| {
-                use iceberg::spec::{PrimitiveLiteral as L, PrimitiveType as P};
-                let (Some(Literal::Primitive(literal)), Type::Primitive(ty)) =
-                    (literal, field.field_type.as_ref())
-                else {
-                    return true; // null, or a type with no single literal form
-                };
-                matches!(
-                    (ty, literal),
-                    (P::Boolean, L::Boolean(_))
-                        | (P::Int | P::Date, L::Int(_))
-                        | (
-                            P::Long | P::Time | P::Timestamp | P::Timestamptz,
-                            L::Long(_)
-                        )
-                        | (P::TimestampNs | P::TimestamptzNs, L::Long(_))
-                        | (P::Float, L::Float(_))
-                        | (P::Double, L::Double(_))
-                        | (P::String, L::String(_))
-                        | (P::Uuid, L::UInt128(_))
-                        | (P::Fixed(_) | P::Binary, L::Binary(_))
-                        | (P::Decimal { .. }, L::Int128(_))
-                )
-            })
     }
 
     /// Whether the default spec has fields.

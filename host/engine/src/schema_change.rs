@@ -315,6 +315,16 @@ fn iceberg_type_of(arrow_type: &DataType) -> Option<Type> {
     }
 }
 
+/// The `initial-default` a field of a table's Arrow schema carries (the value rows written
+/// before the column existed read as) as a one-row array; `None` without one.
+pub fn initial_default(field: &arrow_schema::Field) -> Option<ArrayRef> {
+    default_array(
+        field.metadata().get(INITIAL_DEFAULT_KEY)?,
+        field.data_type(),
+        1,
+    )
+}
+
 /// `rows` copies of the default `json` (Iceberg JSON single value) as an array of
 /// `arrow_type`; `None` if it does not parse as that type.
 pub(crate) fn default_array(json: &str, arrow_type: &DataType, rows: usize) -> Option<ArrayRef> {

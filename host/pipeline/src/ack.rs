@@ -9,9 +9,10 @@
 //!    ([`AckQueue::poll_done`]).
 //! 3. The acknowledged checkpoint is recorded in the catalog before the plugin hears of it
 //!    ([`acknowledge`]): a restart resumes from what the plugin may have released.
-//! 4. A restart resumes from the acknowledged checkpoint, plus the tables whose committed
-//!    snapshots are further ahead — a crash can land between two tables' commits
-//!    ([`resume_point`]).
+//! 4. A restart resumes from the acknowledged checkpoint, plus every table the source
+//!    produced, each with how far it is committed: its snapshot's checkpoint when further
+//!    ahead (a crash can land between two tables' commits), else the acknowledged one. A table
+//!    the source declares that is not listed was never committed by it ([`resume_point`]).
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
@@ -121,8 +122,9 @@ pub fn acknowledge<E>(
 
 /// Where a source resumes. `acked` is the checkpoint last acknowledged (from the catalog);
 /// `committed` lists (the source's table name, the checkpoint its committed snapshot carries).
-/// Without an acknowledgement the least advanced table is the safe start; tables committed
-/// beyond the start are listed so the source skips what they already hold.
+/// Without an acknowledgement the least advanced table is the safe start. Every table is
+/// listed, with the further of its own checkpoint and the start: everything up to the
+/// acknowledged checkpoint is committed in every table, so a table behind it holds that too.
 pub fn resume_point(acked: Option<String>, committed: Vec<(String, String)>) -> ResumePoint {
     let checkpoint = acked.or_else(|| {
         committed
@@ -132,10 +134,9 @@ pub fn resume_point(acked: Option<String>, committed: Vec<(String, String)>) -> 
     });
     let tables = committed
         .into_iter()
-        .filter(|(_, cp)| {
-            checkpoint
-                .as_ref()
-                .is_none_or(|c| checkpoint_order(cp, c).is_gt())
+        .map(|(table, cp)| match &checkpoint {
+            Some(start) if checkpoint_order(&cp, start).is_lt() => (table, start.clone()),
+            _ => (table, cp),
         })
         .collect();
     ResumePoint { checkpoint, tables }
@@ -277,21 +278,21 @@ mod tests {
     }
 
     #[test]
-    fn resume_from_the_ack_plus_tables_further_ahead() {
+    fn resume_from_the_ack_listing_every_table_committed() {
         // A crash between two tables' commits: a committed checkpoint 12, b only 10 (= acked).
         let resume = resume_point(Some(s("10")), vec![(s("a"), s("12")), (s("b"), s("10"))]);
         assert_eq!(resume.checkpoint, Some(s("10")));
-        assert_eq!(resume.tables, vec![(s("a"), s("12"))]);
-        // Tables behind the ack (older snapshots) are not listed.
+        assert_eq!(resume.tables, vec![(s("a"), s("12")), (s("b"), s("10"))]);
+        // A table behind the ack (no change since) holds everything up to the ack.
         let resume = resume_point(Some(s("10")), vec![(s("a"), s("9"))]);
-        assert_eq!(resume.tables, vec![]);
+        assert_eq!(resume.tables, vec![(s("a"), s("10"))]);
     }
 
     #[test]
     fn resume_without_an_ack_starts_at_the_least_advanced_table() {
         let resume = resume_point(None, vec![(s("a"), s("100")), (s("b"), s("99"))]);
         assert_eq!(resume.checkpoint, Some(s("99")));
-        assert_eq!(resume.tables, vec![(s("a"), s("100"))]);
+        assert_eq!(resume.tables, vec![(s("a"), s("100")), (s("b"), s("99"))]);
         assert_eq!(resume_point(None, vec![]), ResumePoint::default());
     }
 }

@@ -131,6 +131,8 @@ impl Driver {
 
     /// Where to resume: the catalog's acknowledged checkpoint and the checkpoints the known
     /// tables' snapshots carry (every table when none is known yet), by [`ack::resume_point`].
+    /// Every table with this source's checkpoint is listed: a source tells by it which tables
+    /// it mirrors already (postgres_cdc copies a published table that is not listed).
     fn resume_point(&self, known_tables: &[String]) -> Result<moonlink_runtime::ResumePoint> {
         let acked =
             self.engine
@@ -187,9 +189,11 @@ impl Driver {
                 known_tables.push(host_name);
             }
         }
+        let removed = self.removed_tables(known_tables, &declared);
         self.registry.update(self.name(), |s| {
             s.state = SourceState::Running;
             s.tables = known_tables.clone();
+            s.removed_tables = removed;
         });
         tracing::info!(source = %self.name(), resume_from = ?resume, "source running");
         let last_checkpoint = resume.checkpoint;
@@ -198,7 +202,7 @@ impl Driver {
         let commit_now = CommitNow::default();
         // Polling (plugin and transforms) and applying (engine) run on two threads, so decoding
         // the next poll overlaps with indexing and buffering the last one.
-        std::thread::scope(|scope| {
+        let result = std::thread::scope(|scope| {
             let (to_apply, applier_rx) = std::sync::mpsc::sync_channel::<Applied>(2);
             let applier = scope.spawn(|| {
                 for work in applier_rx {
@@ -209,7 +213,7 @@ impl Driver {
             let polled = self.poll_loop(
                 &mut source,
                 &mut chain,
-                &declared,
+                &mut declared,
                 &to_apply,
                 last_checkpoint,
                 &unacked,
@@ -229,7 +233,34 @@ impl Driver {
                 self.ack_committed(&mut source, &unacked)?;
             }
             Ok(stop)
-        })
+        });
+        // Tables the source added while running are its own from now on (restarts included).
+        for table in declared {
+            if !known_tables.contains(&table) {
+                known_tables.push(table);
+            }
+        }
+        result
+    }
+
+    /// Tables this source produced before (in an earlier run, or per the source checkpoints
+    /// their snapshots carry) that its latest `open` no longer declares: they keep their data
+    /// but receive nothing more (e.g. a table removed from a Postgres publication).
+    fn removed_tables(&self, known_tables: &[String], declared: &BTreeSet<String>) -> Vec<String> {
+        let mut removed: BTreeSet<String> = known_tables
+            .iter()
+            .filter(|t| !declared.contains(*t))
+            .cloned()
+            .collect();
+        for info in self.engine.list_tables() {
+            if declared.contains(&info.name) || removed.contains(&info.name) {
+                continue;
+            }
+            if let Ok(Some(_)) = self.engine.source_checkpoint(&info.name, self.name()) {
+                removed.insert(info.name);
+            }
+        }
+        removed.into_iter().collect()
     }
 
     /// Polls the plugin and runs the transforms; hands each poll to the apply thread.
@@ -237,7 +268,7 @@ impl Driver {
         &self,
         source: &mut RunningSource,
         chain: &mut [RunningTransform],
-        declared: &BTreeSet<String>,
+        declared: &mut BTreeSet<String>,
         to_apply: &std::sync::mpsc::SyncSender<Applied>,
         mut last_checkpoint: Option<String>,
         unacked: &Mutex<AckQueue>,
@@ -282,10 +313,25 @@ impl Driver {
         }
     }
 
-    /// Refuses steps for tables the source did not declare in `open` (after the config's
-    /// renames): a source may write, truncate or evolve only its own tables.
-    fn confine(&self, steps: &[Step], declared: &BTreeSet<String>) -> Result<()> {
+    /// Refuses steps for tables the source did not declare (after the config's renames): a
+    /// source may write, truncate or evolve only its own tables. A schema change for a table
+    /// not declared yet declares it (a table the source started producing while running, e.g.
+    /// one added to a Postgres publication); the apply thread creates it.
+    fn confine(&self, steps: &[Step], declared: &mut BTreeSet<String>) -> Result<()> {
         for step in steps {
+            if let Step::Control(SourceEvent::SchemaChange(def)) = step {
+                let host = self.spec.host_table(&def.name);
+                if !declared.contains(&host) && self.may_adopt(&host) {
+                    declared.insert(host.clone());
+                    tracing::info!(source = %self.name(), table = %host, "source added a table");
+                    self.registry.update(self.name(), |s| {
+                        if !s.tables.contains(&host) {
+                            s.tables.push(host.clone());
+                        }
+                        s.removed_tables.retain(|t| t != &host);
+                    });
+                }
+            }
             let (action, table) = match step {
                 Step::Apply(batch) | Step::Control(SourceEvent::Changes(batch)) => {
                     ("wrote to", &batch.table)
@@ -307,6 +353,43 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// Whether a table the source did not declare in `open` may become its own by a schema
+    /// change: one that does not exist, or that this source produced before (its snapshots
+    /// carry this source's checkpoint). Never a table someone else writes.
+    fn may_adopt(&self, table: &str) -> bool {
+        self.engine.table_info(table).is_err()
+            || matches!(
+                self.engine.source_checkpoint(table, self.name()),
+                Ok(Some(_))
+            )
+    }
+
+    /// Creates a table a source declared while running (see `confine`). One created by
+    /// someone else meanwhile is refused, not adopted.
+    fn create_declared(&self, name: &str, schema: moonlink_engine::TableSchema) -> Result<()> {
+        let (namespace, table) = split_table_name(name);
+        match self.handle.block_on(self.engine.create_table(CreateTable {
+            options: Default::default(),
+            name: name.to_string(),
+            namespace,
+            table,
+            schema,
+        })) {
+            Ok(_) => Ok(()),
+            Err(EngineError::TableExists(_)) if self.may_adopt(name) => Ok(()),
+            Err(EngineError::TableExists(_)) => Err(PipelineError::Undeclared {
+                action: "changed the schema of",
+                table: name.to_string(),
+                declared: "a table created by someone else meanwhile".to_string(),
+            }),
+            Err(source) => Err(PipelineError::Engine {
+                action: "cannot create table",
+                table: name.to_string(),
+                source: source.into(),
+            }),
+        }
     }
 
     /// Applies one poll's steps in order, recording what each checkpoint waits for.
@@ -358,6 +441,11 @@ impl Driver {
                 }
                 Step::Control(SourceEvent::SchemaChange(def)) => {
                     let table = self.spec.host_table(&def.name);
+                    if self.engine.table_info(&table).is_err() {
+                        // Declared while running (see `confine`): created in its first shape.
+                        self.create_declared(&table, def.schema)?;
+                        continue;
+                    }
                     self.handle
                         .block_on(self.engine.evolve_table_to(&table, &def.schema))
                         .map_err(|source| PipelineError::Engine {

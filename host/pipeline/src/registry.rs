@@ -53,6 +53,9 @@ pub struct SourceStatus {
     pub state: SourceState,
     /// The host tables it declared (over all its runs).
     pub tables: Vec<String>,
+    /// Tables it produced before that its latest run no longer declares (e.g. removed from a
+    /// Postgres publication): they keep their data and receive nothing more.
+    pub removed_tables: Vec<String>,
     /// Rows applied (after transforms).
     pub rows: u64,
     /// Restarts after faults.
@@ -125,6 +128,7 @@ impl SourceRegistry {
                 path,
                 state: SourceState::Starting,
                 tables: Vec::new(),
+                removed_tables: Vec::new(),
                 rows: 0,
                 restarts: 0,
                 last_error: None,
@@ -205,6 +209,24 @@ impl SourceRegistry {
         lock(&self.statuses)
             .values()
             .find_map(|s| s.copy_progress.get(table).cloned())
+    }
+
+    /// The source that no longer produces a host table it produced before, if any.
+    pub fn removed_from(&self, table: &str) -> Option<String> {
+        lock(&self.statuses)
+            .values()
+            .find(|s| s.removed_tables.iter().any(|t| t == table))
+            .map(|s| s.name.clone())
+    }
+
+    /// The source that produces a host table now, if any.
+    pub fn produced_by(&self, table: &str) -> Option<String> {
+        lock(&self.statuses)
+            .values()
+            .find(|s| {
+                s.tables.iter().any(|t| t == table) && !s.removed_tables.iter().any(|t| t == table)
+            })
+            .map(|s| s.name.clone())
     }
 
     /// Tells every source thread to stop (see [`stop_all`]).

@@ -24,6 +24,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use moonlink_engine::{Engine, ReadView, TableInfo};
 
 use crate::error::QueryError;
+use crate::field_ids::FieldIdAdapterFactory;
+use crate::pg_catalog;
 use crate::reader::ViewReaderFactory;
 
 /// The catalog of one query: every open table of the engine, by namespace.
@@ -67,6 +69,11 @@ impl CatalogProvider for QueryCatalog {
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == pg_catalog::NAME {
+            return pg_catalog::schema(&self.tables())
+                .inspect_err(|e| tracing::warn!(error = %e, "cannot build pg_catalog"))
+                .ok();
+        }
         Some(Arc::new(NamespaceSchema {
             engine: self.engine.clone(),
             namespace: name.to_string(),
@@ -227,6 +234,7 @@ impl TableProvider for ViewTable {
                 )
                 .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
                 .with_projection_indices(projection.cloned())?
+                .with_expr_adapter(Some(Arc::new(FieldIdAdapterFactory)))
                 .with_limit(limit)
                 .build();
                 inputs.push(DataSourceExec::from_data_source(config));

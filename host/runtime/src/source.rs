@@ -52,8 +52,9 @@ pub struct SourcePoll {
     pub lag: Option<SourceLag>,
 }
 
-/// Where a source resumes: the last acknowledged checkpoint, and tables (by the source's
-/// name) whose committed state is further ahead, with their own checkpoints.
+/// Where a source resumes: the last acknowledged checkpoint, and every table the source
+/// committed to (by the source's name), each with the checkpoint it is committed through:
+/// its own when further ahead, else the acknowledged one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResumePoint {
     pub checkpoint: Option<String>,

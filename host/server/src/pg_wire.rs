@@ -8,6 +8,8 @@
 //!   in constant time, any user name); without a token (loopback only) no password is asked.
 //! - Session statements (`BEGIN`, `COMMIT`, `ROLLBACK`, `SET`, `RESET`, `DISCARD`) are
 //!   accepted and ignored: every query reads the newest rows, there is nothing to change.
+//! - Cancel requests (psql's Ctrl-C, psycopg's `cancel()`) abort the connection's running
+//!   query (SQLSTATE 57014; `moonlink_queries_total{outcome="cancelled"}`).
 //! - Extended-protocol parameters (`$1`, ...) sent as text are substituted as quoted literals
 //!   before planning (DataFusion coerces them to the compared column's type).
 
@@ -23,6 +25,7 @@ use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
     DefaultServerParameterProvider, StartupHandler,
 };
+use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
@@ -32,8 +35,9 @@ use pgwire::api::results::{
 use pgwire::api::stmt::{NoopQueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers,
-    PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
+    ClientInfo, ClientPortalStore, ConnectionGuard, ConnectionHandle, ConnectionManager,
+    PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::Authentication;
@@ -42,7 +46,9 @@ use tokio::net::TcpListener;
 
 /// Accepts Postgres connections on `listener` until the process exits.
 pub async fn serve(listener: TcpListener, query: QueryEngine, token: Option<String>) {
+    let connections = Arc::new(ConnectionManager::new());
     let handlers = Arc::new(Handlers {
+        cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
         backend: Arc::new(Backend {
             query,
             parser: Arc::new(NoopQueryParser::new()),
@@ -50,6 +56,7 @@ pub async fn serve(listener: TcpListener, query: QueryEngine, token: Option<Stri
         startup: Arc::new(TokenStartup {
             token,
             pids: RandomPidSecretKeyGenerator::default(),
+            connections,
         }),
     });
     loop {
@@ -73,6 +80,7 @@ pub async fn serve(listener: TcpListener, query: QueryEngine, token: Option<Stri
 struct Handlers {
     backend: Arc<Backend>,
     startup: Arc<TokenStartup>,
+    cancel: Arc<DefaultCancelHandler>,
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -87,12 +95,18 @@ impl PgWireServerHandlers for Handlers {
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.startup.clone()
     }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        self.cancel.clone()
+    }
 }
 
 /// Startup: a cleartext password checked against the token, or none without a token.
 struct TokenStartup {
     token: Option<String>,
     pids: RandomPidSecretKeyGenerator,
+    /// Connections by (pid, secret key), so a cancel request finds its query.
+    connections: Arc<ConnectionManager>,
 }
 
 impl TokenStartup {
@@ -103,7 +117,14 @@ impl TokenStartup {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let (pid, secret) = self.pids.generate(client);
-        client.set_pid_and_secret_key(pid, secret);
+        client.set_pid_and_secret_key(pid, secret.clone());
+        // pgwire races each query against the handle's cancel signal (dropping the query's
+        // future aborts it); the guard unregisters the connection when it ends.
+        let (handle, guard) = self.connections.register(pid, secret);
+        client
+            .session_extensions()
+            .insert::<Arc<ConnectionHandle>>(handle);
+        client.session_extensions().insert::<ConnectionGuard>(guard);
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = format!("15.0 (moonlink-host {})", env!("CARGO_PKG_VERSION"));
         parameters.default_transaction_read_only = true;
@@ -227,12 +248,24 @@ fn respond(result: QueryResult, format: &Format) -> PgWireResult<Response> {
     )))
 }
 
+/// `sql` without the Postgres-only spellings psql's catalog queries (`\dt PATTERN`) use
+/// where plain SQL means the same here: the default collation, and `OPERATOR(pg_catalog.op)`
+/// for a regex operator.
+fn plain_sql(sql: &str) -> String {
+    let mut out = sql.replace(" COLLATE pg_catalog.default", "");
+    for op in ["!~*", "!~", "~*", "~"] {
+        out = out.replace(&format!("OPERATOR(pg_catalog.{op})"), op);
+    }
+    out
+}
+
 impl Backend {
     async fn run(&self, sql: &str, format: &Format) -> PgWireResult<Response> {
         if let Some(response) = session_statement(sql) {
             return Ok(response);
         }
-        let result = self.query.query(sql, None).await.map_err(pg_error)?;
+        let sql = plain_sql(sql);
+        let result = self.query.query(&sql, None).await.map_err(pg_error)?;
         respond(result, format)
     }
 }
@@ -393,7 +426,11 @@ impl Backend {
         if sql.trim().is_empty() || session_statement(sql).is_some() {
             return Ok(Schema::empty());
         }
-        let schema = self.query.describe(sql).await.map_err(pg_error)?;
+        let schema = self
+            .query
+            .describe(&plain_sql(sql))
+            .await
+            .map_err(pg_error)?;
         Ok(schema.as_ref().clone())
     }
 
@@ -417,6 +454,10 @@ mod tests {
             "SELECT * FROM t WHERE a = 'v1''' AND b = 'v10''' OR c = 'v2'''"
         );
         assert!(session_statement("  begin").is_some());
+        assert_eq!(
+            plain_sql("WHERE c.relname OPERATOR(pg_catalog.~) '^(t)$' COLLATE pg_catalog.default"),
+            "WHERE c.relname ~ '^(t)$'"
+        );
         assert!(session_statement("SELECT 1").is_none());
     }
 }

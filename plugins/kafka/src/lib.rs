@@ -42,8 +42,8 @@ pub struct KafkaSource {
     tables: BTreeMap<String, TableRows>,
     /// Dead-letter tables by the table they serve.
     rejected: BTreeMap<String, TableRows>,
-    /// Tables whose committed state is ahead of the resumed checkpoint: their rows below
-    /// these offsets are committed already.
+    /// Tables committed so far, each at its own position when ahead of the resumed checkpoint
+    /// (else at it): their rows below these offsets are committed already.
     ahead: HashMap<String, Position>,
     sequencer: Sequencer,
     /// A record that stopped the source, reported by the next poll.

@@ -10,12 +10,16 @@
 //! Settings (see `example.toml`): `host`, `port`, `user`, `password` or `password_env`,
 //! `database`, `tables` (`schema.table`, ...) or `publication`, `slot`, `namespace`,
 //! `keyless` (`refuse` | `append-only`), `snapshot_connections`, `snapshot_chunk_pages`,
-//! `connect_timeout_ms`, `reply_timeout_ms` (every wait on the server is bounded; README.md).
+//! `connect_timeout_ms`, `reply_timeout_ms` (every wait on the server is bounded; README.md),
+//! `publication_check_ms` (publication mode: how often tables joining or leaving the
+//! publication are looked for; `publication.rs`).
 
 mod conn;
+mod copy_point;
 mod defaults;
 mod lag;
 mod pgoutput;
+mod publication;
 mod snapshot;
 mod sql;
 mod stream;
@@ -23,21 +27,23 @@ mod tables;
 mod types;
 mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use moonlink_sdk::source::{PollResult, ResumePoint, Source, SourceEvent, TableDef};
 use moonlink_sdk::Config;
 
 use conn::{col, ConnectOptions, Connection};
+use copy_point::CopyPoint;
+use publication::Watch;
 use snapshot::Snapshot;
 use sql::{quote_ident, quote_literal};
 use stream::Stream;
 use tables::{MirroredTable, PgColumn};
 use wire::PgError;
 
-/// The checkpoint of an initial copy in progress: sorts before every LSN. Resuming from it
-/// starts the copy over.
+/// The checkpoint of an initial copy in progress before copy points (`copy_point.rs`)
+/// existed: sorts before every LSN. Resuming from it starts the copy over.
 const COPYING: &str = "0000000000000000";
 
 /// An LSN as a checkpoint: fixed-width hex, so checkpoints sort by length then bytes.
@@ -64,6 +70,8 @@ pub struct Settings {
     pub append_only_keyless: bool,
     pub snapshot_connections: usize,
     pub snapshot_chunk_pages: u64,
+    /// How often the publication's tables are read while streaming.
+    pub publication_check: Duration,
 }
 
 impl Settings {
@@ -162,6 +170,7 @@ impl Settings {
         };
         let connect_timeout = millis("connect_timeout_ms", 4_000)?;
         let reply_timeout = millis("reply_timeout_ms", 60_000)?;
+        let publication_check = millis("publication_check_ms", 5_000)?;
         Ok(Settings {
             partition_by,
             connect: ConnectOptions {
@@ -192,6 +201,7 @@ impl Settings {
                 .opt_u64("snapshot_chunk_pages")?
                 .unwrap_or(4096)
                 .max(1),
+            publication_check,
         })
     }
 
@@ -212,6 +222,9 @@ pub struct PostgresCdc {
     settings: Settings,
     tables: Vec<MirroredTable>,
     phase: Phase,
+    /// Copies tables new to the host at a restart and, in publication mode, follows tables
+    /// joining and leaving the publication.
+    watch: Option<Watch>,
 }
 
 fn pg(context: &str) -> impl Fn(PgError) -> String + '_ {
@@ -453,10 +466,28 @@ impl Source for PostgresCdc {
             })
             .collect();
 
+        let copy_point = resume.checkpoint.as_deref().and_then(CopyPoint::parse);
         let resume_lsn = match resume.checkpoint.as_deref() {
             None | Some(COPYING) => None,
+            Some(_) if copy_point.is_some() => None,
             Some(cp) => Some(lsn_of(cp)?),
         };
+        // The tables the host holds from this source. An empty list cannot tell new tables
+        // from old ones (a host that lists only tables ahead, or a data directory whose
+        // every table was copied within the first poll): none is copied again then.
+        let known: Option<HashSet<String>> = match resume_lsn {
+            Some(_) if resume.tables.is_empty() => {
+                Some(tables.iter().map(|t| t.target.clone()).collect())
+            }
+            Some(_) => Some(resume.tables.iter().map(|(t, _)| t.clone()).collect()),
+            None => None,
+        };
+        let watch = Watch::new(
+            &settings,
+            &tables,
+            known.as_ref(),
+            settings.tables.is_empty(),
+        )?;
         let phase = match resume_lsn {
             Some(lsn) => {
                 if !slot_exists {
@@ -469,7 +500,7 @@ impl Source for PostgresCdc {
                 }
                 let mut skip = HashMap::new();
                 for (table, cp) in &resume.tables {
-                    if cp != COPYING {
+                    if cp != COPYING && CopyPoint::parse(cp).is_none() {
                         skip.insert(table.clone(), lsn_of(cp)?);
                     }
                 }
@@ -481,9 +512,24 @@ impl Source for PostgresCdc {
                 Phase::Streaming(Stream::start(&settings, lsn, skip)?)
             }
             None => {
-                // Nothing durable (or a copy was cut short): copy everything afresh from a
-                // new slot's snapshot.
-                Phase::Copying(Snapshot::start(&settings, &tables, slot_exists)?)
+                // A copy cut short resumes from its chunks committed, if it can; otherwise
+                // (or with nothing durable) everything is copied afresh from a new slot.
+                let resumed = match copy_point {
+                    Some(point) if slot_exists => {
+                        // Tables committed further than the acknowledged point.
+                        let committed: Vec<(String, CopyPoint)> = resume
+                            .tables
+                            .iter()
+                            .filter_map(|(t, cp)| Some((t.clone(), CopyPoint::parse(cp)?)))
+                            .collect();
+                        Snapshot::resume(&settings, &tables, point, &committed)?
+                    }
+                    _ => None,
+                };
+                Phase::Copying(match resumed {
+                    Some(snapshot) => snapshot,
+                    None => Snapshot::start(&settings, &tables, slot_exists)?,
+                })
             }
         };
         Ok((
@@ -491,6 +537,7 @@ impl Source for PostgresCdc {
                 settings,
                 tables,
                 phase,
+                watch,
             },
             defs,
         ))
@@ -516,12 +563,33 @@ impl Source for PostgresCdc {
                     self.phase = Phase::Streaming(snapshot.into_stream(&self.settings)?);
                     Some(checkpoint_of(lsn))
                 } else {
-                    Some(COPYING.to_string())
+                    Some(snapshot.copy_point())
                 }
             }
-            Phase::Streaming(stream) => stream
-                .poll(&mut self.tables, max_rows as usize, timeout_ms, &mut events)?
-                .map(checkpoint_of),
+            Phase::Streaming(stream) => {
+                if let Some(watch) = &mut self.watch {
+                    // An added table's copy holds the stream: its rows carry no checkpoint
+                    // (the host keeps the last one; see `publication.rs` for restarts).
+                    let copying = watch.poll(
+                        &self.settings,
+                        &mut self.tables,
+                        stream,
+                        max_rows as usize,
+                        timeout_ms,
+                        &mut events,
+                    )?;
+                    if copying {
+                        return Ok(PollResult {
+                            events,
+                            checkpoint: None,
+                            finished: false,
+                        });
+                    }
+                }
+                stream
+                    .poll(&mut self.tables, max_rows as usize, timeout_ms, &mut events)?
+                    .map(checkpoint_of)
+            }
             Phase::Switching => return Err("a previous poll failed while the copy ended".into()),
         };
         Ok(PollResult {
@@ -532,7 +600,8 @@ impl Source for PostgresCdc {
     }
 
     fn ack(&mut self, checkpoint: String) {
-        if checkpoint == COPYING {
+        // A copy's checkpoints confirm nothing to the slot: it stays at its consistent point.
+        if checkpoint == COPYING || CopyPoint::parse(&checkpoint).is_some() {
             return;
         }
         let Ok(lsn) = lsn_of(&checkpoint) else {
@@ -542,6 +611,9 @@ impl Source for PostgresCdc {
             if let Err(e) = stream.acknowledge(lsn) {
                 moonlink_sdk::warn!("cannot confirm {checkpoint} to Postgres: {e}");
             }
+        }
+        if let Some(watch) = &mut self.watch {
+            watch.acknowledged(&self.settings, lsn);
         }
     }
 }

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use moonlink_sdk::source::{CopyProgress, SourceEvent};
 
-use crate::conn::Connection;
+use crate::conn::{col, Connection};
+use crate::copy_point::{copy_hash, CopyPoint};
 use crate::sql::{parse_lsn, quote_ident, quote_literal};
 use crate::stream::Stream;
-use crate::tables::MirroredTable;
+use crate::tables::{MirroredTable, Mode};
 use crate::types::split_copy_row;
 use crate::{pg, Settings};
 
@@ -22,6 +23,8 @@ use crate::{pg, Settings};
 /// have grown past the size read at the start; the snapshot hides those rows anyway).
 #[derive(Debug, Clone)]
 struct Chunk {
+    /// Position in this copy's chunk order (chunks are handed out in that order).
+    seq: usize,
     table: usize,
     first_page: u64,
     end_page: Option<u64>,
@@ -39,25 +42,65 @@ struct TableProgress {
 }
 
 pub struct Snapshot {
-    repl: Connection,
+    /// The connection that created the slot (idle: it holds the exported snapshot), or none
+    /// when a copy resumes under a snapshot of its own.
+    repl: Option<Connection>,
     consistent_lsn: u64,
+    /// (table, first page) of every chunk, by `seq`, and which are complete.
+    order: Vec<(usize, u64)>,
+    complete: Vec<bool>,
+    /// The first chunk not complete: every chunk before it is handed to the host.
+    complete_prefix: usize,
+    /// Per table: the hash its copy points carry.
+    hashes: Vec<u16>,
     workers: VecDeque<Worker>,
     chunks: VecDeque<Chunk>,
     progress: Vec<TableProgress>,
     /// COPY statements' column lists and table names, per table.
     selects: Vec<String>,
     truncated: bool,
+    /// The tables are new to the host: announce each (the host creates it) before emptying it.
+    added: bool,
+    /// A copy resumed from a copy point: tables are announced, not emptied.
+    resumed: bool,
+    /// A first copy of every table (neither resumed nor an added table's): see `poll`.
+    fresh: bool,
+}
+
+/// The slot a copy reads the snapshot of.
+pub struct CopySlot<'a> {
+    pub name: &'a str,
+    /// A slot of that name exists (left by a copy cut short) and is dropped first.
+    pub exists: bool,
 }
 
 impl Snapshot {
+    /// The initial copy of every table, from the source's own slot.
     pub fn start(
         settings: &Settings,
         tables: &[MirroredTable],
         slot_exists: bool,
     ) -> Result<Snapshot, String> {
+        let slot = CopySlot {
+            name: &settings.slot,
+            exists: slot_exists,
+        };
+        Snapshot::start_from(settings, tables, slot, false)
+    }
+
+    /// A copy of `tables` from the snapshot of a new slot `slot`; `added`: the tables are new
+    /// to the host (see [`Snapshot::added`]).
+    pub fn start_from(
+        settings: &Settings,
+        tables: &[MirroredTable],
+        slot: CopySlot,
+        added: bool,
+    ) -> Result<Snapshot, String> {
         let mut repl = Connection::connect(&settings.connect, true)
             .map_err(pg("opening a replication connection"))?;
-        let slot = quote_ident(&settings.slot);
+        let slot_exists = slot.exists;
+        let slot_name = slot.name;
+        let slot = quote_ident(slot_name);
         if slot_exists {
             // Nothing was acknowledged from it: its position is worthless without a copy.
             repl.execute(&format!("DROP_REPLICATION_SLOT {slot} WAIT"))
@@ -82,7 +125,7 @@ impl Snapshot {
             .ok_or("CREATE_REPLICATION_SLOT returned no snapshot")?;
         moonlink_sdk::info!(
             "created slot {} at {}; copying {} tables",
-            settings.slot,
+            slot_name,
             crate::sql::format_lsn(consistent_lsn),
             tables.len()
         );
@@ -101,11 +144,145 @@ impl Snapshot {
                 copying: None,
             });
         }
+        let mut snapshot = Snapshot::plan(settings, tables, workers, consistent_lsn, &[])?;
+        snapshot.repl = Some(repl);
+        snapshot.added = added;
+        snapshot.fresh = !added;
+        snapshot.start_workers()?;
+        Ok(snapshot)
+    }
 
+    /// Resumes a copy cut short at `from`, under a new snapshot: the chunks from there on
+    /// are copied, then the slot streams from where it stands (see `copy_point.rs` for why
+    /// that converges). `None` when this copy cannot resume and must start over.
+    pub fn resume(
+        settings: &Settings,
+        tables: &[MirroredTable],
+        from: CopyPoint,
+        committed: &[(String, CopyPoint)],
+    ) -> Result<Option<Snapshot>, String> {
+        if from.table >= tables.len() {
+            return Ok(None);
+        }
+        let mut workers = VecDeque::new();
+        let mut snapshot_name = String::new();
+        for i in 0..settings.snapshot_connections {
+            let mut conn = Connection::connect(&settings.connect, false)
+                .map_err(pg("opening a copy connection"))?;
+            let begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+            if i == 0 {
+                // The first transaction's snapshot, shared by the others (it stays open
+                // while they import it).
+                let rows = conn
+                    .query(&format!("{begin}; SELECT pg_export_snapshot()"))
+                    .map_err(pg("exporting a snapshot"))?;
+                snapshot_name = rows
+                    .first()
+                    .and_then(|r| col(r, 0))
+                    .ok_or("pg_export_snapshot() returned nothing")?
+                    .to_string();
+            } else {
+                conn.execute(&format!(
+                    "{begin}; SET TRANSACTION SNAPSHOT {}",
+                    quote_literal(&snapshot_name)
+                ))
+                .map_err(pg("importing a snapshot"))?;
+            }
+            workers.push_back(Worker {
+                conn,
+                copying: None,
+            });
+        }
+        // Streaming starts where the slot stands: its consistent point, unless it was
+        // confirmed further while nothing was pending (no change for us in between).
+        let rows = workers[0]
+            .conn
+            .query(&format!(
+                "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = {}",
+                quote_literal(&settings.slot)
+            ))
+            .map_err(pg("reading the slot's position"))?;
+        let Some(slot_lsn) = rows.first().and_then(|r| col(r, 0)).and_then(parse_lsn) else {
+            return Ok(None);
+        };
+        // Each table resumes from the acknowledged point, or from the point its own snapshot
+        // committed if that is further: its rows up to there are durable, whatever the rest.
+        let mut points = vec![(None, from)];
+        for (target, point) in committed {
+            if let Some(index) = tables.iter().position(|t| &t.target == target) {
+                points.push((Some(index), *point));
+            }
+        }
+        let mut snapshot = Snapshot::plan(settings, tables, workers, slot_lsn, &points)?;
+        if let Some(t) = tables
+            .iter()
+            .zip(&snapshot.progress)
+            .find(|(t, p)| t.mode == Mode::AppendOnly && p.chunks_left > 0)
+            .map(|(t, _)| t)
+        {
+            moonlink_sdk::info!(
+                "the initial copy was cut short before keyless table {} was copied: starting \
+                 it over (a keyless table cannot absorb changes replayed over a newer copy)",
+                t.source_name
+            );
+            for worker in snapshot.workers {
+                worker.conn.close();
+            }
+            return Ok(None);
+        }
+        if snapshot.hashes[from.table] != from.hash {
+            moonlink_sdk::info!(
+                "the initial copy was cut short, and the tables or {} were rewritten since: \
+                 starting it over",
+                tables[from.table].source_name
+            );
+            for worker in snapshot.workers {
+                worker.conn.close();
+            }
+            return Ok(None);
+        }
+        moonlink_sdk::info!(
+            "resuming the initial copy at {} page {} (slot at {})",
+            tables[from.table].source_name,
+            from.page,
+            crate::sql::format_lsn(slot_lsn)
+        );
+        // Nothing is emptied: the chunks before `from` are committed.
+        snapshot.truncated = true;
+        snapshot.resumed = true;
+        snapshot.start_workers()?;
+        Ok(Some(snapshot))
+    }
+
+    /// Sizes the tables and splits them into chunks. With `points` (copy points, each for
+    /// every table or for one), a table is split only from the furthest point that holds
+    /// for it: complete if the point is in a later table, from its page (when the point's
+    /// hash still matches the table) if in this one.
+    fn plan(
+        settings: &Settings,
+        tables: &[MirroredTable],
+        mut workers: VecDeque<Worker>,
+        consistent_lsn: u64,
+        points: &[(Option<usize>, CopyPoint)],
+    ) -> Result<Snapshot, String> {
+        let names: Vec<&str> = tables.iter().map(|t| t.source_name.as_str()).collect();
+        let shapes: Vec<String> = tables
+            .iter()
+            .map(|t| {
+                let columns: Vec<String> = t
+                    .columns
+                    .iter()
+                    .map(|c| format!("{}:{}:{}", c.name, c.type_oid, c.type_modifier))
+                    .collect();
+                columns.join(",")
+            })
+            .collect();
+        let mut hashes = Vec::new();
         let mut chunks = VecDeque::new();
         let mut progress = Vec::new();
         let mut selects = Vec::new();
         let sizing = &mut workers[0].conn;
+        let per_chunk = settings.snapshot_chunk_pages;
         for (index, table) in tables.iter().enumerate() {
             let (schema, name) = table
                 .source_name
@@ -115,7 +292,7 @@ impl Snapshot {
             let size = sizing
                 .query(&format!(
                     "SELECT pg_relation_size(c.oid) / current_setting('block_size')::bigint, \
-                            c.reltuples::bigint \
+                            c.reltuples::bigint, coalesce(pg_relation_filenode(c.oid), 0) \
                      FROM pg_class c WHERE c.oid = to_regclass({})",
                     quote_literal(&qualified)
                 ))
@@ -127,44 +304,102 @@ impl Snapshot {
             };
             let pages = cell(0).unwrap_or(0).max(0) as u64;
             let estimate = cell(1).filter(|n| *n >= 0).map(|n| n as u64);
-            let per_chunk = settings.snapshot_chunk_pages;
-            let mut first = 0;
+            let hash = copy_hash(
+                &names,
+                cell(2).unwrap_or(0).max(0) as u64,
+                &shapes[index..].join(";"),
+            );
+            hashes.push(hash);
+            // Where this table starts (at a chunk boundary); u64::MAX: it is complete.
+            let start = points
+                .iter()
+                .filter(|(only, _)| only.is_none_or(|t| t == index))
+                .filter_map(|(_, p)| match p.table.cmp(&index) {
+                    std::cmp::Ordering::Greater => Some(u64::MAX),
+                    std::cmp::Ordering::Equal if p.hash == hash => {
+                        Some(p.page - p.page % per_chunk)
+                    }
+                    std::cmp::Ordering::Equal => None,
+                    std::cmp::Ordering::Less => Some(0),
+                })
+                .max()
+                .unwrap_or(0);
+            let first_page = (start != u64::MAX).then_some(start);
             let mut n = 0;
-            while first + per_chunk < pages {
+            if let Some(mut first) = first_page {
+                while first + per_chunk < pages {
+                    chunks.push_back(Chunk {
+                        seq: chunks.len(),
+                        table: index,
+                        first_page: first,
+                        end_page: Some(first + per_chunk),
+                    });
+                    first += per_chunk;
+                    n += 1;
+                }
                 chunks.push_back(Chunk {
+                    seq: chunks.len(),
                     table: index,
                     first_page: first,
-                    end_page: Some(first + per_chunk),
+                    end_page: None,
                 });
-                first += per_chunk;
                 n += 1;
             }
-            chunks.push_back(Chunk {
-                table: index,
-                first_page: first,
-                end_page: None,
-            });
             progress.push(TableProgress {
-                copied: 0,
+                // A table a resumed copy skips is complete: its estimate is what it holds. One
+                // it resumes holds about its share of the rows in the pages before `start`,
+                // so progress counts what is committed, not only what this run copies.
+                copied: match first_page {
+                    None => estimate.unwrap_or(0),
+                    Some(start) if start > 0 && pages > 0 => estimate.map_or(0, |e| {
+                        (e as u128 * start.min(pages) as u128 / pages as u128) as u64
+                    }),
+                    Some(_) => 0,
+                },
                 estimate,
-                chunks_left: n + 1,
+                chunks_left: n,
             });
             let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
             selects.push(format!("SELECT {} FROM {qualified}", columns.join(", ")));
         }
-        let mut snapshot = Snapshot {
-            repl,
+        Ok(Snapshot {
+            repl: None,
             consistent_lsn,
+            order: chunks.iter().map(|c| (c.table, c.first_page)).collect(),
+            complete: vec![false; chunks.len()],
+            complete_prefix: 0,
+            hashes,
             workers,
             chunks,
             progress,
             selects,
             truncated: false,
-        };
-        for i in 0..snapshot.workers.len() {
-            snapshot.start_next(i)?;
+            added: false,
+            resumed: false,
+            fresh: false,
+        })
+    }
+
+    fn start_workers(&mut self) -> Result<(), String> {
+        for i in 0..self.workers.len() {
+            self.start_next(i)?;
         }
-        Ok(snapshot)
+        Ok(())
+    }
+
+    /// The checkpoint of the copy so far: every chunk before it is handed to the host.
+    pub fn copy_point(&self) -> String {
+        let (table, page) = self
+            .order
+            .get(self.complete_prefix)
+            .copied()
+            .unwrap_or((self.hashes.len().saturating_sub(1), u64::MAX));
+        CopyPoint {
+            table,
+            page,
+            hash: self.hashes.get(table).copied().unwrap_or(0),
+        }
+        .checkpoint()
     }
 
     pub fn consistent_lsn(&self) -> u64 {
@@ -206,12 +441,42 @@ impl Snapshot {
         if !self.truncated {
             // A copy cut short earlier may have left rows behind: start from empty tables.
             for table in tables.iter() {
+                if self.added {
+                    // Declares the table to the host, which creates it if it has none.
+                    events.push(SourceEvent::SchemaChange(table.def()));
+                }
                 events.push(SourceEvent::Truncate(table.target.clone()));
                 // A table left by a copy cut short may have an older shape than the one
                 // copied now; the emptied table takes the current one.
-                events.push(SourceEvent::SchemaChange(table.def()));
+                if !self.added {
+                    events.push(SourceEvent::SchemaChange(table.def()));
+                }
             }
             self.truncated = true;
+            if self.fresh {
+                // On a first start the host has no checkpoint to give this poll's steps but
+                // its last: the rows come in the next polls, so every table's snapshot
+                // carries a checkpoint of this source (`resume.tables` then tells, at a
+                // restart, which tables the host holds; see `publication.rs`).
+                return Ok(false);
+            }
+        }
+        if self.resumed {
+            // Shapes need no announcement: the host's are those of the copy's start, and a
+            // resumed copy has the same for every table it copies (the copy point's hash).
+            // Tables the resumed copy skips are complete.
+            for (index, table) in tables.iter().enumerate() {
+                let p = &self.progress[index];
+                if p.chunks_left == 0 {
+                    events.push(SourceEvent::Progress(CopyProgress {
+                        table: table.target.clone(),
+                        rows_copied: p.copied,
+                        rows_total: p.estimate,
+                        done: true,
+                    }));
+                }
+            }
+            self.resumed = false;
         }
         let mut rows = 0;
         let mut touched: HashMap<usize, ()> = HashMap::new();
@@ -243,6 +508,16 @@ impl Snapshot {
                 None => {
                     worker.copying = None;
                     self.progress[chunk.table].chunks_left -= 1;
+                    let p = &self.progress[chunk.table];
+                    if self.fresh && p.chunks_left == 0 && p.copied == 0 {
+                        // An empty table gets no rows to carry a checkpoint: emptying it
+                        // again (a no-op) commits one.
+                        events.push(SourceEvent::Truncate(tables[chunk.table].target.clone()));
+                    }
+                    self.complete[chunk.seq] = true;
+                    while self.complete.get(self.complete_prefix) == Some(&true) {
+                        self.complete_prefix += 1;
+                    }
                     touched.insert(chunk.table, ());
                     self.start_next(0)?;
                     // Let the other connections' copies (already running) drain next.
@@ -270,8 +545,25 @@ impl Snapshot {
         Ok(self.workers.is_empty() && self.chunks.is_empty())
     }
 
+    /// Ends a copy whose slot is kept only as a marker (an added table's): closes the
+    /// connection that created it and returns the slot's consistent point.
+    pub fn finish(self) -> u64 {
+        for worker in self.workers {
+            worker.conn.close();
+        }
+        if let Some(repl) = self.repl {
+            repl.close();
+        }
+        self.consistent_lsn
+    }
+
     /// Starts streaming from the slot's consistent point on the connection that created it.
     pub fn into_stream(self, settings: &Settings) -> Result<Stream, String> {
-        Stream::from_connection(self.repl, settings, self.consistent_lsn, Default::default())
+        match self.repl {
+            Some(repl) => {
+                Stream::from_connection(repl, settings, self.consistent_lsn, Default::default())
+            }
+            None => Stream::start(settings, self.consistent_lsn, Default::default()),
+        }
     }
 }

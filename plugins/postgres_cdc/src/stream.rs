@@ -9,7 +9,9 @@ use moonlink_sdk::source::SourceEvent;
 
 use crate::conn::Connection;
 use crate::lag::LagMeter;
-use crate::pgoutput::{parse_change, parse_stream_message, Change, StreamMessage, TupleValue};
+use crate::pgoutput::{
+    parse_change, parse_stream_message, Change, Relation, StreamMessage, TupleValue,
+};
 use crate::sql::{format_lsn, quote_ident, quote_literal};
 use crate::tables::{MirroredTable, Mode, PgColumn};
 use crate::{pg, Settings};
@@ -38,6 +40,9 @@ pub struct Stream {
     warned: HashSet<String>,
     /// Relations whose shape this stream has announced to the host.
     announced: HashSet<u32>,
+    /// Relations published but not mirrored (yet): a table added to the publication is
+    /// described before the source adopts it, and Postgres does not describe it again.
+    unknown: HashMap<u32, Relation>,
     /// How far behind the server the acknowledged position is.
     lag: Box<LagMeter>,
     /// For catalog look-ups beside the stream (defaults of added columns).
@@ -103,6 +108,7 @@ impl Stream {
             status_interval: STATUS_INTERVAL.min(settings.connect.reply_timeout / 2),
             warned: HashSet::new(),
             announced: HashSet::new(),
+            unknown: HashMap::new(),
             lag: Box::new(LagMeter::new(settings.connect.clone())),
             connect: Box::new(settings.connect.clone()),
         })
@@ -191,6 +197,26 @@ impl Stream {
         self.send_status(false)
     }
 
+    /// Everything up to here is committed in Iceberg (or held nothing for the host).
+    pub fn confirmed(&self) -> u64 {
+        self.confirmed
+    }
+
+    /// The table `target` holds every transaction that committed before `lsn` (an added
+    /// table's copy): skip its changes in those, apply the rest.
+    pub fn skip_before(&mut self, target: &str, lsn: u64) {
+        self.skip_before.insert(target.to_string(), lsn);
+    }
+
+    /// Keeps the slot's connection alive while the stream is not read (an added table's
+    /// copy): a status update when due, well inside the server's timeout.
+    pub fn keep_alive(&mut self) -> Result<(), String> {
+        if self.last_status.elapsed() >= self.status_interval {
+            self.send_status(false)?;
+        }
+        Ok(())
+    }
+
     fn skipped(&self, table: &MirroredTable) -> bool {
         match (self.skip_before.get(&table.target), self.in_transaction) {
             (Some(&before), Some(commit_lsn)) => commit_lsn < before,
@@ -206,17 +232,64 @@ impl Stream {
         relation: u32,
         tables: &'t mut [MirroredTable],
         events: &mut Vec<SourceEvent>,
-    ) -> Option<&'t mut MirroredTable> {
-        let index = *self.by_oid.get(&relation)?;
+    ) -> Result<Option<&'t mut MirroredTable>, String> {
+        if !self.by_oid.contains_key(&relation) {
+            // Described while not mirrored; the source may have adopted the table since.
+            let Some(described) = self.unknown.remove(&relation) else {
+                return Ok(None);
+            };
+            self.relation(described, tables, events)?;
+        }
+        let Some(&index) = self.by_oid.get(&relation) else {
+            return Ok(None);
+        };
         let table = &mut tables[index];
         if self.skipped(table) {
-            return None;
+            return Ok(None);
         }
         if self.announced.insert(relation) {
             table.flush(events);
             events.push(SourceEvent::SchemaChange(table.def()));
         }
-        Some(table)
+        Ok(Some(table))
+    }
+
+    /// A Relation message: the table's shape at this point of the WAL.
+    fn relation(
+        &mut self,
+        relation: Relation,
+        tables: &mut [MirroredTable],
+        events: &mut Vec<SourceEvent>,
+    ) -> Result<(), String> {
+        let name = format!("{}.{}", relation.namespace, relation.name);
+        let Some(index) = tables.iter().position(|t| t.source_name == name) else {
+            // Published, but not mirrored by this source (or not yet).
+            self.unknown.insert(relation.oid, relation);
+            return Ok(());
+        };
+        self.by_oid.insert(relation.oid, index);
+        let columns: Vec<PgColumn> = relation
+            .columns
+            .into_iter()
+            .map(|c| PgColumn {
+                name: c.name,
+                type_oid: c.type_oid,
+                type_modifier: c.type_modifier,
+                type_name: String::new(),
+            })
+            .collect();
+        let announce = !self.skipped(&tables[index]);
+        let first = announce && self.announced.insert(relation.oid);
+        let added: Vec<String> = columns
+            .iter()
+            .filter(|c| !tables[index].columns.iter().any(|o| o.name == c.name))
+            .map(|c| c.name.clone())
+            .collect();
+        if tables[index].change_columns(columns, announce, first, events)? && announce {
+            moonlink_sdk::info!("table {name} changed its columns");
+            crate::defaults::attach(&self.connect, &tables[index], &added, events);
+        }
+        Ok(())
     }
 
     fn warn_once(&mut self, key: String, message: String) {
@@ -251,42 +324,15 @@ impl Stream {
                 self.lag.commit(end_lsn, commit_time_micros);
                 return Ok(Some(end_lsn));
             }
-            Change::Relation(relation) => {
-                let name = format!("{}.{}", relation.namespace, relation.name);
-                let Some(index) = tables.iter().position(|t| t.source_name == name) else {
-                    return Ok(None); // published, but not mirrored by this source
-                };
-                self.by_oid.insert(relation.oid, index);
-                let columns: Vec<PgColumn> = relation
-                    .columns
-                    .into_iter()
-                    .map(|c| PgColumn {
-                        name: c.name,
-                        type_oid: c.type_oid,
-                        type_modifier: c.type_modifier,
-                        type_name: String::new(),
-                    })
-                    .collect();
-                let announce = !self.skipped(&tables[index]);
-                let first = announce && self.announced.insert(relation.oid);
-                let added: Vec<String> = columns
-                    .iter()
-                    .filter(|c: &&PgColumn| !tables[index].columns.iter().any(|o| o.name == c.name))
-                    .map(|c| c.name.clone())
-                    .collect();
-                if tables[index].change_columns(columns, announce, first, events)? && announce {
-                    moonlink_sdk::info!("table {name} changed its columns");
-                    crate::defaults::attach(&self.connect, &tables[index], &added, events);
-                }
-            }
+            Change::Relation(relation) => self.relation(relation, tables, events)?,
             Change::Insert { relation, new } => {
-                if let Some(table) = self.table(relation, tables, events) {
+                if let Some(table) = self.table(relation, tables, events)? {
                     table.insert(&texts(&new)?)?;
                     *rows += 1;
                 }
             }
             Change::Update { relation, old, new } => {
-                let Some(table) = self.table(relation, tables, events) else {
+                let Some(table) = self.table(relation, tables, events)? else {
                     return Ok(None);
                 };
                 if table.mode == Mode::AppendOnly {
@@ -318,7 +364,7 @@ impl Stream {
                 *rows += 1;
             }
             Change::Delete { relation, old } => {
-                let Some(table) = self.table(relation, tables, events) else {
+                let Some(table) = self.table(relation, tables, events)? else {
                     return Ok(None);
                 };
                 if table.mode == Mode::AppendOnly {
@@ -334,7 +380,7 @@ impl Stream {
             }
             Change::Truncate { relations } => {
                 for relation in relations {
-                    if let Some(table) = self.table(relation, tables, events) {
+                    if let Some(table) = self.table(relation, tables, events)? {
                         table.flush(events);
                         events.push(SourceEvent::Truncate(table.target.clone()));
                     }

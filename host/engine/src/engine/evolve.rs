@@ -77,21 +77,16 @@ impl Engine {
     }
 
     /// Changes the table's partition spec (partition evolution): files written before keep
-    /// their spec; new files are written in the new one, and small-file merges rewrite old-spec
-    /// files into it over time. Append-only tables only for now (keyed compaction and deletion
-    /// vectors would need each file's spec). Returns the table's schema.
+    /// their spec; new files are written in the new one, and compaction rewrites old-spec
+    /// files into it over time. Keyed tables too: the key index spans every file whatever its
+    /// spec, and a deletion vector is written in the spec of the file it points at. Returns
+    /// the table's schema.
     pub async fn change_partitioning(
         &self,
         name: &str,
         partition_by: &[String],
     ) -> Result<TableSchema> {
         self.reshape(name, |table, metadata| {
-            if !table.schema.primary_key.is_empty() {
-                return Err(EngineError::OperationNotAllowed(format!(
-                    "table '{name}' has a primary key: keyed tables cannot change their \
-                     partitioning yet (create a new table partitioned as wanted)"
-                )));
-            }
             let mut spec =
                 crate::partition::partition_spec(metadata.current_schema(), partition_by)?;
             // Field ids are the metadata's to give: equivalent fields keep theirs, new ones

@@ -212,7 +212,11 @@ impl Table {
             // the current spec below, so old-spec files move into it).
             let policy = Policy::new(&self.config, force_compaction);
             let mut chosen = Vec::new();
-            for group in partition_groups(&pending.live_files, self.partitioner.spec_id()) {
+            let default_spec = self.partitioner.spec_id();
+            let groups = partition_groups(&pending.live_files, |f| {
+                pending.partition_of(f, default_spec)
+            });
+            for group in groups {
                 let facts: Vec<FileFacts> = group
                     .iter()
                     .map(|&i| {
@@ -224,15 +228,17 @@ impl Table {
                         }
                     })
                     .collect();
-                let old_spec = !self
-                    .partitioner
-                    .fits_current_spec(pending.live_files[group[0]].partition());
+                let old_spec = pending
+                    .partition_of(&pending.live_files[group[0]], default_spec)
+                    .spec_id
+                    != default_spec;
                 if old_spec {
                     // Files of an older partition spec move into the current one: small ones
-                    // at any commit, all of them on `optimize`.
+                    // at any commit (with background compaction on), all of them on `optimize`.
                     chosen.extend(group.iter().copied().filter(|&i| {
                         force_compaction
-                            || pending.live_files[i].file_size_in_bytes() < policy.small_below
+                            || (policy.background
+                                && pending.live_files[i].file_size_in_bytes() < policy.small_below)
                     }));
                     continue;
                 }
@@ -310,7 +316,7 @@ impl Table {
         };
         if let Some(c) = &compaction {
             removed.extend(c.removed_paths.iter().cloned());
-            added.extend(c.data_file.clone());
+            added.extend(c.outputs.iter().map(|o| o.data_file.clone()));
         }
 
         let mut paths = pending.paths.clone();
@@ -335,25 +341,30 @@ impl Table {
         // One Puffin file per deletion vector. The spec allows several in one file, but
         // DuckDB 1.5 and PyIceberg 0.12 then sometimes apply one file's vector to another data
         // file (seen in the postgres_cdc tests): every reader must read our tables right.
-        // A deletion vector is in its data file's partition.
+        // A deletion vector is in its data file's partition and spec (spec "Deletion Vectors");
+        // files added by this commit are in the default spec.
+        let default_spec = self.partitioner.spec_id();
         let partitions: HashMap<&str, FilePartition> = pending
             .live_files
             .iter()
-            .chain(&added)
-            .map(|f| {
-                (
-                    f.file_path(),
-                    FilePartition::of(f, self.partitioner.spec_id()),
-                )
-            })
+            .map(|f| (f.file_path(), pending.partition_of(f, default_spec)))
+            .chain(
+                added
+                    .iter()
+                    .map(|f| (f.file_path(), FilePartition::of(f, default_spec))),
+            )
             .collect();
         let mut added_deletes = Vec::with_capacity(vectors.len());
+        let mut added_specs = HashMap::new();
         for vector in &vectors {
             let location = format!("{table_location}/data/{}-deletes.puffin", Uuid::now_v7());
             let partition = partitions
                 .get(vector.0.as_str())
                 .cloned()
-                .unwrap_or_else(|| FilePartition::unpartitioned(self.partitioner.spec_id()));
+                .unwrap_or_else(|| FilePartition::unpartitioned(default_spec));
+            if partition.spec_id != default_spec {
+                added_specs.insert(location.clone(), partition.spec_id);
+            }
             added_deletes.extend(
                 deletion_vector::write_deletion_vectors(
                     &file_io,
@@ -377,6 +388,7 @@ impl Table {
                 && pending.deletes.is_empty()
                 && !truncating
                 && !added.is_empty(),
+            added_specs,
         };
         let committed = commit::write_snapshot(
             &file_io,
@@ -398,6 +410,12 @@ impl Table {
         pending
             .live_files
             .retain(|f| !removed.contains(f.file_path()));
+        pending.file_specs.retain(|path, _| !removed.contains(path));
+        for file in &added {
+            pending
+                .file_specs
+                .insert(file.file_path().to_string(), default_spec);
+        }
         pending.live_files.extend(added);
         pending.paths = paths;
         for (path, merged) in vectors {
@@ -521,18 +539,19 @@ fn chunk_by_size(batches: &[RecordBatch], max_bytes: usize) -> Vec<&[RecordBatch
     chunks
 }
 
-/// Indices of `files` grouped by partition (spec and tuple), groups in order of first
-/// appearance: compaction never merges across partitions.
-pub(super) fn partition_groups(files: &[DataFile], spec_id: i32) -> Vec<Vec<usize>> {
+/// Indices of `files` grouped by partition (spec and tuple, as `partition_of` tells),
+/// groups in order of first appearance: compaction never merges across partitions.
+pub(super) fn partition_groups(
+    files: &[DataFile],
+    partition_of: impl Fn(&DataFile) -> FilePartition,
+) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut index: HashMap<FilePartition, usize> = HashMap::new();
     for (i, file) in files.iter().enumerate() {
-        let slot = *index
-            .entry(FilePartition::of(file, spec_id))
-            .or_insert_with(|| {
-                groups.push(Vec::new());
-                groups.len() - 1
-            });
+        let slot = *index.entry(partition_of(file)).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
         groups[slot].push(i);
     }
     groups

@@ -17,6 +17,9 @@ pub(super) struct Policy {
     pub rewrite_deleted_fraction: f64,
     /// `optimize`: merge any two small files, rewrite any file with a deleted row.
     pub force: bool,
+    /// Background compaction is on (`compaction: false` turns it off: `TableOptions::apply`
+    /// then sets `merge_fanout` to `usize::MAX`).
+    pub background: bool,
 }
 
 impl Policy {
@@ -26,6 +29,7 @@ impl Policy {
             merge_fanout: config.merge_fanout.max(2),
             rewrite_deleted_fraction: config.rewrite_deleted_fraction,
             force,
+            background: config.merge_fanout != usize::MAX,
         }
     }
 }
@@ -78,10 +82,29 @@ pub(super) fn plan_keyed_rewrite(files: &[FileFacts], policy: &Policy) -> Vec<us
     chosen
 }
 
+/// Old-spec files (written before partition evolution) to rewrite into the current spec:
+/// all on `optimize`; with background compaction on, small ones at any commit and
+/// deletion-heavy ones once past the threshold.
+pub(super) fn plan_old_spec_rewrite(files: &[FileFacts], policy: &Policy) -> Vec<usize> {
+    (0..files.len())
+        .filter(|&i| {
+            let f = files[i];
+            let fraction = f.deleted as f64 / f.rows.max(1) as f64;
+            policy.force
+                || (policy.background
+                    && (f.bytes < policy.small_below
+                        || fraction >= policy.rewrite_deleted_fraction))
+        })
+        .collect()
+}
+
 impl Table {
     /// Picks keyed files to rewrite (small ones once enough accumulate, or all small ones when
-    /// forced; any whose deleted fraction passed the threshold) and writes them as one file
-    /// without their deleted rows.
+    /// forced; any whose deleted fraction passed the threshold; files of an older partition
+    /// spec) and writes their live rows as one file per partition of the current spec. Files
+    /// are chosen per partition (of their own spec), never merged across partitions; partitions
+    /// are taken until the chosen bytes pass the target file size (the rest wait for a later
+    /// commit).
     pub(super) async fn compact_keyed(
         &self,
         pending: &Pending,
@@ -107,21 +130,27 @@ impl Table {
             dead
         };
         // Only files the key index knows can be rewritten (all of a keyed table's files).
-        let indexed: Vec<&DataFile> = pending
+        let indexed: Vec<DataFile> = pending
             .live_files
             .iter()
             .filter(|f| ids.contains_key(f.file_path()))
+            .cloned()
             .collect();
-        // Files are rewritten within one partition (the first with candidates; others wait
-        // for a later commit), into a file of that partition.
-        let owned: Vec<DataFile> = indexed.iter().map(|f| (*f).clone()).collect();
+        let default_spec = self.partitioner.spec_id();
         let policy = Policy::new(&self.config, force);
         let mut candidates: Vec<&DataFile> = Vec::new();
-        for group in super::commit_loop::partition_groups(&owned, self.partitioner.spec_id()) {
+        let mut chosen_bytes = 0u64;
+        let groups = super::commit_loop::partition_groups(&indexed, |f| {
+            pending.partition_of(f, default_spec)
+        });
+        for group in groups {
+            if !candidates.is_empty() && chosen_bytes >= self.config.target_file_size {
+                break;
+            }
             let facts: Vec<FileFacts> = group
                 .iter()
                 .map(|&i| {
-                    let f = indexed[i];
+                    let f = &indexed[i];
                     FileFacts {
                         bytes: f.file_size_in_bytes(),
                         rows: f.record_count(),
@@ -129,27 +158,25 @@ impl Table {
                     }
                 })
                 .collect();
-            candidates = plan_keyed_rewrite(&facts, &policy)
-                .into_iter()
-                .map(|j| indexed[group[j]])
-                .collect();
-            if !candidates.is_empty() {
-                break;
+            let old_spec = pending
+                .partition_of(&indexed[group[0]], default_spec)
+                .spec_id
+                != default_spec;
+            let plan = if old_spec {
+                plan_old_spec_rewrite(&facts, &policy)
+            } else {
+                plan_keyed_rewrite(&facts, &policy)
+            };
+            for j in plan {
+                chosen_bytes += facts[j].bytes;
+                candidates.push(&indexed[group[j]]);
             }
         }
-        let Some(first) = candidates.first() else {
+        if candidates.is_empty() {
             return Ok(None);
-        };
-        let partition = FilePartition::of(first, self.partitioner.spec_id());
+        }
         let Some(hasher) = self.key_hasher else {
             return Ok(None);
-        };
-        let file_id = {
-            let mut buffer = self.lock_buffer();
-            match buffer.keyed.as_mut() {
-                Some(keys) => keys.allocate_file_id(),
-                None => return Ok(None),
-            }
         };
         let key_columns: Vec<usize> = self
             .schema
@@ -157,10 +184,11 @@ impl Table {
             .iter()
             .filter_map(|k| self.schema.column_index(k))
             .collect();
-        let mut kept = Vec::new();
-        let mut hashes = Vec::new();
-        let mut mapping = HashMap::new();
-        let mut next_position = 0u32;
+        // Live rows by partition of the current spec: (partition, rows, their key hashes).
+        let mut outputs: Vec<(FilePartition, Vec<RecordBatch>, Vec<KeyHash>)> = Vec::new();
+        let mut slots: HashMap<FilePartition, usize> = HashMap::new();
+        // Old file id → (output, position in it) of each old row; `u32::MAX` for deleted ones.
+        let mut places: HashMap<u32, Vec<(u32, u32)>> = HashMap::new();
         for file in &candidates {
             let dead = dead(file);
             let mut map = Vec::with_capacity(file.record_count() as usize);
@@ -173,42 +201,81 @@ impl Table {
                     .map(|i| !dead.contains(position + i))
                     .collect();
                 position += batch.num_rows() as u64;
-                for k in &keep {
-                    if *k {
-                        map.push(next_position);
-                        next_position += 1;
-                    } else {
-                        map.push(u32::MAX);
+                let live = arrow_select::filter::filter_record_batch(
+                    &batch,
+                    &arrow_array::BooleanArray::from(keep.clone()),
+                )?;
+                let mut live_places = vec![(u32::MAX, u32::MAX); live.num_rows()];
+                if live.num_rows() > 0 {
+                    for (partition, rows) in self.partitioner.group_rows(&live)? {
+                        let slot = *slots.entry(partition.clone()).or_insert_with(|| {
+                            outputs.push((partition, Vec::new(), Vec::new()));
+                            outputs.len() - 1
+                        });
+                        let taken = crate::partition::take_rows(&live, &rows)?;
+                        let (_, batches, hashes) = &mut outputs[slot];
+                        for (n, &row) in rows.iter().enumerate() {
+                            live_places[row as usize] = (slot as u32, (hashes.len() + n) as u32);
+                        }
+                        hashes.extend(hasher.hash_rows(&taken, &key_columns));
+                        batches.push(taken);
                     }
                 }
-                let batch = arrow_select::filter::filter_record_batch(
-                    &batch,
-                    &arrow_array::BooleanArray::from(keep),
-                )?;
-                if batch.num_rows() > 0 {
-                    hashes.extend(hasher.hash_rows(&batch, &key_columns));
-                    kept.push(batch);
-                }
+                let mut live_places = live_places.into_iter();
+                map.extend(keep.iter().map(|&k| {
+                    if k {
+                        live_places.next().unwrap_or((u32::MAX, u32::MAX))
+                    } else {
+                        (u32::MAX, u32::MAX)
+                    }
+                }));
             }
-            mapping.insert(ids[file.file_path()], map);
+            places.insert(ids[file.file_path()], map);
         }
-        let keys = FileKeys::from_row_hashes(&hashes);
-        let (path, data_file) = if kept.is_empty() {
-            (None, None)
-        } else {
-            let table_location = self
-                .committed
-                .borrow()
-                .metadata
-                .location()
-                .trim_end_matches('/')
-                .to_string();
+        // Positions in the outputs laid end to end.
+        let mut starts = Vec::with_capacity(outputs.len());
+        let mut total = 0u32;
+        for (_, _, hashes) in &outputs {
+            starts.push(total);
+            total += hashes.len() as u32;
+        }
+        let mapping: HashMap<u32, Vec<u32>> = places
+            .into_iter()
+            .map(|(id, map)| {
+                let map = map
+                    .into_iter()
+                    .map(|(slot, at)| match starts.get(slot as usize) {
+                        Some(start) => start + at,
+                        None => u32::MAX,
+                    })
+                    .collect();
+                (id, map)
+            })
+            .collect();
+        let table_location = self
+            .committed
+            .borrow()
+            .metadata
+            .location()
+            .trim_end_matches('/')
+            .to_string();
+        let mut written = Vec::with_capacity(outputs.len());
+        for (partition, batches, hashes) in outputs {
+            let file_id = {
+                let mut buffer = self.lock_buffer();
+                match buffer.keyed.as_mut() {
+                    Some(keys) => keys.allocate_file_id(),
+                    None => return Ok(None),
+                }
+            };
+            let rows = hashes.len() as u32;
+            let keys = FileKeys::from_row_hashes(&hashes);
             let path = format!("{table_location}/data/{}.parquet", Uuid::now_v7());
             let data_file = data_files::write_data_file(
                 &self.warehouse.file_io(),
                 &self.iceberg_schema,
                 &path,
-                &kept,
+                &batches,
                 &partition,
             )
             .await?;
@@ -217,14 +284,17 @@ impl Table {
                 &keys,
                 &hasher,
             )?;
-            (Some(path), Some(data_file))
-        };
-        tracing::debug!(table = %self.name, files = candidates.len(), rows = next_position, "compacted keyed files");
+            written.push(CompactedFile {
+                file_id,
+                path,
+                data_file,
+                keys,
+                rows,
+            });
+        }
+        tracing::debug!(table = %self.name, files = candidates.len(), outputs = written.len(), rows = total, "compacted keyed files");
         Ok(Some(KeyedCompaction {
-            file_id,
-            path,
-            data_file,
-            keys,
+            outputs: written,
             mapping,
             removed_paths: candidates
                 .iter()
@@ -234,7 +304,7 @@ impl Table {
     }
 
     /// After the snapshot with a keyed compaction is committed: moves the index to the new
-    /// file and carries deletes that landed on the old files meanwhile over to it.
+    /// files and carries deletes that landed on the old files meanwhile over to them.
     /// Real-time reads switch to `snapshot_id` in the same buffer-lock section.
     pub(super) fn apply_keyed_compaction(
         &self,
@@ -252,34 +322,45 @@ impl Table {
                 ));
             }
         }
-        if let Some(path) = &c.path {
-            pending.paths.insert(c.file_id, path.clone());
+        for output in &c.outputs {
+            pending.paths.insert(output.file_id, output.path.clone());
         }
-        {
-            let mut buffer = self.lock_buffer();
-            let buffer = &mut *buffer;
-            let Some(keys) = buffer.keyed.as_mut() else {
-                return;
-            };
-            let mut carried = RoaringTreemap::new();
-            for id in &old_ids {
-                if let Some(late) = keys.file_deletes.remove(id) {
-                    for position in late.iter() {
-                        if let Some(&new) = c.mapping[id].get(position as usize) {
-                            if new != u32::MAX {
-                                carried.insert(new as u64);
-                            }
-                        }
+        let mut buffer = self.lock_buffer();
+        let buffer = &mut *buffer;
+        let Some(keys) = buffer.keyed.as_mut() else {
+            return;
+        };
+        // Each output's first position in the outputs laid end to end.
+        let mut starts = Vec::with_capacity(c.outputs.len());
+        let mut total = 0u32;
+        for output in &c.outputs {
+            starts.push(total);
+            total += output.rows;
+        }
+        let mut carried = vec![RoaringTreemap::new(); c.outputs.len()];
+        for id in &old_ids {
+            if let Some(late) = keys.file_deletes.remove(id) {
+                for position in late.iter() {
+                    let Some(&new) = c.mapping[id].get(position as usize) else {
+                        continue;
+                    };
+                    if new == u32::MAX {
+                        continue;
                     }
+                    let slot = starts.partition_point(|&start| start <= new) - 1;
+                    carried[slot].insert(u64::from(new - starts[slot]));
                 }
             }
-            if !carried.is_empty() {
-                *keys.file_deletes.entry(c.file_id).or_default() |= carried.clone();
-            }
-            keys.index
-                .replace_files(&old_ids, c.file_id, c.keys, Some(carried));
-            self.publish_read_at(buffer, pending, snapshot_id);
         }
+        let mut replaced = Vec::with_capacity(c.outputs.len());
+        for (output, carried) in c.outputs.into_iter().zip(carried) {
+            if !carried.is_empty() {
+                *keys.file_deletes.entry(output.file_id).or_default() |= carried.clone();
+            }
+            replaced.push((output.file_id, output.keys, Some(carried)));
+        }
+        keys.index.replace_files(&old_ids, replaced);
+        self.publish_read_at(buffer, pending, snapshot_id);
     }
 }
 
@@ -293,6 +374,7 @@ mod tests {
             merge_fanout: 3,
             rewrite_deleted_fraction: 0.3,
             force,
+            background: true,
         }
     }
 
@@ -332,5 +414,18 @@ mod tests {
         assert_eq!(plan_keyed_rewrite(&files, &policy(true)), vec![0, 1]);
         // One clean file alone is never rewritten.
         assert!(plan_keyed_rewrite(&[file(10, 1, 0)], &policy(true)).is_empty());
+    }
+
+    #[test]
+    fn old_spec_files_move_when_small_or_deletion_heavy_and_all_on_optimize() {
+        let files = [file(10, 5, 0), file(500, 10, 3), file(500, 10, 0)];
+        assert_eq!(plan_old_spec_rewrite(&files, &policy(false)), vec![0, 1]);
+        assert_eq!(plan_old_spec_rewrite(&files, &policy(true)), vec![0, 1, 2]);
+        // With background compaction off, only `optimize` moves them.
+        let off = Policy {
+            background: false,
+            ..policy(false)
+        };
+        assert!(plan_old_spec_rewrite(&files, &off).is_empty());
     }
 }

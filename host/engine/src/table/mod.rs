@@ -304,6 +304,9 @@ struct Pending {
     through_lsn: u64,
     /// Live data files of the committed snapshot.
     live_files: Vec<DataFile>,
+    /// Live data-file path → the partition spec it was written in (older specs after
+    /// partition evolution; new files are in the default spec, `Table::partitioner`'s).
+    file_specs: HashMap<String, i32>,
     /// Data-file id → path, for keyed tables.
     paths: HashMap<u32, String>,
     /// Data-file path → its committed deletion vector.
@@ -316,21 +319,41 @@ struct Pending {
     truncated: Option<Vec<String>>,
 }
 
-/// A keyed compaction written during a commit: candidate files merged into one, without their
-/// deleted rows. Applied to the key index only once the snapshot is committed.
+/// A keyed compaction written during a commit: candidate files rewritten without their deleted
+/// rows, as one file per partition of the current spec (files of an older spec move into it).
+/// Applied to the key index only once the snapshot is committed.
 struct KeyedCompaction {
-    file_id: u32,
-    path: Option<String>,
-    data_file: Option<DataFile>,
-    keys: FileKeys,
-    /// Old file id → new position of each old row (`u32::MAX`: the row was deleted).
+    outputs: Vec<CompactedFile>,
+    /// Old file id → new place of each old row: its position in the outputs laid end to end
+    /// in order (`u32::MAX`: the row was deleted).
     mapping: HashMap<u32, Vec<u32>>,
     removed_paths: Vec<String>,
+}
+
+/// One file a keyed compaction wrote.
+struct CompactedFile {
+    file_id: u32,
+    path: String,
+    data_file: DataFile,
+    keys: FileKeys,
+    /// Its rows (one key each).
+    rows: u32,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
         self.generations.is_empty() && self.deletes.is_empty() && self.truncated.is_none()
+    }
+
+    /// A live data file's partition: its own spec (the default one, `default_spec`, unless
+    /// written before partition evolution) and tuple.
+    fn partition_of(&self, file: &DataFile, default_spec: i32) -> FilePartition {
+        let spec_id = self
+            .file_specs
+            .get(file.file_path())
+            .copied()
+            .unwrap_or(default_spec);
+        FilePartition::of(file, spec_id)
     }
 }
 
@@ -401,6 +424,7 @@ impl Table {
         // Iceberg is the source of truth; key-index files are a local cache of it.
         let rebase::CommittedFiles {
             live_files,
+            file_specs,
             committed_dvs,
             paths,
             keyed,
@@ -472,6 +496,7 @@ impl Table {
                 deletes: HashMap::new(),
                 through_lsn: committed_lsn,
                 live_files,
+                file_specs,
                 paths,
                 committed_dvs,
                 source_checkpoints: BTreeMap::new(),

@@ -116,7 +116,8 @@ pub struct ReadView {
     /// Iceberg table name within the namespace.
     pub table: String,
     /// The table's Arrow schema; in-memory batches have exactly this schema, data files are
-    /// read into it (columns matched by name, missing ones null).
+    /// read into it (columns matched by Iceberg field id; a column a file lacks reads as its
+    /// `initial-default` or null).
     pub schema: SchemaRef,
     /// The committed snapshot the files belong to (`None` before the first commit).
     pub snapshot_id: Option<i64>,
@@ -195,7 +196,8 @@ impl ReadView {
                 data_files::read_data_file(&self.warehouse, &file.location, &self.schema).await?
             {
                 let n = batch.num_rows() as u64;
-                out.extend(retain(&batch, n, |r| !file.is_deleted(first + r))?);
+                let dead = file.deleted.range_cardinality(first..first + n);
+                out.extend(retain(&batch, n, dead, |r| !file.is_deleted(first + r))?);
                 first += n;
             }
         }
@@ -284,7 +286,8 @@ impl Table {
             for batch in generation {
                 let n = batch.num_rows() as u64;
                 let keep = |r: u64| !dead.contains(first + r);
-                live.extend(retain(batch, n, keep)?);
+                let gone = dead.range_cardinality(first..first + n);
+                live.extend(retain(batch, n, gone, keep)?);
                 first += n;
             }
         }
@@ -292,7 +295,11 @@ impl Table {
         for batch in &batches {
             let n = batch.num_rows() as u64;
             let keep = |r: u64| !buffer_deleted.contains((first + r) as u32);
-            live.extend(retain(batch, n, keep)?);
+            let gone = match n {
+                0 => 0,
+                _ => buffer_deleted.range_cardinality(first as u32..=(first + n - 1) as u32),
+            };
+            live.extend(retain(batch, n, gone, keep)?);
             first += n;
         }
         Ok(ReadView {
@@ -358,14 +365,21 @@ impl Table {
     }
 }
 
-/// The rows of `batch` (of `n` rows) for which `keep(row)` holds; nothing if none do.
-fn retain(batch: &RecordBatch, n: u64, keep: impl Fn(u64) -> bool) -> Result<Option<RecordBatch>> {
-    let mask: Vec<bool> = (0..n).map(keep).collect();
-    if mask.iter().all(|k| *k) {
+/// The rows of `batch` (of `n` rows, `dead` of them deleted) for which `keep(row)` holds;
+/// nothing if none do. Without deleted rows the batch is shared, not scanned: a view of a
+/// large insert-only buffer costs no per-row work.
+fn retain(
+    batch: &RecordBatch,
+    n: u64,
+    dead: u64,
+    keep: impl Fn(u64) -> bool,
+) -> Result<Option<RecordBatch>> {
+    if dead == 0 {
         return Ok(Some(batch.clone()));
     }
-    if !mask.iter().any(|k| *k) {
+    if dead >= n {
         return Ok(None);
     }
+    let mask: Vec<bool> = (0..n).map(keep).collect();
     Ok(Some(filter_record_batch(batch, &BooleanArray::from(mask))?))
 }

@@ -21,6 +21,8 @@ pub(super) const MAX_REBASES: u32 = 5;
 pub(super) struct CommittedFiles {
     /// Live data files.
     pub live_files: Vec<DataFile>,
+    /// Live data-file path → the partition spec it was written in.
+    pub file_specs: HashMap<String, i32>,
     /// Data-file path → its committed deletion vector (whoever wrote it).
     pub committed_dvs: HashMap<String, RoaringTreemap>,
     /// Keyed tables: data-file id → path, and the key index over the live files.
@@ -42,10 +44,14 @@ pub(super) async fn load_committed(
 ) -> Result<CommittedFiles> {
     let file_io = warehouse.file_io();
     let mut live_files = Vec::new();
+    let mut file_specs = HashMap::new();
     let mut delete_files = Vec::new();
     for file in commit::live_files(&file_io, metadata).await? {
         match file.data_file.content_type() {
-            DataContentType::Data => live_files.push(file.data_file),
+            DataContentType::Data => {
+                file_specs.insert(file.data_file.file_path().to_string(), file.spec_id);
+                live_files.push(file.data_file)
+            }
             _ => delete_files.push(file.data_file),
         }
     }
@@ -61,6 +67,7 @@ pub(super) async fn load_committed(
     let Some(hasher) = hasher else {
         return Ok(CommittedFiles {
             live_files,
+            file_specs,
             committed_dvs,
             paths,
             keyed: None,
@@ -100,6 +107,7 @@ pub(super) async fn load_committed(
     }
     Ok(CommittedFiles {
         live_files,
+        file_specs,
         committed_dvs,
         paths,
         keyed: Some(keyed),
@@ -136,6 +144,7 @@ impl Table {
         .await?;
         let CommittedFiles {
             live_files,
+            file_specs,
             committed_dvs,
             paths,
             keyed,
@@ -154,6 +163,7 @@ impl Table {
             pending.truncated = Some(removed);
         }
         pending.live_files = live_files;
+        pending.file_specs = file_specs;
         let snapshot_id = metadata.current_snapshot_id();
         let replayed = {
             let mut buffer = self.lock_buffer();

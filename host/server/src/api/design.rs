@@ -364,8 +364,8 @@ pub(crate) struct PartitioningRequest {
 }
 
 /// Changes the table's partitioning (partition evolution): files written before keep their
-/// spec, new files use the new one, and small-file merges rewrite old-spec files into it over
-/// time. Append-only tables only for now.
+/// spec, new files use the new one, and compaction rewrites old-spec files into it over
+/// time. Keyed tables too: upserts and deletes reach rows in files of every spec.
 #[utoipa::path(put, path = "/tables/{name}/partitioning", tag = "tables",
     params(("name" = String, Path, description = "Table name", example = "demo.events")),
     request_body(content = PartitioningRequest, content_type = "application/json"),
@@ -375,7 +375,7 @@ pub(crate) struct PartitioningRequest {
         (status = 401, description = "Missing or wrong bearer token", body = ApiError),
         (status = 404, description = "No such table", body = ApiError),
         (status = 413, description = "Body over --max-body-bytes", body = ApiError),
-        (status = 422, description = "A bad partition expression (unknown transform, a transform the column's type does not take, a missing column), or a keyed table; nothing changed", body = ApiError),
+        (status = 422, description = "A bad partition expression (unknown transform, a transform the column's type does not take, a missing column); nothing changed", body = ApiError),
         (status = 503, description = "The table is unavailable, or bodies in flight exceed --max-inflight-bytes", body = ApiError,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]

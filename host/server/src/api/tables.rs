@@ -47,8 +47,23 @@ pub(super) fn table_view(state: &AppState, info: &TableInfo) -> TableView {
         percent: moonlink_pipeline::copy_percent(p.rows_copied, p.rows_total),
         done: p.done,
     });
+    // A source that produced the table and no longer does wins over one that does.
+    let source = match state.sources.removed_from(name) {
+        Some(source) => Some(TableSourceView {
+            name: source,
+            state: "removed",
+        }),
+        None => state
+            .sources
+            .produced_by(name)
+            .map(|source| TableSourceView {
+                name: source,
+                state: "active",
+            }),
+    };
     TableView {
         initial_copy,
+        source,
         name: name.clone(),
         database: namespace.clone(),
         table: table.clone(),
@@ -109,6 +124,7 @@ pub(crate) async fn list_plugins(State(state): State<AppState>) -> Json<PluginLi
                 path,
                 state,
                 tables,
+                removed_tables,
                 rows,
                 restarts,
                 last_error,
@@ -123,6 +139,7 @@ pub(crate) async fn list_plugins(State(state): State<AppState>) -> Json<PluginLi
                 path,
                 state: state.to_string(),
                 tables,
+                removed_tables,
                 rows,
                 restarts,
                 last_error,

@@ -82,6 +82,8 @@ impl From<&TableOptions> for TableConfig {
 pub(crate) struct TableView {
     /// Set while (or after) a source copies the table's existing rows.
     pub(crate) initial_copy: Option<InitialCopyView>,
+    /// The source plugin that produces the table, if any.
+    pub(crate) source: Option<TableSourceView>,
     pub(crate) name: String,
     /// Iceberg namespace.
     pub(crate) database: String,
@@ -254,6 +256,9 @@ pub(crate) struct PluginView {
     /// starting | running | finished | restarting | failed
     pub(crate) state: String,
     pub(crate) tables: Vec<String>,
+    /// Tables it produced before that it no longer declares (e.g. removed from a Postgres
+    /// publication): they keep their data and receive nothing more.
+    pub(crate) removed_tables: Vec<String>,
     pub(crate) rows: u64,
     pub(crate) restarts: u64,
     pub(crate) last_error: Option<String>,
@@ -266,6 +271,17 @@ pub(crate) struct PluginView {
     pub(crate) lag_bytes: Option<u64>,
     /// Age in seconds of the oldest change not yet acknowledged, when the source measures it.
     pub(crate) lag_seconds: Option<f64>,
+}
+
+/// Which source produces a table, and whether it still does.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TableSourceView {
+    /// The source's name (its config file).
+    pub(crate) name: String,
+    /// `active`: the source produces the table; `removed`: it did, and no longer declares it
+    /// (e.g. the table left the Postgres publication) — the data stays readable, nothing
+    /// new arrives.
+    pub(crate) state: &'static str,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
