@@ -164,3 +164,25 @@ def test_an_arrow_ipc_body_with_map_arrays(make_server):
     r = requests.post(f"{server.url}/ingest/demo.spans", data=sink.getvalue().to_pybytes(),
                       headers={"Content-Type": "application/vnd.apache.arrow.stream"}, timeout=60)
     assert r.status_code == 422 and r.json()["column"] == "counts", r.text
+
+
+def test_query_json_shows_maps_with_non_string_keys_as_objects(make_server):
+    """JSON object keys are strings: `/query` renders a `map<int64, string>` with its keys as
+    text instead of refusing the result."""
+    import pyarrow as pa
+    server = make_server()
+    server.create_table("demo.codes", [
+        {"name": "id", "data_type": "int64", "nullable": False},
+        {"name": "names", "data_type": "map<int64, string>", "nullable": True},
+    ])
+    names = pa.array([[(1, "one"), (20, None)], None], type=pa.map_(pa.int64(), pa.string()))
+    batch = pa.record_batch([pa.array([1, 2], pa.int64()), names], names=["id", "names"])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    r = requests.post(f"{server.url}/ingest/demo.codes", data=sink.getvalue().to_pybytes(),
+                      headers={"Content-Type": "application/vnd.apache.arrow.stream"}, timeout=60)
+    assert r.status_code == 200, r.text
+    r = requests.post(server.url + "/query", json={"sql": "SELECT id, names FROM demo.codes ORDER BY id"}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json() == [{"id": 1, "names": {"1": "one", "20": None}}, {"id": 2, "names": None}]

@@ -1,11 +1,13 @@
 //! A [`QueryResult`] as bytes: JSON rows, CSV, or an Arrow IPC stream.
 //!
 //! JSON and CSV show `uuid` columns (Arrow `FixedSizeBinary(16)`) in their canonical text
-//! form, and JSON writes nulls explicitly; the Arrow stream carries the columns as they are.
+//! form, and JSON writes nulls explicitly; JSON objects need string keys, so map columns
+//! with other key types have their keys as text. The Arrow stream carries the columns as
+//! they are.
 
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, StringArray};
+use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, MapArray, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::error::{QueryError, Result};
@@ -27,14 +29,62 @@ pub fn uuid_text(bytes: &[u8]) -> String {
     )
 }
 
-/// `batch` with every `FixedSizeBinary(16)` (uuid) column as text.
+/// A map column whose keys are not strings, with its keys cast to text (JSON object keys).
+fn map_keys_as_text(field: &Field, column: &ArrayRef) -> Result<Option<(Field, ArrayRef)>> {
+    let Some(map) = column.as_any().downcast_ref::<MapArray>() else {
+        return Ok(None);
+    };
+    if matches!(map.keys().data_type(), DataType::Utf8 | DataType::LargeUtf8) {
+        return Ok(None);
+    }
+    let DataType::Map(entries, sorted) = field.data_type() else {
+        return Ok(None);
+    };
+    let DataType::Struct(entry_fields) = entries.data_type() else {
+        return Ok(None);
+    };
+    let keys = datafusion::arrow::compute::cast(map.keys(), &DataType::Utf8)
+        .map_err(|e| encode("json", e))?;
+    let key_field = Arc::new(
+        entry_fields[0]
+            .as_ref()
+            .clone()
+            .with_data_type(DataType::Utf8),
+    );
+    let entry_fields = vec![key_field, entry_fields[1].clone()];
+    let entries_array = arrow_array::StructArray::try_new(
+        entry_fields.clone().into(),
+        vec![keys, map.values().clone()],
+        None,
+    )
+    .map_err(|e| encode("json", e))?;
+    let entries_field = Arc::new(Field::new(
+        entries.name(),
+        DataType::Struct(entry_fields.into()),
+        false,
+    ));
+    let text = MapArray::try_new(
+        entries_field.clone(),
+        map.offsets().clone(),
+        entries_array,
+        map.nulls().cloned(),
+        *sorted,
+    )
+    .map_err(|e| encode("json", e))?;
+    let field = field
+        .clone()
+        .with_data_type(DataType::Map(entries_field, *sorted));
+    Ok(Some((field, Arc::new(text))))
+}
+
+/// `batch` with every `FixedSizeBinary(16)` (uuid) column as text, and the keys of map
+/// columns as text.
 pub fn uuids_as_text(batch: &RecordBatch) -> Result<RecordBatch> {
     let schema = batch.schema();
-    if !schema
-        .fields()
-        .iter()
-        .any(|f| f.data_type() == &DataType::FixedSizeBinary(16))
-    {
+    if !schema.fields().iter().any(|f| {
+        f.data_type() == &DataType::FixedSizeBinary(16)
+            || matches!(f.data_type(), DataType::Map(..))
+    }) {
         return Ok(batch.clone());
     }
     let mut fields = Vec::with_capacity(schema.fields().len());
@@ -52,10 +102,16 @@ pub fn uuids_as_text(batch: &RecordBatch) -> Result<RecordBatch> {
                 )));
                 columns.push(Arc::new(text));
             }
-            _ => {
-                fields.push(field.clone());
-                columns.push(column.clone());
-            }
+            _ => match map_keys_as_text(field, column)? {
+                Some((field, column)) => {
+                    fields.push(Arc::new(field));
+                    columns.push(column);
+                }
+                None => {
+                    fields.push(field.clone());
+                    columns.push(column.clone());
+                }
+            },
         }
     }
     let schema: SchemaRef = Arc::new(Schema::new(fields));

@@ -130,6 +130,13 @@ impl From<RuntimeError> for ApiError {
                 }
             }
             RuntimeError::InvalidBatch(engine) => engine.into(),
+            // The table has a column the configured decoder's WIT version cannot express:
+            // the request cannot be served as sent, and nothing failed inside the host.
+            RuntimeError::Incompatible(message) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unsupported_by_plugin",
+                message,
+            ),
             other => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "plugin_error",

@@ -155,10 +155,7 @@ impl Source for Datagen {
             "datagen: table {table}, {} rows, starting at row {next}",
             source.rows
         );
-        Ok((
-            source,
-            vec![TableDef::new(table, preset.schema())],
-        ))
+        Ok((source, vec![TableDef::new(table, preset.schema())]))
     }
 
     fn poll(&mut self, max_rows: u32, timeout_ms: u32) -> Result<PollResult, String> {

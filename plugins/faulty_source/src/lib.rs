@@ -148,10 +148,7 @@ impl Source for FaultySource {
                 .unwrap_or("truncate")
                 .to_string(),
         };
-        Ok((
-            source,
-            vec![TableDef::new(table, schema())],
-        ))
+        Ok((source, vec![TableDef::new(table, schema())]))
     }
 
     fn poll(&mut self, max_rows: u32, _timeout_ms: u32) -> Result<PollResult, String> {
