@@ -309,10 +309,19 @@ def test_a_backlogged_host_answers_503_with_retry_after(make_otel):
     otel = make_otel(["--max-body-bytes", "65536", "--max-inflight-bytes", "65536"])
     port = int(otel.url.rsplit(":", 1)[1])
     # A slow client holds the whole in-flight budget: its declared body is reserved before
-    # it is read.
-    with socket.create_connection(("127.0.0.1", port)) as slow:
+    # it is read. The host answers at once only if it could not reserve it (another request
+    # held part of the budget at that moment): then try again.
+    for _ in range(50):
+        slow = socket.create_connection(("127.0.0.1", port))
         slow.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
                      b"Content-Length: 60000\r\n\r\n" + bytes(10))
+        slow.settimeout(0.5)
+        try:
+            slow.recv(1)
+        except socket.timeout:
+            break  # no answer: the reservation holds
+        slow.close()
+    with slow:
         deadline = time.time() + 10
         while True:
             r = otel.post("/v1/traces", span_request(150, "late"), headers=JSON)
