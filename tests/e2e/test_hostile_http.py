@@ -3,6 +3,7 @@ bodies, clean 4xx/503 answers instead of 500s or crashes, and the bearer token."
 import json
 import socket
 import threading
+import time
 
 import requests
 
@@ -152,6 +153,9 @@ def test_budget_refuses_before_reading_and_releases(make_server):
     a_body += b" " * (900_000 - len(a_body))
     holder = RawRequest(server, path, {"Content-Type": "application/json", "Content-Length": str(len(a_body))})
     holder.send(a_body[:1000])
+    # Let the host take A's headers and reserve its length first (on a loaded machine B's
+    # request could otherwise be dispatched before A's and take the budget itself).
+    time.sleep(0.5)
     try:
         # B declares 200 KB: refused at once, before its body is read.
         b = RawRequest(server, path, {"Content-Type": "application/json", "Content-Length": str(200_000),
