@@ -118,9 +118,8 @@ pub(crate) enum Values {
     F32(Vec<f32>),
     F64(Vec<f64>),
     Bool(Vec<bool>),
-    Utf8(Vec<String>),
-    /// Top-level strings, packed: `data[offsets[i]..offsets[i + 1]]` (one copy per column
-    /// across the boundary, no allocation per value).
+    /// Strings, packed: `data[offsets[i]..offsets[i + 1]]` (one copy per column across the
+    /// boundary, no allocation per value), at the top level and inside lists and maps.
     Utf8Packed {
         offsets: Vec<u32>,
         data: Vec<u8>,
@@ -143,17 +142,7 @@ pub(crate) enum Values {
 }
 
 impl Values {
-    /// A column's values: strings packed at the top level, plain inside arrays.
-    fn for_column(data_type: &DataType) -> Values {
-        match data_type {
-            DataType::Utf8 => Values::Utf8Packed {
-                offsets: vec![0],
-                data: Vec::new(),
-            },
-            other => Values::for_type(other),
-        }
-    }
-
+    /// Empty values of `data_type` (strings packed, at every level).
     pub(crate) fn for_type(data_type: &DataType) -> Values {
         match data_type {
             DataType::Int16 => Values::I16(Vec::new()),
@@ -164,7 +153,10 @@ impl Values {
             DataType::Float32 => Values::F32(Vec::new()),
             DataType::Float64 => Values::F64(Vec::new()),
             DataType::Boolean => Values::Bool(Vec::new()),
-            DataType::Utf8 => Values::Utf8(Vec::new()),
+            DataType::Utf8 => Values::Utf8Packed {
+                offsets: vec![0],
+                data: Vec::new(),
+            },
             DataType::Binary | DataType::Uuid => Values::Binary(Vec::new()),
             DataType::Decimal(_) => Values::I128(Vec::new()),
             DataType::Array(element) => Values::Array {
@@ -189,7 +181,6 @@ impl Values {
             Values::F32(v) => v.push(0.0),
             Values::F64(v) => v.push(0.0),
             Values::Bool(v) => v.push(false),
-            Values::Utf8(v) => v.push(String::new()),
             Values::Utf8Packed { offsets, data } => offsets.push(data.len() as u32),
             Values::Binary(v) => v.push(Vec::new()),
             Values::I128(v) => v.push(Int128 { lo: 0, hi: 0 }),
@@ -221,7 +212,6 @@ impl Values {
             (Values::F64(v), Value::Float(f)) => *v.last_mut().unwrap() = f,
             (Values::F64(v), Value::Int(i)) => *v.last_mut().unwrap() = i as f64,
             (Values::Bool(v), Value::Bool(b)) => *v.last_mut().unwrap() = b,
-            (Values::Utf8(v), Value::Str(s)) => *v.last_mut().unwrap() = s,
             (Values::Utf8Packed { offsets, data }, Value::Str(s)) => {
                 Values::set_last_str(offsets, data, &s)
             }
@@ -243,9 +233,7 @@ impl Values {
             }
             (Values::F32(_) | Values::F64(_), other) => return Err(mismatch("a number", &other)),
             (Values::Bool(_), other) => return Err(mismatch("a boolean", &other)),
-            (Values::Utf8(_) | Values::Utf8Packed { .. }, other) => {
-                return Err(mismatch("a string", &other))
-            }
+            (Values::Utf8Packed { .. }, other) => return Err(mismatch("a string", &other)),
             (Values::Binary(_), other) => return Err(mismatch("bytes", &other)),
             (Values::I128(_), other) => return Err(mismatch("a decimal", &other)),
             (
@@ -317,7 +305,6 @@ impl Values {
             Values::F32(v) => ColumnValues::Float32(v),
             Values::F64(v) => ColumnValues::Float64(v),
             Values::Bool(v) => ColumnValues::Boolean(v),
-            Values::Utf8(v) => ColumnValues::Utf8(v),
             Values::Utf8Packed { offsets, data } => {
                 ColumnValues::Utf8Buffer(Utf8Buffer { offsets, data })
             }
@@ -352,7 +339,7 @@ impl Values {
         }
     }
 
-    /// Scalar values (built by `for_type`: strings unpacked) as array elements or map entries.
+    /// Scalar values as array elements or map entries (strings packed: WIT 0.4.0).
     pub(crate) fn into_elements(self) -> ElementValues {
         match self {
             Values::I16(v) => ElementValues::Int16(v),
@@ -361,11 +348,13 @@ impl Values {
             Values::F32(v) => ElementValues::Float32(v),
             Values::F64(v) => ElementValues::Float64(v),
             Values::Bool(v) => ElementValues::Boolean(v),
-            Values::Utf8(v) => ElementValues::Utf8(v),
+            Values::Utf8Packed { offsets, data } => {
+                ElementValues::Utf8Buffer(Utf8Buffer { offsets, data })
+            }
             Values::Binary(v) => ElementValues::Binary(v),
             Values::I128(v) => ElementValues::Int128(v),
-            Values::Utf8Packed { .. } | Values::Array { .. } | Values::Map { .. } => {
-                unreachable!("elements are scalar and unpacked")
+            Values::Array { .. } | Values::Map { .. } => {
+                unreachable!("elements are scalar")
             }
         }
     }
@@ -387,7 +376,6 @@ impl Values {
             Values::F32(v) => drop(v.pop()),
             Values::F64(v) => drop(v.pop()),
             Values::Bool(v) => drop(v.pop()),
-            Values::Utf8(v) => drop(v.pop()),
             Values::Binary(v) => drop(v.pop()),
             Values::I128(v) => drop(v.pop()),
             Values::Utf8Packed { offsets, data } => {
@@ -428,7 +416,6 @@ impl Values {
             Values::F32(v) => v.truncate(len),
             Values::F64(v) => v.truncate(len),
             Values::Bool(v) => v.truncate(len),
-            Values::Utf8(v) => v.truncate(len),
             Values::Utf8Packed { offsets, data } => {
                 offsets.truncate(len + 1);
                 data.truncate(*offsets.last().unwrap() as usize);
@@ -583,7 +570,7 @@ impl BatchBuilder {
                 .fields
                 .iter()
                 .map(|f| ColumnBuilder {
-                    values: Values::for_column(&f.data_type),
+                    values: Values::for_type(&f.data_type),
                     field: f.clone(),
                     validity: Vec::new(),
                     has_null: false,

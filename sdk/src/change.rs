@@ -204,6 +204,10 @@ fn element_value(elements: &ElementValues, i: usize) -> Value {
         ElementValues::Utf8(v) => Value::Str(v[i].clone()),
         ElementValues::Binary(v) => Value::Bytes(v[i].clone()),
         ElementValues::Int128(v) => Value::Int128(int128(v[i])),
+        ElementValues::Utf8Buffer(b) => {
+            let bytes = &b.data[b.offsets[i] as usize..b.offsets[i + 1] as usize];
+            Value::Str(String::from_utf8_lossy(bytes).into_owned())
+        }
     }
 }
 
@@ -266,6 +270,7 @@ fn pick_elements(elements: ElementValues, k: &[bool]) -> ElementValues {
         ElementValues::Utf8(v) => ElementValues::Utf8(pick(v, k)),
         ElementValues::Binary(v) => ElementValues::Binary(pick(v, k)),
         ElementValues::Int128(v) => ElementValues::Int128(pick(v, k)),
+        ElementValues::Utf8Buffer(b) => ElementValues::Utf8Buffer(pick_strings(b, k)),
     }
 }
 

@@ -70,7 +70,7 @@ pub mod bindings {
             pub_export_macro: true,
             export_macro_name: "__export_rest_ingest_world",
             default_bindings_module: "moonlink_sdk::bindings::rest",
-            with: { "moonlink:plugin/types@0.3.0": crate::bindings::types::moonlink::plugin::types },
+            with: { "moonlink:plugin/types@0.4.0": crate::bindings::types::moonlink::plugin::types },
         });
     }
 
@@ -83,8 +83,8 @@ pub mod bindings {
             export_macro_name: "__export_source_world",
             default_bindings_module: "moonlink_sdk::bindings::source",
             with: {
-                "moonlink:plugin/types@0.3.0": crate::bindings::types::moonlink::plugin::types,
-                "moonlink:plugin/host@0.3.0": crate::bindings::host::moonlink::plugin::host,
+                "moonlink:plugin/types@0.4.0": crate::bindings::types::moonlink::plugin::types,
+                "moonlink:plugin/host@0.4.0": crate::bindings::host::moonlink::plugin::host,
             },
         });
     }
@@ -98,8 +98,8 @@ pub mod bindings {
             export_macro_name: "__export_receiver_world",
             default_bindings_module: "moonlink_sdk::bindings::receiver",
             with: {
-                "moonlink:plugin/types@0.3.0": crate::bindings::types::moonlink::plugin::types,
-                "moonlink:plugin/host@0.3.0": crate::bindings::host::moonlink::plugin::host,
+                "moonlink:plugin/types@0.4.0": crate::bindings::types::moonlink::plugin::types,
+                "moonlink:plugin/host@0.4.0": crate::bindings::host::moonlink::plugin::host,
             },
         });
     }
@@ -113,8 +113,8 @@ pub mod bindings {
             export_macro_name: "__export_transform_world",
             default_bindings_module: "moonlink_sdk::bindings::transform",
             with: {
-                "moonlink:plugin/types@0.3.0": crate::bindings::types::moonlink::plugin::types,
-                "moonlink:plugin/host@0.3.0": crate::bindings::host::moonlink::plugin::host,
+                "moonlink:plugin/types@0.4.0": crate::bindings::types::moonlink::plugin::types,
+                "moonlink:plugin/host@0.4.0": crate::bindings::host::moonlink::plugin::host,
             },
         });
     }
@@ -133,16 +133,32 @@ impl ColumnValues {
     pub fn strings(&self) -> Option<Vec<&str>> {
         match self {
             ColumnValues::Utf8(v) => Some(v.iter().map(String::as_str).collect()),
-            ColumnValues::Utf8Buffer(b) => Some(
-                b.offsets
-                    .windows(2)
-                    .map(|w| {
-                        std::str::from_utf8(&b.data[w[0] as usize..w[1] as usize]).unwrap_or("")
-                    })
-                    .collect(),
-            ),
+            ColumnValues::Utf8Buffer(b) => ColumnValues::packed_strings(b),
             _ => None,
         }
+    }
+}
+
+impl ElementValues {
+    /// The elements of a list or the keys or values of a map as text, whichever form they
+    /// travel in (`utf8` or packed `utf8-buffer`); `None` when they are not strings.
+    pub fn strings(&self) -> Option<Vec<&str>> {
+        match self {
+            ElementValues::Utf8(v) => Some(v.iter().map(String::as_str).collect()),
+            ElementValues::Utf8Buffer(b) => ColumnValues::packed_strings(b),
+            _ => None,
+        }
+    }
+}
+
+impl ColumnValues {
+    fn packed_strings(b: &Utf8Buffer) -> Option<Vec<&str>> {
+        Some(
+            b.offsets
+                .windows(2)
+                .map(|w| std::str::from_utf8(&b.data[w[0] as usize..w[1] as usize]).unwrap_or(""))
+                .collect(),
+        )
     }
 }
 

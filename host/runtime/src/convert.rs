@@ -246,6 +246,8 @@ fn element_values(values: wit::ElementValues) -> wit::ColumnValues {
         E::Utf8(v) => C::Utf8(v),
         E::Binary(v) => C::Binary(v),
         E::Int128(v) => C::Int128(v),
+        // Packed: straight into an Arrow string array (offsets + one buffer).
+        E::Utf8Buffer(b) => C::Utf8Buffer(b),
     }
 }
 

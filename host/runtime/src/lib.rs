@@ -69,8 +69,51 @@ mod bindings {
         });
     }
 
-    /// The previous package, `moonlink:plugin@0.2.1` (`wit/compat/0.2`): plugins built
-    /// against 0.2.x still load; `compat` converts their values.
+    /// The previous package, `moonlink:plugin@0.3.0` (`wit/compat/0.3`): plugins built
+    /// against 0.3.x still load; `compat::v03` converts their values.
+    pub mod v03 {
+        wasmtime::component::bindgen!({
+            path: "../../wit/compat/0.3",
+            world: "rest-ingest",
+            exports: { default: async },
+        });
+
+        pub mod source {
+            wasmtime::component::bindgen!({
+                path: "../../wit/compat/0.3",
+                world: "source-plugin",
+                exports: { default: async },
+                with: { "moonlink:plugin/types": super::moonlink::plugin::types },
+            });
+        }
+
+        pub mod transform {
+            wasmtime::component::bindgen!({
+                path: "../../wit/compat/0.3",
+                world: "transform-plugin",
+                exports: { default: async },
+                with: {
+                    "moonlink:plugin/types": super::moonlink::plugin::types,
+                    "moonlink:plugin/host": super::source::moonlink::plugin::host,
+                },
+            });
+        }
+
+        pub mod receiver {
+            wasmtime::component::bindgen!({
+                path: "../../wit/compat/0.3",
+                world: "http-receiver",
+                exports: { default: async },
+                with: {
+                    "moonlink:plugin/types": super::moonlink::plugin::types,
+                    "moonlink:plugin/host": super::source::moonlink::plugin::host,
+                },
+            });
+        }
+    }
+
+    /// The package before that, `moonlink:plugin@0.2.1` (`wit/compat/0.2`): plugins built
+    /// against 0.2.x still load; `compat` converts their values (to 0.3, then to 0.4).
     pub mod v02 {
         wasmtime::component::bindgen!({
             path: "../../wit/compat/0.2",
@@ -131,14 +174,16 @@ struct IdleDecoder {
     instance: DecoderInstance,
 }
 
-/// A linked decoder of either WIT version.
+/// A linked decoder of any WIT version the host takes.
 enum DecoderPre {
-    V03(bindings::RestIngestPre<sandbox::PluginState>),
+    V04(bindings::RestIngestPre<sandbox::PluginState>),
+    V03(bindings::v03::RestIngestPre<sandbox::PluginState>),
     V02(bindings::v02::RestIngestPre<sandbox::PluginState>),
 }
 
 enum DecoderInstance {
-    V03(bindings::RestIngest),
+    V04(bindings::RestIngest),
+    V03(bindings::v03::RestIngest),
     V02(bindings::v02::RestIngest),
 }
 
@@ -165,15 +210,20 @@ impl RestDecoder {
     pub fn load(runtime: &PluginRuntime, path: &Path) -> Result<Self, RuntimeError> {
         let component = runtime.load_component(path)?;
         let instance_pre = runtime.instantiate_pre(&component, path)?;
-        // A 0.3 decoder, else a 0.2 one (the export's version tells them apart).
+        // A 0.4 decoder, else a 0.3 or a 0.2 one (the export's version tells them apart).
         let pre = match bindings::RestIngestPre::new(instance_pre.clone()) {
-            Ok(pre) => DecoderPre::V03(pre),
-            Err(e) => DecoderPre::V02(bindings::v02::RestIngestPre::new(instance_pre).map_err(
-                |_| RuntimeError::Load {
-                    path: path.to_path_buf(),
-                    message: format!("not a rest-ingest plugin: {e:#}"),
-                },
-            )?),
+            Ok(pre) => DecoderPre::V04(pre),
+            Err(e) => match bindings::v03::RestIngestPre::new(instance_pre.clone()) {
+                Ok(pre) => DecoderPre::V03(pre),
+                Err(_) => {
+                    DecoderPre::V02(bindings::v02::RestIngestPre::new(instance_pre).map_err(
+                        |_| RuntimeError::Load {
+                            path: path.to_path_buf(),
+                            message: format!("not a rest-ingest plugin: {e:#}"),
+                        },
+                    )?)
+                }
+            },
         };
         Ok(RestDecoder {
             runtime: runtime.clone(),
@@ -231,10 +281,14 @@ impl RestDecoder {
             content_type: content_type.map(str::to_string),
             parameters: parameters.to_vec(),
         };
-        // A 0.2 decoder gets the request in 0.2 terms, or a clear error before any call.
+        // An older decoder gets the request in its terms, or a clear error before any call.
+        let info_v03 = match &*self.pre {
+            DecoderPre::V03(_) => Some(compat::v03::request_info_down(&info)),
+            _ => None,
+        };
         let info_v02 = match &*self.pre {
-            DecoderPre::V02(_) => Some(compat::request_info_down(&info)?),
-            DecoderPre::V03(_) => None,
+            DecoderPre::V02(_) => Some(compat::request_info_to_v02(&info)?),
+            _ => None,
         };
         let pre = &self.pre;
         let (instance, result) = self
@@ -242,6 +296,9 @@ impl RestDecoder {
             .block_on_call(limit, memory_limit_bytes, async {
                 let instance = match (idle_instance, &**pre) {
                     (Some(instance), _) => instance,
+                    (None, DecoderPre::V04(pre)) => {
+                        DecoderInstance::V04(pre.instantiate_async(&mut store).await?)
+                    }
                     (None, DecoderPre::V03(pre)) => {
                         DecoderInstance::V03(pre.instantiate_async(&mut store).await?)
                     }
@@ -249,20 +306,25 @@ impl RestDecoder {
                         DecoderInstance::V02(pre.instantiate_async(&mut store).await?)
                     }
                 };
-                let result = match (&instance, &info_v02) {
-                    (DecoderInstance::V03(i), _) => {
+                let result = match (&instance, &info_v03, &info_v02) {
+                    (DecoderInstance::V04(i), _, _) => {
                         i.moonlink_plugin_rest_decoder()
                             .call_decode(&mut store, &info, body)
                             .await?
                     }
-                    (DecoderInstance::V02(i), Some(info)) => i
+                    (DecoderInstance::V03(i), Some(info), _) => i
                         .moonlink_plugin_rest_decoder()
                         .call_decode(&mut store, info, body)
                         .await?
-                        .map(compat::ingest_request_up)
-                        .map_err(compat::data_error_up),
-                    (DecoderInstance::V02(_), None) => {
-                        unreachable!("a 0.2 instance comes from a 0.2 pre")
+                        .map(compat::v03::ingest_request_up)
+                        .map_err(compat::v03::data_error_up),
+                    (DecoderInstance::V02(i), _, Some(info)) => compat::decoded_from_v02(
+                        i.moonlink_plugin_rest_decoder()
+                            .call_decode(&mut store, info, body)
+                            .await?,
+                    ),
+                    (DecoderInstance::V03(_), None, _) | (DecoderInstance::V02(_), _, None) => {
+                        unreachable!("an instance comes from a pre of its own version")
                     }
                 };
                 Ok((instance, result))

@@ -1,4 +1,5 @@
-//! Hosting HTTP-receiver plugins (WIT 0.3.0 world `http-receiver`): a pool of instances,
+//! Hosting HTTP-receiver plugins (WIT world `http-receiver`, since 0.3.0; 0.3.x plugins
+//! through `compat::v03`): a pool of instances,
 //! each opened with the plugin's settings before its first request, each under the plugin's
 //! memory and time limits. An instance whose call trapped, timed out or ran out of memory is
 //! dropped, never reused; one that grew large is not kept.
@@ -24,7 +25,19 @@ mod bindings {
     });
 }
 
-use bindings::{HttpReceiver, HttpReceiverPre};
+use crate::bindings::v03::receiver as v03;
+use crate::compat;
+
+/// A linked receiver of any WIT version the host takes.
+enum ReceiverPre {
+    V04(bindings::HttpReceiverPre<PluginState>),
+    V03(v03::HttpReceiverPre<PluginState>),
+}
+
+enum Instance {
+    V04(bindings::HttpReceiver),
+    V03(v03::HttpReceiver),
+}
 
 /// A request as the host hands it to the plugin, its answer, and the batches to write.
 pub use bindings::exports::moonlink::plugin::receiver::{HttpRequest, HttpResponse, Reception};
@@ -36,12 +49,12 @@ const POOL_MAX_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 
 struct Idle {
     store: Store<PluginState>,
-    instance: HttpReceiver,
+    instance: Instance,
 }
 
 struct Inner {
     runtime: PluginRuntime,
-    pre: HttpReceiverPre<PluginState>,
+    pre: ReceiverPre,
     name: String,
     config_json: String,
     capabilities: Capabilities,
@@ -67,8 +80,12 @@ impl ReceiverPlugin {
     ) -> Result<Option<Self>, RuntimeError> {
         let component = runtime.load_component(path)?;
         let instance_pre = runtime.instantiate_pre(&component, path)?;
-        let Ok(pre) = HttpReceiverPre::new(instance_pre) else {
-            return Ok(None);
+        let pre = match bindings::HttpReceiverPre::new(instance_pre.clone()) {
+            Ok(pre) => ReceiverPre::V04(pre),
+            Err(_) => match v03::HttpReceiverPre::new(instance_pre) {
+                Ok(pre) => ReceiverPre::V03(pre),
+                Err(_) => return Ok(None),
+            },
         };
         let config = runtime.config();
         let capabilities = Capabilities {
@@ -112,12 +129,25 @@ impl ReceiverPlugin {
         let (instance, opened) = inner
             .runtime
             .block_on_call(limit, memory_limit_bytes, async {
-                let instance = pre.instantiate_async(&mut store).await?;
-                let opened = instance
-                    .moonlink_plugin_receiver()
-                    .call_open(&mut store, config)
-                    .await?;
-                Ok((instance, opened))
+                Ok(match pre {
+                    ReceiverPre::V04(pre) => {
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        let opened = instance
+                            .moonlink_plugin_receiver()
+                            .call_open(&mut store, config)
+                            .await?;
+                        (Instance::V04(instance), opened)
+                    }
+                    ReceiverPre::V03(pre) => {
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        let opened = instance
+                            .moonlink_plugin_receiver()
+                            .call_open(&mut store, config)
+                            .await?
+                            .map(|defs| defs.into_iter().map(compat::v03::table_def_up).collect());
+                        (Instance::V03(instance), opened)
+                    }
+                })
             })?;
         let tables = opened.map_err(RuntimeError::Plugin)?;
         Ok((Idle { store, instance }, tables))
@@ -161,10 +191,18 @@ impl ReceiverPlugin {
             .inner
             .runtime
             .block_on_call(limit, memory_limit_bytes, async {
-                instance
-                    .moonlink_plugin_receiver()
-                    .call_receive(&mut store, request)
-                    .await
+                match &instance {
+                    Instance::V04(i) => {
+                        i.moonlink_plugin_receiver()
+                            .call_receive(&mut store, request)
+                            .await
+                    }
+                    Instance::V03(i) => i
+                        .moonlink_plugin_receiver()
+                        .call_receive(&mut store, &compat::v03::http_request_down(request))
+                        .await
+                        .map(compat::v03::reception_up),
+                }
             })
             .map_err(|e| match e {
                 // Out of memory on a body large enough to explain it: too large for this
@@ -197,10 +235,18 @@ impl ReceiverPlugin {
             .inner
             .runtime
             .block_on_call(limit, memory_limit_bytes, async {
-                instance
-                    .moonlink_plugin_receiver()
-                    .call_failure(&mut store, request_headers, status, message)
-                    .await
+                match &instance {
+                    Instance::V04(i) => {
+                        i.moonlink_plugin_receiver()
+                            .call_failure(&mut store, request_headers, status, message)
+                            .await
+                    }
+                    Instance::V03(i) => i
+                        .moonlink_plugin_receiver()
+                        .call_failure(&mut store, request_headers, status, message)
+                        .await
+                        .map(compat::v03::http_response_up),
+                }
             })?;
         self.put_back(Idle { store, instance });
         Ok(response)

@@ -135,6 +135,30 @@ impl crate::bindings::source::moonlink::plugin::host::Host for PluginState {
     }
 }
 
+/// The 0.3 host interface (plugins built against 0.3.x): the same calls.
+impl crate::bindings::v03::source::moonlink::plugin::host::Host for PluginState {
+    fn log(
+        &mut self,
+        level: crate::bindings::v03::source::moonlink::plugin::host::LogLevel,
+        message: String,
+    ) {
+        use crate::bindings::source::moonlink::plugin::host::{Host, LogLevel as N};
+        use crate::bindings::v03::source::moonlink::plugin::host::LogLevel as O;
+        let level = match level {
+            O::Trace => N::Trace,
+            O::Debug => N::Debug,
+            O::Info => N::Info,
+            O::Warn => N::Warn,
+            O::Error => N::Error,
+        };
+        Host::log(self, level, message)
+    }
+
+    fn report_lag(&mut self, bytes: Option<u64>, millis: Option<u64>) {
+        crate::bindings::source::moonlink::plugin::host::Host::report_lag(self, bytes, millis)
+    }
+}
+
 /// The 0.2 host interface (plugins built before 0.3.0): the same calls.
 impl crate::bindings::v02::source::moonlink::plugin::host::Host for PluginState {
     fn log(
@@ -334,6 +358,11 @@ impl PluginRuntime {
             wasmtime::component::HasSelf<PluginState>,
         >(&mut linker, |state| state)
         .map_err(|e| link_error("the host interface", e))?;
+        crate::bindings::v03::source::moonlink::plugin::host::add_to_linker::<
+            PluginState,
+            wasmtime::component::HasSelf<PluginState>,
+        >(&mut linker, |state| state)
+        .map_err(|e| link_error("the 0.3 host interface", e))?;
         crate::bindings::v02::source::moonlink::plugin::host::add_to_linker::<
             PluginState,
             wasmtime::component::HasSelf<PluginState>,

@@ -9,6 +9,7 @@ use crate::bindings::moonlink::plugin::types as wit;
 use crate::bindings::source::exports::moonlink::plugin::source as wit_source;
 use crate::bindings::source::SourcePluginPre;
 use crate::bindings::v02::source::exports::moonlink::plugin::source as v02_source;
+use crate::bindings::v03::source::exports::moonlink::plugin::source as v03_source;
 use crate::compat;
 use crate::convert::schema_from_wit;
 use crate::sandbox::{self, Capabilities, PluginRuntime, PluginState, SourceLag};
@@ -61,15 +62,17 @@ pub struct ResumePoint {
     pub tables: Vec<(String, String)>,
 }
 
-/// A linked source of either WIT version.
+/// A linked source of any WIT version the host takes.
 #[derive(Clone)]
 enum SourcePre {
-    V03(SourcePluginPre<PluginState>),
+    V04(SourcePluginPre<PluginState>),
+    V03(crate::bindings::v03::source::SourcePluginPre<PluginState>),
     V02(crate::bindings::v02::source::SourcePluginPre<PluginState>),
 }
 
 enum SourceInstance {
-    V03(crate::bindings::source::SourcePlugin),
+    V04(crate::bindings::source::SourcePlugin),
+    V03(crate::bindings::v03::source::SourcePlugin),
     V02(crate::bindings::v02::source::SourcePlugin),
 }
 
@@ -91,17 +94,22 @@ impl SourcePlugin {
     ) -> Result<Self, RuntimeError> {
         let component = runtime.load_component(path)?;
         let instance_pre = runtime.instantiate_pre(&component, path)?;
-        // A 0.3 source, else a 0.2 one (the export's version tells them apart).
+        // A 0.4 source, else a 0.3 or a 0.2 one (the export's version tells them apart).
         let pre = match SourcePluginPre::new(instance_pre.clone()) {
-            Ok(pre) => SourcePre::V03(pre),
-            Err(e) => SourcePre::V02(
-                crate::bindings::v02::source::SourcePluginPre::new(instance_pre).map_err(|_| {
-                    RuntimeError::Load {
-                        path: path.to_path_buf(),
-                        message: format!("not a source plugin: {e:#}"),
-                    }
-                })?,
-            ),
+            Ok(pre) => SourcePre::V04(pre),
+            Err(e) => {
+                match crate::bindings::v03::source::SourcePluginPre::new(instance_pre.clone()) {
+                    Ok(pre) => SourcePre::V03(pre),
+                    Err(_) => SourcePre::V02(
+                        crate::bindings::v02::source::SourcePluginPre::new(instance_pre).map_err(
+                            |_| RuntimeError::Load {
+                                path: path.to_path_buf(),
+                                message: format!("not a source plugin: {e:#}"),
+                            },
+                        )?,
+                    ),
+                }
+            }
         };
         Ok(SourcePlugin {
             runtime: runtime.clone(),
@@ -124,7 +132,7 @@ impl SourcePlugin {
             .runtime
             .block_on_call(limit, memory_limit_bytes, async {
                 Ok(match pre {
-                    SourcePre::V03(pre) => {
+                    SourcePre::V04(pre) => {
                         let resume = wit_source::ResumePoint {
                             checkpoint: resume.checkpoint.clone(),
                             tables: resume.tables.clone(),
@@ -134,6 +142,19 @@ impl SourcePlugin {
                             .moonlink_plugin_source()
                             .call_open(&mut store, config_json, &resume)
                             .await?;
+                        (SourceInstance::V04(instance), tables)
+                    }
+                    SourcePre::V03(pre) => {
+                        let resume = v03_source::ResumePoint {
+                            checkpoint: resume.checkpoint.clone(),
+                            tables: resume.tables.clone(),
+                        };
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        let tables = instance
+                            .moonlink_plugin_source()
+                            .call_open(&mut store, config_json, &resume)
+                            .await?
+                            .map(|defs| defs.into_iter().map(compat::v03::table_def_up).collect());
                         (SourceInstance::V03(instance), tables)
                     }
                     SourcePre::V02(pre) => {
@@ -146,7 +167,7 @@ impl SourcePlugin {
                             .moonlink_plugin_source()
                             .call_open(&mut store, config_json, &resume)
                             .await?
-                            .map(|defs| defs.into_iter().map(compat::table_def_up).collect());
+                            .map(|defs| defs.into_iter().map(compat::table_def_from_v02).collect());
                         (SourceInstance::V02(instance), tables)
                     }
                 })
@@ -203,12 +224,31 @@ impl RunningSource {
         let (limit, memory_limit_bytes) = self.begin()?;
         let store = &mut self.store;
         let result = match &self.instance {
-            SourceInstance::V03(i) => self.runtime.block_on_call(
+            SourceInstance::V04(i) => self.runtime.block_on_call(
                 limit,
                 memory_limit_bytes,
                 i.moonlink_plugin_source()
                     .call_poll(&mut *store, max_rows, timeout_ms),
             ),
+            SourceInstance::V03(i) => self
+                .runtime
+                .block_on_call(
+                    limit,
+                    memory_limit_bytes,
+                    i.moonlink_plugin_source()
+                        .call_poll(&mut *store, max_rows, timeout_ms),
+                )
+                .map(|r| {
+                    r.map(|p| wit_source::PollResult {
+                        events: p
+                            .events
+                            .into_iter()
+                            .map(compat::v03::source_event_up)
+                            .collect(),
+                        checkpoint: p.checkpoint,
+                        finished: p.finished,
+                    })
+                }),
             SourceInstance::V02(i) => self
                 .runtime
                 .block_on_call(
@@ -219,7 +259,11 @@ impl RunningSource {
                 )
                 .map(|r| {
                     r.map(|p| wit_source::PollResult {
-                        events: p.events.into_iter().map(compat::source_event_up).collect(),
+                        events: p
+                            .events
+                            .into_iter()
+                            .map(compat::source_event_from_v02)
+                            .collect(),
                         checkpoint: p.checkpoint,
                         finished: p.finished,
                     })
@@ -259,6 +303,11 @@ impl RunningSource {
         let (limit, memory_limit_bytes) = self.begin()?;
         let store = &mut self.store;
         let result = match &self.instance {
+            SourceInstance::V04(i) => self.runtime.block_on_call(
+                limit,
+                memory_limit_bytes,
+                i.moonlink_plugin_source().call_ack(&mut *store, checkpoint),
+            ),
             SourceInstance::V03(i) => self.runtime.block_on_call(
                 limit,
                 memory_limit_bytes,

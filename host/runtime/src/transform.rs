@@ -9,15 +9,17 @@ use crate::compat;
 use crate::sandbox::{self, Capabilities, PluginRuntime, PluginState};
 use crate::{PluginBatch, RuntimeError};
 
-/// A linked transform of either WIT version.
+/// A linked transform of any WIT version the host takes.
 #[derive(Clone)]
 enum TransformPre {
-    V03(TransformPluginPre<PluginState>),
+    V04(TransformPluginPre<PluginState>),
+    V03(crate::bindings::v03::transform::TransformPluginPre<PluginState>),
     V02(crate::bindings::v02::transform::TransformPluginPre<PluginState>),
 }
 
 enum TransformInstance {
-    V03(crate::bindings::transform::TransformPlugin),
+    V04(crate::bindings::transform::TransformPlugin),
+    V03(crate::bindings::v03::transform::TransformPlugin),
     V02(crate::bindings::v02::transform::TransformPlugin),
 }
 
@@ -33,17 +35,22 @@ impl TransformPlugin {
     pub fn load(runtime: &PluginRuntime, path: &Path, name: &str) -> Result<Self, RuntimeError> {
         let component = runtime.load_component(path)?;
         let instance_pre = runtime.instantiate_pre(&component, path)?;
-        // A 0.3 transform, else a 0.2 one (the export's version tells them apart).
+        // A 0.4 transform, else a 0.3 or a 0.2 one (the export's version tells them apart).
         let pre = match TransformPluginPre::new(instance_pre.clone()) {
-            Ok(pre) => TransformPre::V03(pre),
-            Err(e) => TransformPre::V02(
-                crate::bindings::v02::transform::TransformPluginPre::new(instance_pre).map_err(
-                    |_| RuntimeError::Load {
-                        path: path.to_path_buf(),
-                        message: format!("not a transform plugin: {e:#}"),
-                    },
-                )?,
-            ),
+            Ok(pre) => TransformPre::V04(pre),
+            Err(e) => {
+                match crate::bindings::v03::transform::TransformPluginPre::new(instance_pre.clone())
+                {
+                    Ok(pre) => TransformPre::V03(pre),
+                    Err(_) => TransformPre::V02(
+                        crate::bindings::v02::transform::TransformPluginPre::new(instance_pre)
+                            .map_err(|_| RuntimeError::Load {
+                                path: path.to_path_buf(),
+                                message: format!("not a transform plugin: {e:#}"),
+                            })?,
+                    ),
+                }
+            }
         };
         Ok(TransformPlugin {
             runtime: runtime.clone(),
@@ -63,6 +70,14 @@ impl TransformPlugin {
             self.runtime
                 .block_on_call(limit, memory_limit_bytes, async {
                     Ok(match pre {
+                        TransformPre::V04(pre) => {
+                            let instance = pre.instantiate_async(&mut store).await?;
+                            let configured = instance
+                                .moonlink_plugin_transform()
+                                .call_configure(&mut store, config_json)
+                                .await?;
+                            (TransformInstance::V04(instance), configured)
+                        }
                         TransformPre::V03(pre) => {
                             let instance = pre.instantiate_async(&mut store).await?;
                             let configured = instance
@@ -111,14 +126,13 @@ impl RunningTransform {
         let (_, memory_limit_bytes) = sandbox::store_limits(&self.store);
         let store = &mut self.store;
         let result = match &self.instance {
-            TransformInstance::V03(i) => self.runtime.block_on_call(
+            TransformInstance::V04(i) => self.runtime.block_on_call(
                 limit,
                 memory_limit_bytes,
                 i.moonlink_plugin_transform().call_apply(&mut *store, batch),
             ),
-            TransformInstance::V02(i) => {
-                // Refused before the call (the instance stays usable): a map column.
-                let batch = compat::batch_down(batch)?;
+            TransformInstance::V03(i) => {
+                let batch = compat::v03::batch_down(batch.clone());
                 self.runtime
                     .block_on_call(
                         limit,
@@ -126,7 +140,19 @@ impl RunningTransform {
                         i.moonlink_plugin_transform()
                             .call_apply(&mut *store, &batch),
                     )
-                    .map(|r| r.map(|out| out.into_iter().map(compat::batch_up).collect()))
+                    .map(|r| r.map(|out| out.into_iter().map(compat::v03::batch_up).collect()))
+            }
+            TransformInstance::V02(i) => {
+                // Refused before the call (the instance stays usable): a map column.
+                let batch = compat::batch_to_v02(batch)?;
+                self.runtime
+                    .block_on_call(
+                        limit,
+                        memory_limit_bytes,
+                        i.moonlink_plugin_transform()
+                            .call_apply(&mut *store, &batch),
+                    )
+                    .map(|r| r.map(|out| out.into_iter().map(compat::batch_from_v02).collect()))
             }
         };
         self.broken = result.is_err();

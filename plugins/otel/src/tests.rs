@@ -101,13 +101,15 @@ fn map_row(batch: &ChangeBatch, name: &str, row: usize) -> Vec<(String, Option<S
     else {
         panic!("{name} is not a map")
     };
-    let (ElementValues::Utf8(keys), ElementValues::Utf8(values)) = (keys, values) else {
-        panic!("{name} is not map<string,string>")
+    // Keys and values cross the boundary packed (WIT 0.4.0), one buffer each.
+    let (ElementValues::Utf8Buffer(_), ElementValues::Utf8Buffer(_)) = (keys, values) else {
+        panic!("{name} is not a packed map<string,string>")
     };
+    let (keys, values) = (keys.strings().unwrap(), values.strings().unwrap());
     let mut pairs: Vec<_> = (offsets[row] as usize..offsets[row + 1] as usize)
         .map(|i| {
             let valid = value_validity.as_ref().is_none_or(|v| v[i]);
-            (keys[i].clone(), valid.then(|| values[i].clone()))
+            (keys[i].to_string(), valid.then(|| values[i].to_string()))
         })
         .collect();
     pairs.sort();
@@ -284,10 +286,10 @@ fn json_traces_follow_the_otlp_json_rules() {
     let ColumnValues::Array(events) = &column(batch, "event_attributes").values else {
         panic!()
     };
-    let ElementValues::Utf8(texts) = &events.elements else {
-        panic!()
+    let ElementValues::Utf8Buffer(_) = &events.elements else {
+        panic!("list elements are not packed")
     };
-    assert_eq!(texts, &vec![r#"{"key":"u1"}"#.to_string()]);
+    assert_eq!(events.elements.strings().unwrap(), vec![r#"{"key":"u1"}"#]);
     assert_eq!(reception.response.headers[0].1, "application/json");
     assert_eq!(reception.response.body, b"{}");
 }

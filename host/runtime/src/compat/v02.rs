@@ -1,30 +1,19 @@
-//! Plugins built against `moonlink:plugin@0.2.x` (`wit/compat/0.2`) on a 0.3 host.
+//! Plugins built against `moonlink:plugin@0.2.x` (`wit/compat/0.2`): their values to and
+//! from 0.3 values (`wit/compat/0.3`), which `super::v03` takes to and from the host's.
 //!
-//! The host works in 0.3 values. A 0.2 plugin's values become 0.3 values losslessly (0.3 only
-//! added to 0.2: a field gets no default, a table def no partition spec). Values the host
-//! hands to a 0.2 plugin (table schemas to decoders, batches to transforms) go back to 0.2;
-//! what 0.2 cannot express (a map column) is an [`RuntimeError::Incompatible`] naming the
-//! plugin's WIT version, never a panic.
+//! A 0.2 plugin's values become 0.3 values losslessly (0.3 only added to 0.2: a field gets
+//! no default, a table def no partition spec). Values the host hands to a 0.2 plugin (table
+//! schemas to decoders, batches to transforms) go back to 0.2; what 0.2 cannot express (a
+//! map column) is an [`RuntimeError::Incompatible`] naming the plugin's WIT version, never a
+//! panic.
 
-use crate::bindings::moonlink::plugin::types as n;
 use crate::bindings::v02::moonlink::plugin::types as o;
 use crate::bindings::v02::source::exports::moonlink::plugin::source as o_source;
+use crate::bindings::v03::moonlink::plugin::types as n;
 use crate::error::RuntimeError;
 
 /// The WIT version 0.2 plugins speak, for error messages.
 pub(crate) const V02: &str = "moonlink:plugin@0.2";
-
-/// Variants that carry the same (plain) payload in both versions, or none.
-macro_rules! same_variants {
-    ($value:expr, $from:ident => $to:ident :: $ty:ident,
-     plain: [$($plain:ident),*], unit: [$($unit:ident),*], other: { $($rest:tt)* }) => {
-        match $value {
-            $($from::$ty::$plain(x) => $to::$ty::$plain(x),)*
-            $($from::$ty::$unit => $to::$ty::$unit,)*
-            $($rest)*
-        }
-    };
-}
 
 fn int128s_up(v: Vec<o::Int128>) -> Vec<n::Int128> {
     v.into_iter()
@@ -117,8 +106,7 @@ pub(crate) fn batch_up(b: o::ChangeBatch) -> n::ChangeBatch {
     }
 }
 
-pub(crate) fn batch_down(b: &n::ChangeBatch) -> Result<o::ChangeBatch, RuntimeError> {
-    let b = b.clone();
+pub(crate) fn batch_down(b: n::ChangeBatch) -> Result<o::ChangeBatch, RuntimeError> {
     Ok(o::ChangeBatch {
         table: b.table,
         operations: b.operations.into_iter().map(operation_down).collect(),
@@ -243,8 +231,8 @@ pub(crate) fn table_def_up(d: o_source::TableDef) -> n::TableDef {
 /// A 0.2 source event, as the host's 0.3 source event.
 pub(crate) fn source_event_up(
     e: o_source::SourceEvent,
-) -> crate::bindings::source::exports::moonlink::plugin::source::SourceEvent {
-    use crate::bindings::source::exports::moonlink::plugin::source as n_source;
+) -> crate::bindings::v03::source::exports::moonlink::plugin::source::SourceEvent {
+    use crate::bindings::v03::source::exports::moonlink::plugin::source as n_source;
     match e {
         o_source::SourceEvent::Changes(b) => n_source::SourceEvent::Changes(batch_up(b)),
         o_source::SourceEvent::Truncate(t) => n_source::SourceEvent::Truncate(t),
@@ -264,7 +252,7 @@ pub(crate) fn source_event_up(
 
 /// A decode request for a 0.2 decoder: the table's schema must be expressible in 0.2.
 pub(crate) fn request_info_down(
-    info: &crate::bindings::exports::moonlink::plugin::rest_decoder::RequestInfo,
+    info: &crate::bindings::v03::exports::moonlink::plugin::rest_decoder::RequestInfo,
 ) -> Result<crate::bindings::v02::exports::moonlink::plugin::rest_decoder::RequestInfo, RuntimeError>
 {
     Ok(
@@ -280,9 +268,9 @@ pub(crate) fn request_info_down(
 
 pub(crate) fn ingest_request_up(
     r: crate::bindings::v02::exports::moonlink::plugin::rest_decoder::IngestRequest,
-) -> crate::bindings::exports::moonlink::plugin::rest_decoder::IngestRequest {
-    use crate::bindings::exports::moonlink::plugin::rest_decoder as n_rest;
+) -> crate::bindings::v03::exports::moonlink::plugin::rest_decoder::IngestRequest {
     use crate::bindings::v02::exports::moonlink::plugin::rest_decoder as o_rest;
+    use crate::bindings::v03::exports::moonlink::plugin::rest_decoder as n_rest;
     n_rest::IngestRequest {
         batch: batch_up(r.batch),
         request_mode: same_variants!(r.request_mode, o_rest => n_rest::RequestMode, plain: [],
@@ -318,7 +306,7 @@ mod tests {
                 },
             ],
         };
-        let back = batch_up(batch_down(&batch).unwrap());
+        let back = batch_up(batch_down(batch.clone()).unwrap());
         assert_eq!(format!("{back:?}"), format!("{batch:?}"));
 
         let mut with_map = batch;
@@ -333,7 +321,7 @@ mod tests {
             validity: None,
             unchanged: None,
         });
-        let err = batch_down(&with_map).unwrap_err().to_string();
+        let err = batch_down(with_map).unwrap_err().to_string();
         assert!(err.contains("'attributes'") && err.contains(V02), "{err}");
 
         let schema = n::TableSchema {
