@@ -626,6 +626,99 @@ impl BatchBuilder {
         Ok(())
     }
 
+    /// Sets a `map<string, string>` column of the current row from text (the fast path of
+    /// `set(index, Value::Map(..))`: entries are copied into the column's packed buffers, no
+    /// `Value` and no allocation per entry). `None` is a null value. Keys should be unique.
+    pub fn set_str_map<K: AsRef<str>, V: AsRef<str>>(
+        &mut self,
+        index: usize,
+        entries: impl IntoIterator<Item = (K, Option<V>)>,
+    ) -> Result<(), String> {
+        let column = self.current(index, "set_str_map")?;
+        let Values::Map {
+            offsets,
+            keys,
+            values,
+            value_validity,
+        } = &mut column.values
+        else {
+            return Err("set_str_map() on a column that is not a map".into());
+        };
+        let (
+            Values::Utf8Packed {
+                offsets: key_offsets,
+                data: key_data,
+            },
+            Values::Utf8Packed {
+                offsets: value_offsets,
+                data: value_data,
+            },
+        ) = (&mut **keys, &mut **values)
+        else {
+            return Err("set_str_map() on a map that is not map<string, string>".into());
+        };
+        // The row's entries replace whatever the row held (it is the last row).
+        let start = offsets[offsets.len() - 2] as usize;
+        key_offsets.truncate(start + 1);
+        key_data.truncate(key_offsets[start] as usize);
+        value_offsets.truncate(start + 1);
+        value_data.truncate(value_offsets[start] as usize);
+        value_validity.truncate(start);
+        for (key, value) in entries {
+            key_data.extend_from_slice(key.as_ref().as_bytes());
+            key_offsets.push(key_data.len() as u32);
+            if let Some(value) = &value {
+                value_data.extend_from_slice(value.as_ref().as_bytes());
+            }
+            value_offsets.push(value_data.len() as u32);
+            value_validity.push(value.is_some());
+        }
+        *offsets.last_mut().unwrap() = value_validity.len() as u32;
+        *column.validity.last_mut().unwrap() = true;
+        column.set_in_row = true;
+        Ok(())
+    }
+
+    /// Sets a `list<string>` column of the current row from text (the fast path of
+    /// `set(index, Value::List(..))`, copied into the packed buffer). `None` is a null element.
+    pub fn set_str_list<S: AsRef<str>>(
+        &mut self,
+        index: usize,
+        items: impl IntoIterator<Item = Option<S>>,
+    ) -> Result<(), String> {
+        let column = self.current(index, "set_str_list")?;
+        let Values::Array {
+            offsets,
+            elements,
+            element_validity,
+        } = &mut column.values
+        else {
+            return Err("set_str_list() on a column that is not a list".into());
+        };
+        let Values::Utf8Packed {
+            offsets: item_offsets,
+            data,
+        } = &mut **elements
+        else {
+            return Err("set_str_list() on a list that is not list<string>".into());
+        };
+        let start = offsets[offsets.len() - 2] as usize;
+        item_offsets.truncate(start + 1);
+        data.truncate(item_offsets[start] as usize);
+        element_validity.truncate(start);
+        for item in items {
+            if let Some(item) = &item {
+                data.extend_from_slice(item.as_ref().as_bytes());
+            }
+            item_offsets.push(data.len() as u32);
+            element_validity.push(item.is_some());
+        }
+        *offsets.last_mut().unwrap() = element_validity.len() as u32;
+        *column.validity.last_mut().unwrap() = true;
+        column.set_in_row = true;
+        Ok(())
+    }
+
     /// Column `index` of a started row, or why there is none.
     fn current(&mut self, index: usize, call: &str) -> Result<&mut ColumnBuilder, String> {
         if self.operations.is_empty() {
@@ -833,6 +926,7 @@ impl Drop for Row<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MapType;
 
     fn builder(data_type: DataType) -> BatchBuilder {
         let schema = TableSchema {
@@ -957,6 +1051,52 @@ mod tests {
         };
         assert_eq!(tags.offsets, vec![0, 2, 2]);
         assert_eq!(batch.columns[1].strings(), Some(vec![Some("ada"), None]));
+    }
+
+    #[test]
+    fn text_maps_and_lists_equal_their_value_forms_and_travel_packed() {
+        let attrs = DataType::Map(MapType {
+            key: ElementType::Utf8,
+            value: ElementType::Utf8,
+        });
+        let schema = TableSchema::new(vec![
+            Field::nullable("m", attrs),
+            Field::nullable("l", DataType::Array(ElementType::Utf8)),
+        ]);
+        let mut fast = BatchBuilder::new("t", &schema);
+        let mut slow = BatchBuilder::new("t", &schema);
+        for row in 0..3 {
+            fast.start_row(Operation::Insert);
+            slow.start_row(Operation::Insert);
+            let entries = [("a", Some(format!("{row}"))), ("b", None)];
+            // A row set twice keeps the second value, as `set` does.
+            fast.set_str_map(0, [("x", Some("y"))]).unwrap();
+            fast.set_str_map(0, entries.clone()).unwrap();
+            fast.set_str_list(1, [Some("p"), None, Some("q")]).unwrap();
+            let map = entries
+                .iter()
+                .map(|(k, v)| (Value::from(*k), Value::from(v.clone())))
+                .collect();
+            slow.set(0, Value::Map(map)).unwrap();
+            let list = vec![Value::from("p"), Value::Null, Value::from("q")];
+            slow.set(1, Value::List(list)).unwrap();
+            fast.finish_row().unwrap();
+            slow.finish_row().unwrap();
+        }
+        let (fast, slow) = (fast.finish(), slow.finish());
+        assert_eq!(format!("{fast:?}"), format!("{slow:?}"));
+        let ColumnValues::Map(m) = &fast.columns[0].values else {
+            panic!("not a map")
+        };
+        assert!(matches!(m.keys, ElementValues::Utf8Buffer(_)));
+        assert_eq!(
+            fast.row(2).get("m"),
+            Some(Value::from(vec![("a", Some("2")), ("b", None)]))
+        );
+        let mut wrong = BatchBuilder::new("t", &schema);
+        wrong.start_row(Operation::Insert);
+        assert!(wrong.set_str_map(1, [("a", Some("b"))]).is_err());
+        assert!(wrong.set_str_list(0, [Some("a")]).is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::error::OtelError;
 use crate::rows::Rows;
 use crate::tables::logs::C;
 use crate::tables::Tables;
-use crate::values::{any_text, attribute_map, hex_id, micros, nanos_value, resource_map, Refused};
+use crate::values::{any_text_ref, attribute_entries, micros, nanos_value, Refused, Resource};
 
 pub fn rows(request: ExportLogsServiceRequest, tables: &Tables) -> Result<Rows, OtelError> {
     let mut rows = Rows::new(&tables.logs, &tables.logs_schema);
@@ -17,7 +17,7 @@ pub fn rows(request: ExportLogsServiceRequest, tables: &Tables) -> Result<Rows, 
             .resource
             .map(|r| r.attributes)
             .unwrap_or_default();
-        let (resource_attributes, service) = resource_map(resource);
+        let resource = Resource::new(&resource);
         for scope_logs in resource_logs.scope_logs {
             let scope = scope_logs.scope.unwrap_or_default();
             for record in scope_logs.log_records {
@@ -42,18 +42,24 @@ pub fn rows(request: ExportLogsServiceRequest, tables: &Tables) -> Result<Rows, 
                     )?;
                 }
                 rows.set_str(C::SeverityText as usize, &record.severity_text)?;
-                if let Some(body) = any_text(record.body) {
-                    rows.set(C::Body as usize, Value::Str(body))?;
+                if let Some(body) = any_text_ref(record.body.as_ref()) {
+                    rows.set_text(C::Body as usize, &body)?;
                 }
-                rows.set(C::TraceId as usize, hex_id(&record.trace_id).into())?;
-                rows.set(C::SpanId as usize, hex_id(&record.span_id).into())?;
+                rows.set_id(C::TraceId as usize, &record.trace_id)?;
+                rows.set_id(C::SpanId as usize, &record.span_id)?;
                 if record.flags != 0 {
                     rows.set(C::Flags as usize, Value::Int(record.flags.into()))?;
                 }
                 rows.set_str(C::EventName as usize, &record.event_name)?;
-                rows.set(C::Attributes as usize, attribute_map(record.attributes))?;
-                rows.set(C::ServiceName as usize, service.clone())?;
-                rows.set(C::ResourceAttributes as usize, resource_attributes.clone())?;
+                rows.set_map(
+                    C::Attributes as usize,
+                    attribute_entries(&record.attributes),
+                )?;
+                rows.set_resource(
+                    C::ServiceName as usize,
+                    C::ResourceAttributes as usize,
+                    &resource,
+                )?;
                 rows.set_str(C::ScopeName as usize, &scope.name)?;
                 rows.set_str(C::ScopeVersion as usize, &scope.version)?;
                 rows.finish_row()?;

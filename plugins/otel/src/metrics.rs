@@ -12,7 +12,7 @@ use crate::error::OtelError;
 use crate::rows::Rows;
 use crate::tables::metrics::C;
 use crate::tables::Tables;
-use crate::values::{attribute_map, micros, nanos_value, non_empty, resource_map, Refused};
+use crate::values::{attribute_entries, micros, nanos_value, non_empty, Refused, Resource};
 
 /// What every point of one metric shares.
 struct Metric {
@@ -39,7 +39,7 @@ pub fn rows(request: ExportMetricsServiceRequest, tables: &Tables) -> Result<Row
             .resource
             .map(|r| r.attributes)
             .unwrap_or_default();
-        let (resource_attributes, service) = resource_map(resource);
+        let resource = Resource::new(&resource);
         for scope_metrics in resource_metrics.scope_metrics {
             let scope = scope_metrics.scope.unwrap_or_default();
             for metric in scope_metrics.metrics {
@@ -72,15 +72,18 @@ pub fn rows(request: ExportMetricsServiceRequest, tables: &Tables) -> Result<Row
                     rows.set(C::Timestamp as usize, time)?;
                     rows.set(C::StartTimestamp as usize, start)?;
                     rows.set(C::TimeUnixNano as usize, nanos)?;
-                    rows.set(C::Attributes as usize, attribute_map(point.attributes))?;
+                    rows.set_map(C::Attributes as usize, attribute_entries(&point.attributes))?;
                     for (column, value) in point.values {
                         rows.set(column as usize, value)?;
                     }
                     if point.flags != 0 {
                         rows.set(C::Flags as usize, Value::Int(point.flags.into()))?;
                     }
-                    rows.set(C::ServiceName as usize, service.clone())?;
-                    rows.set(C::ResourceAttributes as usize, resource_attributes.clone())?;
+                    rows.set_resource(
+                        C::ServiceName as usize,
+                        C::ResourceAttributes as usize,
+                        &resource,
+                    )?;
                     rows.set_str(C::ScopeName as usize, &scope.name)?;
                     rows.set_str(C::ScopeVersion as usize, &scope.version)?;
                     rows.finish_row()?;

@@ -45,6 +45,67 @@ impl Rows {
             .map_err(|e| self.internal(column, e))
     }
 
+    /// Sets a string column, an empty string included.
+    pub fn set_text(&mut self, column: usize, value: &str) -> Result<(), OtelError> {
+        self.batch
+            .set_str(column, value)
+            .map_err(|e| self.internal(column, e))
+    }
+
+    /// Sets a trace or span id as lower-case hex (no allocation); an empty id stays null.
+    pub fn set_id(&mut self, column: usize, id: &[u8]) -> Result<(), OtelError> {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut buffer = [0u8; 64];
+        if id.len() * 2 > buffer.len() {
+            return match crate::values::hex_id(id) {
+                Some(hex) => self.set_text(column, &hex),
+                None => Ok(()),
+            };
+        }
+        for (i, b) in id.iter().enumerate() {
+            buffer[2 * i] = DIGITS[(b >> 4) as usize];
+            buffer[2 * i + 1] = DIGITS[(b & 15) as usize];
+        }
+        // Hex digits are ASCII.
+        let hex = std::str::from_utf8(&buffer[..id.len() * 2]).unwrap_or_default();
+        self.set_str(column, hex)
+    }
+
+    /// Sets a `map<string, string>` column from text entries (copied, no `Value`).
+    pub fn set_map<K: AsRef<str>, V: AsRef<str>>(
+        &mut self,
+        column: usize,
+        entries: impl IntoIterator<Item = (K, Option<V>)>,
+    ) -> Result<(), OtelError> {
+        self.batch
+            .set_str_map(column, entries)
+            .map_err(|e| self.internal(column, e))
+    }
+
+    /// Sets a `list<string>` column from text elements (copied, no `Value`).
+    pub fn set_list<S: AsRef<str>>(
+        &mut self,
+        column: usize,
+        items: impl IntoIterator<Item = Option<S>>,
+    ) -> Result<(), OtelError> {
+        self.batch
+            .set_str_list(column, items)
+            .map_err(|e| self.internal(column, e))
+    }
+
+    /// Sets a resource's `service.name` and attributes columns.
+    pub fn set_resource(
+        &mut self,
+        service_column: usize,
+        attributes_column: usize,
+        resource: &crate::values::Resource,
+    ) -> Result<(), OtelError> {
+        if let Some(service) = &resource.service {
+            self.set_text(service_column, service)?;
+        }
+        self.set_map(attributes_column, resource.entries())
+    }
+
     pub fn finish_row(&mut self) -> Result<(), OtelError> {
         self.batch
             .finish_row()

@@ -1,6 +1,8 @@
 //! `ExportTraceServiceRequest` → rows of the spans table, one per span; events and links
 //! become parallel lists.
 
+use std::borrow::Cow;
+
 use moonlink_sdk::Value;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -10,7 +12,7 @@ use crate::rows::Rows;
 use crate::tables::spans::C;
 use crate::tables::Tables;
 use crate::values::{
-    attribute_map, attributes_json, check_nanos, hex_id, micros, non_empty, resource_map, Refused,
+    attribute_entries, attributes_json, check_nanos, hex_id, micros, Refused, Resource,
 };
 
 pub fn rows(request: ExportTraceServiceRequest, tables: &Tables) -> Result<Rows, OtelError> {
@@ -20,7 +22,7 @@ pub fn rows(request: ExportTraceServiceRequest, tables: &Tables) -> Result<Rows,
             .resource
             .map(|r| r.attributes)
             .unwrap_or_default();
-        let (resource_attributes, service) = resource_map(resource);
+        let resource = Resource::new(&resource);
         for scope_spans in resource_spans.scope_spans {
             let scope = scope_spans.scope.unwrap_or_default();
             for span in scope_spans.spans {
@@ -34,45 +36,39 @@ pub fn rows(request: ExportTraceServiceRequest, tables: &Tables) -> Result<Rows,
                 };
                 rows.start();
                 let [start, end, start_nanos, duration] = times;
-                rows.set(C::TraceId as usize, hex_id(&span.trace_id).into())?;
-                rows.set(C::SpanId as usize, hex_id(&span.span_id).into())?;
-                rows.set(
-                    C::ParentSpanId as usize,
-                    hex_id(&span.parent_span_id).into(),
-                )?;
-                rows.set(C::TraceState as usize, non_empty(span.trace_state))?;
-                rows.set(C::Name as usize, Value::Str(span.name))?;
-                rows.set(C::Kind as usize, Value::Str(kind(span.kind)))?;
+                rows.set_id(C::TraceId as usize, &span.trace_id)?;
+                rows.set_id(C::SpanId as usize, &span.span_id)?;
+                rows.set_id(C::ParentSpanId as usize, &span.parent_span_id)?;
+                rows.set_str(C::TraceState as usize, &span.trace_state)?;
+                rows.set_text(C::Name as usize, &span.name)?;
+                rows.set_text(C::Kind as usize, &kind(span.kind))?;
                 rows.set(C::StartTime as usize, start)?;
                 rows.set(C::EndTime as usize, end)?;
                 rows.set(C::StartTimeUnixNano as usize, start_nanos)?;
                 rows.set(C::DurationNs as usize, duration)?;
                 let status = span.status.unwrap_or_default();
-                rows.set(C::StatusCode as usize, Value::Str(status_code(status.code)))?;
-                rows.set(C::StatusMessage as usize, non_empty(status.message))?;
-                rows.set(C::Attributes as usize, attribute_map(span.attributes))?;
-                let mut names = Vec::with_capacity(span.events.len());
-                let mut attributes = Vec::with_capacity(span.events.len());
-                for event in span.events {
-                    names.push(Value::Str(event.name));
-                    attributes.push(Value::Str(attributes_json(event.attributes)));
-                }
-                rows.set(C::EventNames as usize, Value::List(names))?;
+                rows.set_text(C::StatusCode as usize, &status_code(status.code))?;
+                rows.set_str(C::StatusMessage as usize, &status.message)?;
+                rows.set_map(C::Attributes as usize, attribute_entries(&span.attributes))?;
+                let events = &span.events;
+                rows.set_list(C::EventNames as usize, events.iter().map(|e| Some(&e.name)))?;
                 rows.set(C::EventTimes as usize, Value::List(event_times))?;
-                rows.set(C::EventAttributes as usize, Value::List(attributes))?;
-                let mut trace_ids = Vec::with_capacity(span.links.len());
-                let mut span_ids = Vec::with_capacity(span.links.len());
-                let mut attributes = Vec::with_capacity(span.links.len());
-                for link in span.links {
-                    trace_ids.push(hex_id(&link.trace_id).into());
-                    span_ids.push(hex_id(&link.span_id).into());
-                    attributes.push(Value::Str(attributes_json(link.attributes)));
-                }
-                rows.set(C::LinkTraceIds as usize, Value::List(trace_ids))?;
-                rows.set(C::LinkSpanIds as usize, Value::List(span_ids))?;
-                rows.set(C::LinkAttributes as usize, Value::List(attributes))?;
-                rows.set(C::ServiceName as usize, service.clone())?;
-                rows.set(C::ResourceAttributes as usize, resource_attributes.clone())?;
+                let texts = events.iter().map(|e| Some(attributes_json(&e.attributes)));
+                rows.set_list(C::EventAttributes as usize, texts)?;
+                let links = &span.links;
+                let trace_ids = links.iter().map(|l| hex_id(&l.trace_id));
+                rows.set_list(C::LinkTraceIds as usize, trace_ids)?;
+                rows.set_list(
+                    C::LinkSpanIds as usize,
+                    links.iter().map(|l| hex_id(&l.span_id)),
+                )?;
+                let texts = links.iter().map(|l| Some(attributes_json(&l.attributes)));
+                rows.set_list(C::LinkAttributes as usize, texts)?;
+                rows.set_resource(
+                    C::ServiceName as usize,
+                    C::ResourceAttributes as usize,
+                    &resource,
+                )?;
                 rows.set_str(C::ScopeName as usize, &scope.name)?;
                 rows.set_str(C::ScopeVersion as usize, &scope.version)?;
                 rows.finish_row()?;
@@ -115,26 +111,24 @@ fn check(span: &Span) -> Result<([Value; 4], Vec<Value>), Refused> {
 }
 
 /// `SpanKind` by its short name (`server`, `client`, ...); an unknown number as itself.
-fn kind(kind: i32) -> String {
-    let name = match kind {
+fn kind(kind: i32) -> Cow<'static, str> {
+    Cow::Borrowed(match kind {
         0 => "unspecified",
         1 => "internal",
         2 => "server",
         3 => "client",
         4 => "producer",
         5 => "consumer",
-        other => return other.to_string(),
-    };
-    name.to_string()
+        other => return Cow::Owned(other.to_string()),
+    })
 }
 
 /// `Status.StatusCode` by its short name: `unset`, `ok`, `error`.
-fn status_code(code: i32) -> String {
-    let name = match code {
+fn status_code(code: i32) -> Cow<'static, str> {
+    Cow::Borrowed(match code {
         0 => "unset",
         1 => "ok",
         2 => "error",
-        other => return other.to_string(),
-    };
-    name.to_string()
+        other => return Cow::Owned(other.to_string()),
+    })
 }

@@ -2,6 +2,8 @@
 //! text (strings as they are, everything else as its JSON text), ids as lower-case hex,
 //! nanosecond times as microseconds.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use moonlink_sdk::Value;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
@@ -63,82 +65,109 @@ pub fn non_empty(s: String) -> Value {
     }
 }
 
-/// An attribute or body value as column text: a string as it is, bytes as base64, anything
-/// else as its JSON text (`42`, `true`, `1.5`, `["a",1]`, `{"k":"v"}`); no value is null.
-pub fn any_text(value: Option<AnyValue>) -> Option<String> {
-    match value?.value? {
-        Any::StringValue(s) => Some(s),
-        Any::BytesValue(b) => Some(base64::engine::general_purpose::STANDARD.encode(b)),
-        other => Some(json_of(Some(other)).to_string()),
+/// An attribute or body value as column text: a string as it is (borrowed, not copied),
+/// bytes as base64, anything else as its JSON text (`42`, `true`, `1.5`, `["a",1]`,
+/// `{"k":"v"}`); no value is null.
+pub fn any_text_ref(value: Option<&AnyValue>) -> Option<Cow<'_, str>> {
+    match value?.value.as_ref()? {
+        Any::StringValue(s) => Some(Cow::Borrowed(s)),
+        Any::BytesValue(b) => Some(Cow::Owned(
+            base64::engine::general_purpose::STANDARD.encode(b),
+        )),
+        other => Some(Cow::Owned(json_of(Some(other)).to_string())),
     }
 }
 
 /// The JSON form of a value inside arrays, key/value lists and event attributes: strings are
 /// JSON strings, bytes base64 strings, non-finite doubles the strings OTLP/JSON uses.
-fn json_of(value: Option<Any>) -> Json {
+fn json_of(value: Option<&Any>) -> Json {
     match value {
         None => Json::Null,
-        Some(Any::StringValue(s)) => Json::String(s),
-        Some(Any::BoolValue(b)) => Json::Bool(b),
-        Some(Any::IntValue(i)) => Json::from(i),
-        Some(Any::DoubleValue(d)) => match serde_json::Number::from_f64(d) {
+        Some(Any::StringValue(s)) => Json::String(s.clone()),
+        Some(Any::BoolValue(b)) => Json::Bool(*b),
+        Some(Any::IntValue(i)) => Json::from(*i),
+        Some(Any::DoubleValue(d)) => match serde_json::Number::from_f64(*d) {
             Some(n) => Json::Number(n),
             None if d.is_nan() => Json::String("NaN".into()),
-            None if d > 0.0 => Json::String("Infinity".into()),
+            None if *d > 0.0 => Json::String("Infinity".into()),
             None => Json::String("-Infinity".into()),
         },
         Some(Any::BytesValue(b)) => {
             Json::String(base64::engine::general_purpose::STANDARD.encode(b))
         }
         Some(Any::ArrayValue(a)) => {
-            Json::Array(a.values.into_iter().map(|v| json_of(v.value)).collect())
+            Json::Array(a.values.iter().map(|v| json_of(v.value.as_ref())).collect())
         }
         Some(Any::KvlistValue(kv)) => Json::Object(
             kv.values
-                .into_iter()
-                .map(|kv| (kv.key, json_of(kv.value.and_then(|v| v.value))))
+                .iter()
+                .map(|kv| {
+                    let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
+                    (kv.key.clone(), json_of(value))
+                })
                 .collect(),
         ),
         // Profiles' string-table indexes: not used by logs, traces or metrics.
-        Some(Any::StringValueStrindex(i)) => Json::from(i),
+        Some(Any::StringValueStrindex(i)) => Json::from(*i),
     }
 }
 
 /// Attributes as a JSON object's text (span events and links: one text per element).
-pub fn attributes_json(attributes: Vec<KeyValue>) -> String {
+pub fn attributes_json(attributes: &[KeyValue]) -> String {
     let object: serde_json::Map<String, Json> = attributes
-        .into_iter()
-        .map(|kv| (kv.key, json_of(kv.value.and_then(|v| v.value))))
+        .iter()
+        .map(|kv| {
+            let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
+            (kv.key.clone(), json_of(value))
+        })
         .collect();
     Json::Object(object).to_string()
 }
 
-/// Attributes as map entries. OTLP requires unique keys; when a client repeats one, the last
-/// value wins so the map never holds duplicates.
-pub fn attribute_map(attributes: Vec<KeyValue>) -> Value {
-    let mut entries: Vec<(Value, Value)> = Vec::with_capacity(attributes.len());
+/// Attributes as map entries, borrowed from the request where they are strings. OTLP
+/// requires unique keys; when a client repeats one, the last value wins so the map never
+/// holds duplicates.
+pub fn attribute_entries(attributes: &[KeyValue]) -> Vec<(&str, Option<Cow<'_, str>>)> {
+    let mut entries: Vec<(&str, Option<Cow<'_, str>>)> = Vec::with_capacity(attributes.len());
     for kv in attributes {
-        let value = any_text(kv.value).map_or(Value::Null, Value::Str);
-        let duplicate = entries
-            .iter()
-            .position(|(k, _)| matches!(k, Value::Str(s) if *s == kv.key));
-        match duplicate {
+        let value = any_text_ref(kv.value.as_ref());
+        match entries.iter().position(|(k, _)| *k == kv.key) {
             Some(i) => entries[i].1 = value,
-            None => entries.push((Value::Str(kv.key), value)),
+            None => entries.push((&kv.key, value)),
         }
     }
-    Value::Map(entries)
+    entries
 }
 
-/// Resource attributes as map entries plus `service.name` (promoted to its own column).
-pub fn resource_map(attributes: Vec<KeyValue>) -> (Value, Value) {
-    let service = attributes
-        .iter()
-        .rev()
-        .find(|kv| kv.key == "service.name")
-        .and_then(|kv| any_text(kv.value.clone()))
-        .map_or(Value::Null, Value::Str);
-    (attribute_map(attributes), service)
+/// A resource's attributes, rendered once and copied into each of its rows, and its
+/// `service.name` (promoted to its own column).
+pub struct Resource {
+    pub attributes: Vec<(String, Option<String>)>,
+    pub service: Option<String>,
+}
+
+impl Resource {
+    pub fn new(attributes: &[KeyValue]) -> Resource {
+        let attributes: Vec<(String, Option<String>)> = attribute_entries(attributes)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.map(Cow::into_owned)))
+            .collect();
+        let service = attributes
+            .iter()
+            .find(|(k, _)| k == "service.name")
+            .and_then(|(_, v)| v.clone());
+        Resource {
+            attributes,
+            service,
+        }
+    }
+
+    /// The attributes as `set_map` takes them.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.attributes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+    }
 }
 
 #[cfg(test)]
@@ -156,7 +185,10 @@ mod tests {
 
     #[test]
     fn values_render_as_json_text() {
-        let text = |v| any_text(Some(AnyValue { value: Some(v) })).unwrap();
+        let text = |v| {
+            let value = AnyValue { value: Some(v) };
+            any_text_ref(Some(&value)).unwrap().into_owned()
+        };
         assert_eq!(text(Any::StringValue("a\"b".into())), "a\"b");
         assert_eq!(text(Any::IntValue(-42)), "-42");
         assert_eq!(text(Any::BoolValue(true)), "true");
@@ -179,25 +211,41 @@ mod tests {
             values: vec![kv("k", Any::BoolValue(false))],
         });
         assert_eq!(text(list), r#"{"k":false}"#);
-        assert_eq!(any_text(None), None);
-        assert_eq!(any_text(Some(AnyValue { value: None })), None);
+        assert_eq!(any_text_ref(None), None);
+        assert_eq!(any_text_ref(Some(&AnyValue { value: None })), None);
     }
 
     #[test]
     fn duplicate_keys_keep_the_last_value() {
-        let map = attribute_map(vec![
+        let attributes = vec![
             kv("a", Any::IntValue(1)),
-            kv("b", Any::IntValue(2)),
+            kv("b", Any::StringValue("2".into())),
             kv("a", Any::IntValue(3)),
-        ]);
-        assert_eq!(map, Value::from(vec![("a", "3"), ("b", "2")]));
+        ];
+        let entries = attribute_entries(&attributes);
+        assert_eq!(
+            entries,
+            vec![
+                ("a", Some(Cow::Borrowed("3"))),
+                ("b", Some(Cow::Borrowed("2")))
+            ]
+        );
+        // A string is borrowed from the request, not copied.
+        assert!(matches!(entries[1].1, Some(Cow::Borrowed(_))));
     }
 
     #[test]
     fn service_name_is_promoted() {
-        let (map, service) = resource_map(vec![kv("service.name", Any::StringValue("api".into()))]);
-        assert_eq!(service, Value::Str("api".into()));
-        assert_eq!(map, Value::from(vec![("service.name", "api")]));
+        let resource = Resource::new(&[
+            kv("service.name", Any::StringValue("api".into())),
+            kv("n", Any::IntValue(1)),
+        ]);
+        assert_eq!(resource.service.as_deref(), Some("api"));
+        let entries: Vec<_> = resource.entries().collect();
+        assert_eq!(
+            entries,
+            vec![("service.name", Some("api")), ("n", Some("1"))]
+        );
     }
 
     #[test]
