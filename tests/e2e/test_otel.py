@@ -416,3 +416,44 @@ def test_many_small_exports_end_in_few_files(make_otel):
     # One file per request (or per commit) would be hundreds; the engine merges small files.
     assert files <= 12, f"{files} data files for {requests_sent} small exports"
     assert len(otel.pyiceberg("otel.spans")) == 2 * requests_sent
+
+
+def test_receivers_are_listed_with_their_counts(make_otel, make_server, tmp_path):
+    import subprocess
+
+    from conftest import BIN
+
+    otel = make_otel(["--max-body-bytes", "65536"])
+    assert otel.post("/v1/traces", span_request(3, "a")).status_code == 200
+    assert otel.post("/v1/traces", span_request(2, "b")).status_code == 200
+    assert otel.post("/v1/traces", b"\x0a\xff\xff\xff\x0f garbage").status_code == 400
+    assert otel.post("/v1/traces", span_request(2000, "x" * 20)).status_code == 413
+    listed = requests.get(otel.server.url + "/plugins", timeout=10).json()
+    assert listed["plugins"] == []
+    [receiver] = listed["receivers"]
+    assert receiver["name"] == "otel" and receiver["path"].endswith("otel.wasm")
+    assert receiver["listen"] == otel.url.removeprefix("http://") and receiver["route"] is None
+    assert sorted(receiver["tables"]) == ["otel.logs", "otel.metrics", "otel.spans"]
+    assert (receiver["requests"], receiver["errors"], receiver["rows"]) == (4, 2, 5), receiver
+    assert receiver["last_error"].startswith("413: ") and "65536" in receiver["last_error"], receiver
+    status = requests.get(otel.server.url + "/status", timeout=10).json()
+    assert status["receivers"] == [receiver]
+    out = subprocess.run([BIN, "status", "--url", otel.server.url], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    line = next(l for l in out.stdout.splitlines() if l.startswith("otel "))
+    assert receiver["listen"] in line and line.split()[2:5] == ["4", "2", "5"], out.stdout
+    # The status page shows it too (headless Chromium runs the page's script).
+    from test_operators_view import chromium
+    dom = chromium("--dump-dom", otel.server.url + "/").stdout
+    row = dom.split('<tr class="receiver-row" data-receiver="otel">', 1)[1].split("</tr>", 1)[0]
+    assert f"<td>{receiver['listen']}</td>" in row and '<td class="num">4</td>' in row, row
+
+    # Without a listener of its own, the receiver is mounted on the main one.
+    (tmp_path / "mounted").mkdir()
+    config = write_config(str(tmp_path / "mounted"))
+    server = make_server(["--plugin", os.path.join(PLUGIN_DIR, "otel.wasm"), "--config", config])
+    r = requests.post(server.url + "/receive/otel/v1/traces", data=span_request(1, "m"), headers=PROTOBUF, timeout=30)
+    assert r.status_code == 200, r.text
+    [mounted] = requests.get(server.url + "/plugins", timeout=10).json()["receivers"]
+    assert mounted["route"] == "/receive/otel" and mounted["listen"] is None
+    assert (mounted["requests"], mounted["errors"], mounted["rows"]) == (1, 0, 1), mounted

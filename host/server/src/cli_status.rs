@@ -157,6 +157,25 @@ pub(crate) fn render(report: &StatusReport, url: &str) -> String {
             );
         }
     }
+    if !report.receivers.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nRECEIVERS\n{:<20} {:<26} {:>10} {:>8} {:>12}  LAST ERROR",
+            "NAME", "LISTEN / ROUTE", "REQUESTS", "ERRORS", "ROWS"
+        );
+        for r in &report.receivers {
+            let at = r.listen.as_deref().or(r.route.as_deref()).unwrap_or("-");
+            let _ = writeln!(
+                out,
+                "{:<20} {at:<26} {:>10} {:>8} {:>12}  {}",
+                r.name,
+                r.requests,
+                r.errors,
+                r.rows,
+                r.last_error.as_deref().unwrap_or("")
+            );
+        }
+    }
     if !report.faults.is_empty() {
         let _ = writeln!(out, "\nRECENT FAULTS");
         for f in report.faults.iter().take(10) {
@@ -194,6 +213,9 @@ mod tests {
             "sources": [{"name": "pg", "state": "restarting", "tables": ["public.users"],
                 "rows": 7, "restarts": 1, "last_error": "boom", "lag_seconds": 3.0,
                 "lag_bytes": 4_194_304, "checkpoint_age_seconds": 5.0, "acked_checkpoint": null, "copy_progress": []}],
+            "receivers": [{"name": "otel", "path": "otel.wasm", "listen": "127.0.0.1:4318",
+                "route": null, "tables": ["otel.spans"], "requests": 12, "errors": 2, "rows": 900,
+                "last_error": "503: backlogged"}],
             "faults": [{"at_ms": 9000, "kind": "source", "origin": "pg", "message": "boom"}]
         }))
         .expect("a report");
@@ -204,5 +226,21 @@ mod tests {
         assert!(text.contains("restarting"), "{text}");
         assert!(text.contains("4.0 MiB"), "{text}");
         assert!(text.contains("1s ago  source pg: boom"), "{text}");
+        assert!(text.contains("RECEIVERS"), "{text}");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("otel "))
+            .expect("a receiver line");
+        assert!(
+            line.contains("127.0.0.1:4318") && line.contains("503: backlogged"),
+            "{line}"
+        );
+        // A report without receivers (an older server) still reads.
+        let older: StatusReport = serde_json::from_value(serde_json::json!({
+            "generated_at_ms": 0, "version": "0.1.0", "ready": true, "reasons": [],
+            "tables": [], "sources": [], "faults": []
+        }))
+        .expect("an older report");
+        assert!(older.receivers.is_empty());
     }
 }

@@ -289,6 +289,7 @@ async fn main() -> anyhow::Result<()> {
         engine: engine.clone(),
         decoder,
         sources: registry.clone(),
+        receivers: Default::default(),
         max_body_bytes: cli.max_body_bytes,
         budget: budget::InflightBudget::new(max_inflight_bytes),
         auth_token: cli.auth_token.clone(),

@@ -29,6 +29,9 @@ pub(crate) struct StatusReport {
     pub(crate) reasons: Vec<String>,
     pub(crate) tables: Vec<TableStatus>,
     pub(crate) sources: Vec<SourceStatusView>,
+    /// HTTP-receiver plugins (as `GET /plugins` lists them).
+    #[serde(default)]
+    pub(crate) receivers: Vec<crate::api::ReceiverView>,
     /// The newest plugin faults and commit failures, newest first (at most 50).
     pub(crate) faults: Vec<FaultView>,
 }
@@ -236,6 +239,7 @@ pub(crate) fn report(state: &AppState) -> StatusReport {
         reasons: crate::api::degraded_reasons(state),
         tables,
         sources,
+        receivers: crate::api::ReceiverView::list(state),
         faults,
     }
 }

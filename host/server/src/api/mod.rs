@@ -41,6 +41,8 @@ pub struct AppState {
     pub engine: Engine,
     pub decoder: RestDecoder,
     pub sources: moonlink_pipeline::SourceRegistry,
+    /// HTTP-receiver plugins (filled as they are opened), for `/plugins` and `/status`.
+    pub receivers: receive::ReceiverRegistry,
     pub max_body_bytes: usize,
     /// Request body bytes in flight across all requests (`--max-inflight-bytes`).
     pub budget: InflightBudget,

@@ -16,7 +16,8 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -37,10 +38,49 @@ use crate::budget::BodyPermit;
 use crate::error::ApiError;
 use crate::plugin_config::SourceConfig;
 
+/// The receivers the host serves, as the operators' views (`/plugins`, `/status`) show them.
+#[derive(Clone, Default)]
+pub struct ReceiverRegistry(Arc<RwLock<Vec<Arc<ReceiverStats>>>>);
+
+/// One receiver: where it is mounted and what it served so far.
+pub struct ReceiverStats {
+    pub name: String,
+    /// The component's path.
+    pub path: String,
+    /// Its own listener (`listen` in its settings), if any.
+    pub listen: Option<String>,
+    /// Its mount on the main listener (`/receive/{name}`) when it has no listener of its own.
+    pub route: Option<String>,
+    /// The host tables it writes.
+    pub tables: Vec<String>,
+    /// Requests answered, whatever their status.
+    pub requests: AtomicU64,
+    /// Requests answered with a status of 400 or more.
+    pub errors: AtomicU64,
+    /// Rows written to the log.
+    pub rows: AtomicU64,
+    /// The newest refusal by the host (413, 503, a refused batch ...), with its status.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl ReceiverRegistry {
+    /// Every receiver, in configuration order.
+    pub fn list(&self) -> Vec<Arc<ReceiverStats>> {
+        self.0.read().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    fn add(&self, stats: Arc<ReceiverStats>) {
+        if let Ok(mut r) = self.0.write() {
+            r.push(stats);
+        }
+    }
+}
+
 /// A receiver plugin ready to serve.
 #[derive(Clone)]
 pub struct Mounted {
     plugin: ReceiverPlugin,
+    stats: Arc<ReceiverStats>,
     /// The plugin's table names → the host's (`[tables]` in its config, else the same).
     tables: Arc<BTreeMap<String, String>>,
     /// Its own listener, if any.
@@ -172,8 +212,27 @@ pub async fn open(state: &AppState, receivers: Vec<Loaded>) -> anyhow::Result<Ve
             }
             tables.insert(def.name, host);
         }
+        let stats = Arc::new(ReceiverStats {
+            name: plugin.name().to_string(),
+            path: config
+                .path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            listen: listen.map(|a| a.to_string()),
+            route: listen
+                .is_none()
+                .then(|| format!("/receive/{}", plugin.name())),
+            tables: tables.values().cloned().collect(),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        });
+        state.receivers.add(stats.clone());
         mounted.push(Mounted {
             plugin,
+            stats,
             tables: Arc::new(tables),
             listen,
             require_token,
@@ -281,6 +340,10 @@ async fn serve(app: &AppState, mounted: &Mounted, path: String, request: Request
     } else {
         path
     };
+    mounted.stats.requests.fetch_add(1, Ordering::Relaxed);
+    if status.as_u16() >= 400 {
+        mounted.stats.errors.fetch_add(1, Ordering::Relaxed);
+    }
     let plugin = mounted.plugin.name().to_string();
     metrics::histogram!("moonlink_receiver_request_seconds", "plugin" => plugin.clone(), "path" => route.clone())
         .record(started.elapsed().as_secs_f64());
@@ -348,6 +411,7 @@ async fn handle(app: &AppState, mounted: &Mounted, path: String, request: Reques
             rows,
             body_len as u64,
         );
+        mounted.stats.rows.fetch_add(rows, Ordering::Relaxed);
     }
     into_response(response)
 }
@@ -467,6 +531,9 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 /// The plugin's answer for a request the host refused (its `failure`), with `Retry-After`
 /// on 429 and 503; our own error body when the plugin cannot answer.
 async fn failure(mounted: &Mounted, headers: Vec<(String, String)>, error: ApiError) -> Response {
+    if let Ok(mut last) = mounted.stats.last_error.lock() {
+        *last = Some(format!("{}: {}", error.status.as_u16(), error.message));
+    }
     let plugin = mounted.plugin.clone();
     let status = error.status.as_u16();
     let message = error.message.clone();

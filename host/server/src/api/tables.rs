@@ -106,10 +106,10 @@ pub(super) fn table_view(state: &AppState, info: &TableInfo) -> TableView {
     }
 }
 
-/// Source plugins and their state.
+/// Source plugins and their state, and HTTP-receiver plugins and their counts.
 #[utoipa::path(get, path = "/plugins", tag = "plugins",
     responses(
-        (status = 200, description = "Every source plugin", body = PluginList),
+        (status = 200, description = "Every source and receiver plugin", body = PluginList),
         (status = 401, description = "Missing or wrong bearer token", body = ApiError),
     ))]
 pub(crate) async fn list_plugins(State(state): State<AppState>) -> Json<PluginList> {
@@ -167,7 +167,10 @@ pub(crate) async fn list_plugins(State(state): State<AppState>) -> Json<PluginLi
             }
         })
         .collect();
-    Json(PluginList { plugins })
+    Json(PluginList {
+        plugins,
+        receivers: ReceiverView::list(&state),
+    })
 }
 
 /// Every table.

@@ -295,7 +295,53 @@ pub(crate) struct CopyProgressView {
 /// `GET /plugins`.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PluginList {
+    /// Source plugins.
     pub(crate) plugins: Vec<PluginView>,
+    /// HTTP-receiver plugins (e.g. otel.wasm).
+    pub(crate) receivers: Vec<ReceiverView>,
+}
+
+/// An HTTP-receiver plugin: where it is mounted and what it served since the host started.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub(crate) struct ReceiverView {
+    pub(crate) name: String,
+    pub(crate) path: String,
+    /// Its own listener (`listen` in its settings), e.g. `127.0.0.1:4318`.
+    pub(crate) listen: Option<String>,
+    /// Its mount on the main listener, `/receive/{name}`, when it has no listener of its own.
+    pub(crate) route: Option<String>,
+    /// The tables it writes.
+    pub(crate) tables: Vec<String>,
+    /// Requests answered.
+    pub(crate) requests: u64,
+    /// Requests answered with a status of 400 or more (refused by the plugin or the host).
+    pub(crate) errors: u64,
+    /// Rows written.
+    pub(crate) rows: u64,
+    /// The newest refusal by the host, with its status (`503: ...`).
+    pub(crate) last_error: Option<String>,
+}
+
+impl ReceiverView {
+    pub(crate) fn list(state: &super::AppState) -> Vec<ReceiverView> {
+        use std::sync::atomic::Ordering;
+        state
+            .receivers
+            .list()
+            .iter()
+            .map(|r| ReceiverView {
+                name: r.name.clone(),
+                path: r.path.clone(),
+                listen: r.listen.clone(),
+                route: r.route.clone(),
+                tables: r.tables.clone(),
+                requests: r.requests.load(Ordering::Relaxed),
+                errors: r.errors.load(Ordering::Relaxed),
+                rows: r.rows.load(Ordering::Relaxed),
+                last_error: r.last_error.lock().ok().and_then(|e| e.clone()),
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
