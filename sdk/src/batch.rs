@@ -367,6 +367,24 @@ impl Values {
         *offsets.last_mut().unwrap() = data.len() as u32;
     }
 
+    /// Makes room for `rows` more values (for strings: their offsets), so a batch of known
+    /// size is not built by repeated growth.
+    pub(crate) fn reserve(&mut self, rows: usize) {
+        match self {
+            Values::I16(v) => v.reserve(rows),
+            Values::I32(v) => v.reserve(rows),
+            Values::I64(v) => v.reserve(rows),
+            Values::F32(v) => v.reserve(rows),
+            Values::F64(v) => v.reserve(rows),
+            Values::Bool(v) => v.reserve(rows),
+            Values::Binary(v) => v.reserve(rows),
+            Values::I128(v) => v.reserve(rows),
+            Values::Utf8Packed { offsets, .. }
+            | Values::Array { offsets, .. }
+            | Values::Map { offsets, .. } => offsets.reserve(rows),
+        }
+    }
+
     /// Removes the last row's value (a row that was started and then abandoned).
     pub(crate) fn pop_last(&mut self) {
         match self {
@@ -579,6 +597,16 @@ impl BatchBuilder {
                     has_unchanged: false,
                 })
                 .collect(),
+        }
+    }
+
+    /// Makes room for `rows` more rows in every column (a hint; building works without it).
+    pub fn reserve(&mut self, rows: usize) {
+        self.operations.reserve(rows);
+        for c in &mut self.columns {
+            c.values.reserve(rows);
+            c.validity.reserve(rows);
+            c.unchanged.reserve(rows);
         }
     }
 
@@ -1064,6 +1092,7 @@ mod tests {
             Field::nullable("l", DataType::Array(ElementType::Utf8)),
         ]);
         let mut fast = BatchBuilder::new("t", &schema);
+        fast.reserve(3); // a hint only: the batch is the same
         let mut slow = BatchBuilder::new("t", &schema);
         for row in 0..3 {
             fast.start_row(Operation::Insert);

@@ -11,7 +11,13 @@ use crate::tables::Tables;
 use crate::values::{any_text_ref, attribute_entries, micros, nanos_value, Refused, Resource};
 
 pub fn rows(request: ExportLogsServiceRequest, tables: &Tables) -> Result<Rows, OtelError> {
-    let mut rows = Rows::new(&tables.logs, &tables.logs_schema);
+    let expected = request
+        .resource_logs
+        .iter()
+        .flat_map(|r| &r.scope_logs)
+        .map(|s| s.log_records.len())
+        .sum();
+    let mut rows = Rows::new(&tables.logs, &tables.logs_schema, expected);
     for resource_logs in request.resource_logs {
         let resource = resource_logs
             .resource

@@ -33,7 +33,7 @@ struct Point {
 }
 
 pub fn rows(request: ExportMetricsServiceRequest, tables: &Tables) -> Result<Rows, OtelError> {
-    let mut rows = Rows::new(&tables.metrics, &tables.metrics_schema);
+    let mut rows = Rows::new(&tables.metrics, &tables.metrics_schema, 0);
     for resource_metrics in request.resource_metrics {
         let resource = resource_metrics
             .resource

@@ -14,9 +14,12 @@ pub struct Rows {
 }
 
 impl Rows {
-    pub fn new(table: &str, schema: &TableSchema) -> Rows {
+    /// Rows for `table`, with room for `expected` of them.
+    pub fn new(table: &str, schema: &TableSchema, expected: usize) -> Rows {
+        let mut batch = BatchBuilder::new(table, schema);
+        batch.reserve(expected);
         Rows {
-            batch: BatchBuilder::new(table, schema),
+            batch,
             rejected: 0,
             first_refusal: None,
         }

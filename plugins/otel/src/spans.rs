@@ -16,7 +16,13 @@ use crate::values::{
 };
 
 pub fn rows(request: ExportTraceServiceRequest, tables: &Tables) -> Result<Rows, OtelError> {
-    let mut rows = Rows::new(&tables.spans, &tables.spans_schema);
+    let expected = request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    let mut rows = Rows::new(&tables.spans, &tables.spans_schema, expected);
     for resource_spans in request.resource_spans {
         let resource = resource_spans
             .resource

@@ -71,6 +71,9 @@ pub fn non_empty(s: String) -> Value {
 pub fn any_text_ref(value: Option<&AnyValue>) -> Option<Cow<'_, str>> {
     match value?.value.as_ref()? {
         Any::StringValue(s) => Some(Cow::Borrowed(s)),
+        // The JSON text of the common scalars without building a JSON value.
+        Any::BoolValue(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        Any::IntValue(i) => Some(Cow::Owned(i.to_string())),
         Any::BytesValue(b) => Some(Cow::Owned(
             base64::engine::general_purpose::STANDARD.encode(b),
         )),
