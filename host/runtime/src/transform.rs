@@ -132,7 +132,8 @@ impl RunningTransform {
                 i.moonlink_plugin_transform().call_apply(&mut *store, batch),
             ),
             TransformInstance::V03(i) => {
-                let batch = compat::v03::batch_down(batch.clone());
+                // Refused before the call (the instance stays usable): a malformed buffer.
+                let batch = compat::v03::batch_down(batch.clone())?;
                 self.runtime
                     .block_on_call(
                         limit,

@@ -31,9 +31,9 @@ pub(crate) fn batch_from_v02(b: wit02::ChangeBatch) -> wit::ChangeBatch {
     v03::batch_up(v02::batch_up(b))
 }
 
-/// A batch for a 0.2 plugin (a map column is refused).
+/// A batch for a 0.2 plugin (a map column, or a malformed packed buffer, is refused).
 pub(crate) fn batch_to_v02(b: &wit::ChangeBatch) -> Result<wit02::ChangeBatch, RuntimeError> {
-    v02::batch_down(v03::batch_down(b.clone()))
+    v02::batch_down(v03::batch_down(b.clone())?)
 }
 
 /// A 0.2 source's table definition, as the host's.

@@ -2,12 +2,14 @@
 //! from the host's 0.4 values.
 //!
 //! 0.4 only added `element-values.utf8-buffer`, so everything converts losslessly both ways:
-//! packed elements go to a 0.3 plugin (a transform) as one string each.
+//! packed elements go to a 0.3 plugin (a transform) as one string each; a packed buffer that
+//! is not valid (offsets out of bounds, not UTF-8) is refused before the call.
 
 use crate::bindings::moonlink::plugin::types as n;
 use crate::bindings::v03::moonlink::plugin::types as o;
 use crate::bindings::v03::receiver::exports::moonlink::plugin::receiver as o_receiver;
 use crate::bindings::v03::source::exports::moonlink::plugin::source as o_source;
+use crate::error::RuntimeError;
 
 fn int128s_up(v: Vec<o::Int128>) -> Vec<n::Int128> {
     v.into_iter()
@@ -27,27 +29,29 @@ fn elements_up(v: o::ElementValues) -> n::ElementValues {
         other: { o::ElementValues::Int128(x) => n::ElementValues::Int128(int128s_up(x)), })
 }
 
-fn elements_down(v: n::ElementValues) -> o::ElementValues {
-    same_variants!(v, n => o::ElementValues,
+fn elements_down(v: n::ElementValues) -> Result<o::ElementValues, String> {
+    Ok(same_variants!(v, n => o::ElementValues,
     plain: [Int16, Int32, Int64, Float32, Float64, Boolean, Utf8, Binary], unit: [],
     other: {
         n::ElementValues::Int128(x) => o::ElementValues::Int128(int128s_down(x)),
-        n::ElementValues::Utf8Buffer(b) => o::ElementValues::Utf8(unpack(&b)),
-    })
+        n::ElementValues::Utf8Buffer(b) => o::ElementValues::Utf8(unpack(&b)?),
+    }))
 }
 
-/// Packed strings one by one; a malformed buffer (the host checks buffers only when it
-/// converts them to Arrow) gives empty strings where it is out of bounds or not UTF-8, and
-/// the engine refuses the batch that carries it anyway.
-fn unpack(b: &n::Utf8Buffer) -> Vec<String> {
+/// Packed strings one by one, or why the buffer is not valid (the host checks buffers
+/// itself only when it converts them to Arrow).
+fn unpack(b: &n::Utf8Buffer) -> Result<Vec<String>, String> {
     b.offsets
         .windows(2)
-        .map(|w| {
-            b.data
+        .enumerate()
+        .map(|(i, w)| {
+            let bytes = b
+                .data
                 .get(w[0] as usize..w[1] as usize)
-                .and_then(|s| std::str::from_utf8(s).ok())
-                .unwrap_or_default()
-                .to_string()
+                .ok_or_else(|| format!("packed string {i} is out of bounds"))?;
+            let s = std::str::from_utf8(bytes)
+                .map_err(|_| format!("packed string {i} is not UTF-8"))?;
+            Ok(s.to_string())
         })
         .collect()
 }
@@ -75,14 +79,14 @@ fn column_values_up(v: o::ColumnValues) -> n::ColumnValues {
     })
 }
 
-fn column_values_down(v: n::ColumnValues) -> o::ColumnValues {
-    same_variants!(v, n => o::ColumnValues,
+fn column_values_down(v: n::ColumnValues) -> Result<o::ColumnValues, String> {
+    Ok(same_variants!(v, n => o::ColumnValues,
     plain: [Int16, Int32, Int64, Float32, Float64, Boolean, Utf8, Binary], unit: [],
     other: {
         n::ColumnValues::Int128(x) => o::ColumnValues::Int128(int128s_down(x)),
         n::ColumnValues::Array(a) => o::ColumnValues::Array(o::ArrayValues {
             offsets: a.offsets,
-            elements: elements_down(a.elements),
+            elements: elements_down(a.elements)?,
             element_validity: a.element_validity,
         }),
         n::ColumnValues::Utf8Buffer(b) => o::ColumnValues::Utf8Buffer(o::Utf8Buffer {
@@ -91,11 +95,11 @@ fn column_values_down(v: n::ColumnValues) -> o::ColumnValues {
         }),
         n::ColumnValues::Map(m) => o::ColumnValues::Map(o::MapValues {
             offsets: m.offsets,
-            keys: elements_down(m.keys),
-            values: elements_down(m.values),
+            keys: elements_down(m.keys)?,
+            values: elements_down(m.values)?,
             value_validity: m.value_validity,
         }),
-    })
+    }))
 }
 
 fn operation_up(op: o::Operation) -> n::Operation {
@@ -123,21 +127,26 @@ pub(crate) fn batch_up(b: o::ChangeBatch) -> n::ChangeBatch {
     }
 }
 
-pub(crate) fn batch_down(b: n::ChangeBatch) -> o::ChangeBatch {
-    o::ChangeBatch {
+/// A batch for a 0.3 plugin; a malformed packed buffer is [`RuntimeError::MalformedBatch`].
+pub(crate) fn batch_down(b: n::ChangeBatch) -> Result<o::ChangeBatch, RuntimeError> {
+    Ok(o::ChangeBatch {
         table: b.table,
         operations: b.operations.into_iter().map(operation_down).collect(),
         columns: b
             .columns
             .into_iter()
-            .map(|c| o::Column {
-                name: c.name,
-                values: column_values_down(c.values),
-                validity: c.validity,
-                unchanged: c.unchanged,
+            .map(|c| {
+                Ok(o::Column {
+                    values: column_values_down(c.values).map_err(|e| {
+                        RuntimeError::MalformedBatch(format!("column '{}': {e}", c.name))
+                    })?,
+                    name: c.name,
+                    validity: c.validity,
+                    unchanged: c.unchanged,
+                })
             })
-            .collect(),
-    }
+            .collect::<Result<_, RuntimeError>>()?,
+    })
 }
 
 /// Element types: the same cases in both versions.
@@ -316,7 +325,19 @@ mod tests {
                 unchanged: None,
             }],
         };
-        let down = batch_down(batch);
+        let mut bad = batch.clone();
+        if let n::ColumnValues::Map(m) = &mut bad.columns[0].values {
+            m.keys = n::ElementValues::Utf8Buffer(n::Utf8Buffer {
+                offsets: vec![0, 1, 9, 10],
+                data: vec![b'a', 0xff, b'b'],
+            });
+        }
+        let err = batch_down(bad).unwrap_err().to_string();
+        assert!(
+            err.contains("'attributes'") && err.contains("out of bounds"),
+            "{err}"
+        );
+        let down = batch_down(batch).unwrap();
         let o::ColumnValues::Map(m) = &down.columns[0].values else {
             panic!("not a map: {down:?}");
         };
