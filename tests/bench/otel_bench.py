@@ -13,7 +13,8 @@ the same bytes every way:
 2. HTTP: one exporter, then 16 concurrent exporters (keep-alive connections), each on a fresh
    `moonlink-host` with otel.wasm on its own listener, timed from the first request until
    `POST /tables/otel.spans/commit` returns (every span committed in Iceberg).
-Prints a Markdown table for BENCHMARKS.md. Say which build `--bin` is (debug or release).
+Prints a Markdown table for BENCHMARKS.md, with the host's CPU (user + system) per span next to the
+native rows' time per span on one core. Say which build `--bin` is (debug or release).
 """
 import os
 import shutil
@@ -80,6 +81,14 @@ def native(bodies):
     return {k: float(v) for k, v in (p.split("=") for p in line.split()[1:])}
 
 
+def host_cpu_seconds(pid):
+    """User + system CPU the host used so far (less sensitive to a shared machine's load than
+    wall time)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def host_run(binary, plugins, bodies, clients):
     data = tempfile.mkdtemp(prefix="otel-bench-host-")
     port, otlp = free_port(), free_port()
@@ -111,6 +120,7 @@ def host_run(binary, plugins, bodies, clients):
 
         parts = [bodies[i::clients] for i in range(clients)]
         threads = [threading.Thread(target=export, args=(p,)) for p in parts]
+        cpu_before = host_cpu_seconds(proc.pid)
         started = time.perf_counter()
         for t in threads:
             t.start()
@@ -123,7 +133,8 @@ def host_run(binary, plugins, bodies, clients):
             sys.exit(f"{len(failures)} requests failed: {failures[:5]}")
         with open(f"/proc/{proc.pid}/status") as f:
             rss = next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) // 1024
-        return elapsed, rows, rss
+        cpu = host_cpu_seconds(proc.pid) - cpu_before
+        return elapsed, rows, rss, cpu
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -142,20 +153,22 @@ def main():
     mb = sum(map(len, bodies)) / 1e6
     base = native(bodies)
     print(f"{n_requests} requests x {spans} spans = {total} spans, {mb:.1f} MB protobuf; host {binary}")
-    rows = [("native prost decode into nothing (baseline)", base["native_decode_spans_per_s"], None, None),
-            ("native plugin logic (decode + rows), no wasm", base["native_plugin_spans_per_s"], None, None)]
+    rows = [("native prost decode into nothing (baseline)", base["native_decode_spans_per_s"], None, None,
+             1e6 / base["native_decode_spans_per_s"]),
+            ("native plugin logic (decode + rows), no wasm", base["native_plugin_spans_per_s"], None, None,
+             1e6 / base["native_plugin_spans_per_s"])]
     for clients in (1, 16):
-        elapsed, committed, rss = host_run(binary, plugins, bodies, clients)
+        elapsed, committed, rss, cpu = host_run(binary, plugins, bodies, clients)
         assert committed == total, (committed, total)
         rows.append((f"OTLP/HTTP → committed Iceberg, {clients} exporter{'s' if clients > 1 else ''}",
-                     total / elapsed, n_requests / elapsed, rss))
+                     total / elapsed, n_requests / elapsed, rss, cpu * 1e6 / total))
     baseline = rows[0][1]
-    print("\n| path | spans/s | × baseline | requests/s | host peak RSS |")
-    print("|---|---:|---:|---:|---:|")
-    for name, rate, rps, rss in rows:
+    print("\n| path | spans/s | × baseline | requests/s | host peak RSS | CPU µs/span |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, rate, rps, rss, us in rows:
         rps_text = f"{rps:,.0f}" if rps else "–"
         rss_text = f"{rss} MiB" if rss else "–"
-        print(f"| {name} | {rate:,.0f} | {rate / baseline:.3f} | {rps_text} | {rss_text} |")
+        print(f"| {name} | {rate:,.0f} | {rate / baseline:.3f} | {rps_text} | {rss_text} | {us:.2f} |")
 
 
 if __name__ == "__main__":
