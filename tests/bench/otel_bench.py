@@ -73,8 +73,12 @@ def native(bodies):
     with open(path, "wb") as f:
         for b in bodies:
             f.write(struct.pack("<I", len(b)) + b)
-    out = subprocess.run(["cargo", "test", "-p", "otel", "--release", "--", "--ignored", "--nocapture", "native_decode"],
-                         cwd=ROOT, env={**os.environ, "OTEL_BENCH_BODIES": path}, capture_output=True, text=True)
+    try:
+        out = subprocess.run(["cargo", "test", "-p", "otel", "--release", "--", "--ignored", "--nocapture",
+                              "native_decode"], cwd=ROOT, env={**os.environ, "OTEL_BENCH_BODIES": path},
+                             capture_output=True, text=True)
+    finally:
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
     line = next((l for l in out.stdout.splitlines() if l.startswith("BENCH ")), None)
     if line is None:
         sys.exit(f"native bench failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
