@@ -30,6 +30,7 @@ mod config;
 pub mod log;
 mod map;
 pub mod text;
+mod values;
 
 /// The tutorial in `sdk/README.md`; its code blocks run as doctests, so it cannot rot.
 #[cfg(all(doctest, feature = "source", feature = "transform"))]
