@@ -104,6 +104,7 @@ mod key_index;
 mod key_index_file;
 mod keyed_buffer;
 mod maintenance;
+mod manifest_merge;
 mod partition;
 mod schema;
 mod schema_change;
