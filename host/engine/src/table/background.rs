@@ -396,6 +396,7 @@ impl Table {
     async fn swap(&self, plan: Plan, rewritten: Rewritten) -> Result<bool> {
         let mut guard = self.pending.lock().await;
         let pending = &mut *guard;
+        let started = std::time::Instant::now();
         let current = self.committed.borrow().clone();
         let live: HashSet<&str> = pending.live_files.iter().map(|f| f.file_path()).collect();
         let moved = pending.epoch != plan.epoch
@@ -511,6 +512,15 @@ impl Table {
         }
         metrics::counter!("moonlink_compacted_files_total", "table" => self.name.clone())
             .increment(removed.len() as u64);
+        // A snapshot like any other for the operators' view (one commit per snapshot).
+        metrics::counter!("moonlink_commits_total", "table" => self.name.clone(), "outcome" => "ok")
+            .increment(1);
+        metrics::histogram!("moonlink_commit_seconds", "table" => self.name.clone())
+            .record(started.elapsed().as_secs_f64());
+        let expired = (current.metadata.snapshots().count() + 1)
+            .saturating_sub(committed.metadata.snapshots().count());
+        metrics::counter!("moonlink_expired_snapshots_total", "table" => self.name.clone())
+            .increment(expired as u64);
         let snapshot_id = committed.metadata.current_snapshot_id();
         let state = CommitState {
             metadata: Arc::new(committed.metadata),
