@@ -23,6 +23,26 @@ use super::compaction::{plan_append_merge, plan_keyed_rewrite, plan_old_spec_rew
 use super::compaction::{FileFacts, Policy};
 use super::*;
 
+/// A keyed compaction's rewrite: candidate files without their deleted rows, as one file per
+/// partition of the current spec (files of an older spec move into it). Applied to the key
+/// index only once its `replace` snapshot is committed.
+struct KeyedCompaction {
+    outputs: Vec<CompactedFile>,
+    /// Old file id → new place of each old row: its position in the outputs laid end to end
+    /// in order (`u32::MAX`: the row was deleted).
+    mapping: HashMap<u32, Vec<u32>>,
+}
+
+/// One file a keyed compaction wrote.
+struct CompactedFile {
+    file_id: u32,
+    path: String,
+    data_file: DataFile,
+    keys: FileKeys,
+    /// Its rows (one key each).
+    rows: u32,
+}
+
 /// A compaction chosen under the commit lock.
 pub(super) struct Plan {
     /// `Pending::epoch` at planning: a rebase or truncation since invalidates file ids.

@@ -323,26 +323,6 @@ struct Pending {
     epoch: u64,
 }
 
-/// A keyed compaction's rewrite: candidate files without their deleted rows, as one file per
-/// partition of the current spec (files of an older spec move into it). Applied to the key
-/// index only once its `replace` snapshot is committed.
-struct KeyedCompaction {
-    outputs: Vec<CompactedFile>,
-    /// Old file id → new place of each old row: its position in the outputs laid end to end
-    /// in order (`u32::MAX`: the row was deleted).
-    mapping: HashMap<u32, Vec<u32>>,
-}
-
-/// One file a keyed compaction wrote.
-struct CompactedFile {
-    file_id: u32,
-    path: String,
-    data_file: DataFile,
-    keys: FileKeys,
-    /// Its rows (one key each).
-    rows: u32,
-}
-
 impl Pending {
     fn is_empty(&self) -> bool {
         self.generations.is_empty() && self.deletes.is_empty() && self.truncated.is_none()
