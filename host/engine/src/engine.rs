@@ -517,9 +517,24 @@ impl Engine {
         Ok(self.table(name)?.committed_through(lsn).await.into())
     }
 
-    /// Commits now, rewriting every small or deletion-heavy data file (maintenance on demand).
+    /// Commits now, then rewrites every small or deletion-heavy data file and waits for that
+    /// `replace` snapshot (maintenance on demand).
     pub async fn optimize(&self, name: &str) -> Result<CommitInfo> {
         Ok(self.table(name)?.optimize().await?.into())
+    }
+
+    /// Runs the table's compaction policy now and waits for it, as the background compactor
+    /// does after a commit (for tests and tools that want the table settled); returns whether
+    /// a `replace` snapshot was committed.
+    pub async fn compact_now(&self, name: &str) -> Result<bool> {
+        self.table(name)?.compact_now().await
+    }
+
+    /// Test hook: the table's next compaction stops after writing its files, before its
+    /// swap, until [`CompactionHold::release`].
+    #[doc(hidden)]
+    pub fn hold_next_compaction(&self, name: &str) -> Result<Arc<crate::CompactionHold>> {
+        Ok(self.table(name)?.hold_next_compaction())
     }
 
     /// Commits everything a table has accepted so far, now.

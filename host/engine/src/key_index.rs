@@ -250,6 +250,11 @@ impl KeyIndex {
         self.files.push((file, keys));
     }
 
+    /// Positions of `file` deleted so far (committed and not), if any.
+    pub fn dead_positions(&self, file: u32) -> Option<&RoaringTreemap> {
+        self.dead.get(&file)
+    }
+
     /// Replaces the keys of compacted files with the keys of the files they became (one per
     /// partition), each as (file id, keys, positions in it already deleted).
     pub fn replace_files(

@@ -104,6 +104,7 @@ mod key_index;
 mod key_index_file;
 mod keyed_buffer;
 mod maintenance;
+mod manifest_merge;
 mod partition;
 mod schema;
 mod schema_change;
@@ -121,8 +122,8 @@ pub use schema::{ColumnSchema, ColumnType, TableSchema};
 pub use schema_change::{initial_default, SchemaChange};
 pub use storage::{ReadStats, S3Options, Warehouse, WarehouseSpec, S3_RETRY_TIMEOUT};
 pub use table::{
-    ApplyReceipt, Durability, ReadView, SourceCheckpoint, TableConfig, TableInfo, TableOptions,
-    ViewFile,
+    ApplyReceipt, CompactionHold, Durability, ReadView, SourceCheckpoint, TableConfig, TableInfo,
+    TableOptions, ViewFile,
 };
 
 /// Reading a table back from its Iceberg metadata, without the engine: for tests, examples

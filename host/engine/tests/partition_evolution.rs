@@ -237,6 +237,8 @@ async fn keyed_table_evolves_its_partitioning_with_old_spec_deletes_restarts_and
         Durability::Committed,
     )
     .await;
+    // The background compactor moves them after the commit: wait for it.
+    engine.compact_now("p.t").await.unwrap();
     let (live, files) = snapshot(dir.path(), &engine, "p.t").await;
     assert_eq!(live, model);
     assert_eq!(check_files(dir.path(), &files).await, [0]);
@@ -313,6 +315,8 @@ async fn keyed_table_evolves_its_partitioning_with_old_spec_deletes_restarts_and
 
     // Compaction moves every old-spec file into the new spec, one file per region.
     engine.optimize("p.t").await.unwrap();
+    // The background compactor moves them after the commit: wait for it.
+    engine.compact_now("p.t").await.unwrap();
     let (live, files) = snapshot(dir.path(), &engine, "p.t").await;
     assert_eq!(live, model);
     assert_eq!(check_files(dir.path(), &files).await, [1]);
@@ -345,6 +349,8 @@ async fn keyed_table_evolves_its_partitioning_with_old_spec_deletes_restarts_and
         Durability::Committed,
     )
     .await;
+    // The background compactor moves them after the commit: wait for it.
+    engine.compact_now("p.t").await.unwrap();
     let (live, files) = snapshot(dir.path(), &engine, "p.t").await;
     assert_eq!(live, model);
     assert_eq!(check_files(dir.path(), &files).await, [1]);
@@ -383,6 +389,8 @@ async fn background_compaction_moves_small_old_spec_files_at_the_next_commit() {
         Durability::Committed,
     )
     .await;
+    // The background compactor moves them after the commit: wait for it.
+    engine.compact_now("p.t").await.unwrap();
     let (live, files) = snapshot(dir.path(), &engine, "p.t").await;
     assert_eq!(live, model);
     assert_eq!(check_files(dir.path(), &files).await, [1]);
@@ -402,6 +410,8 @@ async fn background_compaction_moves_small_old_spec_files_at_the_next_commit() {
         Durability::Committed,
     )
     .await;
+    // The background compactor moves them after the commit: wait for it.
+    engine.compact_now("p.t").await.unwrap();
     let (live, files) = snapshot(dir.path(), &engine, "p.t").await;
     assert_eq!(live, model);
     assert_eq!(check_files(dir.path(), &files).await, [0]);

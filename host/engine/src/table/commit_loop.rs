@@ -1,10 +1,10 @@
-//! The commit loop: take the buffer, write Parquet (merging small files of append-only
-//! tables), deletion vectors and manifests, and publish one Iceberg snapshot. Also truncation.
+//! The commit loop: take the buffer, write Parquet, deletion vectors and manifests, and
+//! publish one Iceberg snapshot. Also truncation. A commit writes only new rows and deletes:
+//! compaction runs beside it (`background.rs`), woken after each successful commit.
 //!
 //! Invariant: a commit includes every LSN up to the `through_lsn` it took, and records it as
 //! `moonlink.checkpoint` (`COMMITTED_LSN_SUMMARY_KEY`); what it took stays in `Pending` until a commit succeeds.
 
-use super::compaction::{plan_append_merge, FileFacts, Policy};
 use super::*;
 
 impl Table {
@@ -44,27 +44,35 @@ impl Table {
         }
     }
 
+    /// Commits, then compacts every small or deletion-heavy file and waits for that
+    /// `replace` snapshot (`POST .../optimize`); sweeps unreferenced files after.
+    pub async fn optimize(&self) -> Result<CommitState> {
+        self.commit().await?;
+        self.compact(true).await?;
+        let pending = self.pending.lock().await;
+        let state = self.committed.borrow().clone();
+        self.sweep_orphans(&pending, &state).await;
+        Ok(state)
+    }
+
+    /// Runs the compaction policy now and waits for it (what the background task does after
+    /// a commit); returns whether a `replace` snapshot was committed.
+    pub async fn compact_now(&self) -> Result<bool> {
+        self.compact(false).await
+    }
+
     /// Commits everything accepted so far as one snapshot (no-op if there is nothing new).
     pub async fn commit(&self) -> Result<CommitState> {
-        self.commit_with(false).await
-    }
-
-    /// Commits, compacting every small or deletion-heavy file now (`POST .../optimize`).
-    pub async fn optimize(&self) -> Result<CommitState> {
-        self.commit_with(true).await
-    }
-
-    async fn commit_with(&self, force_compaction: bool) -> Result<CommitState> {
         let mut pending = self.pending.lock().await;
         let mut rebases = 0;
         let started = std::time::Instant::now();
         loop {
             self.take_buffer(&mut pending)?;
             let committed_lsn = self.committed.borrow().committed_lsn;
-            if pending.is_empty() && pending.through_lsn <= committed_lsn && !force_compaction {
+            if pending.is_empty() && pending.through_lsn <= committed_lsn {
                 return Ok(self.committed.borrow().clone());
             }
-            let result = match self.commit_pending(&mut pending, force_compaction).await {
+            let result = match self.commit_pending(&mut pending).await {
                 // Another writer committed: rebase on its snapshot and try again, a bounded
                 // number of times with back-off (then the error is reported and the commit
                 // loop tries again at its next interval).
@@ -82,9 +90,7 @@ impl Table {
             };
             metrics::histogram!("moonlink_commit_seconds", "table" => self.name.clone())
                 .record(started.elapsed().as_secs_f64());
-            return self
-                .after_commit(&mut pending, result, force_compaction)
-                .await;
+            return self.after_commit(&mut pending, result).await;
         }
     }
 
@@ -145,34 +151,18 @@ impl Table {
         &self,
         pending: &mut Pending,
         result: Result<CommitState>,
-        force_compaction: bool,
     ) -> Result<CommitState> {
         match result {
             Ok(state) => {
                 metrics::counter!("moonlink_commits_total", "table" => self.name.clone(), "outcome" => "ok").increment(1);
                 pending.commits += 1;
-                let sweep_due = pending
+                if pending
                     .commits
-                    .is_multiple_of(self.config.orphan_sweep_every.max(1));
-                if force_compaction || sweep_due {
-                    // Under the commit lock: no commit of ours is writing files right now.
-                    match maintenance::remove_orphan_files(
-                        &self.warehouse,
-                        &state.metadata,
-                        &state.metadata_location,
-                    )
-                    .await
-                    {
-                        Ok(n) if n > 0 => {
-                            metrics::counter!("moonlink_orphan_files_removed_total", "table" => self.name.clone()).increment(n as u64);
-                            tracing::info!(table = %self.name, files = n, "removed unreferenced files")
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(table = %self.name, error = %e, "orphan file sweep failed")
-                        }
-                    }
+                    .is_multiple_of(self.config.orphan_sweep_every.max(1))
+                {
+                    self.sweep_orphans(pending, &state).await;
                 }
+                self.compact_wake.notify_one();
                 Ok(state)
             }
             Err(e) => {
@@ -186,11 +176,31 @@ impl Table {
         }
     }
 
-    async fn commit_pending(
-        &self,
-        pending: &mut Pending,
-        force_compaction: bool,
-    ) -> Result<CommitState> {
+    /// Deletes files no retained snapshot references. The caller holds the commit lock (`_pending`):
+    /// no commit of ours is writing files; a compaction with files in flight defers the sweep.
+    async fn sweep_orphans(&self, _pending: &Pending, state: &CommitState) {
+        if self.compacting.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        match maintenance::remove_orphan_files(
+            &self.warehouse,
+            &state.metadata,
+            &state.metadata_location,
+        )
+        .await
+        {
+            Ok(n) if n > 0 => {
+                metrics::counter!("moonlink_orphan_files_removed_total", "table" => self.name.clone()).increment(n as u64);
+                tracing::info!(table = %self.name, files = n, "removed unreferenced files")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(table = %self.name, error = %e, "orphan file sweep failed")
+            }
+        }
+    }
+
+    async fn commit_pending(&self, pending: &mut Pending) -> Result<CommitState> {
         let file_io = self.warehouse.file_io();
         let current = self.committed.borrow().clone();
         let table_location = current
@@ -200,66 +210,11 @@ impl Table {
             .to_string();
         let new_data_path = || format!("{table_location}/data/{}.parquet", Uuid::now_v7());
 
-        // Append-only tables merge small files on commit. Keyed tables do not yet: merging
-        // moves row positions, which the key index and deletion vectors would have to follow.
         let mut removed = HashSet::new();
         let mut merged_rows: Vec<RecordBatch> = Vec::new();
         let truncating = pending.truncated.is_some();
         if let Some(files) = &pending.truncated {
             removed.extend(files.iter().cloned());
-        } else if self.schema.primary_key.is_empty() {
-            // Small files merge within their partition only (their rows are split again by
-            // the current spec below, so old-spec files move into it).
-            let policy = Policy::new(&self.config, force_compaction);
-            let mut chosen = Vec::new();
-            let default_spec = self.partitioner.spec_id();
-            let groups = partition_groups(&pending.live_files, |f| {
-                pending.partition_of(f, default_spec)
-            });
-            for group in groups {
-                let facts: Vec<FileFacts> = group
-                    .iter()
-                    .map(|&i| {
-                        let f = &pending.live_files[i];
-                        FileFacts {
-                            bytes: f.file_size_in_bytes(),
-                            rows: f.record_count(),
-                            deleted: 0,
-                        }
-                    })
-                    .collect();
-                let old_spec = pending
-                    .partition_of(&pending.live_files[group[0]], default_spec)
-                    .spec_id
-                    != default_spec;
-                if old_spec {
-                    // Files of an older partition spec move into the current one: small ones
-                    // at any commit (with background compaction on), all of them on `optimize`.
-                    chosen.extend(group.iter().copied().filter(|&i| {
-                        force_compaction
-                            || (policy.background
-                                && pending.live_files[i].file_size_in_bytes() < policy.small_below)
-                    }));
-                    continue;
-                }
-                chosen.extend(
-                    plan_append_merge(&facts, &policy)
-                        .into_iter()
-                        .map(|j| group[j]),
-                );
-            }
-            for index in chosen {
-                let file = &pending.live_files[index];
-                merged_rows.extend(
-                    data_files::read_data_file(
-                        &self.warehouse,
-                        file.file_path(),
-                        &self.arrow_schema,
-                    )
-                    .await?,
-                );
-                removed.insert(file.file_path().to_string());
-            }
         }
 
         let mut added = Vec::new();
@@ -309,26 +264,10 @@ impl Table {
             }
         }
 
-        let compaction = if self.schema.primary_key.is_empty() || truncating {
-            None
-        } else {
-            self.compact_keyed(pending, force_compaction).await?
-        };
-        if let Some(c) = &compaction {
-            removed.extend(c.removed_paths.iter().cloned());
-            added.extend(c.outputs.iter().map(|o| o.data_file.clone()));
-        }
-
         let mut paths = pending.paths.clone();
         paths.extend(new_paths.iter().cloned());
         let mut vectors = Vec::new();
         for (file_id, positions) in &pending.deletes {
-            if compaction
-                .as_ref()
-                .is_some_and(|c| c.mapping.contains_key(file_id))
-            {
-                continue; // applied by the rewrite
-            }
             let Some(path) = paths.get(file_id) else {
                 return Err(EngineError::Catalog(format!(
                     "deletes for unknown data file id {file_id}"
@@ -383,11 +322,8 @@ impl Table {
             through_lsn: pending.through_lsn,
             source_checkpoints: pending.source_checkpoints.clone(),
             retention: self.config.retention,
-            // Compaction alone: no new rows, no deletes (Java names this `replace`).
-            rewrite_only: pending.generations.is_empty()
-                && pending.deletes.is_empty()
-                && !truncating
-                && !added.is_empty(),
+            // Compaction commits its own snapshots (`background.rs`).
+            rewrite_only: false,
             added_specs,
         };
         let committed = commit::write_snapshot(
@@ -431,14 +367,7 @@ impl Table {
         pending.generations.clear();
         pending.deletes.clear();
         pending.source_checkpoints.clear();
-        // Real-time reads switch to the new snapshot in the buffer-lock section that moves
-        // late deletes onto a compacted file (or in the one below).
         let snapshot_id = committed.metadata.current_snapshot_id();
-        if let Some(c) = compaction {
-            self.apply_keyed_compaction(pending, c, snapshot_id);
-        }
-        metrics::counter!("moonlink_compacted_files_total", "table" => self.name.clone())
-            .increment(if truncating { 0 } else { removed.len() as u64 });
         let expired = (current.metadata.snapshots().count() + 1)
             .saturating_sub(committed.metadata.snapshots().count());
         metrics::counter!("moonlink_expired_snapshots_total", "table" => self.name.clone())
@@ -501,6 +430,7 @@ impl Table {
                 }
                 pending.generations.clear();
                 pending.deletes.clear();
+                pending.epoch += 1;
                 // Files of an earlier truncation that has not committed yet are still live.
                 let mut files = pending.truncated.take().unwrap_or_default();
                 files.extend(pending.live_files.iter().map(|f| f.file_path().to_string()));
@@ -515,13 +445,13 @@ impl Table {
 
     /// Arrow bytes per output file: Parquet with zstd is typically 3-5x smaller than Arrow
     /// in memory, so this aims the written file near the target.
-    fn arrow_bytes_per_file(&self) -> usize {
+    pub(super) fn arrow_bytes_per_file(&self) -> usize {
         (self.config.target_file_size as usize).saturating_mul(3)
     }
 }
 
 /// Splits batches into consecutive groups of about `max_bytes` Arrow bytes each.
-fn chunk_by_size(batches: &[RecordBatch], max_bytes: usize) -> Vec<&[RecordBatch]> {
+pub(super) fn chunk_by_size(batches: &[RecordBatch], max_bytes: usize) -> Vec<&[RecordBatch]> {
     let mut chunks = Vec::new();
     let mut start = 0;
     let mut bytes = 0;

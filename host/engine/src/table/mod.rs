@@ -3,19 +3,19 @@
 //!
 //! Where each part lives: opening and recovery (WAL replay, key-index files) and the
 //! table's lifecycle here; accepting a batch in `apply.rs`; unchanged TOAST values in
-//! `unchanged.rs`; the commit loop and truncation in `commit_loop.rs`; keyed compaction in
-//! `compaction.rs`.
+//! `unchanged.rs`; the commit loop and truncation in `commit_loop.rs`; the compaction policy
+//! in `compaction.rs` and the background compactor in `background.rs`.
 //!
 //! Invariants: the buffer holds only batches that fit the table's schema, in LSN order (log
 //! order); what a commit takes moves to `Pending` and stays there until a snapshot holding it
 //! is committed; the key index moves to a compacted file only after that file's snapshot is
 //! committed.
 //!
-//! File sizing: a commit writes its buffered rows as one Parquet file. Files below half
-//! of the target size count as small; once `merge_fanout` of them would exist, the commit
-//! instead merges all small files and the new rows into one file, removing the small ones in
-//! the same snapshot. Trickle traffic therefore keeps at most `merge_fanout` small files
-//! alive, and files grow toward the target without a separate compaction job.
+//! File sizing: a commit writes its buffered rows as new Parquet files and nothing else. Files
+//! below half of the target size count as small; once `merge_fanout` of them exist (or a keyed
+//! file's deleted fraction passes the threshold) the background compactor, woken after each
+//! commit, rewrites them and commits a `replace` snapshot of its own. Trickle traffic
+//! therefore keeps about `merge_fanout` small files alive, and no commit waits for a rewrite.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,7 @@ use crate::schema::TableSchema;
 use crate::storage::Warehouse;
 use crate::wal::{self, Wal};
 
+pub use background::CompactionHold;
 pub use read_view::{ReadView, ViewFile};
 
 /// Tuning shared by all tables.
@@ -317,27 +318,9 @@ struct Pending {
     commits: u64,
     /// The table was truncated: the next snapshot removes every file live before it.
     truncated: Option<Vec<String>>,
-}
-
-/// A keyed compaction written during a commit: candidate files rewritten without their deleted
-/// rows, as one file per partition of the current spec (files of an older spec move into it).
-/// Applied to the key index only once the snapshot is committed.
-struct KeyedCompaction {
-    outputs: Vec<CompactedFile>,
-    /// Old file id → new place of each old row: its position in the outputs laid end to end
-    /// in order (`u32::MAX`: the row was deleted).
-    mapping: HashMap<u32, Vec<u32>>,
-    removed_paths: Vec<String>,
-}
-
-/// One file a keyed compaction wrote.
-struct CompactedFile {
-    file_id: u32,
-    path: String,
-    data_file: DataFile,
-    keys: FileKeys,
-    /// Its rows (one key each).
-    rows: u32,
+    /// Bumped by every rebase and truncation: file ids and live files planned for a
+    /// compaction before a change of epoch no longer hold.
+    epoch: u64,
 }
 
 impl Pending {
@@ -382,6 +365,15 @@ pub(crate) struct Table {
     committed: watch::Sender<CommitState>,
     wake: Notify,
     stop: watch::Sender<bool>,
+    /// Wakes the background compactor (after each successful commit).
+    compact_wake: Notify,
+    /// One compaction at a time (background or `optimize`).
+    compaction: tokio::sync::Mutex<()>,
+    /// A compaction has files in flight: the orphan sweep waits (set and read under the
+    /// commit lock).
+    compacting: std::sync::atomic::AtomicBool,
+    /// Test hook: stops the next compaction between rewrite and swap.
+    compaction_hold: Mutex<Option<Arc<background::CompactionHold>>>,
 }
 
 pub(crate) struct OpenTable {
@@ -396,6 +388,7 @@ pub(crate) struct OpenTable {
 }
 
 mod apply;
+mod background;
 mod commit_loop;
 mod compaction;
 mod freshness;
@@ -502,6 +495,7 @@ impl Table {
                 source_checkpoints: BTreeMap::new(),
                 commits: 0,
                 truncated: None,
+                epoch: 0,
             }),
             committed: watch::channel(CommitState {
                 metadata: Arc::new(open.metadata),
@@ -513,11 +507,18 @@ impl Table {
             .0,
             wake: Notify::new(),
             stop,
+            compact_wake: Notify::new(),
+            compaction: tokio::sync::Mutex::new(()),
+            compacting: Default::default(),
+            compaction_hold: Mutex::new(None),
         });
         if let Ok(pending) = table.pending.try_lock() {
             table.publish_read(&mut table.lock_buffer(), &pending);
         }
         tokio::spawn(Table::commit_loop(table.clone()));
+        tokio::spawn(Table::compaction_loop(table.clone()));
+        // Files left small or deletion-heavy by the last run are compacted now.
+        table.compact_wake.notify_one();
         Ok(table)
     }
 

@@ -151,6 +151,7 @@ impl Table {
         } = files;
         pending.generations.clear();
         pending.deletes.clear();
+        pending.epoch += 1;
         pending.through_lsn = committed_lsn;
         pending.paths = paths;
         pending.committed_dvs = committed_dvs;
