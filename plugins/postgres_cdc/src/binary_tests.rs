@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::tables::PgColumn;
+use moonlink_sdk::ColumnValues;
 
 fn column(name: &str, type_oid: u32, type_modifier: i32) -> PgColumn {
     PgColumn {
