@@ -237,9 +237,19 @@ impl TableProvider for ViewTable {
                 .map(|shares| {
                     let files = shares
                         .into_iter()
-                        .filter_map(|share| {
-                            let (_, plan) = plans.iter().find(|(i, _)| *i == share.file)?;
-                            Some(factory.partitioned_file(share.file, share.access_plan(plan)))
+                        .flat_map(|share| {
+                            let plan = plans.iter().find(|(i, _)| *i == share.file);
+                            plan.map(|(_, plan)| {
+                                share
+                                    .pieces(plan)
+                                    .into_iter()
+                                    .map(|piece| {
+                                        let access = piece.access_plan(plan);
+                                        factory.partitioned_file(piece.file, access)
+                                    })
+                                    .collect::<Vec<_>>()
+                            })
+                            .unwrap_or_default()
                         })
                         .collect();
                     FileGroup::new(files)

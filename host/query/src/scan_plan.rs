@@ -237,6 +237,29 @@ pub(crate) struct FileShare {
 }
 
 impl FileShare {
+    /// This share as the units one file open reads: row groups with a selection of rows
+    /// each on their own (the Parquet reader copies what is left of a file's selection at
+    /// every row group), the others together.
+    pub(crate) fn pieces(self, plan: &FilePlan) -> Vec<FileShare> {
+        let selected = |g: usize| matches!(plan.groups[g].0, RowGroupAccess::Selection(_));
+        if !self.groups.clone().any(selected) {
+            return vec![self];
+        }
+        let mut pieces: Vec<FileShare> = Vec::new();
+        for g in self.groups {
+            match pieces.last_mut() {
+                Some(last) if !selected(g) && !selected(last.groups.end - 1) => {
+                    last.groups.end = g + 1
+                }
+                _ => pieces.push(FileShare {
+                    file: self.file,
+                    groups: g..g + 1,
+                }),
+            }
+        }
+        pieces
+    }
+
     /// The access plan for this share; `None` when the whole file is read as it is.
     pub(crate) fn access_plan(&self, plan: &FilePlan) -> Option<ParquetAccessPlan> {
         let whole = self.groups.start == 0 && self.groups.end == plan.groups.len();
@@ -408,6 +431,25 @@ mod tests {
             groups: 0..3,
         };
         assert!(whole.access_plan(&p).is_none());
+    }
+
+    #[test]
+    fn row_groups_with_selections_are_opened_one_by_one() {
+        let mut p = plan(&[10; 5]);
+        let selection = || {
+            RowGroupAccess::Selection(RowSelection::from(vec![
+                RowSelector::select(9),
+                RowSelector::skip(1),
+            ]))
+        };
+        Arc::get_mut(&mut p).unwrap().groups[1].0 = selection();
+        Arc::get_mut(&mut p).unwrap().groups[2].0 = selection();
+        let share = FileShare {
+            file: 0,
+            groups: 0..5,
+        };
+        let pieces: Vec<Range<usize>> = share.pieces(&p).into_iter().map(|s| s.groups).collect();
+        assert_eq!(pieces, [0..1, 1..2, 2..3, 3..5]);
     }
 
     #[test]
