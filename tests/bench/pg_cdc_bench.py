@@ -16,7 +16,8 @@ Prints a Markdown table for BENCHMARKS.md, with the host's peak RSS (VmHWM) in e
 Options (after the row counts): `--copy-only` runs only the initial copy; `--copy-format text`
 makes the plugin copy in COPY's text format (default: binary); `--keep-log FILE` keeps the
 copying host's log; `--perf FILE` records
-`perf record -g` of the host during the copy into FILE (run the host with
+`perf record -g` of the host during the copy into FILE (`--perf-stream FILE`: during the
+streaming drain) (run the host with
 MOONLINK_WASM_PERFMAP=1 for wasm symbols).
 """
 import os
@@ -103,7 +104,7 @@ def insert(pg, first, count, txn_rows=1000):
                     "-U", pg.user, "-d", "app"], input="\n".join(stmts), text=True, env=pg.env("app"), check=True)
 
 
-def streaming(pg, rows, tmp):
+def streaming(pg, rows, tmp, perf=None):
     pg.execute(TABLE_SQL, db="app")
     host = start_host(pg, os.path.join(tmp, "stream"))
     wait_rows(host, 0)
@@ -127,8 +128,15 @@ def streaming(pg, rows, tmp):
     recv_first = recvlogical("recv1")
     start = time.time()
     host.start()
+    recorder = None
+    if perf:
+        recorder = subprocess.Popen(["perf", "record", "-g", "-o", perf, "-p", str(host.proc.pid)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_rows(host, rows)
     moon_s = time.time() - start
+    if recorder:
+        recorder.send_signal(2)
+        recorder.wait()
     rss = peak_rss_mb(host)
     host.kill()
     recv_s = min(recv_first, recvlogical("recv2"))
@@ -203,7 +211,7 @@ def main():
     global COPY_FORMAT
     args = sys.argv[1:]
     flags = {}
-    for name in ("--copy-format", "--perf", "--keep-log"):
+    for name in ("--copy-format", "--perf", "--perf-stream", "--keep-log"):
         if name in args:
             i = args.index(name)
             flags[name] = args[i + 1]
@@ -219,7 +227,7 @@ def main():
     try:
         pg.create_database("app")
         if not copy_only:
-            recv_s, stream_s, stream_rss = streaming(pg, stream_rows, tmp)
+            recv_s, stream_s, stream_rss = streaming(pg, stream_rows, tmp, flags.get("--perf-stream"))
         copy_s, snap_s, host = initial_copy(pg, copy_rows, tmp, flags.get("--perf"))
         copy_rss = peak_rss_mb(host)
         if flags.get("--keep-log"):
