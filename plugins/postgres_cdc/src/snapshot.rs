@@ -376,7 +376,8 @@ impl Snapshot {
                 chunks_left: n,
             });
             let plan = match crate::binary::plan(table) {
-                Ok(plan) if settings.copy_binary => {
+                _ if !settings.copy_binary => None,
+                Ok(plan) => {
                     if !plan.as_text.is_empty() {
                         moonlink_sdk::info!(
                             "table {}: copying {} in their text form (binary COPY of the rest)",
@@ -386,7 +387,6 @@ impl Snapshot {
                     }
                     Some(plan)
                 }
-                Ok(_) => None,
                 Err(column) => {
                     moonlink_sdk::info!(
                         "table {}: column {column} has no binary decoder: the table is copied \
