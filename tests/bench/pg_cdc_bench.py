@@ -11,7 +11,14 @@
 3. Freshness: one-row transactions at ~50/s; for each, the time from Postgres's commit to the
    snapshot that makes it visible (GET /tables/{name} polled every 5 ms), p50 and p99.
 
-Prints a Markdown table for BENCHMARKS.md.
+Prints a Markdown table for BENCHMARKS.md, with the host's peak RSS (VmHWM) in each phase.
+
+Options (after the row counts): `--copy-only` runs only the initial copy; `--copy-format text`
+makes the plugin copy in COPY's text format (default: binary); `--keep-log FILE` keeps the
+copying host's log; `--perf FILE` records
+`perf record -g` of the host during the copy into FILE (`--perf-stream FILE`: during the
+streaming drain) (run the host with
+MOONLINK_WASM_PERFMAP=1 for wasm symbols).
 """
 import os
 import subprocess
@@ -32,6 +39,21 @@ TABLE_SQL = ("CREATE TABLE t (id bigint PRIMARY KEY, customer text NOT NULL, amo
 ROW_SQL = "SELECT g, 'customer-' || (g % 1000), g * 0.01, now(), 'note ' || g FROM generate_series({a}, {b}) g"
 
 
+COPY_FORMAT = None  # the plugin's default unless --copy-format is given
+
+
+def peak_rss_mb(server):
+    """The host's peak resident set (VmHWM), in MB."""
+    try:
+        with open(f"/proc/{server.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, AttributeError):
+        pass
+    return float("nan")
+
+
 def start_host(pg, data_dir, slot="moonlink", max_rows=20000, commit_ms=500):
     config = os.path.join(data_dir + ".toml")
     with open(config, "w") as f:
@@ -44,6 +66,7 @@ password = "{pg.password}"
 database = "app"
 tables = ["public.t"]
 slot = "{slot}"
+{f'copy_format = "{COPY_FORMAT}"' if COPY_FORMAT else ""}
 [poll]
 max_rows = {max_rows}
 timeout_ms = 100
@@ -81,7 +104,7 @@ def insert(pg, first, count, txn_rows=1000):
                     "-U", pg.user, "-d", "app"], input="\n".join(stmts), text=True, env=pg.env("app"), check=True)
 
 
-def streaming(pg, rows, tmp):
+def streaming(pg, rows, tmp, perf=None):
     pg.execute(TABLE_SQL, db="app")
     host = start_host(pg, os.path.join(tmp, "stream"))
     wait_rows(host, 0)
@@ -105,14 +128,22 @@ def streaming(pg, rows, tmp):
     recv_first = recvlogical("recv1")
     start = time.time()
     host.start()
+    recorder = None
+    if perf:
+        recorder = subprocess.Popen(["perf", "record", "-g", "-o", perf, "-p", str(host.proc.pid)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_rows(host, rows)
     moon_s = time.time() - start
+    if recorder:
+        recorder.send_signal(2)
+        recorder.wait()
+    rss = peak_rss_mb(host)
     host.kill()
     recv_s = min(recv_first, recvlogical("recv2"))
-    return recv_s, moon_s
+    return recv_s, moon_s, rss
 
 
-def initial_copy(pg, rows, tmp):
+def initial_copy(pg, rows, tmp, perf=None):
     pg.execute("DROP TABLE IF EXISTS t; SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots;",
                db="app")
     pg.execute(TABLE_SQL, db="app")
@@ -126,8 +157,15 @@ def initial_copy(pg, rows, tmp):
 
     start = time.time()
     host = start_host(pg, os.path.join(tmp, "copy"), slot="copy", max_rows=50000)
+    recorder = None
+    if perf:
+        recorder = subprocess.Popen(["perf", "record", "-g", "-o", perf, "-p", str(host.proc.pid)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_rows(host, rows)
     moon_s = time.time() - start
+    if recorder:
+        recorder.send_signal(2)
+        recorder.wait()
     return copy_s, moon_s, host
 
 
@@ -170,26 +208,46 @@ def freshness(pg, host, samples=300):
 
 
 def main():
-    stream_rows = int(sys.argv[1]) if len(sys.argv) > 1 else 500_000
-    copy_rows = int(sys.argv[2]) if len(sys.argv) > 2 else 2_000_000
+    global COPY_FORMAT
+    args = sys.argv[1:]
+    flags = {}
+    for name in ("--copy-format", "--perf", "--perf-stream", "--keep-log"):
+        if name in args:
+            i = args.index(name)
+            flags[name] = args[i + 1]
+            del args[i:i + 2]
+    copy_only = "--copy-only" in args
+    args = [a for a in args if a != "--copy-only"]
+    COPY_FORMAT = flags.get("--copy-format")
+    stream_rows = int(args[0]) if len(args) > 0 else 500_000
+    copy_rows = int(args[1]) if len(args) > 1 else 2_000_000
     tmp = tempfile.mkdtemp(prefix="moonlink-pgbench-")
     pg = PostgresCluster(extra_conf={"max_wal_size": "4GB", "checkpoint_timeout": "30min"})
     pg.start()
     try:
         pg.create_database("app")
-        recv_s, stream_s = streaming(pg, stream_rows, tmp)
-        copy_s, snap_s, host = initial_copy(pg, copy_rows, tmp)
-        p50, p99 = freshness(pg, host)
+        if not copy_only:
+            recv_s, stream_s, stream_rss = streaming(pg, stream_rows, tmp, flags.get("--perf-stream"))
+        copy_s, snap_s, host = initial_copy(pg, copy_rows, tmp, flags.get("--perf"))
+        copy_rss = peak_rss_mb(host)
+        if flags.get("--keep-log"):
+            subprocess.run(["cp", host.log_path, flags["--keep-log"]])
+        if not copy_only:
+            p50, p99 = freshness(pg, host)
         host.kill()
     finally:
         pg.cleanup()
-    print(f"| measurement | baseline | moonlink | ratio |")
-    print(f"|---|---|---|---|")
-    print(f"| streaming {stream_rows:,} inserted rows | pg_recvlogical {stream_rows / recv_s:,.0f} rows/s "
-          f"| {stream_rows / stream_s:,.0f} rows/s | {recv_s / stream_s:.2f}x |")
-    print(f"| initial copy of {copy_rows:,} rows | COPY binary {copy_rows / copy_s:,.0f} rows/s "
-          f"| {copy_rows / snap_s:,.0f} rows/s | {copy_s / snap_s:.2f}x |")
-    print(f"| freshness, commit → visible in Iceberg (commit interval 500 ms) | | p50 {p50:.0f} ms, p99 {p99:.0f} ms | |")
+        subprocess.run(["rm", "-rf", tmp])
+    print(f"| measurement | baseline | moonlink | ratio | host peak RSS |")
+    print(f"|---|---|---|---|---|")
+    if not copy_only:
+        print(f"| streaming {stream_rows:,} inserted rows | pg_recvlogical {stream_rows / recv_s:,.0f} rows/s "
+              f"| {stream_rows / stream_s:,.0f} rows/s | {recv_s / stream_s:.2f}x | {stream_rss:,.0f} MB |")
+    print(f"| initial copy of {copy_rows:,} rows ({COPY_FORMAT or 'default'} format) | COPY binary {copy_rows / copy_s:,.0f} rows/s "
+          f"| {copy_rows / snap_s:,.0f} rows/s | {copy_s / snap_s:.2f}x | {copy_rss:,.0f} MB |")
+    if not copy_only:
+        print(f"| freshness, commit → visible in Iceberg (commit interval 500 ms) | | p50 {p50:.0f} ms, "
+              f"p99 {p99:.0f} ms | | |")
 
 
 if __name__ == "__main__":

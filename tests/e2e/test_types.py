@@ -84,3 +84,33 @@ def test_list_columns_over_http(server):
     assert duckdb_rows(meta) == want
     py = pyiceberg_rows(server.data_dir, "demo", "lists")
     assert [(r[0], r[1], r[2]) for r in py] == want
+
+
+def test_binary_inside_lists_and_maps_commits(server):
+    # The Parquet writer takes `LargeBinary` where the engine holds `Binary`; inside a list or a
+    # map that once failed every commit of the table (and so every `sync` request), forever.
+    server.create_table("demo.blobs", [
+        {"name": "id", "data_type": "int32", "nullable": False},
+        {"name": "parts", "data_type": "list<binary>", "nullable": True},
+        {"name": "files", "data_type": "map<string, binary>", "nullable": True},
+        {"name": "by_hash", "data_type": "map<binary, int32>", "nullable": True},
+    ], primary_key=["id"])
+    b64 = lambda raw: base64.b64encode(raw).decode()
+    server.ingest("demo.blobs", [
+        {"id": 1, "parts": [b64(b"\x00\x01"), None, b64(b"")], "files": {"a": b64(b"\xff"), "b": None},
+         "by_hash": {b64(b"\x10"): 7}},
+        {"id": 2, "parts": [], "files": {}},
+        {"id": 3},
+    ])
+    server.ingest("demo.blobs", [{"id": 2, "parts": [b64(b"z")]}], operation="upsert")
+    r = requests.post(f"{server.url}/query", json={"sql": "SELECT id, parts FROM demo.blobs ORDER BY id"},
+                      timeout=30)
+    assert r.status_code == 200, r.text
+    meta = server.table("demo.blobs")["metadata_location"]
+    assert server.table("demo.blobs")["last_error"] is None
+    duck = duckdb_rows(meta)
+    assert [(row[0], row[1]) for row in duck] == [(1, [b"\x00\x01", None, b""]), (2, [b"z"]), (3, None)]
+    assert dict(duck[0][2]) == {"a": b"\xff", "b": None} and duck[1][2] is None
+    assert dict(duck[0][3]) == {b"\x10": 7}
+    py = pyiceberg_rows(server.data_dir, "demo", "blobs")
+    assert [(row[0], row[1]) for row in py] == [(1, [b"\x00\x01", None, b""]), (2, [b"z"]), (3, None)]

@@ -29,10 +29,14 @@ pub async fn write_data_file(
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .build();
+    let writer_schema = iceberg::arrow::schema_to_arrow_schema(iceberg_schema)?;
     let builder = ParquetWriterBuilder::new(props, iceberg_schema.clone());
     let mut writer = builder.build(file_io.new_output(location)?).await?;
     for batch in batches {
-        writer.write(batch).await?;
+        match in_writer_types(batch, &writer_schema)? {
+            Some(cast) => writer.write(&cast).await?,
+            None => writer.write(batch).await?,
+        }
     }
     let mut files = writer.close().await?;
     let mut data_file = files.pop().ok_or_else(|| {
@@ -47,6 +51,42 @@ pub async fn write_data_file(
         .partition(partition.value.clone())
         .build()
         .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::Unexpected, e.to_string()))?)
+}
+
+/// `batch` with its nested columns cast to the types the Parquet writer derives from the
+/// Iceberg schema, or `None` when none differ. The writer accepts our `Binary` for its
+/// `LargeBinary` at the top level but compares nested types exactly, so a `list<binary>` or a
+/// map with binary keys or values would fail every commit of its table.
+fn in_writer_types(
+    batch: &RecordBatch,
+    writer_schema: &arrow_schema::Schema,
+) -> Result<Option<RecordBatch>> {
+    let nested = |t: &arrow_schema::DataType| t.is_nested();
+    let differs: Vec<usize> = (0..batch.num_columns())
+        .filter(|&i| {
+            let ours = batch.schema_ref().field(i).data_type();
+            nested(ours)
+                && writer_schema
+                    .fields()
+                    .get(i)
+                    .is_some_and(|theirs| theirs.data_type() != ours)
+        })
+        .collect();
+    if differs.is_empty() {
+        return Ok(None);
+    }
+    let mut fields: Vec<arrow_schema::FieldRef> = batch.schema_ref().fields().to_vec();
+    let mut columns = batch.columns().to_vec();
+    for i in differs {
+        let target = writer_schema.field(i).data_type();
+        columns[i] = arrow_cast::cast(&columns[i], target)?;
+        fields[i] = Arc::new(fields[i].as_ref().clone().with_data_type(target.clone()));
+    }
+    let schema = Arc::new(arrow_schema::Schema::new_with_metadata(
+        fields,
+        batch.schema_ref().metadata().clone(),
+    ));
+    Ok(Some(RecordBatch::try_new(schema, columns)?))
 }
 
 /// Reads a data file back as record batches in `schema` (the table's current Arrow schema).

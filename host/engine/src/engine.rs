@@ -474,16 +474,21 @@ impl Engine {
 
     /// Applies a batch from a pull source. It is not logged: the snapshot that commits it
     /// records `checkpoint`, and after a crash the source replays from the committed
-    /// checkpoint ([`Engine::source_checkpoint`]).
+    /// checkpoint ([`Engine::source_checkpoint`]). Returns once the table's buffer is below
+    /// twice [`TableConfig::max_buffer_bytes`], so a source cannot outrun the commits.
     pub async fn apply_from_source(
         &self,
         name: &str,
         batch: ChangeBatch,
         checkpoint: SourceCheckpoint,
     ) -> Result<ApplyReceipt> {
-        self.table(name)?
+        let table = self.table(name)?;
+        let receipt = table
             .apply(batch, Durability::Replayable, Some(checkpoint))
-            .await
+            .await?;
+        // Sources are paced by commits: the buffer stays within twice `max_buffer_bytes`.
+        table.wait_for_room().await;
+        Ok(receipt)
     }
 
     /// Removes every row of a table, committed now (Postgres `TRUNCATE`). A source passes its

@@ -583,3 +583,38 @@ async fn deletes_after_truncate_hit_the_right_files() {
     let want: Vec<i64> = (1..=3000).filter(|i| !(100..200).contains(i)).collect();
     assert_eq!(live_ids(dir.path(), &engine, "demo.keyed").await, want);
 }
+
+/// A source applying faster than commits write Parquet is paced by them: its buffer never
+/// passes twice `max_buffer_bytes` (an initial copy larger than memory stays bounded), and
+/// every row still commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_is_paced_by_commits_within_twice_the_buffer_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 32 * 1024;
+    let mut cfg = config(dir.path(), usize::MAX);
+    cfg.table.max_buffer_bytes = limit;
+    let engine = Engine::open(cfg).await.unwrap();
+    create(&engine).await;
+    let mut largest = 0;
+    for i in 0..200i64 {
+        engine
+            .apply_from_source(
+                "demo.users",
+                batch(i * 500..(i + 1) * 500),
+                moonlink_engine::SourceCheckpoint {
+                    source: "copy".into(),
+                    position: i.to_string(),
+                },
+            )
+            .await
+            .unwrap();
+        largest = largest.max(engine.table_info("demo.users").unwrap().buffered_bytes);
+    }
+    assert!(
+        largest < 2 * limit,
+        "buffer reached {largest} bytes with a {limit}-byte limit"
+    );
+    engine.commit("demo.users").await.unwrap();
+    let ids = committed_ids(dir.path(), &engine).await;
+    assert_eq!(ids, (0..100_000).collect::<Vec<_>>());
+}

@@ -74,6 +74,7 @@ pub mod output;
 mod pg_catalog;
 mod provider;
 mod reader;
+mod scan_plan;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,6 +138,8 @@ pub struct QueryEngine {
     engine: Engine,
     config: QueryConfig,
     pool: Arc<QueryPool>,
+    /// Data files' footers and deleted-row selections, shared by queries.
+    cache: Arc<scan_plan::FileCache>,
 }
 
 /// The query threads' nice value: when queries and ingest both want the CPU, the kernel gives
@@ -219,6 +222,7 @@ impl QueryEngine {
             engine,
             config,
             pool: Arc::new(QueryPool(Some(runtime))),
+            cache: Arc::new(scan_plan::FileCache::new(scan_plan::DEFAULT_CACHE_BYTES)),
         })
     }
 
@@ -248,6 +252,7 @@ impl QueryEngine {
             Arc::new(provider::QueryCatalog::new(
                 self.engine.clone(),
                 snapshot_id,
+                self.cache.clone(),
             )),
         );
         Ok(ctx)

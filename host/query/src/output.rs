@@ -2,8 +2,8 @@
 //!
 //! JSON and CSV show `uuid` columns (Arrow `FixedSizeBinary(16)`) in their canonical text
 //! form, and JSON writes nulls explicitly; JSON objects need string keys, so map columns
-//! with other key types have their keys as text. The Arrow stream carries the columns as
-//! they are.
+//! with other key types have their keys as text. CSV has no nested values: a list, struct or
+//! map is a field holding its JSON text. The Arrow stream carries the columns as they are.
 
 use std::sync::Arc;
 
@@ -144,7 +144,76 @@ pub fn json_rows(result: &QueryResult) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The rows as CSV with a header line.
+/// Whether CSV cannot hold `data_type` as it is (lists, structs, maps).
+fn nested(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::FixedSizeList(..)
+            | DataType::Struct(_)
+            | DataType::Map(..)
+    )
+}
+
+/// A nested column as JSON text, a row each (what `json_rows` writes for it); nulls stay null.
+fn json_text(field: &Field, column: &ArrayRef) -> Result<ArrayRef> {
+    // Each line of one-column JSON is `{"v":<value>}`; the value is what is kept.
+    let one = Arc::new(Schema::new(vec![field.clone().with_name("v")]));
+    let batch = RecordBatch::try_new(one, vec![column.clone()]).map_err(|e| encode("csv", e))?;
+    let mut out = Vec::new();
+    {
+        let mut writer = arrow_json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, arrow_json::writer::LineDelimited>(&mut out);
+        writer.write(&batch).map_err(|e| encode("csv", e))?;
+        writer.finish().map_err(|e| encode("csv", e))?;
+    }
+    let text = std::str::from_utf8(&out).map_err(|e| encode("csv", e))?;
+    let values: StringArray = text
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            let value = line
+                .strip_prefix(r#"{"v":"#)
+                .and_then(|v| v.strip_suffix('}'))
+                .unwrap_or(line);
+            column.is_valid(i).then(|| value.to_string())
+        })
+        .collect();
+    if values.len() != column.len() {
+        return Err(encode("csv", "a nested column did not encode a line a row"));
+    }
+    Ok(Arc::new(values))
+}
+
+/// `batch` with its nested columns (lists, structs, maps) as JSON text, for CSV.
+fn nested_as_json_text(batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| nested(f.data_type())) {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if nested(field.data_type()) {
+            fields.push(Arc::new(Field::new(
+                field.name(),
+                DataType::Utf8,
+                field.is_nullable(),
+            )));
+            columns.push(json_text(field, column)?);
+        } else {
+            fields.push(field.clone());
+            columns.push(column.clone());
+        }
+    }
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    RecordBatch::try_new(schema, columns).map_err(|e| encode("csv", e))
+}
+
+/// The rows as CSV with a header line. Lists, structs and maps are written as JSON text
+/// (as `json_rows` writes them: map keys as text, uuids in their text form).
 pub fn csv(result: &QueryResult) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     {
@@ -154,12 +223,12 @@ pub fn csv(result: &QueryResult) -> Result<Vec<u8>> {
         if result.batches.is_empty() {
             let empty = RecordBatch::new_empty(result.schema.clone());
             writer
-                .write(&uuids_as_text(&empty)?)
+                .write(&nested_as_json_text(&uuids_as_text(&empty)?)?)
                 .map_err(|e| encode("csv", e))?;
         }
         for batch in &result.batches {
             writer
-                .write(&uuids_as_text(batch)?)
+                .write(&nested_as_json_text(&uuids_as_text(batch)?)?)
                 .map_err(|e| encode("csv", e))?;
         }
     }

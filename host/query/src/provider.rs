@@ -27,6 +27,7 @@ use crate::error::QueryError;
 use crate::field_ids::FieldIdAdapterFactory;
 use crate::pg_catalog;
 use crate::reader::ViewReaderFactory;
+use crate::scan_plan::{split, FileCache};
 
 /// The catalog of one query: every open table of the engine, by namespace.
 pub(crate) struct QueryCatalog {
@@ -34,6 +35,7 @@ pub(crate) struct QueryCatalog {
     /// Read this committed snapshot instead of the live rows.
     snapshot_id: Option<i64>,
     views: Arc<Mutex<HashMap<String, Arc<ReadView>>>>,
+    cache: Arc<FileCache>,
 }
 
 impl fmt::Debug for QueryCatalog {
@@ -45,11 +47,12 @@ impl fmt::Debug for QueryCatalog {
 }
 
 impl QueryCatalog {
-    pub(crate) fn new(engine: Engine, snapshot_id: Option<i64>) -> Self {
+    pub(crate) fn new(engine: Engine, snapshot_id: Option<i64>, cache: Arc<FileCache>) -> Self {
         QueryCatalog {
             engine,
             snapshot_id,
             views: Arc::new(Mutex::new(HashMap::new())),
+            cache,
         }
     }
 
@@ -79,6 +82,7 @@ impl CatalogProvider for QueryCatalog {
             namespace: name.to_string(),
             snapshot_id: self.snapshot_id,
             views: self.views.clone(),
+            cache: self.cache.clone(),
         }))
     }
 }
@@ -89,6 +93,7 @@ struct NamespaceSchema {
     namespace: String,
     snapshot_id: Option<i64>,
     views: Arc<Mutex<HashMap<String, Arc<ReadView>>>>,
+    cache: Arc<FileCache>,
 }
 
 impl fmt::Debug for NamespaceSchema {
@@ -158,7 +163,10 @@ impl SchemaProvider for NamespaceSchema {
                 view
             }
         };
-        Ok(Some(Arc::new(ViewTable { view })))
+        Ok(Some(Arc::new(ViewTable {
+            view,
+            cache: self.cache.clone(),
+        })))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -169,6 +177,7 @@ impl SchemaProvider for NamespaceSchema {
 /// A table as of one [`ReadView`].
 pub(crate) struct ViewTable {
     view: Arc<ReadView>,
+    cache: Arc<FileCache>,
 }
 
 impl fmt::Debug for ViewTable {
@@ -210,17 +219,43 @@ impl TableProvider for ViewTable {
         let schema = self.view.schema.clone();
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !self.view.files.is_empty() {
-            let factory = Arc::new(ViewReaderFactory::new(self.view.clone()));
-            let mut files = Vec::new();
+            let factory = Arc::new(ViewReaderFactory::new(
+                self.view.clone(),
+                self.cache.clone(),
+            ));
+            let mut plans = Vec::new();
             for index in 0..self.view.files.len() {
-                files.extend(factory.partitioned_file(index).await?);
-            }
-            if !files.is_empty() {
-                let partitions = state.config().target_partitions().clamp(1, files.len());
-                let mut groups = vec![Vec::new(); partitions];
-                for (i, file) in files.into_iter().enumerate() {
-                    groups[i % partitions].push(file);
+                if let Some(plan) = factory.plan(index).await? {
+                    plans.push((index, plan));
                 }
+            }
+            // Row groups, not files, are the unit of parallelism: one large file is read by
+            // every partition.
+            let partitions = state.config().target_partitions();
+            let groups: Vec<FileGroup> = split(&plans, partitions)
+                .into_iter()
+                .map(|shares| {
+                    let files = shares
+                        .into_iter()
+                        .flat_map(|share| {
+                            let plan = plans.iter().find(|(i, _)| *i == share.file);
+                            plan.map(|(_, plan)| {
+                                share
+                                    .pieces(plan)
+                                    .into_iter()
+                                    .map(|piece| {
+                                        let access = piece.access_plan(plan);
+                                        factory.partitioned_file(piece.file, access)
+                                    })
+                                    .collect::<Vec<_>>()
+                            })
+                            .unwrap_or_default()
+                        })
+                        .collect();
+                    FileGroup::new(files)
+                })
+                .collect();
+            if !groups.is_empty() {
                 let mut source =
                     ParquetSource::new(schema.clone()).with_parquet_file_reader_factory(factory);
                 if let Some(predicate) = conjunction(filters.to_vec()) {
@@ -232,7 +267,7 @@ impl TableProvider for ViewTable {
                     ObjectStoreUrl::local_filesystem(),
                     Arc::new(source),
                 )
-                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                .with_file_groups(groups)
                 .with_projection_indices(projection.cloned())?
                 .with_expr_adapter(Some(Arc::new(FieldIdAdapterFactory)))
                 .with_limit(limit)

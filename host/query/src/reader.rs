@@ -1,6 +1,7 @@
 //! Parquet files of a [`ReadView`] as DataFusion reads them: byte ranges come from the
-//! engine's warehouse (its local cache included), and a file's deleted rows become a row
-//! selection per row group (`ParquetAccessPlan`), so they are never decoded.
+//! engine's warehouse (its local cache included); footers and the row selections that skip
+//! deleted rows come from the [`FileCache`] when an earlier query made them for the same file
+//! and deleted rows (`scan_plan.rs`).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -8,10 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroupAccess};
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::error::DataFusionError;
-use datafusion::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
+use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
@@ -20,6 +20,8 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use moonlink_engine::ReadView;
 
+use crate::scan_plan::{Cached, FileCache, FilePlan};
+
 /// Footer bytes fetched in the first read of a file (the metadata usually fits).
 const FOOTER_HINT: usize = 64 * 1024;
 
@@ -27,17 +29,19 @@ const FOOTER_HINT: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub(crate) struct FileIndex(pub usize);
 
-/// Opens the view's files for DataFusion's Parquet scan; keeps footers read while planning.
+/// Opens the view's files for DataFusion's Parquet scan; keeps the footers of its plans.
 #[derive(Debug)]
 pub(crate) struct ViewReaderFactory {
     view: Arc<ReadView>,
+    cache: Arc<FileCache>,
     footers: Mutex<HashMap<usize, Arc<ParquetMetaData>>>,
 }
 
 impl ViewReaderFactory {
-    pub(crate) fn new(view: Arc<ReadView>) -> Self {
+    pub(crate) fn new(view: Arc<ReadView>, cache: Arc<FileCache>) -> Self {
         ViewReaderFactory {
             view,
+            cache,
             footers: Mutex::new(HashMap::new()),
         }
     }
@@ -57,77 +61,60 @@ impl ViewReaderFactory {
         }
     }
 
-    /// The `PartitionedFile` for file `index`; a file with deleted rows carries the row
-    /// selection that skips them (which needs its footer: read now, kept for the scan).
-    /// `None` when every row of the file is deleted.
-    pub(crate) async fn partitioned_file(
+    /// The plan of file `index`: its footer, its row groups and the rows to skip in each
+    /// (from the cache when it was made for this file with these deleted rows). `None` when
+    /// every row of the file is deleted.
+    pub(crate) async fn plan(
         &self,
         index: usize,
-    ) -> datafusion::error::Result<Option<PartitionedFile>> {
+    ) -> datafusion::error::Result<Option<Arc<FilePlan>>> {
         let file = &self.view.files[index];
-        let part = PartitionedFile::new(format!("view/{index}"), file.size)
-            .with_extension(FileIndex(index));
-        if file.deleted_count() == 0 {
-            return Ok(Some(part));
-        }
         if file.deleted_count() >= file.record_count {
             return Ok(None);
         }
-        let mut reader = self.reader(index);
-        let footer = reader
-            .get_metadata(None)
-            .await
-            .map_err(|e| DataFusionError::ParquetError(Box::new(e)))?;
+        let footer = match self.cache.get(&file.location, file) {
+            Cached::Plan(plan) => {
+                self.keep_footer(index, &plan.footer);
+                return Ok(Some(plan));
+            }
+            Cached::Footer(footer) => footer,
+            Cached::Miss => self
+                .reader(index)
+                .get_metadata(None)
+                .await
+                .map_err(|e| DataFusionError::ParquetError(Box::new(e)))?,
+        };
+        let runs = (file.deleted_count() > 0).then(|| file.live_runs());
+        let plan = Arc::new(FilePlan::new(footer, runs));
+        self.keep_footer(index, &plan.footer);
+        // The deleted positions kept for comparison: 2 bytes each, at most a bit a row.
+        let key_bytes = (file.deleted_count() * 2).min(file.record_count / 8) as usize;
+        self.cache
+            .put(&file.location, file.clone(), key_bytes, plan.clone());
+        Ok(Some(plan))
+    }
+
+    fn keep_footer(&self, index: usize, footer: &Arc<ParquetMetaData>) {
         self.footers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(index, footer.clone());
-        let groups: Vec<u64> = footer
-            .row_groups()
-            .iter()
-            .map(|g| g.num_rows().max(0) as u64)
-            .collect();
-        Ok(Some(
-            part.with_extension(access_plan(file.live_runs(), &groups)),
-        ))
     }
-}
 
-/// One access per row group from a file's live/deleted runs ([`moonlink_engine::ViewFile::live_runs`]).
-fn access_plan(runs: Vec<(bool, u64)>, row_groups: &[u64]) -> ParquetAccessPlan {
-    let mut runs = runs.into_iter().peekable();
-    let mut plan = Vec::with_capacity(row_groups.len());
-    for &rows in row_groups {
-        let mut selectors = Vec::new();
-        let mut left = rows;
-        while left > 0 {
-            let Some((live, n)) = runs.peek_mut() else {
-                // Rows the view does not know of (cannot happen for a committed file): skip.
-                selectors.push(RowSelector::skip(left as usize));
-                break;
-            };
-            let take = (*n).min(left);
-            let selector = match *live {
-                true => RowSelector::select(take as usize),
-                false => RowSelector::skip(take as usize),
-            };
-            selectors.push(selector);
-            *n -= take;
-            left -= take;
-            if *n == 0 {
-                runs.next();
-            }
+    /// The `PartitionedFile` reading file `index` with `access` (`None`: all of it).
+    pub(crate) fn partitioned_file(
+        &self,
+        index: usize,
+        access: Option<datafusion::datasource::physical_plan::parquet::ParquetAccessPlan>,
+    ) -> PartitionedFile {
+        let file = &self.view.files[index];
+        let part = PartitionedFile::new(format!("view/{index}"), file.size)
+            .with_extension(FileIndex(index));
+        match access {
+            Some(access) => part.with_extension(access),
+            None => part,
         }
-        let access = if selectors.iter().all(|s| !s.skip) {
-            RowGroupAccess::Scan
-        } else if selectors.iter().all(|s| s.skip) {
-            RowGroupAccess::Skip
-        } else {
-            RowGroupAccess::Selection(RowSelection::from(selectors))
-        };
-        plan.push(access);
     }
-    ParquetAccessPlan::new(plan)
 }
 
 impl ParquetFileReaderFactory for ViewReaderFactory {
@@ -187,31 +174,5 @@ impl AsyncFileReader for ViewFileReader {
             Ok(footer)
         }
         .boxed()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rows(access: &RowGroupAccess) -> (usize, usize) {
-        match access {
-            RowGroupAccess::Scan => (usize::MAX, 0),
-            RowGroupAccess::Skip => (0, usize::MAX),
-            RowGroupAccess::Selection(s) => (s.row_count(), s.skipped_row_count()),
-        }
-    }
-
-    #[test]
-    fn deleted_rows_become_per_row_group_selections() {
-        // 10 rows, rows 3..7 deleted, in row groups of 5, 2 and 3 rows.
-        let plan = access_plan(vec![(true, 3), (false, 4), (true, 3)], &[5, 2, 3]);
-        assert_eq!(rows(&plan.inner()[0]), (3, 2));
-        assert_eq!(rows(&plan.inner()[1]), (0, usize::MAX));
-        assert_eq!(rows(&plan.inner()[2]), (usize::MAX, 0));
-        // A run ending exactly on a row-group boundary.
-        let plan = access_plan(vec![(false, 5), (true, 5)], &[5, 5]);
-        assert_eq!(rows(&plan.inner()[0]), (0, usize::MAX));
-        assert_eq!(rows(&plan.inner()[1]), (usize::MAX, 0));
     }
 }

@@ -10,10 +10,12 @@
 //! Settings (see `example.toml`): `host`, `port`, `user`, `password` or `password_env`,
 //! `database`, `tables` (`schema.table`, ...) or `publication`, `slot`, `namespace`,
 //! `keyless` (`refuse` | `append-only`), `snapshot_connections`, `snapshot_chunk_pages`,
+//! `copy_format` (`binary` | `text`: the initial copy's COPY format; `binary.rs`),
 //! `connect_timeout_ms`, `reply_timeout_ms` (every wait on the server is bounded; README.md),
 //! `publication_check_ms` (publication mode: how often tables joining or leaving the
 //! publication are looked for; `publication.rs`).
 
+mod binary;
 mod conn;
 mod copy_point;
 mod defaults;
@@ -70,6 +72,8 @@ pub struct Settings {
     pub append_only_keyless: bool,
     pub snapshot_connections: usize,
     pub snapshot_chunk_pages: u64,
+    /// The initial copy reads COPY's binary format (`binary.rs`), else its text format.
+    pub copy_binary: bool,
     /// How often the publication's tables are read while streaming.
     pub publication_check: Duration,
 }
@@ -160,6 +164,15 @@ impl Settings {
                 ))
             }
         };
+        let copy_binary = match config.opt_str("copy_format")?.unwrap_or("binary") {
+            "binary" => true,
+            "text" => false,
+            other => {
+                return Err(format!(
+                    "setting `copy_format`: '{other}' (expected binary or text)"
+                ))
+            }
+        };
         let millis = |key: &str, default: u64| -> Result<Duration, String> {
             match config.opt_u64(key)?.unwrap_or(default) {
                 0 => Err(format!(
@@ -201,6 +214,7 @@ impl Settings {
                 .opt_u64("snapshot_chunk_pages")?
                 .unwrap_or(4096)
                 .max(1),
+            copy_binary,
             publication_check,
         })
     }

@@ -2,15 +2,20 @@
 //! (`ctid` ranges, which Postgres scans directly) over several connections, so the server
 //! produces the next chunks while this plugin decodes the current one.
 //!
+//! Chunks are read in COPY's binary format into typed columns (`binary.rs`) unless
+//! `copy_format = "text"`, or a table has a column with no binary plan (then that table is
+//! copied in text format, and the log says so).
+//!
 //! The replication connection that created the slot stays idle meanwhile: the exported
 //! snapshot lives only until its next command, which is `START_REPLICATION` from the slot's
 //! consistent point. So the copy and the stream meet exactly: no gap, no duplicate.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use moonlink_sdk::source::{CopyProgress, SourceEvent};
 
+use crate::binary::{BinaryBatch, BinaryPlan};
 use crate::conn::{col, Connection};
 use crate::copy_point::{copy_hash, CopyPoint};
 use crate::sql::{parse_lsn, quote_ident, quote_literal};
@@ -33,6 +38,8 @@ struct Chunk {
 struct Worker {
     conn: Connection,
     copying: Option<Chunk>,
+    /// A binary copy's header is still to come (it leads the first CopyData message).
+    header: bool,
 }
 
 struct TableProgress {
@@ -58,6 +65,12 @@ pub struct Snapshot {
     progress: Vec<TableProgress>,
     /// COPY statements' column lists and table names, per table.
     selects: Vec<String>,
+    /// Per table: how its binary copy is decoded, or none for a text copy.
+    binary: Vec<Option<BinaryPlan>>,
+    /// Per table: the binary rows of this poll.
+    batches: Vec<Option<BinaryBatch>>,
+    /// Values of the current message stored as null for want of an Iceberg form.
+    unrepresentable: Vec<(usize, &'static str)>,
     truncated: bool,
     /// The tables are new to the host: announce each (the host creates it) before emptying it.
     added: bool,
@@ -142,6 +155,7 @@ impl Snapshot {
             workers.push_back(Worker {
                 conn,
                 copying: None,
+                header: false,
             });
         }
         let mut snapshot = Snapshot::plan(settings, tables, workers, consistent_lsn, &[])?;
@@ -191,6 +205,7 @@ impl Snapshot {
             workers.push_back(Worker {
                 conn,
                 copying: None,
+                header: false,
             });
         }
         // Streaming starts where the slot stands: its consistent point, unless it was
@@ -281,6 +296,7 @@ impl Snapshot {
         let mut chunks = VecDeque::new();
         let mut progress = Vec::new();
         let mut selects = Vec::new();
+        let mut binary = Vec::new();
         let sizing = &mut workers[0].conn;
         let per_chunk = settings.snapshot_chunk_pages;
         for (index, table) in tables.iter().enumerate() {
@@ -359,8 +375,37 @@ impl Snapshot {
                 estimate,
                 chunks_left: n,
             });
-            let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
-            selects.push(format!("SELECT {} FROM {qualified}", columns.join(", ")));
+            let plan = match crate::binary::plan(table) {
+                _ if !settings.copy_binary => None,
+                Ok(plan) => {
+                    if !plan.as_text.is_empty() {
+                        moonlink_sdk::info!(
+                            "table {}: copying {} in their text form (binary COPY of the rest)",
+                            table.source_name,
+                            plan.as_text.join(", ")
+                        );
+                    }
+                    Some(plan)
+                }
+                Err(column) => {
+                    moonlink_sdk::info!(
+                        "table {}: column {column} has no binary decoder: the table is copied \
+                         in COPY's text format",
+                        table.source_name
+                    );
+                    None
+                }
+            };
+            let columns = match &plan {
+                Some(plan) => plan.select_list.clone(),
+                None => {
+                    let columns: Vec<String> =
+                        table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+                    columns.join(", ")
+                }
+            };
+            selects.push(format!("SELECT {columns} FROM {qualified}"));
+            binary.push(plan);
         }
         Ok(Snapshot {
             repl: None,
@@ -373,6 +418,9 @@ impl Snapshot {
             chunks,
             progress,
             selects,
+            batches: binary.iter().map(|_| None).collect(),
+            binary,
+            unrepresentable: Vec::new(),
             truncated: false,
             added: false,
             resumed: false,
@@ -419,7 +467,12 @@ impl Snapshot {
             sql.push_str(&format!(" AND ctid < '({end},0)'::tid"));
         }
         sql.push_str(") TO STDOUT");
+        let binary = self.binary[chunk.table].is_some();
+        if binary {
+            sql.push_str(" (FORMAT binary)");
+        }
         let worker = &mut self.workers[i];
+        worker.header = binary;
         worker
             .conn
             .start_copy_out(&sql)
@@ -479,7 +532,7 @@ impl Snapshot {
             self.resumed = false;
         }
         let mut rows = 0;
-        let mut touched: HashMap<usize, ()> = HashMap::new();
+        let mut touched = vec![false; tables.len()];
         while rows < max_rows {
             let Some(worker) = self.workers.front_mut() else {
                 break;
@@ -497,13 +550,31 @@ impl Snapshot {
             };
             match row {
                 Some(line) => {
-                    let fields = split_copy_row(&line)
-                        .map_err(|e| format!("table {}: {e}", tables[chunk.table].source_name))?;
-                    let values: Vec<Option<&str>> = fields.iter().map(|f| f.as_deref()).collect();
-                    tables[chunk.table].insert(&values)?;
-                    self.progress[chunk.table].copied += 1;
-                    touched.insert(chunk.table, ());
-                    rows += 1;
+                    let table = &mut tables[chunk.table];
+                    let added = match &self.binary[chunk.table] {
+                        Some(plan) => {
+                            let batch = self.batches[chunk.table]
+                                .get_or_insert_with(|| BinaryBatch::new(plan, table.mode));
+                            let added = batch
+                                .decode(&line, &mut worker.header, &mut self.unrepresentable)
+                                .map_err(|e| format!("table {}: {e}", table.source_name))?;
+                            for (column, what) in self.unrepresentable.drain(..) {
+                                table.report_unrepresentable(column, what);
+                            }
+                            added
+                        }
+                        None => {
+                            let fields = split_copy_row(&line)
+                                .map_err(|e| format!("table {}: {e}", table.source_name))?;
+                            let values: Vec<Option<&str>> =
+                                fields.iter().map(|f| f.as_deref()).collect();
+                            table.insert(&values)?;
+                            1
+                        }
+                    };
+                    self.progress[chunk.table].copied += added as u64;
+                    touched[chunk.table] = true;
+                    rows += added;
                 }
                 None => {
                     worker.copying = None;
@@ -518,19 +589,20 @@ impl Snapshot {
                     while self.complete.get(self.complete_prefix) == Some(&true) {
                         self.complete_prefix += 1;
                     }
-                    touched.insert(chunk.table, ());
+                    touched[chunk.table] = true;
                     self.start_next(0)?;
                     // Let the other connections' copies (already running) drain next.
                     self.workers.rotate_left(1);
                 }
             }
         }
-        for table in tables.iter_mut() {
+        for (table, batch) in tables.iter_mut().zip(&mut self.batches) {
+            if let Some(batch) = batch.take().filter(|b| !b.is_empty()) {
+                events.push(SourceEvent::Changes(batch.finish(&table.target)));
+            }
             table.flush(events);
         }
-        let mut touched: Vec<usize> = touched.into_keys().collect();
-        touched.sort_unstable();
-        for index in touched {
+        for index in (0..tables.len()).filter(|i| touched[*i]) {
             let p = &self.progress[index];
             events.push(SourceEvent::Progress(CopyProgress {
                 table: tables[index].target.clone(),

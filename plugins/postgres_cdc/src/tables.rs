@@ -200,13 +200,7 @@ impl MirroredTable {
             })? {
                 Decoded::Value(v) => v,
                 Decoded::Unrepresentable(text) => {
-                    let column = self.columns[index].name.clone();
-                    if self.reported.insert(column.clone()) {
-                        moonlink_sdk::warn!(
-                            "table {} column '{column}': '{text}' has no Iceberg equivalent; stored as null",
-                            self.source_name
-                        );
-                    }
+                    self.report_unrepresentable(index, &format!("'{text}'"));
                     Value::Null
                 }
             },
@@ -217,6 +211,18 @@ impl MirroredTable {
                 self.source_name, self.columns[index].name
             )
         })
+    }
+
+    /// Logs (once per column) a value stored as null for want of an Iceberg form.
+    pub fn report_unrepresentable(&mut self, index: usize, what: &str) {
+        let column = &self.columns[index].name;
+        if !self.reported.contains(column) {
+            moonlink_sdk::warn!(
+                "table {} column '{column}': {what} has no Iceberg equivalent; stored as null",
+                self.source_name
+            );
+            self.reported.insert(column.clone());
+        }
     }
 
     fn finish_row(&mut self) -> Result<(), String> {

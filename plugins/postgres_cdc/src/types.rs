@@ -74,7 +74,7 @@ pub struct ColumnDecoder {
 }
 
 /// The element type of a Postgres array type.
-fn array_element(type_oid: u32) -> Option<u32> {
+pub fn array_element(type_oid: u32) -> Option<u32> {
     Some(match type_oid {
         1000 => 16,
         1005 => 21,

@@ -129,6 +129,28 @@ impl Table {
             .collect()
     }
 
+    /// Flow control for pull sources: once the buffer holds twice `max_buffer_bytes` (one
+    /// buffer-full being written by a commit, another filled behind it), waits for commits
+    /// until it is below that. A source faster than Parquet encoding (an initial copy) then
+    /// runs at the commits' pace instead of growing memory without bound. Never fails: while
+    /// commits fail the source waits, and a dropped table is reported by its next apply.
+    pub(crate) async fn wait_for_room(&self) {
+        let mut rx = self.committed.subscribe();
+        loop {
+            {
+                let buffer = self.lock_buffer();
+                if buffer.dropped || buffer.bytes < self.config.max_buffer_bytes.saturating_mul(2) {
+                    return;
+                }
+            }
+            self.wake.notify_one();
+            // Any commit outcome (success or failure) is a reason to look again.
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Waits until a snapshot containing `lsn` is committed, asking for a commit now.
     async fn wait_committed(&self, lsn: u64) -> Result<CommitState> {
         let mut rx = self.committed.subscribe();

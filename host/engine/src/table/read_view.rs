@@ -128,8 +128,9 @@ pub struct ReadView {
     warehouse: Warehouse,
 }
 
-/// One data file of a [`ReadView`].
-#[derive(Debug, Clone)]
+/// One data file of a [`ReadView`]. Equal files have equal deleted rows (a query may reuse
+/// what it derived from an equal file).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewFile {
     /// The file's location (a URI in the warehouse).
     pub location: String,
