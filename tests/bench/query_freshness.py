@@ -1,5 +1,5 @@
 """Freshness: async ingest ack -> row visible to POST /query (p50/p99 over N rows)."""
-import os, subprocess, sys, tempfile, time, statistics, requests
+import os, shutil, subprocess, sys, tempfile, time, statistics, requests
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
 from conftest import Server
 d = tempfile.mkdtemp()
@@ -25,3 +25,4 @@ try:
     print(f"freshness ms: p50={lat[len(lat)//2]:.1f} p99={lat[int(len(lat)*0.99)]:.1f} max={lat[-1]:.1f} (n={len(lat)}, 100k rows, commits every 1 s)")
 finally:
     s.kill()
+    shutil.rmtree(d, ignore_errors=True)

@@ -1,6 +1,6 @@
 """Scan speed of POST /query (committed files with DVs + buffered rows) vs DuckDB's
 iceberg_scan of the committed snapshot alone. Usage: query_scan.py [ROWS]"""
-import os, sys, tempfile, time
+import os, shutil, sys, tempfile, time
 import requests
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
 from conftest import Server
@@ -40,3 +40,4 @@ try:
           f"ratio {(live_committed + ROWS // 100) / ours / (live_committed / duck):.2f}")
 finally:
     s.kill()
+    shutil.rmtree(d, ignore_errors=True)
