@@ -47,8 +47,8 @@ def rows(server, sql, **kw):
 
 
 def test_read_your_writes_matches_the_model_and_duckdb(make_server):
-    """Random keyed batches (insert, upsert, delete; async and sync), commits, compactions and a
-    kill -9 in between: `/query` equals the model right after every acknowledgement, and after
+    """200 random steps of keyed batches (insert, upsert, delete; async and sync), commits,
+    compactions and two kill -9s in between: `/query` equals the model right after every acknowledgement, and after
     every commit the committed snapshot equals DuckDB's `iceberg_scan` of it."""
     server = make_server(["--commit-interval-ms", "150"])
     server.create_table("rt.kv", KV, primary_key=["id"])
@@ -56,7 +56,7 @@ def test_read_your_writes_matches_the_model_and_duckdb(make_server):
     model = {}
     next_id = 0
     sql = "SELECT id, v, s FROM rt.kv ORDER BY id"
-    for step in range(160):
+    for step in range(200):
         mode = rng.choice(["async", "sync"])
         kind = rng.random()
         if kind < 0.35 or not model:
@@ -88,7 +88,7 @@ def test_read_your_writes_matches_the_model_and_duckdb(make_server):
             assert snap == want, f"step {step}: snapshot {committed['snapshot_id']}"
         want = [(k, v, s) for k, (v, s) in sorted(model.items())]
         assert rows(server, sql) == want, f"step {step}"
-        if step in (60, 120):
+        if step in (70, 140):
             server.kill()
             server.start()
             assert rows(server, sql) == want, f"after restart at step {step}"
