@@ -514,16 +514,7 @@ impl Table {
             tracing::info!(table = %self.name, error = %e, "compaction swap lost; will plan again");
             return Ok(false);
         }
-        pending
-            .live_files
-            .retain(|f| !removed.contains(f.file_path()));
-        pending.file_specs.retain(|path, _| !removed.contains(path));
-        for file in &added {
-            pending
-                .file_specs
-                .insert(file.file_path().to_string(), default_spec);
-        }
-        pending.live_files.extend(added);
+        pending.swap_live_files(&removed, added, default_spec);
         for path in &removed {
             pending.committed_dvs.remove(path);
         }

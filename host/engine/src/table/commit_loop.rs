@@ -343,16 +343,7 @@ impl Table {
             .await?;
         tracing::debug!(table = %self.name, lsn = pending.through_lsn, files = added.len(),
             merged = removed.len(), deletion_vectors = vectors.len(), "committed snapshot");
-        pending
-            .live_files
-            .retain(|f| !removed.contains(f.file_path()));
-        pending.file_specs.retain(|path, _| !removed.contains(path));
-        for file in &added {
-            pending
-                .file_specs
-                .insert(file.file_path().to_string(), default_spec);
-        }
-        pending.live_files.extend(added);
+        pending.swap_live_files(&removed, added, default_spec);
         pending.paths = paths;
         for (path, merged) in vectors {
             pending.committed_dvs.insert(path, merged);

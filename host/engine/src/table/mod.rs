@@ -338,6 +338,23 @@ impl Pending {
             .unwrap_or(default_spec);
         FilePartition::of(file, spec_id)
     }
+
+    /// After a committed snapshot: the `removed` data files leave the live set and `added`
+    /// (written in the default spec) join it.
+    fn swap_live_files(
+        &mut self,
+        removed: &std::collections::HashSet<String>,
+        added: Vec<DataFile>,
+        default_spec: i32,
+    ) {
+        self.live_files.retain(|f| !removed.contains(f.file_path()));
+        self.file_specs.retain(|path, _| !removed.contains(path));
+        for file in &added {
+            self.file_specs
+                .insert(file.file_path().to_string(), default_spec);
+        }
+        self.live_files.extend(added);
+    }
 }
 
 pub(crate) struct Table {
