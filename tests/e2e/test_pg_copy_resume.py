@@ -98,7 +98,7 @@ def test_a_crash_before_a_keyless_table_is_copied_starts_the_copy_over(postgres,
     pg = postgres
     pg.execute(
         "CREATE TABLE a_keyed (id bigint PRIMARY KEY, payload text);"
-        "INSERT INTO a_keyed SELECT g, md5(g::text) FROM generate_series(1, 1000000) g;"
+        "INSERT INTO a_keyed SELECT g, md5(g::text) FROM generate_series(1, 2000000) g;"
         "CREATE TABLE b_log (n bigint, what text);"
         "INSERT INTO b_log SELECT g, 'seed' FROM generate_series(1, 50000) g; ANALYZE;",
         db="app",
@@ -108,10 +108,12 @@ def test_a_crash_before_a_keyless_table_is_copied_starts_the_copy_over(postgres,
                 extra_args=["--commit-interval-ms", "200"])
     host = cdc_host(pg, ["public.a_keyed", "public.b_log"], **args)
 
+    # 2M rows: the binary copy reads a 1M-row table before its first commit lands, which left
+    # no moment with the keyed table committed in part.
     def copying():
         table = host.table("public.a_keyed")
         copy = table.get("initial_copy")
-        return copy and not copy["done"] and table["total_records"] > 0
+        return copy and not copy["done"] and 0 < table["total_records"] < 2000000
 
     wait_for(copying, timeout=120, what="the keyed table's copy to be committed in part", interval=0.005)
     host.kill()
@@ -123,8 +125,8 @@ def test_a_crash_before_a_keyless_table_is_copied_starts_the_copy_over(postgres,
     with open(host.log_path, "rb") as f:
         assert b"before keyless table public.b_log was copied" in f.read()
     # Started over: the whole keyed table was copied again.
-    assert host.table("public.a_keyed")["initial_copy"]["rows_copied"] == 1000000
+    assert host.table("public.a_keyed")["initial_copy"]["rows_copied"] == 2000000
     pg.execute("INSERT INTO b_log VALUES (-2, 'after')", db="app")
     from test_postgres_cdc import assert_mirrors
     assert_mirrors(host, pg, "public.b_log", "b_log", ["n", "what"], timeout=120, expect_rows=50002)
-    assert_mirrors(host, pg, "public.a_keyed", "a_keyed", ["id", "payload"], timeout=120, expect_rows=1000000)
+    assert_mirrors(host, pg, "public.a_keyed", "a_keyed", ["id", "payload"], timeout=120, expect_rows=2000000)
