@@ -74,7 +74,9 @@ def native(bodies):
         for b in bodies:
             f.write(struct.pack("<I", len(b)) + b)
     try:
-        out = subprocess.run(["cargo", "test", "-p", "otel", "--release", "--", "--ignored", "--nocapture",
+        # On a shared machine, CARGO_LOCK=/path makes only the cargo step wait on that lock file.
+        lock = ["flock", os.environ["CARGO_LOCK"]] if os.environ.get("CARGO_LOCK") else []
+        out = subprocess.run(lock + ["cargo", "test", "-p", "otel", "--release", "--", "--ignored", "--nocapture",
                               "native_decode"], cwd=ROOT, env={**os.environ, "OTEL_BENCH_BODIES": path},
                              capture_output=True, text=True)
     finally:

@@ -1,9 +1,11 @@
 //! Parquet data files: writing buffered rows (zstd, with Iceberg column statistics) and reading
 //! small files back when they are merged.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow_array::{new_null_array, RecordBatch};
+use arrow_array::cast::AsArray;
+use arrow_array::{new_null_array, Array, RecordBatch};
 use arrow_schema::SchemaRef;
 use iceberg::io::FileIO;
 use iceberg::spec::{DataContentType, DataFile, Schema as IcebergSchema};
@@ -11,6 +13,7 @@ use iceberg::writer::file_writer::{FileWriter, FileWriterBuilder, ParquetWriterB
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::error::Result;
 use crate::partition::FilePartition;
@@ -26,9 +29,7 @@ pub async fn write_data_file(
     batches: &[RecordBatch],
     partition: &FilePartition,
 ) -> Result<DataFile> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .build();
+    let props = writer_properties(batches)?;
     let writer_schema = iceberg::arrow::schema_to_arrow_schema(iceberg_schema)?;
     let builder = ParquetWriterBuilder::new(props, iceberg_schema.clone());
     let mut writer = builder.build(file_io.new_output(location)?).await?;
@@ -51,6 +52,72 @@ pub async fn write_data_file(
         .partition(partition.value.clone())
         .build()
         .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::Unexpected, e.to_string()))?)
+}
+
+/// Rows of a file sampled (from its start) to choose each column's encoding.
+const SAMPLE_ROWS: usize = 1024;
+/// With fewer non-null values than this in the sample, a column keeps the default.
+const MIN_SAMPLE: usize = 64;
+
+/// zstd, and dictionary encoding off for the top-level string and binary columns whose sampled
+/// values are mostly distinct (ids, e-mails, URLs with ids): their dictionary would hold nearly
+/// every value, so interning each one costs CPU and saves no space. Low-cardinality columns
+/// keep it. Iceberg readers read either encoding.
+fn writer_properties(batches: &[RecordBatch]) -> Result<WriterProperties> {
+    let mut builder =
+        WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?));
+    if let Some(first) = batches.first() {
+        for (i, field) in first.schema_ref().fields().iter().enumerate() {
+            if mostly_distinct(batches, i) {
+                let path = ColumnPath::from(field.name().as_str());
+                builder = builder.set_column_dictionary_enabled(path, false);
+            }
+        }
+    }
+    Ok(builder.build())
+}
+
+/// Whether more than half of the first [`SAMPLE_ROWS`] non-null values of byte column
+/// `column` are distinct (false for other types and for samples under [`MIN_SAMPLE`]).
+fn mostly_distinct(batches: &[RecordBatch], column: usize) -> bool {
+    let mut sample: Vec<&[u8]> = Vec::new();
+    for batch in batches {
+        let room = SAMPLE_ROWS - sample.len();
+        if room == 0 || !sample_bytes(batch.column(column).as_ref(), room, &mut sample) {
+            break;
+        }
+    }
+    if sample.len() < MIN_SAMPLE {
+        return false;
+    }
+    let distinct: HashSet<&[u8]> = sample.iter().copied().collect();
+    distinct.len() * 2 > sample.len()
+}
+
+/// Appends up to `room` non-null values of a string or binary array to `out`; false for
+/// any other type.
+fn sample_bytes<'a>(array: &'a dyn Array, room: usize, out: &mut Vec<&'a [u8]>) -> bool {
+    use arrow_schema::DataType as D;
+    let values: Box<dyn Iterator<Item = Option<&'a [u8]>> + 'a> = match array.data_type() {
+        D::Utf8 => Box::new(
+            array
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.map(str::as_bytes)),
+        ),
+        D::LargeUtf8 => Box::new(
+            array
+                .as_string::<i64>()
+                .iter()
+                .map(|v| v.map(str::as_bytes)),
+        ),
+        D::Binary => Box::new(array.as_binary::<i32>().iter()),
+        D::LargeBinary => Box::new(array.as_binary::<i64>().iter()),
+        D::FixedSizeBinary(_) => Box::new(array.as_fixed_size_binary().iter()),
+        _ => return false,
+    };
+    out.extend(values.flatten().take(room));
+    true
 }
 
 /// `batch` with its nested columns cast to the types the Parquet writer derives from the
@@ -180,3 +247,7 @@ pub async fn read_rows_at(
         .with_row_selection(RowSelection::from(selectors));
     relabel(builder, schema)
 }
+
+#[cfg(test)]
+#[path = "data_files_tests.rs"]
+mod tests;
