@@ -472,6 +472,16 @@ impl Engine {
         self.table(name)?.apply(batch, durability, None).await
     }
 
+    /// Admission control for writers that can be told to retry (HTTP ingest, receivers): call
+    /// before decoding or applying their batch. Returns at once while the table's buffer is
+    /// below twice [`TableConfig::max_buffer_bytes`]; otherwise waits up to
+    /// [`TableConfig::backlog_wait`] for commits to drain it and then fails with
+    /// [`EngineError::Backlogged`], having written nothing. With [`Engine::apply_from_source`]
+    /// this bounds every table's buffer however fast writers send.
+    pub async fn admit(&self, name: &str) -> Result<()> {
+        self.table(name)?.admit().await
+    }
+
     /// Applies a batch from a pull source. It is not logged: the snapshot that commits it
     /// records `checkpoint`, and after a crash the source replays from the committed
     /// checkpoint ([`Engine::source_checkpoint`]). Returns once the table's buffer is below

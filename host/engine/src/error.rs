@@ -86,6 +86,18 @@ pub enum EngineError {
     #[error("engine unavailable: {0}")]
     Unavailable(String),
 
+    /// The table's buffer is full (twice `max_buffer_bytes`) and commits did not make room
+    /// within `backlog_wait`: the write was refused before anything was logged, retry later.
+    #[error("table '{table}' is backlogged: {buffered_bytes} bytes wait for a commit (the last commit error: {last_error}); nothing was written, retry later")]
+    Backlogged {
+        /// The table.
+        table: String,
+        /// Arrow bytes buffered when the wait ended.
+        buffered_bytes: usize,
+        /// Why commits are not draining the buffer, or `none` when they are merely slow.
+        last_error: String,
+    },
+
     /// A local file operation failed.
     #[error("I/O error on {path}: {source}")]
     Io {

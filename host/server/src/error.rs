@@ -87,6 +87,7 @@ impl From<EngineError> for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "operation_not_allowed")
             }
             EngineError::Unsupported(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
+            EngineError::Backlogged { .. } => (StatusCode::SERVICE_UNAVAILABLE, "backlogged"),
             EngineError::Unavailable(_) | EngineError::CommitConflict(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }

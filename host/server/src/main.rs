@@ -49,6 +49,16 @@ struct Cli {
     #[arg(long, env = "MOONLINK_COMMIT_INTERVAL_MS", default_value_t = 2000)]
     commit_interval_ms: u64,
 
+    /// Arrow bytes a table buffers before a commit starts early. Writers are held back while
+    /// a table buffers twice this (one buffer being committed, one filling).
+    #[arg(long, env = "MOONLINK_MAX_BUFFER_BYTES", default_value_t = 256 * 1024 * 1024)]
+    max_buffer_bytes: usize,
+
+    /// How long an HTTP write (ingest or receiver) waits for room in a full table buffer
+    /// before it is refused with 503 `backlogged` and `Retry-After`; nothing is written.
+    #[arg(long, env = "MOONLINK_BACKLOG_WAIT_MS", default_value_t = 5000)]
+    backlog_wait_ms: u64,
+
     /// Target size of Parquet data files, in bytes; small files are merged toward it.
     #[arg(long, env = "MOONLINK_TARGET_FILE_SIZE", default_value_t = 128 * 1024 * 1024)]
     target_file_size: u64,
@@ -239,6 +249,8 @@ async fn main() -> anyhow::Result<()> {
         table: TableConfig {
             commit_interval: Duration::from_millis(cli.commit_interval_ms.max(10)),
             target_file_size: cli.target_file_size,
+            max_buffer_bytes: cli.max_buffer_bytes.max(1),
+            backlog_wait: Duration::from_millis(cli.backlog_wait_ms),
             retention: moonlink_engine::SnapshotRetention {
                 max_age: Duration::from_secs(cli.snapshot_max_age_secs),
                 min_keep: cli.snapshot_min_keep.max(1),

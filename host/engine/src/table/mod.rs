@@ -64,6 +64,9 @@ pub struct TableConfig {
     pub max_buffer_bytes: usize,
     /// How long a `sync` request waits for its commit.
     pub sync_timeout: Duration,
+    /// How long a write that can be retried (HTTP ingest, receivers) waits for room in a full
+    /// buffer before it is refused as backlogged ([`crate::Engine::admit`]).
+    pub backlog_wait: Duration,
     /// Snapshot expiry policy, applied at every commit.
     pub retention: commit::SnapshotRetention,
     /// Unreferenced files are swept every this many commits (and on `optimize`).
@@ -79,6 +82,7 @@ impl Default for TableConfig {
             rewrite_deleted_fraction: 0.3,
             max_buffer_bytes: 256 * 1024 * 1024,
             sync_timeout: Duration::from_secs(60),
+            backlog_wait: Duration::from_secs(5),
             retention: commit::SnapshotRetention::default(),
             orphan_sweep_every: 100,
         }
@@ -643,6 +647,23 @@ impl Table {
             self.commit().await?;
         }
         Ok(())
+    }
+
+    /// Admission for writers that can be told to retry: waits up to `backlog_wait` while the
+    /// buffer holds twice `max_buffer_bytes` (see `wait_for_room`), then refuses. Pull sources
+    /// wait without a limit instead; a client can come back, a replication stream cannot.
+    pub(crate) async fn admit(&self) -> Result<()> {
+        let wait = self.config.backlog_wait;
+        if tokio::time::timeout(wait, self.wait_for_room()).await.is_ok() {
+            return Ok(());
+        }
+        let buffered_bytes = self.lock_buffer().bytes;
+        let last_error = self.committed.borrow().last_error.clone();
+        Err(EngineError::Backlogged {
+            table: self.name.clone(),
+            buffered_bytes,
+            last_error: last_error.unwrap_or_else(|| "none".into()),
+        })
     }
 
     /// Stops accepting writes and removes the table's log (the caller drops the catalog entry

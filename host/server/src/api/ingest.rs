@@ -117,7 +117,7 @@ fn query_operation_and_mode(parameters: &[(String, String)]) -> (Operation, Requ
         (status = 409, description = "An insert hit existing keys, or the table changed shape meanwhile; nothing written", body = ApiError),
         (status = 413, description = "Body over --max-body-bytes, or too large for the decoder's memory", body = ApiError),
         (status = 422, description = "A value does not fit its column (`row`, `column` say where), or the operation needs a key", body = ApiError),
-        (status = 503, description = "Request bodies in flight exceed --max-inflight-bytes, the decoder ran out of time, or the table is unavailable", body = ApiError,
+        (status = 503, description = "Request bodies in flight exceed --max-inflight-bytes, the table is backlogged (its buffer stayed full for --backlog-wait-ms), the decoder ran out of time, or the table is unavailable", body = ApiError,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 pub(crate) async fn ingest(
@@ -137,6 +137,9 @@ pub(crate) async fn ingest(
     check_ingest_parameters(&parameters)?;
     // Unknown table first: a 404 is more useful than a complaint about the body.
     let schema = state.engine.table_schema(&name)?;
+    // Backpressure: while the table's buffer is full the body stays unread in the socket,
+    // and after --backlog-wait-ms the request is refused with nothing written.
+    state.engine.admit(&name).await?;
     // `_permit` holds the body's bytes in the in-flight budget until decode and apply are done.
     let (body, _permit) = read_body(&state, &headers, body).await?;
     let body_len = body.len();

@@ -400,6 +400,13 @@ async fn handle(app: &AppState, mounted: &Mounted, path: String, request: Reques
             return failure(mounted, headers, e).await;
         }
     };
+    // Backpressure before anything is written: a backlogged table refuses the whole request
+    // (503 with Retry-After, which OTLP exporters retry).
+    for (table, _) in &batches {
+        if let Err(e) = app.engine.admit(table).await {
+            return failure(mounted, headers, ApiError::from(e)).await;
+        }
+    }
     for (table, batch) in batches {
         let rows = batch.num_rows() as u64;
         if let Err(e) = app.engine.apply(&table, batch, Durability::Logged).await {
