@@ -2,7 +2,11 @@
 """HTTP ingest against its limit, measured in one run (issue 12, the HTTP rows).
 
   ~/.cache/moonlink-venv/bin/python tests/bench/http_ingest_bench.py [ROWS] [BATCH_ROWS] [--debug]
-      [--before-plugins=DIR]
+      [--before-plugins=DIR] [--bin-dir=DIR] [--ndjson-only]
+
+`--bin-dir=DIR` takes `moonlink-host`, `parquet_limit` and the plugins from DIR instead of the
+shared target dir (a copy that another build cannot overwrite mid-run); `--ndjson-only` skips
+the "no decoder pool" and Arrow IPC lines.
 
 Needs the release build (`source scripts/env.sh && cargo build --release -p moonlink-host &&
 cargo build --release -p moonlink-engine --example parquet_limit && build_plugins`); `--debug`
@@ -164,8 +168,10 @@ def main():
     profile = "debug" if "--debug" in sys.argv else "release"
     rows = int(args[0]) if args else 1_000_000
     batch_rows = int(args[1]) if len(args) > 1 else 10_000
-    binary = os.path.join(TARGET, profile, "moonlink-host")
-    limit_bin = os.path.join(TARGET, profile, "examples", "parquet_limit")
+    bin_dir = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--bin-dir=")), None)
+    ndjson_only = "--ndjson-only" in sys.argv
+    binary = os.path.join(bin_dir or os.path.join(TARGET, profile), "moonlink-host")
+    limit_bin = os.path.join(bin_dir or os.path.join(TARGET, profile, "examples"), "parquet_limit")
     for path in (binary, limit_bin):
         if not os.path.exists(path):
             sys.exit(f"{path} missing: see this script's docstring for the build commands")
@@ -186,13 +192,14 @@ def main():
                                  {"MOONLINK_DECODER_POOL": "0"})
             results.append((f"before: HTTP NDJSON, {clients} client{'s' if clients > 1 else ''}, no decoder pool "
                             f"({before})", rate, rss))
-    for clients in (1, 4):
-        rate, rss = host_run(binary, ndjson, "application/x-ndjson", clients, rows, None, {"MOONLINK_DECODER_POOL": "0"})
+    for clients in () if ndjson_only else (1, 4):
+        rate, rss = host_run(binary, ndjson, "application/x-ndjson", clients, rows, bin_dir,
+                             {"MOONLINK_DECODER_POOL": "0"})
         results.append((f"HTTP NDJSON, {clients} client{'s' if clients > 1 else ''}, no decoder pool", rate, rss))
-    for label, bodies, ctype in [("NDJSON", ndjson, "application/x-ndjson"),
-                                 ("Arrow IPC", ipc, "application/vnd.apache.arrow.stream")]:
+    kinds = [("NDJSON", ndjson, "application/x-ndjson"), ("Arrow IPC", ipc, "application/vnd.apache.arrow.stream")]
+    for label, bodies, ctype in kinds[:1] if ndjson_only else kinds:
         for clients in (1, 4):
-            rate, rss = host_run(binary, bodies, ctype, clients, rows)
+            rate, rss = host_run(binary, bodies, ctype, clients, rows, bin_dir)
             results.append((f"HTTP {label}, {batch_rows} rows/request, {clients} client{'s' if clients > 1 else ''}",
                             rate, rss))
     print(f"{rows} rows, {batch_rows} rows/request, {profile} build, "

@@ -1,50 +1,56 @@
-//! The fast path: NDJSON bodies and JSON envelopes whose rows are flat objects of plain
-//! scalars, scanned by hand straight into the column builders (no serde structure, no member
-//! list per row, column lookup predicted from the previous key).
+//! The fast path: NDJSON bodies and JSON envelopes whose rows are flat objects of scalars,
+//! scanned by hand in one pass straight into typed columns (`columns.rs`: no serde structure,
+//! no `Value` per field, column lookup predicted from the previous key).
 //!
-//! It only ever accepts: anything it does not handle itself (an escape in a key or string, an
-//! array value, a duplicate or unknown key, any value refused by its column, odd structure)
-//! makes it give up, and the body is decoded again by the general path, which then produces
-//! the result or the exact error (with row and column) the API documents. Values are converted
-//! by the same code as the general path (`RowWriter::set` on the value's raw JSON text).
+//! It only ever accepts: anything it does not handle itself (an escape in a key, an array
+//! value, a duplicate or unknown key, any value refused by its column, odd structure) makes it
+//! give up, and the body is decoded again by the general path, which then produces the result
+//! or the exact error (with row and column) the API documents. Values convert to exactly what
+//! the general path builds (`fast_tests.rs` compares both on generated bodies).
 
 use moonlink_sdk::rest::{IngestRequest, RequestInfo};
-use moonlink_sdk::{DataType, Operation};
 
-use crate::{is_ndjson, parse_mode, parse_operation, RowWriter};
+use crate::columns::Columns;
+use crate::{is_ndjson, parse_mode, parse_operation};
 
 /// Decodes `body` if every part of it is on the fast path; `None` means "use the general path".
 pub fn decode(info: &RequestInfo, body: &[u8]) -> Option<IngestRequest> {
     let text = std::str::from_utf8(body).ok()?;
     let param = |key: &str| info.param(key);
-    let mut rows = RowWriter::new(&info.table, &info.schema);
     if is_ndjson(info.content_type.as_deref()) {
         let operation = parse_operation(param("operation").unwrap_or("insert")).ok()?;
         let mode = parse_mode(param("request_mode").unwrap_or("async")).ok()?;
-        for line in text.lines() {
-            if line.trim().is_empty() {
-                continue;
+        // Room for as many rows as the body holds if they are all as long as the first.
+        let first_line = body.iter().position(|&b| b == b'\n').unwrap_or(body.len()) + 1;
+        let rows_hint = body.len() / first_line + 1;
+        let mut rows = Columns::new(&info.table, &info.schema, operation, rows_hint);
+        // One pass over the body: a row may not span lines (the general path decodes one
+        // line at a time), so inside a row a newline is not whitespace.
+        let mut s = Scanner::new(text, false);
+        loop {
+            s.ws_lines();
+            if s.at_end() {
+                break;
             }
-            let mut s = Scanner::new(line);
+            s.row(&mut rows)?;
             s.ws();
-            s.row(&mut rows, operation)?;
-            s.ws();
-            if !s.at_end() {
-                return None;
+            match s.next() {
+                None | Some(b'\n') => {}
+                Some(_) => return None,
             }
         }
         return Some(rows.finish(mode));
     }
-    envelope(text, info, rows)
+    envelope(text, info)
 }
 
 /// `{"operation": "...", "request_mode": "...", "data": [rows] | row}`, fields in any order;
 /// `data` before `operation` is decoded with the default and redone if `operation` differs.
-fn envelope(text: &str, info: &RequestInfo, mut rows: RowWriter) -> Option<IngestRequest> {
+fn envelope(text: &str, info: &RequestInfo) -> Option<IngestRequest> {
     let default_operation = parse_operation(info.param("operation").unwrap_or("insert")).ok()?;
-    let mut s = Scanner::new(text);
+    let mut s = Scanner::new(text, true);
     let (mut operation, mut mode) = (None::<&str>, None::<&str>);
-    let (mut seen, mut data_with) = ([false; 4], None);
+    let (mut seen, mut data) = ([false; 4], None::<Columns>);
     s.ws();
     s.eat(b'{')?;
     loop {
@@ -77,6 +83,7 @@ fn envelope(text: &str, info: &RequestInfo, mut rows: RowWriter) -> Option<Inges
                     Some(name) => parse_operation(name).ok()?,
                     None => default_operation,
                 };
+                let mut rows = Columns::new(&info.table, &info.schema, op, 0);
                 match s.peek()? {
                     b'[' => {
                         s.pos += 1;
@@ -86,7 +93,7 @@ fn envelope(text: &str, info: &RequestInfo, mut rows: RowWriter) -> Option<Inges
                         } else {
                             loop {
                                 s.ws();
-                                s.row(&mut rows, op)?;
+                                s.row(&mut rows)?;
                                 s.ws();
                                 match s.next()? {
                                     b',' => continue,
@@ -96,10 +103,10 @@ fn envelope(text: &str, info: &RequestInfo, mut rows: RowWriter) -> Option<Inges
                             }
                         }
                     }
-                    b'{' => s.row(&mut rows, op)?,
+                    b'{' => s.row(&mut rows)?,
                     _ => return None,
                 }
-                data_with = Some(op);
+                data = Some(rows);
             }
         }
         s.ws();
@@ -117,9 +124,8 @@ fn envelope(text: &str, info: &RequestInfo, mut rows: RowWriter) -> Option<Inges
         Some(name) => parse_operation(name).ok()?,
         None => default_operation,
     };
-    if data_with != Some(operation) {
-        return None; // no data, or rows decoded before the operation was known
-    }
+    // No data, or rows decoded before the operation was known: the general path decides.
+    let rows = data.filter(|rows| rows.operation() == operation)?;
     let mode = parse_mode(mode.or(info.param("request_mode")).unwrap_or("async")).ok()?;
     Some(rows.finish(mode))
 }
@@ -128,14 +134,17 @@ struct Scanner<'a> {
     text: &'a str,
     bytes: &'a [u8],
     pos: usize,
+    /// Whether `ws` skips newlines (not inside an NDJSON row).
+    newline_ws: bool,
 }
 
 impl<'a> Scanner<'a> {
-    fn new(text: &'a str) -> Self {
+    fn new(text: &'a str, newline_ws: bool) -> Self {
         Scanner {
             text,
             bytes: text.as_bytes(),
             pos: 0,
+            newline_ws,
         }
     }
 
@@ -158,8 +167,20 @@ impl<'a> Scanner<'a> {
         Some(b)
     }
 
-    /// JSON whitespace only (what serde_json skips).
+    /// JSON whitespace only (what serde_json skips); newlines only if `newline_ws`.
     fn ws(&mut self) {
+        while let Some(b) = self.peek() {
+            match b {
+                b' ' | b'\t' | b'\r' => {}
+                b'\n' if self.newline_ws => {}
+                _ => break,
+            }
+            self.pos += 1;
+        }
+    }
+
+    /// JSON whitespace and newlines (between NDJSON rows: blank lines are skipped).
+    fn ws_lines(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.pos += 1;
         }
@@ -253,12 +274,69 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// A string literal's contents appended to `out`, escapes decoded exactly as serde_json
+    /// decodes them; `None` for a control character, a bad escape or a lone surrogate.
+    fn string_into(&mut self, out: &mut Vec<u8>) -> Option<()> {
+        self.eat(b'"')?;
+        let mut start = self.pos;
+        loop {
+            let rest = self.bytes.get(self.pos..)?;
+            let n = rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+            self.pos += n;
+            out.extend_from_slice(&self.bytes[start..self.pos]);
+            match self.next()? {
+                b'"' => return Some(()),
+                b'\\' => {
+                    let decoded = match self.next()? {
+                        b @ (b'"' | b'\\' | b'/') => b as char,
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => self.unicode_escape()?,
+                        _ => return None,
+                    };
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(decoded.encode_utf8(&mut buf).as_bytes());
+                    start = self.pos;
+                }
+                _ => return None, // a control character: not JSON
+            }
+        }
+    }
+
+    /// The character of a `\uXXXX` escape (after the `u`), a surrogate pair as one.
+    fn unicode_escape(&mut self) -> Option<char> {
+        let high = self.hex4()?;
+        if !(0xD800..0xE000).contains(&high) {
+            return char::from_u32(high);
+        }
+        if high >= 0xDC00 || self.next()? != b'\\' || self.next()? != b'u' {
+            return None; // a lone surrogate
+        }
+        let low = self.hex4()?;
+        if !(0xDC00..0xE000).contains(&low) {
+            return None;
+        }
+        char::from_u32(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let digits = self.bytes.get(self.pos..self.pos + 4)?;
+        self.pos += 4;
+        digits
+            .iter()
+            .try_fold(0u32, |acc, &b| Some(acc * 16 + (b as char).to_digit(16)?))
+    }
+
     /// One row object into `rows`, or `None` (the row is then left half-written: the caller
     /// abandons the whole fast attempt).
-    fn row(&mut self, rows: &mut RowWriter, operation: Operation) -> Option<()> {
+    fn row(&mut self, rows: &mut Columns) -> Option<()> {
         self.eat(b'{')?;
-        let row = rows.row;
-        rows.builder.start_row(operation);
+        rows.start_row();
         self.ws();
         if self.peek()? == b'}' {
             self.pos += 1;
@@ -267,28 +345,25 @@ impl<'a> Scanner<'a> {
             loop {
                 self.ws();
                 let key = self.plain_string()?;
-                let columns = rows.set_in.len();
-                let index = if guess < columns && rows.builder.field(guess).name == key {
-                    guess
-                } else {
-                    rows.builder.column_index(key)?
-                };
-                if rows.set_in[index] == row + 1 {
-                    return None;
-                }
-                rows.set_in[index] = row + 1;
+                let index = rows.index(key, guess)?;
+                rows.claim(index)?;
                 guess = index + 1;
                 self.ws();
                 self.eat(b':')?;
                 self.ws();
-                let raw = self.scalar_raw()?;
-                if matches!(rows.builder.field(index).data_type, DataType::Utf8)
-                    && raw.starts_with('"')
-                {
-                    // What `RowWriter::set` does with a string without escapes, minus its checks.
-                    rows.builder.set_str(index, &raw[1..raw.len() - 1]).ok()?;
-                } else {
-                    rows.set(index, raw).ok()?;
+                match self.peek()? {
+                    b'"' if rows.is_utf8(index) => {
+                        self.string_into(rows.str_data(index)?)?;
+                        rows.end_str(index);
+                    }
+                    b'n' => {
+                        self.literal("null")?;
+                        rows.set_null(index)?;
+                    }
+                    _ => {
+                        let raw = self.scalar_raw()?;
+                        rows.set_raw(index, raw)?;
+                    }
                 }
                 self.ws();
                 match self.next()? {
@@ -298,9 +373,7 @@ impl<'a> Scanner<'a> {
                 }
             }
         }
-        rows.builder.finish_row().ok()?;
-        rows.row += 1;
-        Some(())
+        rows.finish_row()
     }
 }
 

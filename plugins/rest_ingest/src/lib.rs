@@ -9,8 +9,10 @@
 //! All or nothing: the first bad value fails the request with its row and column. A key
 //! given twice in a row object (or a field twice in the envelope) is refused, not "last wins".
 
+mod columns;
 mod fast;
 mod json;
+mod number;
 mod values;
 
 use std::borrow::Cow;
