@@ -12,6 +12,10 @@
 //!
 //! A `FileKeys` never changes; a deleted row stays in it and is masked by the file's deleted
 //! positions (the same positions its deletion vector holds).
+//!
+//! In front of the files sits one [`KeyFilter`] over all their keys (2 bytes per key), so a
+//! key in no file costs one cache line, not a probe of every file: the files are only searched
+//! (newest first) for keys the filter may hold.
 
 use std::collections::HashMap;
 
@@ -24,6 +28,15 @@ use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use roaring::RoaringTreemap;
 use siphasher::sip128::{Hasher128, SipHasher13};
+
+mod filter;
+#[cfg(test)]
+mod tests;
+
+use filter::KeyFilter;
+
+/// The most buffer slots reserved ahead for the next buffer (see [`KeyIndex::seal_buffer`]).
+const MAX_BUFFER_RESERVE: usize = 1 << 20;
 
 /// Where a live row is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -197,6 +210,8 @@ pub struct KeyIndex {
     buffer: KeyHashMap<u32>,
     /// (file id, keys), oldest first.
     files: Vec<(u32, FileKeys)>,
+    /// Every key of `files` (and possibly stale ones): `false` means in no file.
+    filter: KeyFilter,
     /// Deleted positions per file id: committed deletion vectors plus pending deletes.
     dead: HashMap<u32, RoaringTreemap>,
 }
@@ -206,6 +221,14 @@ impl KeyIndex {
     pub fn get(&self, hash: KeyHash) -> Option<Location> {
         if let Some(&row) = self.buffer.get(&hash) {
             return Some(Location::Buffer(row));
+        }
+        self.get_in_files(hash)
+    }
+
+    /// The live location of `hash` in the data files, newest first (the buffer not consulted).
+    pub fn get_in_files(&self, hash: KeyHash) -> Option<Location> {
+        if !self.filter.may_contain(hash.hash) {
+            return None;
         }
         for (file, keys) in self.files.iter().rev() {
             let dead = self.dead.get(file);
@@ -218,9 +241,16 @@ impl KeyIndex {
         None
     }
 
-    /// Points `hash` at a buffered row.
-    pub fn insert_buffered(&mut self, hash: KeyHash, row: u32) {
-        self.buffer.insert(hash, row);
+    /// Whether no data file has keys (a just-created or just-truncated table, or one whose
+    /// rows are all still buffered): then only the buffer can hold a key.
+    pub fn has_no_files(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Points `hash` at a buffered row; returns the buffered row it pointed at before, if
+    /// any (that row is replaced; the caller marks it dead).
+    pub fn insert_buffered(&mut self, hash: KeyHash, row: u32) -> Option<u32> {
+        self.buffer.insert(hash, row)
     }
 
     /// Forgets a location because its row was deleted or replaced.
@@ -237,8 +267,10 @@ impl KeyIndex {
 
     /// Replaces the buffer part with the keys of the file the buffer became.
     pub fn seal_buffer(&mut self, file: u32, keys: FileKeys) {
-        // Drop the map's capacity too: the rows now live in `FileKeys` at 12 bytes each.
-        self.buffer = KeyHashMap::default();
+        // The next buffer likely fills like this one: reserving its slots now saves the
+        // rehash at every doubling (bounded, so an idle table does not keep a large map).
+        let reserve = self.buffer.len().min(MAX_BUFFER_RESERVE);
+        self.buffer = KeyHashMap::with_capacity_and_hasher(reserve, Default::default());
         self.add_file(file, keys, None);
     }
 
@@ -247,7 +279,28 @@ impl KeyIndex {
         if let Some(dead) = dead {
             self.dead.insert(file, dead);
         }
-        self.files.push((file, keys));
+        if keys.is_empty() {
+            // No location can point into it.
+            return;
+        }
+        if self.filter.would_overflow(keys.len()) {
+            self.files.push((file, keys));
+            self.rebuild_filter();
+        } else {
+            self.filter.extend(&keys.hashes);
+            self.files.push((file, keys));
+        }
+    }
+
+    /// Sizes the filter anew for twice the keys the files hold, dropping keys of files that
+    /// are gone. Amortised: it runs once the filter has taken as many keys as it was sized for.
+    fn rebuild_filter(&mut self) {
+        let keys: usize = self.files.iter().map(|(_, k)| k.len()).sum();
+        let mut filter = KeyFilter::with_capacity(keys.saturating_mul(2));
+        for (_, file_keys) in &self.files {
+            filter.extend(&file_keys.hashes);
+        }
+        self.filter = filter;
     }
 
     /// Positions of `file` deleted so far (committed and not), if any.
@@ -288,7 +341,7 @@ impl KeyIndex {
         let files: usize = self.files.iter().map(|(_, s)| s.memory_bytes()).sum();
         let dead: usize = self.dead.values().map(|d| d.serialized_size()).sum();
         let buffer = self.buffer.capacity() * (std::mem::size_of::<(KeyHash, u32)>() + 1);
-        files + dead + buffer
+        files + dead + buffer + self.filter.memory_bytes()
     }
 }
 
@@ -348,7 +401,7 @@ fn feed_column(column: &dyn Array, states: &mut [SipHasher13]) {
 }
 
 #[cfg(test)]
-mod tests {
+mod unit_tests {
     use super::*;
     use arrow_array::{ArrayRef, Int64Array, StringArray};
     use std::sync::Arc;
@@ -425,7 +478,7 @@ mod tests {
         assert_eq!(index.get(kh(3)), Some(Location::File(0, 1)));
         index.kill(kh(3), Location::File(0, 1));
         assert_eq!(index.get(kh(3)), None);
-        index.insert_buffered(kh(3), 0);
+        assert_eq!(index.insert_buffered(kh(3), 0), None);
         assert_eq!(index.get(kh(3)), Some(Location::Buffer(0)));
         index.seal_buffer(1, FileKeys::from_row_hashes(&[kh(3)]));
         assert_eq!(index.get(kh(3)), Some(Location::File(1, 0)));
@@ -444,7 +497,7 @@ mod tests {
             None,
             "a hash hit with other check bits is another key"
         );
-        index.insert_buffered(b, 0);
+        assert_eq!(index.insert_buffered(b, 0), None);
         assert_eq!(index.get(b), Some(Location::Buffer(0)));
         assert_eq!(index.get(a), Some(Location::File(0, 0)));
     }

@@ -17,6 +17,9 @@ use crate::error::Result;
 use crate::key_index::{FileKeys, KeyHash, KeyHashMap, KeyHasher, KeyIndex, Location};
 use crate::partition::{take_rows, FilePartition, Partitioner};
 
+/// The most key hashes reserved ahead for the next buffer.
+const MAX_HASHES_RESERVE: usize = 1 << 20;
+
 /// Key bookkeeping of a keyed table, guarded by the table's buffer lock.
 pub struct KeyedBuffer {
     pub key_columns: Vec<usize>,
@@ -43,7 +46,8 @@ pub struct KeyedApply {
 /// The buffer's live rows at commit time, relabelled as a future data file.
 pub struct TakenGeneration {
     pub file_id: u32,
-    pub rows: Option<RecordBatch>,
+    /// Its rows, in file order (positions count across the batches).
+    pub rows: Vec<RecordBatch>,
     /// The file's key-index file, to persist beside the file.
     pub keys: FileKeys,
     /// The partition all its rows are in.
@@ -110,14 +114,20 @@ impl KeyedBuffer {
         conflicts
     }
 
-    /// Applies a batch in row order. An insert of an existing key (only possible when
-    /// replaying the log) behaves as an upsert.
     /// The key hash of every row of `rows`.
     pub fn hash(&self, rows: &RecordBatch) -> Vec<KeyHash> {
         self.hasher.hash_rows(rows, &self.key_columns)
     }
 
-    /// `hashes` are the rows' key hashes ([`KeyedBuffer::hash`]), computed once per batch.
+    /// Applies a batch in row order. An insert of an existing key (only possible when
+    /// replaying the log) behaves as an upsert. `hashes` are the rows' key hashes
+    /// ([`KeyedBuffer::hash`]), computed once per batch.
+    ///
+    /// A write looks its key up once: inserting it into the buffer map tells whether a
+    /// buffered row had it (then no file can hold it live); only otherwise are the files
+    /// consulted, and not at all while no file has keys (a just-created or truncated table:
+    /// the plain-append path of an initial copy, where the map insert is the only check and
+    /// finds duplicates within and across batches).
     pub fn apply(
         &mut self,
         operations: &[Operation],
@@ -126,17 +136,25 @@ impl KeyedBuffer {
     ) -> Result<KeyedApply> {
         let mut keep = Vec::with_capacity(operations.len());
         let mut matched = 0;
+        let no_files = self.index.has_no_files();
         for (op, &hash) in operations.iter().zip(hashes) {
-            if let Some(previous) = self.index.get(hash) {
-                matched += 1;
-                self.kill(hash, previous);
-            }
             let is_write = *op != Operation::Delete;
             keep.push(is_write);
             if is_write {
                 let row = self.buffer_hashes.len() as u32;
                 self.buffer_hashes.push(hash);
-                self.index.insert_buffered(hash, row);
+                if let Some(replaced) = self.index.insert_buffered(hash, row) {
+                    matched += 1;
+                    self.buffer_deleted.insert(replaced);
+                } else if !no_files {
+                    if let Some(previous) = self.index.get_in_files(hash) {
+                        matched += 1;
+                        self.kill(hash, previous);
+                    }
+                }
+            } else if let Some(previous) = self.index.get(hash) {
+                matched += 1;
+                self.kill(hash, previous);
             }
         }
         let rows = if keep.iter().all(|k| *k) {
@@ -191,11 +209,23 @@ impl KeyedBuffer {
                 batches.push(filter_record_batch(&batch, &BooleanArray::from(keep))?);
             }
         }
-        self.buffer_hashes = Vec::new();
+        let reserve = self.buffer_hashes.len().min(MAX_HASHES_RESERVE);
+        self.buffer_hashes = Vec::with_capacity(reserve);
         self.buffer_deleted.clear();
         if batches.is_empty() {
             self.index.seal_buffer(file_id, FileKeys::default());
             return Ok(Vec::new());
+        }
+        if !partitioner.is_partitioned() {
+            // One file of the live rows as they are: nothing to regroup or copy.
+            let keys = FileKeys::from_row_hashes(&live_hashes);
+            self.index.seal_buffer(file_id, keys.clone());
+            return Ok(vec![TakenGeneration {
+                file_id,
+                rows: batches,
+                keys,
+                partition: FilePartition::unpartitioned(partitioner.spec_id()),
+            }]);
         }
         let rows = arrow_select::concat::concat_batches(&batches[0].schema(), &batches)?;
         let mut taken = Vec::new();
@@ -212,11 +242,79 @@ impl KeyedBuffer {
             };
             taken.push(TakenGeneration {
                 file_id,
-                rows: Some(take_rows(&rows, &indices)?),
+                rows: vec![take_rows(&rows, &indices)?],
                 keys,
                 partition,
             });
         }
         Ok(taken)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{ArrayRef, Int64Array};
+    use std::sync::Arc;
+
+    fn batch(ids: &[i64]) -> RecordBatch {
+        RecordBatch::try_from_iter(vec![(
+            "id",
+            Arc::new(Int64Array::from(ids.to_vec())) as ArrayRef,
+        )])
+        .unwrap()
+    }
+
+    fn upsert(keys: &mut KeyedBuffer, ids: &[i64]) -> usize {
+        let rows = batch(ids);
+        let hashes = keys.hash(&rows);
+        let ops = vec![Operation::Upsert; ids.len()];
+        keys.apply(&ops, &rows, &hashes).unwrap().matched
+    }
+
+    fn location(keys: &KeyedBuffer, id: i64) -> Option<Location> {
+        keys.index.get(keys.hash(&batch(&[id]))[0])
+    }
+
+    /// The plain-append path (no file has keys) still resolves duplicates like upserts, within
+    /// a batch and across batches; once a file has keys, writes consult it again.
+    #[test]
+    fn plain_append_resolves_duplicates_like_upserts() {
+        let mut keys = KeyedBuffer::new(vec![0], KeyHasher::new([5; 16]));
+        assert_eq!(upsert(&mut keys, &[1, 2, 3]), 0);
+        // Within one batch: row 4 (id 2) replaces row 3 (id 2), which replaced row 1.
+        assert_eq!(upsert(&mut keys, &[4, 2, 5, 2]), 2);
+        assert_eq!(keys.buffer_deleted().iter().collect::<Vec<_>>(), vec![1, 4]);
+        assert_eq!(location(&keys, 2), Some(Location::Buffer(6)));
+        assert_eq!(keys.index.len(), 5);
+
+        // A delete, then the key again: a new row, nothing matched.
+        let rows = batch(&[3]);
+        let hashes = keys.hash(&rows);
+        let deleted = keys.apply(&[Operation::Delete], &rows, &hashes).unwrap();
+        assert_eq!((deleted.matched, deleted.rows.num_rows()), (1, 0));
+        assert_eq!(location(&keys, 3), None);
+        assert_eq!(upsert(&mut keys, &[3]), 0);
+
+        // Sealed into a file (what a commit's take does): writes now find the file's rows.
+        let live: Vec<KeyHash> = (0..keys.buffer_hashes.len() as u32)
+            .filter(|r| !keys.buffer_deleted.contains(*r))
+            .map(|r| keys.buffer_hashes[r as usize])
+            .collect();
+        keys.index.seal_buffer(7, FileKeys::from_row_hashes(&live));
+        keys.buffer_hashes.clear();
+        keys.buffer_deleted.clear();
+        assert!(!keys.index.has_no_files());
+        assert_eq!(upsert(&mut keys, &[5, 6]), 1);
+        assert_eq!(location(&keys, 5), Some(Location::Buffer(0)));
+        assert_eq!(keys.file_deletes.get(&7).map(|d| d.len()), Some(1));
+        assert_eq!(upsert(&mut keys, &[5]), 1);
+        assert_eq!(keys.index.len(), 6);
+
+        // Truncation empties the index: the plain-append path again.
+        keys.clear();
+        assert!(keys.index.has_no_files());
+        assert_eq!(upsert(&mut keys, &[5, 5]), 1);
+        assert_eq!(keys.index.len(), 1);
     }
 }

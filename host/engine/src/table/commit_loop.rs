@@ -117,7 +117,7 @@ impl Table {
                         .map(|taken| Generation {
                             file_id: Some(taken.file_id),
                             keys: Some(taken.keys),
-                            batches: taken.rows.into_iter().collect(),
+                            batches: taken.rows,
                             partition: Some(taken.partition),
                         })
                         .collect()
@@ -217,7 +217,9 @@ impl Table {
             removed.extend(files.iter().cloned());
         }
 
-        let mut added = Vec::new();
+        // Every file of the commit is encoded in a task of its own, so a commit of several
+        // files (partitions, size splits) uses every core; `added` keeps their order.
+        let mut writes = Vec::new();
         let mut new_paths = Vec::new();
         for generation in &pending.generations {
             match generation.file_id {
@@ -227,22 +229,11 @@ impl Table {
                     let partition = generation.partition.clone().unwrap_or_else(|| {
                         FilePartition::unpartitioned(self.partitioner.spec_id())
                     });
-                    added.push(
-                        data_files::write_data_file(
-                            &file_io,
-                            &self.iceberg_schema,
-                            &path,
-                            &generation.batches,
-                            &partition,
-                        )
-                        .await?,
-                    );
-                    if let Some(keys) = &generation.keys {
-                        let keys_file = key_index_file::key_index_file_path(&self.index_dir, &path);
-                        if let Some(hasher) = &self.key_hasher {
-                            key_index_file::write_key_index_file(&keys_file, keys, hasher)?;
-                        }
-                    }
+                    let keys = generation.keys.clone().zip(self.key_hasher).map(|(k, h)| {
+                        let file = key_index_file::key_index_file_path(&self.index_dir, &path);
+                        (file, k, h)
+                    });
+                    writes.push(self.spawn_write(&path, &generation.batches, partition, keys));
                     new_paths.push((file_id, path));
                 }
                 None => merged_rows.extend(generation.batches.iter().cloned()),
@@ -251,17 +242,14 @@ impl Table {
         // Each partition's rows in files of their own, sized toward the target.
         for (partition, rows) in self.partitioner.split(&merged_rows)? {
             for chunk in chunk_by_size(&rows, self.arrow_bytes_per_file()) {
-                added.push(
-                    data_files::write_data_file(
-                        &file_io,
-                        &self.iceberg_schema,
-                        &new_data_path(),
-                        chunk,
-                        &partition,
-                    )
-                    .await?,
-                );
+                writes.push(self.spawn_write(&new_data_path(), chunk, partition.clone(), None));
             }
+        }
+        let mut added = Vec::with_capacity(writes.len());
+        for write in writes {
+            added.push(write.await.map_err(|e| {
+                EngineError::Unavailable(format!("writing a data file failed: {e}"))
+            })??);
         }
 
         let mut paths = pending.paths.clone();
@@ -383,6 +371,28 @@ impl Table {
             }
         }
         Ok(state)
+    }
+
+    /// Writes `batches` as the data file `path` in a task of its own, then its key-index file
+    /// if `keys` (where, what, under which secret) are given.
+    fn spawn_write(
+        &self,
+        path: &str,
+        batches: &[RecordBatch],
+        partition: FilePartition,
+        keys: Option<(std::path::PathBuf, FileKeys, KeyHasher)>,
+    ) -> tokio::task::JoinHandle<Result<DataFile>> {
+        let file_io = self.warehouse.file_io();
+        let schema = self.iceberg_schema.clone();
+        let (path, batches) = (path.to_string(), batches.to_vec());
+        tokio::spawn(async move {
+            let file =
+                data_files::write_data_file(&file_io, &schema, &path, &batches, &partition).await?;
+            if let Some((keys_file, keys, hasher)) = keys {
+                key_index_file::write_key_index_file(&keys_file, &keys, &hasher)?;
+            }
+            Ok(file)
+        })
     }
 
     /// Removes every row: what is buffered or pending is discarded, and a snapshot that removes
