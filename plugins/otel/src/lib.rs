@@ -7,10 +7,13 @@
 //! Settings: `namespace` (default `otel`), `logs_table`, `spans_table`, `metrics_table`
 //! (a name without a dot goes into `namespace`). `listen` is read by the host.
 
+#[cfg(any(target_arch = "wasm32", test))]
+mod alloc;
 mod error;
 mod http;
 mod logs;
 mod metrics;
+mod render;
 mod rows;
 mod spans;
 pub mod tables;
@@ -25,6 +28,11 @@ use moonlink_sdk::receiver::{HttpRequest, HttpResponse, Receiver, Reception};
 use moonlink_sdk::{Config, TableDef};
 
 pub use error::OtelError;
+
+/// Size-class free lists: the allocation pattern of decoding one request after another.
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: alloc::SizeClasses = alloc::SizeClasses::new();
 pub use tables::Tables;
 
 /// The receiver: its settings are the table names.

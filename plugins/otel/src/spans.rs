@@ -8,12 +8,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
 use crate::error::OtelError;
+use crate::render::{AttributeText, ListText};
 use crate::rows::Rows;
 use crate::tables::spans::C;
 use crate::tables::Tables;
-use crate::values::{
-    attribute_entries, attributes_json, check_nanos, hex_id, micros, Refused, Resource,
-};
+use crate::values::{check_nanos, hex_id, micros, Refused, Resource};
 
 pub fn rows(request: ExportTraceServiceRequest, tables: &Tables) -> Result<Rows, OtelError> {
     let expected = request
@@ -23,16 +22,18 @@ pub fn rows(request: ExportTraceServiceRequest, tables: &Tables) -> Result<Rows,
         .map(|s| s.spans.len())
         .sum();
     let mut rows = Rows::new(&tables.spans, &tables.spans_schema, expected);
-    for resource_spans in request.resource_spans {
-        let resource = resource_spans
-            .resource
-            .map(|r| r.attributes)
-            .unwrap_or_default();
-        let resource = Resource::new(&resource);
-        for scope_spans in resource_spans.scope_spans {
-            let scope = scope_spans.scope.unwrap_or_default();
-            for span in scope_spans.spans {
-                let checked = check(&span);
+    // Text buffers reused from span to span.
+    let mut attributes = AttributeText::default();
+    let mut event_texts = ListText::default();
+    let mut link_texts = ListText::default();
+    let no_scope = Default::default();
+    for resource_spans in &request.resource_spans {
+        let resource = resource_spans.resource.as_ref();
+        let resource = Resource::new(resource.map_or(&[][..], |r| &r.attributes));
+        for scope_spans in &resource_spans.scope_spans {
+            let scope = scope_spans.scope.as_ref().unwrap_or(&no_scope);
+            for span in &scope_spans.spans {
+                let checked = check(span);
                 let (times, event_times) = match checked {
                     Ok(checked) => checked,
                     Err(why) => {
@@ -52,15 +53,22 @@ pub fn rows(request: ExportTraceServiceRequest, tables: &Tables) -> Result<Rows,
                 rows.set(C::EndTime as usize, end)?;
                 rows.set(C::StartTimeUnixNano as usize, start_nanos)?;
                 rows.set(C::DurationNs as usize, duration)?;
-                let status = span.status.unwrap_or_default();
-                rows.set_text(C::StatusCode as usize, &status_code(status.code))?;
-                rows.set_str(C::StatusMessage as usize, &status.message)?;
-                rows.set_map(C::Attributes as usize, attribute_entries(&span.attributes))?;
+                let (code, message) = span
+                    .status
+                    .as_ref()
+                    .map_or((0, ""), |s| (s.code, &s.message));
+                rows.set_text(C::StatusCode as usize, &status_code(code))?;
+                rows.set_str(C::StatusMessage as usize, message)?;
+                attributes.render(&span.attributes);
+                rows.set_map(C::Attributes as usize, attributes.entries())?;
                 let events = &span.events;
                 rows.set_list(C::EventNames as usize, events.iter().map(|e| Some(&e.name)))?;
                 rows.set(C::EventTimes as usize, Value::List(event_times))?;
-                let texts = events.iter().map(|e| Some(attributes_json(&e.attributes)));
-                rows.set_list(C::EventAttributes as usize, texts)?;
+                event_texts.clear();
+                events
+                    .iter()
+                    .for_each(|e| event_texts.push_object(&e.attributes));
+                rows.set_list(C::EventAttributes as usize, event_texts.items())?;
                 let links = &span.links;
                 let trace_ids = links.iter().map(|l| hex_id(&l.trace_id));
                 rows.set_list(C::LinkTraceIds as usize, trace_ids)?;
@@ -68,8 +76,11 @@ pub fn rows(request: ExportTraceServiceRequest, tables: &Tables) -> Result<Rows,
                     C::LinkSpanIds as usize,
                     links.iter().map(|l| hex_id(&l.span_id)),
                 )?;
-                let texts = links.iter().map(|l| Some(attributes_json(&l.attributes)));
-                rows.set_list(C::LinkAttributes as usize, texts)?;
+                link_texts.clear();
+                links
+                    .iter()
+                    .for_each(|l| link_texts.push_object(&l.attributes));
+                rows.set_list(C::LinkAttributes as usize, link_texts.items())?;
                 rows.set_resource(
                     C::ServiceName as usize,
                     C::ResourceAttributes as usize,

@@ -4,11 +4,9 @@
 
 use std::borrow::Cow;
 
-use base64::Engine as _;
 use moonlink_sdk::Value;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
-use serde_json::Value as Json;
 
 /// A record the plugin refuses (counted in `partial_success`), with why.
 #[derive(Debug)]
@@ -74,57 +72,12 @@ pub fn any_text_ref(value: Option<&AnyValue>) -> Option<Cow<'_, str>> {
         // The JSON text of the common scalars without building a JSON value.
         Any::BoolValue(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
         Any::IntValue(i) => Some(Cow::Owned(i.to_string())),
-        Any::BytesValue(b) => Some(Cow::Owned(
-            base64::engine::general_purpose::STANDARD.encode(b),
-        )),
-        other => Some(Cow::Owned(json_of(Some(other)).to_string())),
-    }
-}
-
-/// The JSON form of a value inside arrays, key/value lists and event attributes: strings are
-/// JSON strings, bytes base64 strings, non-finite doubles the strings OTLP/JSON uses.
-fn json_of(value: Option<&Any>) -> Json {
-    match value {
-        None => Json::Null,
-        Some(Any::StringValue(s)) => Json::String(s.clone()),
-        Some(Any::BoolValue(b)) => Json::Bool(*b),
-        Some(Any::IntValue(i)) => Json::from(*i),
-        Some(Any::DoubleValue(d)) => match serde_json::Number::from_f64(*d) {
-            Some(n) => Json::Number(n),
-            None if d.is_nan() => Json::String("NaN".into()),
-            None if *d > 0.0 => Json::String("Infinity".into()),
-            None => Json::String("-Infinity".into()),
-        },
-        Some(Any::BytesValue(b)) => {
-            Json::String(base64::engine::general_purpose::STANDARD.encode(b))
+        other => {
+            let mut text = String::new();
+            crate::render::push_text(&mut text, other);
+            Some(Cow::Owned(text))
         }
-        Some(Any::ArrayValue(a)) => {
-            Json::Array(a.values.iter().map(|v| json_of(v.value.as_ref())).collect())
-        }
-        Some(Any::KvlistValue(kv)) => Json::Object(
-            kv.values
-                .iter()
-                .map(|kv| {
-                    let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
-                    (kv.key.clone(), json_of(value))
-                })
-                .collect(),
-        ),
-        // Profiles' string-table indexes: not used by logs, traces or metrics.
-        Some(Any::StringValueStrindex(i)) => Json::from(*i),
     }
-}
-
-/// Attributes as a JSON object's text (span events and links: one text per element).
-pub fn attributes_json(attributes: &[KeyValue]) -> String {
-    let object: serde_json::Map<String, Json> = attributes
-        .iter()
-        .map(|kv| {
-            let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
-            (kv.key.clone(), json_of(value))
-        })
-        .collect();
-    Json::Object(object).to_string()
 }
 
 /// Attributes as map entries, borrowed from the request where they are strings. OTLP
