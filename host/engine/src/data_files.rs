@@ -9,7 +9,9 @@ use arrow_array::{new_null_array, Array, RecordBatch};
 use arrow_schema::SchemaRef;
 use iceberg::io::FileIO;
 use iceberg::spec::{DataContentType, DataFile, Schema as IcebergSchema};
-use iceberg::writer::file_writer::{FileWriter, FileWriterBuilder, ParquetWriterBuilder};
+use iceberg::writer::file_writer::{
+    FileWriter, FileWriterBuilder, ParquetWriter, ParquetWriterBuilder,
+};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -29,29 +31,72 @@ pub async fn write_data_file(
     batches: &[RecordBatch],
     partition: &FilePartition,
 ) -> Result<DataFile> {
-    let props = writer_properties(batches)?;
-    let writer_schema = iceberg::arrow::schema_to_arrow_schema(iceberg_schema)?;
-    let builder = ParquetWriterBuilder::new(props, iceberg_schema.clone());
-    let mut writer = builder.build(file_io.new_output(location)?).await?;
+    let mut writer = DataFileWriter::create(file_io, iceberg_schema, location, batches).await?;
     for batch in batches {
-        match in_writer_types(batch, &writer_schema)? {
-            Some(cast) => writer.write(&cast).await?,
-            None => writer.write(batch).await?,
-        }
+        writer.write(batch).await?;
     }
-    let mut files = writer.close().await?;
-    let mut data_file = files.pop().ok_or_else(|| {
-        iceberg::Error::new(
-            iceberg::ErrorKind::Unexpected,
-            "parquet writer produced no file for a non-empty batch",
-        )
-    })?;
-    Ok(data_file
-        .content(DataContentType::Data)
-        .partition_spec_id(partition.spec_id)
-        .partition(partition.value.clone())
-        .build()
-        .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::Unexpected, e.to_string()))?)
+    writer.close(partition).await
+}
+
+/// A Parquet data file written batch by batch, so a rewrite of large files holds one batch
+/// (and the writer's current row group) in memory rather than every row it moves.
+pub(crate) struct DataFileWriter {
+    inner: ParquetWriter,
+    writer_schema: arrow_schema::Schema,
+    arrow_bytes: usize,
+}
+
+impl DataFileWriter {
+    /// Opens the file at `location`; `sample` (the first rows it will hold) chooses each
+    /// column's encoding ([`writer_properties`]).
+    pub(crate) async fn create(
+        file_io: &FileIO,
+        iceberg_schema: &Arc<IcebergSchema>,
+        location: &str,
+        sample: &[RecordBatch],
+    ) -> Result<Self> {
+        let props = writer_properties(sample)?;
+        let writer_schema = iceberg::arrow::schema_to_arrow_schema(iceberg_schema)?;
+        let builder = ParquetWriterBuilder::new(props, iceberg_schema.clone());
+        let inner = builder.build(file_io.new_output(location)?).await?;
+        Ok(DataFileWriter {
+            inner,
+            writer_schema,
+            arrow_bytes: 0,
+        })
+    }
+
+    /// Appends `batch` (in the table's Arrow schema).
+    pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.arrow_bytes += batch.get_array_memory_size();
+        match in_writer_types(batch, &self.writer_schema)? {
+            Some(cast) => self.inner.write(&cast).await?,
+            None => self.inner.write(batch).await?,
+        }
+        Ok(())
+    }
+
+    /// Arrow bytes written so far (what a file's size target is measured in).
+    pub(crate) fn arrow_bytes(&self) -> usize {
+        self.arrow_bytes
+    }
+
+    /// Finishes the file: its Iceberg data-file entry, in `partition`.
+    pub(crate) async fn close(self, partition: &FilePartition) -> Result<DataFile> {
+        let mut files = self.inner.close().await?;
+        let mut data_file = files.pop().ok_or_else(|| {
+            iceberg::Error::new(
+                iceberg::ErrorKind::Unexpected,
+                "parquet writer produced no file for a non-empty batch",
+            )
+        })?;
+        Ok(data_file
+            .content(DataContentType::Data)
+            .partition_spec_id(partition.spec_id)
+            .partition(partition.value.clone())
+            .build()
+            .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::Unexpected, e.to_string()))?)
+    }
 }
 
 /// Rows of a file sampled (from its start) to choose each column's encoding.
@@ -166,15 +211,27 @@ pub async fn read_data_file(
     location: &str,
     schema: &SchemaRef,
 ) -> Result<Vec<RecordBatch>> {
+    data_file_batches(warehouse, location, schema)
+        .await?
+        .collect()
+}
+
+/// [`read_data_file`] one batch at a time: the file's bytes are fetched whole (compressed),
+/// its rows decoded only as the iterator is advanced.
+pub(crate) async fn data_file_batches(
+    warehouse: &Warehouse,
+    location: &str,
+    schema: &SchemaRef,
+) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
     let bytes = warehouse.get(location).await?;
     relabel(ParquetRecordBatchReaderBuilder::try_new(bytes)?, schema)
 }
 
-/// Reads what `builder` selects and maps its columns onto `schema` by field id.
+/// Reads what `builder` selects and maps its columns onto `schema` by field id, batch by batch.
 fn relabel(
     builder: ParquetRecordBatchReaderBuilder<bytes::Bytes>,
     schema: &SchemaRef,
-) -> Result<Vec<RecordBatch>> {
+) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
     let file_ids: Vec<Option<String>> = builder
         .schema()
         .fields()
@@ -189,8 +246,8 @@ fn relabel(
             file_ids.iter().position(|fid| fid.as_ref() == id)
         })
         .collect();
-    let mut batches = Vec::new();
-    for batch in builder.build()? {
+    let schema = schema.clone();
+    Ok(builder.build()?.map(move |batch| {
         let batch = batch?;
         let columns = schema
             .fields()
@@ -218,9 +275,8 @@ fn relabel(
                     .unwrap_or_else(|| new_null_array(field.data_type(), batch.num_rows())),
             })
             .collect();
-        batches.push(RecordBatch::try_new(schema.clone(), columns)?);
-    }
-    Ok(batches)
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }))
 }
 
 /// Reads the rows at `positions` (ascending, distinct) of a data file, in that order, in
@@ -245,7 +301,7 @@ pub async fn read_rows_at(
     let bytes = warehouse.get(location).await?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?
         .with_row_selection(RowSelection::from(selectors));
-    relabel(builder, schema)
+    relabel(builder, schema)?.collect()
 }
 
 #[cfg(test)]

@@ -250,29 +250,38 @@ impl Table {
             .trim_end_matches('/')
             .to_string();
         let file_io = self.warehouse.file_io();
+        // Rows stream from the inputs to the outputs one batch at a time: memory holds a
+        // batch, the writers' current row groups and the moved rows' key hashes, never the
+        // rewritten files themselves (which reach the target file size).
+        let mut outputs = Outputs {
+            file_io: &file_io,
+            table_location: &table_location,
+            iceberg_schema: &self.iceberg_schema,
+            open: Vec::new(),
+            slots: HashMap::new(),
+            closed: Vec::new(),
+        };
         let Some(hasher) = self.key_hasher else {
-            // Append-only: every live row, split by partition, in files sized toward the target.
-            let mut rows = Vec::new();
+            // Append-only: every live row, by partition, in files sized toward the target.
+            let max_bytes = self.arrow_bytes_per_file();
             for input in &plan.inputs {
-                rows.extend(self.live_rows(input).await?);
-            }
-            let mut files = Vec::new();
-            for (partition, rows) in self.partitioner.split(&rows)? {
-                for chunk in super::commit_loop::chunk_by_size(&rows, self.arrow_bytes_per_file()) {
-                    let path = format!("{table_location}/data/{}.parquet", Uuid::now_v7());
-                    files.push(
-                        data_files::write_data_file(
-                            &file_io,
-                            &self.iceberg_schema,
-                            &path,
-                            chunk,
-                            &partition,
-                        )
-                        .await?,
-                    );
+                for batch in self.live_batches(input).await? {
+                    let live = batch?;
+                    for (partition, rows) in self.partitioner.group_rows(&live)? {
+                        let taken = crate::partition::take_rows(&live, &rows)?;
+                        let slot = outputs.slot(&partition, &taken).await?;
+                        let output = outputs.get(slot)?;
+                        output.writer.write(&taken).await?;
+                        if output.writer.arrow_bytes() >= max_bytes {
+                            outputs.roll(slot).await?;
+                        }
+                    }
                 }
             }
-            return Ok(Rewritten { keyed: None, files });
+            return Ok(Rewritten {
+                keyed: None,
+                files: outputs.finish().await?.into_iter().map(|o| o.0).collect(),
+            });
         };
         let key_columns: Vec<usize> = self
             .schema
@@ -280,18 +289,19 @@ impl Table {
             .iter()
             .filter_map(|k| self.schema.column_index(k))
             .collect();
-        // Live rows by partition of the current spec: (partition, rows, their key hashes).
-        let mut outputs: Vec<(FilePartition, Vec<RecordBatch>, Vec<KeyHash>)> = Vec::new();
-        let mut slots: HashMap<FilePartition, usize> = HashMap::new();
-        // Old file id → (output, position in it) of each old row; `u32::MAX` for deleted ones.
+        // Keyed: one output per partition of the current spec, never rolled (a row's new
+        // place is its output and position). Old file id → (output, position in it) of each
+        // old row; `u32::MAX` for deleted ones.
         let mut places: HashMap<u32, Vec<(u32, u32)>> = HashMap::new();
         for input in &plan.inputs {
             let Some(id) = input.id else { continue };
             let mut map = Vec::new();
             let mut position = 0u64;
             for batch in
-                data_files::read_data_file(&self.warehouse, &input.path, &self.arrow_schema).await?
+                data_files::data_file_batches(&self.warehouse, &input.path, &self.arrow_schema)
+                    .await?
             {
+                let batch = batch?;
                 let keep: Vec<bool> = (0..batch.num_rows() as u64)
                     .map(|i| !input.dead.contains(position + i))
                     .collect();
@@ -303,17 +313,15 @@ impl Table {
                 let mut live_places = vec![(u32::MAX, u32::MAX); live.num_rows()];
                 if live.num_rows() > 0 {
                     for (partition, rows) in self.partitioner.group_rows(&live)? {
-                        let slot = *slots.entry(partition.clone()).or_insert_with(|| {
-                            outputs.push((partition, Vec::new(), Vec::new()));
-                            outputs.len() - 1
-                        });
                         let taken = crate::partition::take_rows(&live, &rows)?;
-                        let (_, batches, hashes) = &mut outputs[slot];
+                        let slot = outputs.slot(&partition, &taken).await?;
+                        let output = outputs.get(slot)?;
                         for (n, &row) in rows.iter().enumerate() {
-                            live_places[row as usize] = (slot as u32, (hashes.len() + n) as u32);
+                            live_places[row as usize] =
+                                (slot as u32, (output.hashes.len() + n) as u32);
                         }
-                        hashes.extend(hasher.hash_rows(&taken, &key_columns));
-                        batches.push(taken);
+                        output.hashes.extend(hasher.hash_rows(&taken, &key_columns));
+                        output.writer.write(&taken).await?;
                     }
                 }
                 let mut live_places = live_places.into_iter();
@@ -327,6 +335,7 @@ impl Table {
             }
             places.insert(id, map);
         }
+        let outputs = outputs.finish().await?;
         // Positions in the outputs laid end to end.
         let mut starts = Vec::with_capacity(outputs.len());
         let mut total = 0u32;
@@ -348,7 +357,7 @@ impl Table {
             })
             .collect();
         let mut written = Vec::with_capacity(outputs.len());
-        for (partition, batches, hashes) in outputs {
+        for (data_file, path, hashes) in outputs {
             let file_id = {
                 let mut buffer = self.lock_buffer();
                 match buffer.keyed.as_mut() {
@@ -358,15 +367,7 @@ impl Table {
             };
             let rows = hashes.len() as u32;
             let keys = FileKeys::from_row_hashes(&hashes);
-            let path = format!("{table_location}/data/{}.parquet", Uuid::now_v7());
-            let data_file = data_files::write_data_file(
-                &file_io,
-                &self.iceberg_schema,
-                &path,
-                &batches,
-                &partition,
-            )
-            .await?;
+            drop(hashes);
             key_index_file::write_key_index_file(
                 &key_index_file::key_index_file_path(&self.index_dir, &path),
                 &keys,
@@ -390,26 +391,26 @@ impl Table {
         })
     }
 
-    /// An append-only input's rows minus its planned deletion vector.
-    async fn live_rows(&self, input: &Input) -> Result<Vec<RecordBatch>> {
+    /// An append-only input's rows minus its planned deletion vector, batch by batch.
+    async fn live_batches<'a>(
+        &'a self,
+        input: &'a Input,
+    ) -> Result<impl Iterator<Item = Result<RecordBatch>> + 'a> {
         let batches =
-            data_files::read_data_file(&self.warehouse, &input.path, &self.arrow_schema).await?;
-        if input.dead.is_empty() {
-            return Ok(batches);
-        }
+            data_files::data_file_batches(&self.warehouse, &input.path, &self.arrow_schema).await?;
         let mut position = 0u64;
-        let mut live = Vec::with_capacity(batches.len());
-        for batch in batches {
-            let keep: Vec<bool> = (0..batch.num_rows() as u64)
-                .map(|i| !input.dead.contains(position + i))
-                .collect();
+        Ok(batches.map(move |batch| {
+            let batch = batch?;
+            let start = position;
             position += batch.num_rows() as u64;
-            live.push(arrow_select::filter::filter_record_batch(
-                &batch,
-                &arrow_array::BooleanArray::from(keep),
-            )?);
-        }
-        Ok(live)
+            if input.dead.is_empty() {
+                return Ok(batch);
+            }
+            let keep: arrow_array::BooleanArray = (0..batch.num_rows() as u64)
+                .map(|i| Some(!input.dead.contains(start + i)))
+                .collect();
+            Ok(arrow_select::filter::filter_record_batch(&batch, &keep)?)
+        }))
     }
 
     /// Commits the rewrite as a `replace` snapshot, carrying late deletes over (module doc).
@@ -643,4 +644,76 @@ fn place(c: &KeyedCompaction, starts: &[u32], id: u32, position: u64) -> Option<
         .partition_point(|&start| start <= new)
         .checked_sub(1)?;
     Some((slot, u64::from(new - starts[slot])))
+}
+
+/// The files a rewrite is writing: one open writer per partition (rolled to a new file when
+/// an append-only output reaches the target size), in order of first appearance.
+struct Outputs<'a> {
+    file_io: &'a iceberg::io::FileIO,
+    table_location: &'a str,
+    iceberg_schema: &'a Arc<IcebergSchema>,
+    /// By slot; `None` once rolled over (slots stay stable: a keyed row's place is its slot).
+    open: Vec<Option<Output>>,
+    slots: HashMap<FilePartition, usize>,
+    /// Files already rolled over: (file, path, key hashes).
+    closed: Vec<(DataFile, String, Vec<KeyHash>)>,
+}
+
+/// One file being written, with the key hashes of its rows in order (keyed tables).
+struct Output {
+    partition: FilePartition,
+    path: String,
+    writer: data_files::DataFileWriter,
+    hashes: Vec<KeyHash>,
+}
+
+impl Outputs<'_> {
+    /// The open output in `slot` (from [`Outputs::slot`], not rolled since).
+    fn get(&mut self, slot: usize) -> Result<&mut Output> {
+        self.open
+            .get_mut(slot)
+            .and_then(Option::as_mut)
+            .ok_or_else(|| EngineError::Unavailable("compaction output closed".into()))
+    }
+
+    /// The open output for `partition`, created with `first` as its encoding sample.
+    async fn slot(&mut self, partition: &FilePartition, first: &RecordBatch) -> Result<usize> {
+        if let Some(&slot) = self.slots.get(partition) {
+            return Ok(slot);
+        }
+        let path = format!("{}/data/{}.parquet", self.table_location, Uuid::now_v7());
+        let (file_io, schema) = (self.file_io, self.iceberg_schema);
+        let sample = std::slice::from_ref(first);
+        let writer = data_files::DataFileWriter::create(file_io, schema, &path, sample).await?;
+        self.open.push(Some(Output {
+            partition: partition.clone(),
+            path,
+            writer,
+            hashes: Vec::new(),
+        }));
+        self.slots.insert(partition.clone(), self.open.len() - 1);
+        Ok(self.open.len() - 1)
+    }
+
+    /// Closes the output in `slot`; the partition's next rows open a new file.
+    async fn roll(&mut self, slot: usize) -> Result<()> {
+        let Some(done) = self.open.get_mut(slot).and_then(Option::take) else {
+            return Ok(());
+        };
+        self.slots.remove(&done.partition);
+        let data_file = done.writer.close(&done.partition).await?;
+        self.closed.push((data_file, done.path, done.hashes));
+        Ok(())
+    }
+
+    /// Closes every file: (file, path, key hashes), rolled files first, then the open ones
+    /// in order of first appearance.
+    async fn finish(self) -> Result<Vec<(DataFile, String, Vec<KeyHash>)>> {
+        let mut files = self.closed;
+        for output in self.open.into_iter().flatten() {
+            let data_file = output.writer.close(&output.partition).await?;
+            files.push((data_file, output.path, output.hashes));
+        }
+        Ok(files)
+    }
 }
