@@ -7,6 +7,7 @@
 //! that one call with a clear error; the host keeps running. The runtime knows nothing of HTTP.
 
 mod cache;
+mod call_io;
 mod compat;
 mod convert;
 mod error;

@@ -7,8 +7,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasData, InstancePre, Linker, Resource, ResourceTable};
@@ -22,6 +21,7 @@ use wasmtime_wasi::sockets::WasiSocketsCtxView;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::cache::CompiledCache;
+use crate::call_io::{self, LocalIo};
 use crate::error::RuntimeError;
 
 /// How often the epoch advances; per-call time limits are counted in these ticks.
@@ -397,7 +397,7 @@ impl PluginRuntime {
             linker: Arc::new(linker),
             config,
             cache,
-            io: plugin_io()?,
+            io: call_io::shared_io()?,
         })
     }
 
@@ -551,7 +551,30 @@ impl PluginRuntime {
         call: impl Future<Output = wasmtime::Result<R>>,
     ) -> Result<R, RuntimeError> {
         let _io = self.io.enter();
-        let outcome = block_on(async move { tokio::time::timeout(limit, call).await });
+        let outcome = call_io::block_on(async move { tokio::time::timeout(limit, call).await });
+        self.outcome(outcome, limit, memory_limit_bytes)
+    }
+
+    /// [`PluginRuntime::block_on_call`] with the call's I/O driven by `io` on this thread
+    /// (see [`LocalIo`]): for an instance that waits on sockets call after call (a source).
+    /// Every call of the instance must use the same `io`.
+    pub(crate) fn block_on_local_call<R>(
+        &self,
+        io: &LocalIo,
+        limit: Duration,
+        memory_limit_bytes: u64,
+        call: impl Future<Output = wasmtime::Result<R>>,
+    ) -> Result<R, RuntimeError> {
+        let outcome = io.block_on(async move { tokio::time::timeout(limit, call).await })?;
+        self.outcome(outcome, limit, memory_limit_bytes)
+    }
+
+    fn outcome<R>(
+        &self,
+        outcome: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
+        limit: Duration,
+        memory_limit_bytes: u64,
+    ) -> Result<R, RuntimeError> {
         match outcome {
             Ok(result) => result.map_err(|e| self.classify(e, limit, memory_limit_bytes)),
             Err(_elapsed) => Err(RuntimeError::Timeout {
@@ -581,74 +604,6 @@ impl PluginRuntime {
             };
         }
         RuntimeError::Trap(text)
-    }
-}
-
-/// The tokio runtime that drives plugins' I/O, made once per process and never dropped (like
-/// a static: dropping a runtime from async code panics, and stores may outlive any one
-/// `PluginRuntime`). A plugin call is polled on the calling thread; this runtime's workers
-/// only run the I/O driver, timers and WASI's background tasks.
-fn plugin_io() -> Result<tokio::runtime::Handle, RuntimeError> {
-    static IO: Mutex<Option<tokio::runtime::Handle>> = Mutex::new(None);
-    let mut slot = IO.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(handle) = slot.as_ref() {
-        return Ok(handle.clone());
-    }
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, 4);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .thread_name("moonlink-plugin-io")
-        .enable_all()
-        .build()
-        .map_err(|e| RuntimeError::Load {
-            path: PathBuf::new(),
-            message: format!("cannot start the plugin I/O runtime: {e}"),
-        })?;
-    let handle = runtime.handle().clone();
-    std::mem::forget(runtime);
-    *slot = Some(handle.clone());
-    Ok(handle)
-}
-
-/// Polls `future` to completion on this thread. Unlike a tokio `block_on`, it may be used
-/// anywhere (also inside another runtime's task); wake-ups come through a condition variable,
-/// so nothing else using this thread's park token can swallow one.
-fn block_on<F: Future>(future: F) -> F::Output {
-    struct Signal {
-        woken: Mutex<bool>,
-        condvar: Condvar,
-    }
-    impl Wake for Signal {
-        fn wake(self: Arc<Self>) {
-            self.wake_by_ref();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            *self.woken.lock().unwrap_or_else(PoisonError::into_inner) = true;
-            self.condvar.notify_one();
-        }
-    }
-    let signal = Arc::new(Signal {
-        woken: Mutex::new(false),
-        condvar: Condvar::new(),
-    });
-    let waker = Waker::from(signal.clone());
-    let mut cx = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        let mut woken = signal.woken.lock().unwrap_or_else(PoisonError::into_inner);
-        while !*woken {
-            woken = signal
-                .condvar
-                .wait(woken)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        *woken = false;
     }
 }
 

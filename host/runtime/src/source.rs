@@ -10,6 +10,7 @@ use crate::bindings::source::exports::moonlink::plugin::source as wit_source;
 use crate::bindings::source::SourcePluginPre;
 use crate::bindings::v02::source::exports::moonlink::plugin::source as v02_source;
 use crate::bindings::v03::source::exports::moonlink::plugin::source as v03_source;
+use crate::call_io::LocalIo;
 use crate::compat;
 use crate::convert::schema_from_wit;
 use crate::sandbox::{self, Capabilities, PluginRuntime, PluginState, SourceLag};
@@ -125,53 +126,60 @@ impl SourcePlugin {
         config_json: &str,
         resume: &ResumePoint,
     ) -> Result<(RunningSource, Vec<TableDefinition>), RuntimeError> {
+        // The instance's own I/O runtime: its sockets (made in `open` or later) are driven on
+        // the thread that calls it.
+        let io = LocalIo::new()?;
         let mut store = self.runtime.new_store(&self.name, &self.capabilities)?;
         let (limit, memory_limit_bytes) = sandbox::store_limits(&store);
         let pre = &self.pre;
-        let (instance, tables) = self
-            .runtime
-            .block_on_call(limit, memory_limit_bytes, async {
-                Ok(match pre {
-                    SourcePre::V04(pre) => {
-                        let resume = wit_source::ResumePoint {
-                            checkpoint: resume.checkpoint.clone(),
-                            tables: resume.tables.clone(),
-                        };
-                        let instance = pre.instantiate_async(&mut store).await?;
-                        let tables = instance
-                            .moonlink_plugin_source()
-                            .call_open(&mut store, config_json, &resume)
-                            .await?;
-                        (SourceInstance::V04(instance), tables)
-                    }
-                    SourcePre::V03(pre) => {
-                        let resume = v03_source::ResumePoint {
-                            checkpoint: resume.checkpoint.clone(),
-                            tables: resume.tables.clone(),
-                        };
-                        let instance = pre.instantiate_async(&mut store).await?;
-                        let tables = instance
-                            .moonlink_plugin_source()
-                            .call_open(&mut store, config_json, &resume)
-                            .await?
-                            .map(|defs| defs.into_iter().map(compat::v03::table_def_up).collect());
-                        (SourceInstance::V03(instance), tables)
-                    }
-                    SourcePre::V02(pre) => {
-                        let resume = v02_source::ResumePoint {
-                            checkpoint: resume.checkpoint.clone(),
-                            tables: resume.tables.clone(),
-                        };
-                        let instance = pre.instantiate_async(&mut store).await?;
-                        let tables = instance
-                            .moonlink_plugin_source()
-                            .call_open(&mut store, config_json, &resume)
-                            .await?
-                            .map(|defs| defs.into_iter().map(compat::table_def_from_v02).collect());
-                        (SourceInstance::V02(instance), tables)
-                    }
-                })
-            })?;
+        let (instance, tables) =
+            self.runtime
+                .block_on_local_call(&io, limit, memory_limit_bytes, async {
+                    Ok(match pre {
+                        SourcePre::V04(pre) => {
+                            let resume = wit_source::ResumePoint {
+                                checkpoint: resume.checkpoint.clone(),
+                                tables: resume.tables.clone(),
+                            };
+                            let instance = pre.instantiate_async(&mut store).await?;
+                            let tables = instance
+                                .moonlink_plugin_source()
+                                .call_open(&mut store, config_json, &resume)
+                                .await?;
+                            (SourceInstance::V04(instance), tables)
+                        }
+                        SourcePre::V03(pre) => {
+                            let resume = v03_source::ResumePoint {
+                                checkpoint: resume.checkpoint.clone(),
+                                tables: resume.tables.clone(),
+                            };
+                            let instance = pre.instantiate_async(&mut store).await?;
+                            let tables = instance
+                                .moonlink_plugin_source()
+                                .call_open(&mut store, config_json, &resume)
+                                .await?
+                                .map(|defs| {
+                                    defs.into_iter().map(compat::v03::table_def_up).collect()
+                                });
+                            (SourceInstance::V03(instance), tables)
+                        }
+                        SourcePre::V02(pre) => {
+                            let resume = v02_source::ResumePoint {
+                                checkpoint: resume.checkpoint.clone(),
+                                tables: resume.tables.clone(),
+                            };
+                            let instance = pre.instantiate_async(&mut store).await?;
+                            let tables = instance
+                                .moonlink_plugin_source()
+                                .call_open(&mut store, config_json, &resume)
+                                .await?
+                                .map(|defs| {
+                                    defs.into_iter().map(compat::table_def_from_v02).collect()
+                                });
+                            (SourceInstance::V02(instance), tables)
+                        }
+                    })
+                })?;
         let tables = tables.map_err(RuntimeError::Plugin)?;
         let tables = tables
             .into_iter()
@@ -183,6 +191,7 @@ impl SourcePlugin {
                 store,
                 instance,
                 broken: false,
+                io,
             },
             tables,
         ))
@@ -206,6 +215,8 @@ pub struct RunningSource {
     instance: SourceInstance,
     /// A call failed in a way that leaves the instance unusable (trap, timeout).
     broken: bool,
+    /// Drives every call's I/O on the calling thread (after `store`: dropped last).
+    io: LocalIo,
 }
 
 impl RunningSource {
@@ -224,7 +235,8 @@ impl RunningSource {
         let (limit, memory_limit_bytes) = self.begin()?;
         let store = &mut self.store;
         let result = match &self.instance {
-            SourceInstance::V04(i) => self.runtime.block_on_call(
+            SourceInstance::V04(i) => self.runtime.block_on_local_call(
+                &self.io,
                 limit,
                 memory_limit_bytes,
                 i.moonlink_plugin_source()
@@ -232,7 +244,8 @@ impl RunningSource {
             ),
             SourceInstance::V03(i) => self
                 .runtime
-                .block_on_call(
+                .block_on_local_call(
+                    &self.io,
                     limit,
                     memory_limit_bytes,
                     i.moonlink_plugin_source()
@@ -251,7 +264,8 @@ impl RunningSource {
                 }),
             SourceInstance::V02(i) => self
                 .runtime
-                .block_on_call(
+                .block_on_local_call(
+                    &self.io,
                     limit,
                     memory_limit_bytes,
                     i.moonlink_plugin_source()
@@ -303,17 +317,20 @@ impl RunningSource {
         let (limit, memory_limit_bytes) = self.begin()?;
         let store = &mut self.store;
         let result = match &self.instance {
-            SourceInstance::V04(i) => self.runtime.block_on_call(
+            SourceInstance::V04(i) => self.runtime.block_on_local_call(
+                &self.io,
                 limit,
                 memory_limit_bytes,
                 i.moonlink_plugin_source().call_ack(&mut *store, checkpoint),
             ),
-            SourceInstance::V03(i) => self.runtime.block_on_call(
+            SourceInstance::V03(i) => self.runtime.block_on_local_call(
+                &self.io,
                 limit,
                 memory_limit_bytes,
                 i.moonlink_plugin_source().call_ack(&mut *store, checkpoint),
             ),
-            SourceInstance::V02(i) => self.runtime.block_on_call(
+            SourceInstance::V02(i) => self.runtime.block_on_local_call(
+                &self.io,
                 limit,
                 memory_limit_bytes,
                 i.moonlink_plugin_source().call_ack(&mut *store, checkpoint),
@@ -323,3 +340,7 @@ impl RunningSource {
         result
     }
 }
+
+#[cfg(test)]
+#[path = "source_tests.rs"]
+mod tests;
