@@ -186,3 +186,28 @@ def test_query_json_shows_maps_with_non_string_keys_as_objects(make_server):
     r = requests.post(server.url + "/query", json={"sql": "SELECT id, names FROM demo.codes ORDER BY id"}, timeout=60)
     assert r.status_code == 200, r.text
     assert r.json() == [{"id": 1, "names": {"1": "one", "20": None}}, {"id": 2, "names": None}]
+
+
+def test_query_reads_map_values_by_key_like_duckdb(make_server):
+    """`attributes['http.route']` (what the otel tables are queried with) works in `/query` as in
+    DuckDB: a missing key, an empty map and a null map give null; `map_keys`/`cardinality` too."""
+    server = make_server()
+    server.create_table("demo.m", SCHEMA)
+    assert post_ndjson(server, "demo.m", ROWS).status_code == 200
+    # Buffered rows first, then the same after a commit (read from Parquet).
+    for _ in range(2):
+        r = requests.post(server.url + "/query", timeout=60, json={"sql":
+            "SELECT id, attributes['http.route'] AS route, counts['b'] AS b, "
+            "cardinality(map_keys(attributes)) AS n FROM demo.m ORDER BY id"})
+        assert r.status_code == 200, r.text
+        assert r.json() == [
+            {"id": 1, "route": "/users", "b": -2, "n": 2},
+            {"id": 2, "route": None, "b": None, "n": 4},
+            {"id": 3, "route": None, "b": None, "n": 0},
+            {"id": 4, "route": None, "b": None, "n": None},
+            {"id": 5, "route": "/orders", "b": None, "n": 2},
+        ]
+        server.commit("demo.m")
+    r = requests.post(server.url + "/query", timeout=60, json={"sql":
+        "SELECT count(*) AS n FROM demo.m WHERE attributes['http.method'] = 'GET'"})
+    assert r.status_code == 200 and r.json() == [{"n": 1}], r.text
