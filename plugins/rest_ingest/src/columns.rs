@@ -59,6 +59,8 @@ pub struct Columns {
     table: String,
     operation: Operation,
     columns: Vec<TypedColumn>,
+    /// The column names as JSON keys, to match in place (kept apart: small and hot).
+    keys: Vec<KeyPattern>,
     /// Rows started so far (the current row is number `rows_started - 1`).
     rows_started: usize,
 }
@@ -108,6 +110,11 @@ impl Columns {
         Columns {
             table: table.to_string(),
             operation,
+            keys: schema
+                .fields
+                .iter()
+                .map(|f| KeyPattern::new(&f.name))
+                .collect(),
             columns,
             rows_started: 0,
         }
@@ -130,6 +137,12 @@ impl Columns {
             Some(c) if c.field.name == key => Some(guess),
             _ => self.columns.iter().position(|c| c.field.name == key),
         }
+    }
+
+    /// If `bytes[pos..]` starts with column `index`'s name as a JSON string literal (quotes
+    /// included, no escapes), that literal's length.
+    pub fn match_key(&self, index: usize, bytes: &[u8], pos: usize) -> Option<usize> {
+        self.keys.get(index)?.match_at(bytes, pos)
     }
 
     /// The column type, for the scanner to pick how to read a string value.
@@ -186,8 +199,9 @@ impl Columns {
         Some(())
     }
 
-    /// Column `index` of the current row from a non-null raw JSON scalar (a number, `true`,
-    /// `false`, or a string literal without escapes, quotes included).
+    /// Column `index` of the current row from a non-null raw JSON scalar as the scanner
+    /// checked it (a number, `true`, `false`, or a string literal without escapes, quotes
+    /// included).
     pub fn set_raw(&mut self, index: usize, raw: &str) -> Option<()> {
         let operation = self.operation;
         let column = &mut self.columns[index];
@@ -201,9 +215,12 @@ impl Columns {
             Data::I64(v) => v.push(number::integer(bytes)?),
             Data::F32(v) => v.push(number::float32(raw)?),
             Data::F64(v) => v.push(number::float64(raw)?),
-            Data::Bool(v) => v.push(match bytes {
-                b"true" => true,
-                b"false" => false,
+            Data::Bool(v) => v.push(match (first, bytes.len()) {
+                // `raw` is a scalar the scanner checked in full: of those, only `true` and
+                // `false` start with these letters (strings start with '"', numbers with a
+                // digit or '-').
+                (b't', 4) => true,
+                (b'f', 5) => false,
                 _ => return None,
             }),
             Data::Utf8 { offsets, data } => {
@@ -290,6 +307,65 @@ impl Columns {
             },
             request_mode: mode,
         }
+    }
+}
+
+/// A column name as the JSON key `"name"`, compared eight bytes at a time (slice equality
+/// calls the guest's byte-by-byte `memcmp`, which was a hot spot for keys).
+struct KeyPattern {
+    /// Length of `"name"` with its quotes; 0 when the name needs an escape in JSON (never
+    /// matched: such keys go the general way anyway).
+    len: usize,
+    /// `"name"` in little-endian words, the last one zero-padded, with the masks of the
+    /// bytes that count (most keys fit the first word).
+    words: Vec<(u64, u64)>,
+}
+
+impl KeyPattern {
+    fn new(name: &str) -> Self {
+        if name.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+            return KeyPattern {
+                len: 0,
+                words: Vec::new(),
+            };
+        }
+        let quoted = format!("\"{name}\"").into_bytes();
+        let words = quoted
+            .chunks(8)
+            .map(|chunk| {
+                let (mut word, mut mask) = ([0u8; 8], [0u8; 8]);
+                word[..chunk.len()].copy_from_slice(chunk);
+                mask[..chunk.len()].fill(0xff);
+                (u64::from_le_bytes(word), u64::from_le_bytes(mask))
+            })
+            .collect();
+        KeyPattern {
+            len: quoted.len(),
+            words,
+        }
+    }
+
+    fn match_at(&self, bytes: &[u8], pos: usize) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
+        let word_at = |at: usize| -> Option<u64> {
+            let chunk: [u8; 8] = bytes.get(at..at + 8)?.try_into().ok()?;
+            Some(u64::from_le_bytes(chunk))
+        };
+        for (i, &(word, mask)) in self.words.iter().enumerate() {
+            match word_at(pos + i * 8) {
+                Some(x) if x & mask == word => {}
+                Some(_) => return None,
+                // Near the end of the body: whatever is left, byte by byte.
+                None => {
+                    let left = bytes.get(pos + i * 8..pos + self.len)?;
+                    let expected = word.to_le_bytes();
+                    return (left == &expected[..left.len()]).then_some(self.len);
+                }
+            }
+        }
+        Some(self.len)
     }
 }
 

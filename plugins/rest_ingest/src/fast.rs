@@ -280,11 +280,7 @@ impl<'a> Scanner<'a> {
         self.eat(b'"')?;
         let mut start = self.pos;
         loop {
-            let rest = self.bytes.get(self.pos..)?;
-            let n = rest
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-            self.pos += n;
+            self.pos = special_byte(self.bytes, self.pos)?;
             out.extend_from_slice(&self.bytes[start..self.pos]);
             match self.next()? {
                 b'"' => return Some(()),
@@ -344,8 +340,14 @@ impl<'a> Scanner<'a> {
             let mut guess = 0;
             loop {
                 self.ws();
-                let key = self.plain_string()?;
-                let index = rows.index(key, guess)?;
+                // The predicted key, matched in place; else scanned and looked up.
+                let index = match rows.match_key(guess, self.bytes, self.pos) {
+                    Some(len) => {
+                        self.pos += len;
+                        guess
+                    }
+                    None => rows.index(self.plain_string()?, guess)?,
+                };
                 rows.claim(index)?;
                 guess = index + 1;
                 self.ws();
@@ -375,6 +377,30 @@ impl<'a> Scanner<'a> {
         }
         rows.finish_row()
     }
+}
+
+/// The position of the first `"`, `\\` or control character at or after `pos` (what ends
+/// the plain part of a string literal), looking at eight bytes at a time.
+pub(crate) fn special_byte(bytes: &[u8], mut pos: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = bytes.get(pos..pos + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        // Non-zero exactly when some byte is '"', '\\' or below 0x20 (the classic "has zero
+        // byte" / "has byte less than" tests); the byte loop below then finds which.
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+        let less_than = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        if zero(x ^ (ONES * b'"' as u64)) | zero(x ^ (ONES * b'\\' as u64)) | less_than != 0 {
+            break;
+        }
+        pos += 8;
+    }
+    let rest = bytes.get(pos..)?;
+    rest.iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|n| pos + n)
 }
 
 #[cfg(test)]

@@ -287,3 +287,56 @@ fn generated_bodies_agree() {
     // Enough of the generated bodies must take the fast path for this test to mean anything.
     assert!(accepted > 400, "only {accepted} bodies took the fast path");
 }
+
+/// The word-at-a-time search stops exactly where the byte-by-byte one does.
+#[test]
+fn special_byte_matches_a_plain_search() {
+    let mut seed = 0x1234_5678_9abc_def1u64;
+    let alphabet = b"ab\"\\\x01\x1f \x7f\x80\xff0~";
+    for _ in 0..5000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let len = (seed % 40) as usize;
+        let bytes: Vec<u8> = (0..len)
+            .map(|i| {
+                let pick = (seed >> (i % 50)) as usize;
+                if pick % 5 == 0 {
+                    alphabet[pick % alphabet.len()]
+                } else {
+                    b'a' + (pick % 26) as u8
+                }
+            })
+            .collect();
+        for start in 0..=len {
+            let plain = bytes[start..]
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .map(|n| start + n);
+            assert_eq!(
+                fast::special_byte(&bytes, start),
+                plain,
+                "{bytes:?} from {start}"
+            );
+        }
+    }
+}
+
+/// Keys are matched in place against the predicted column name: a key that only starts like
+/// the name, or runs past the end of the body, is not taken for it.
+#[test]
+fn predicted_keys_match_exactly() {
+    let info = info("application/x-ndjson", &[]);
+    for body in [
+        "{\"id\":1,\"i16\":2,\"f\":3}",
+        "{\"id\":1,\"i1\":2}",
+        "{\"id\":1,\"i166\":2}",
+        "{\"id\":1,\"i16",
+        "{\"id\":1,\"f64\":2.5,\"f\":1}",
+        "{\"id\":1,\"tz\":\"2024-01-01 00:00:00Z\",\"bin\":\"AAEC\",\"i32\":7}",
+        "{\"id\":1,\"i32\":7,\"f64\":1e5,\"tz\":0}",
+    ] {
+        agree(&info, body);
+    }
+    assert!(agree(&info, "{\"id\":1,\"i32\":7,\"f64\":1e5,\"tz\":0}"));
+}
