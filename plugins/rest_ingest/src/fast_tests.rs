@@ -301,7 +301,7 @@ fn special_byte_matches_a_plain_search() {
         let bytes: Vec<u8> = (0..len)
             .map(|i| {
                 let pick = (seed >> (i % 50)) as usize;
-                if pick % 5 == 0 {
+                if pick.is_multiple_of(5) {
                     alphabet[pick % alphabet.len()]
                 } else {
                     b'a' + (pick % 26) as u8
