@@ -5,10 +5,11 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
 use crate::error::OtelError;
+use crate::render::AttributeText;
 use crate::rows::Rows;
 use crate::tables::logs::C;
 use crate::tables::Tables;
-use crate::values::{any_text_ref, attribute_entries, micros, nanos_value, Refused, Resource};
+use crate::values::{any_text_ref, micros, nanos_value, Refused, Resource};
 
 pub fn rows(request: ExportLogsServiceRequest, tables: &Tables) -> Result<Rows, OtelError> {
     let expected = request
@@ -18,18 +19,18 @@ pub fn rows(request: ExportLogsServiceRequest, tables: &Tables) -> Result<Rows, 
         .map(|s| s.log_records.len())
         .sum();
     let mut rows = Rows::new(&tables.logs, &tables.logs_schema, expected);
-    for resource_logs in request.resource_logs {
-        let resource = resource_logs
-            .resource
-            .map(|r| r.attributes)
-            .unwrap_or_default();
-        let resource = Resource::new(&resource);
-        for scope_logs in resource_logs.scope_logs {
-            let scope = scope_logs.scope.unwrap_or_default();
-            for record in scope_logs.log_records {
+    // Reused from record to record.
+    let mut attributes = AttributeText::default();
+    let no_scope = Default::default();
+    for resource_logs in &request.resource_logs {
+        let resource = resource_logs.resource.as_ref();
+        let resource = Resource::new(resource.map_or(&[][..], |r| &r.attributes));
+        for scope_logs in &resource_logs.scope_logs {
+            let scope = scope_logs.scope.as_ref().unwrap_or(&no_scope);
+            for record in &scope_logs.log_records {
                 // Times first: a record whose time does not fit is refused before any of it
                 // is written.
-                let times = match times(&record) {
+                let times = match times(record) {
                     Ok(times) => times,
                     Err(why) => {
                         rows.refuse(why);
@@ -57,10 +58,8 @@ pub fn rows(request: ExportLogsServiceRequest, tables: &Tables) -> Result<Rows, 
                     rows.set(C::Flags as usize, Value::Int(record.flags.into()))?;
                 }
                 rows.set_str(C::EventName as usize, &record.event_name)?;
-                rows.set_map(
-                    C::Attributes as usize,
-                    attribute_entries(&record.attributes),
-                )?;
+                attributes.render(&record.attributes);
+                rows.set_map(C::Attributes as usize, attributes.entries())?;
                 rows.set_resource(
                     C::ServiceName as usize,
                     C::ResourceAttributes as usize,
