@@ -53,9 +53,14 @@ pub fn span(d: Duration) -> String {
     }
 }
 
+/// The size of one ordinary socket read.
+const SCRATCH_BYTES: usize = 64 * 1024;
+
 pub struct Connection {
     stream: TcpStream,
     input: BytesMut,
+    /// Where ordinary reads land before joining `input` (allocated at the first read).
+    scratch: Option<Box<[u8]>>,
     output: BytesMut,
     /// `host:port`, for messages.
     peer: String,
@@ -117,6 +122,7 @@ impl Connection {
         let mut conn = Connection {
             stream,
             input: BytesMut::with_capacity(64 * 1024),
+            scratch: None,
             output: BytesMut::with_capacity(1024),
             peer,
             connect_timeout: options.connect_timeout.max(Duration::from_millis(1)),
@@ -382,34 +388,40 @@ impl Connection {
             self.input.reserve(want);
         }
         // Large messages arrive in reads of up to 1 MiB; small ones share 64 KiB reads.
-        let room = want.clamp(64 * 1024, 1 << 20);
+        let room = want.clamp(SCRATCH_BYTES, 1 << 20);
         self.stream
             .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
         let start = self.input.len();
-        self.input.resize(start + room, 0);
-        match self.stream.read(&mut self.input[start..]) {
-            Ok(0) => {
-                self.input.truncate(start);
-                Err(PgError::Io(format!(
-                    "postgres at {} closed the connection",
-                    self.peer
-                )))
+        let read = if room == SCRATCH_BYTES {
+            // Into the scratch buffer, zeroed once: a read that brings a few bytes (the usual
+            // case while streaming) copies those, instead of zeroing 64 KiB of input first.
+            let scratch = self
+                .scratch
+                .get_or_insert_with(|| vec![0; SCRATCH_BYTES].into());
+            let read = self.stream.read(&mut scratch[..]);
+            if let Ok(n) = read {
+                self.input.extend_from_slice(&scratch[..n]);
             }
-            Ok(n) => {
-                self.input.truncate(start + n);
+            read
+        } else {
+            self.input.resize(start + room, 0);
+            let read = self.stream.read(&mut self.input[start..]);
+            self.input.truncate(start + *read.as_ref().unwrap_or(&0));
+            read
+        };
+        match read {
+            Ok(0) => Err(PgError::Io(format!(
+                "postgres at {} closed the connection",
+                self.peer
+            ))),
+            Ok(_) => {
                 self.heard = true;
                 self.last_activity = Instant::now();
                 self.reply_due_since = None;
                 Ok(())
             }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                self.input.truncate(start);
-                Ok(())
-            }
-            Err(e) => {
-                self.input.truncate(start);
-                Err(e.into())
-            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 

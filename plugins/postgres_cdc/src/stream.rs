@@ -21,10 +21,17 @@ use crate::{pg, Settings};
 /// server gone silent is noticed within the reply timeout.
 const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How many stream messages a poll reads between looks at the clock for a status update
+/// (a few milliseconds of messages while streaming; every poll looks once at its start).
+const STATUS_CHECK_EVERY: u32 = 256;
+
 pub struct Stream {
     conn: Connection,
     /// Relation oid → index of the mirrored table.
     by_oid: HashMap<u32, usize>,
+    /// The relation of the last change applied and its table's index: resolved, announced,
+    /// and unchanged since (a Relation message clears it). Saves the look-ups per row.
+    current: Option<(u32, usize)>,
     /// Tables already committed further than the resume point: their changes in transactions
     /// that committed before this LSN are already in Iceberg.
     skip_before: HashMap<String, u64>,
@@ -100,6 +107,7 @@ impl Stream {
         Ok(Stream {
             conn,
             by_oid: HashMap::new(),
+            current: None,
             skip_before,
             in_transaction: None,
             emitted: lsn,
@@ -129,10 +137,15 @@ impl Stream {
             .probe_if_due(Duration::from_millis(timeout_ms as u64 / 2));
         let mut rows = 0;
         let mut complete = None;
+        // The clock is read every STATUS_CHECK_EVERY messages (each read is a host call).
+        let mut messages = 0u32;
         loop {
-            if self.last_status.elapsed() >= self.status_interval {
+            if messages.is_multiple_of(STATUS_CHECK_EVERY)
+                && self.last_status.elapsed() >= self.status_interval
+            {
                 self.send_status(true)?;
             }
+            messages = messages.wrapping_add(1);
             if rows >= max_rows && (self.in_transaction.is_none() || rows >= 4 * max_rows) {
                 // At a transaction boundary, or a huge transaction handed over in parts.
                 break;
@@ -218,6 +231,9 @@ impl Stream {
     }
 
     fn skipped(&self, table: &MirroredTable) -> bool {
+        if self.skip_before.is_empty() {
+            return false;
+        }
         match (self.skip_before.get(&table.target), self.in_transaction) {
             (Some(&before), Some(commit_lsn)) => commit_lsn < before,
             _ => false,
@@ -233,6 +249,12 @@ impl Stream {
         tables: &'t mut [MirroredTable],
         events: &mut Vec<SourceEvent>,
     ) -> Result<Option<&'t mut MirroredTable>, String> {
+        if let Some((oid, index)) = self.current {
+            if oid == relation {
+                let table = &mut tables[index];
+                return Ok((!self.skipped(table)).then_some(table));
+            }
+        }
         if !self.by_oid.contains_key(&relation) {
             // Described while not mirrored; the source may have adopted the table since.
             let Some(described) = self.unknown.remove(&relation) else {
@@ -251,6 +273,7 @@ impl Stream {
             table.flush(events);
             events.push(SourceEvent::SchemaChange(table.def()));
         }
+        self.current = Some((relation, index));
         Ok(Some(table))
     }
 
@@ -261,6 +284,7 @@ impl Stream {
         tables: &mut [MirroredTable],
         events: &mut Vec<SourceEvent>,
     ) -> Result<(), String> {
+        self.current = None;
         let name = format!("{}.{}", relation.namespace, relation.name);
         let Some(index) = tables.iter().position(|t| t.source_name == name) else {
             // Published, but not mirrored by this source (or not yet).
