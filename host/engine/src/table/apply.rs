@@ -151,6 +151,26 @@ impl Table {
         }
     }
 
+    /// Admission for writers that can be told to retry: waits up to `backlog_wait` while the
+    /// buffer holds twice `max_buffer_bytes` (see `wait_for_room`), then refuses. Pull sources
+    /// wait without a limit instead; a client can come back, a replication stream cannot.
+    pub(crate) async fn admit(&self) -> Result<()> {
+        let wait = self.config.backlog_wait;
+        if tokio::time::timeout(wait, self.wait_for_room())
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        let buffered_bytes = self.lock_buffer().bytes;
+        let last_error = self.committed.borrow().last_error.clone();
+        Err(EngineError::Backlogged {
+            table: self.name.clone(),
+            buffered_bytes,
+            last_error: last_error.unwrap_or_else(|| "none".into()),
+        })
+    }
+
     /// Waits until a snapshot containing `lsn` is committed, asking for a commit now.
     async fn wait_committed(&self, lsn: u64) -> Result<CommitState> {
         let mut rx = self.committed.subscribe();
