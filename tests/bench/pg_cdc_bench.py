@@ -11,7 +11,8 @@
 3. Freshness: one-row transactions at ~50/s; for each, the time from Postgres's commit to the
    snapshot that makes it visible (GET /tables/{name} polled every 5 ms), p50 and p99.
 
-Prints a Markdown table for BENCHMARKS.md, with the host's peak RSS (VmHWM) in each phase.
+Prints a Markdown table for BENCHMARKS.md, with the host's peak RSS (VmHWM) in each phase, and
+where the initial copy's time went (host start-up, the copy, the last commit).
 
 Options (after the row counts): `--copy-only` runs only the initial copy; `--copy-format text`
 makes the plugin copy in COPY's text format (default: binary); `--keep-log FILE` keeps the
@@ -20,6 +21,7 @@ copying host's log; `--perf FILE` records
 streaming drain) (run the host with
 MOONLINK_WASM_PERFMAP=1 for wasm symbols).
 """
+import datetime
 import os
 import subprocess
 import sys
@@ -157,6 +159,7 @@ def initial_copy(pg, rows, tmp, perf=None):
 
     start = time.time()
     host = start_host(pg, os.path.join(tmp, "copy"), slot="copy", max_rows=50000)
+    ready_s = time.time() - start
     recorder = None
     if perf:
         recorder = subprocess.Popen(["perf", "record", "-g", "-o", perf, "-p", str(host.proc.pid)],
@@ -166,7 +169,19 @@ def initial_copy(pg, rows, tmp, perf=None):
     if recorder:
         recorder.send_signal(2)
         recorder.wait()
-    return copy_s, moon_s, host
+    phases = (ready_s, log_time(host, "initial copy done") - start, moon_s)
+    return copy_s, moon_s, host, phases
+
+
+def log_time(server, text):
+    """Wall-clock time of the host's first log line containing `text` (NaN if none)."""
+    with open(server.log_path, errors="replace") as f:
+        for line in f:
+            if text in line:
+                stamp = line.split()[0].rstrip("Z")
+                when = datetime.datetime.fromisoformat(stamp).replace(tzinfo=datetime.timezone.utc)
+                return when.timestamp()
+    return float("nan")
 
 
 def freshness(pg, host, samples=300):
@@ -228,7 +243,7 @@ def main():
         pg.create_database("app")
         if not copy_only:
             recv_s, stream_s, stream_rss = streaming(pg, stream_rows, tmp, flags.get("--perf-stream"))
-        copy_s, snap_s, host = initial_copy(pg, copy_rows, tmp, flags.get("--perf"))
+        copy_s, snap_s, host, phases = initial_copy(pg, copy_rows, tmp, flags.get("--perf"))
         copy_rss = peak_rss_mb(host)
         if flags.get("--keep-log"):
             subprocess.run(["cp", host.log_path, flags["--keep-log"]])
@@ -248,6 +263,9 @@ def main():
     if not copy_only:
         print(f"| freshness, commit → visible in Iceberg (commit interval 500 ms) | | p50 {p50:.0f} ms, "
               f"p99 {p99:.0f} ms | | |")
+    ready_s, copied_s, done_s = phases
+    print(f"\nInitial copy phases, seconds from host start: healthy {ready_s:.2f}, plugin reports the copy "
+          f"done {copied_s:.2f}, every row committed {done_s:.2f} (COPY binary alone: {copy_s:.2f}).")
 
 
 if __name__ == "__main__":
