@@ -94,6 +94,18 @@ unsafe impl GlobalAlloc for SizeClasses {
         block
     }
 
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if class_of(layout).is_none() {
+            // The system allocator knows when fresh memory is already zero.
+            return System.alloc_zeroed(layout);
+        }
+        let block = self.alloc(layout);
+        if !block.is_null() {
+            ptr::write_bytes(block, 0, layout.size());
+        }
+        block
+    }
+
     unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
         let Some(class) = class_of(layout) else {
             return System.dealloc(block, layout);
@@ -145,7 +157,13 @@ mod tests {
             assert!(!a.is_null() && !b.is_null() && a != b);
             assert_eq!(a as usize % ALIGN, 0);
             assert_eq!(b as usize - a as usize, 32);
+            ptr::write_bytes(a, 0xff, 24);
             heap.dealloc(a, small);
+            // A reused block handed out zeroed is zero.
+            let zeroed = heap.alloc_zeroed(small);
+            assert_eq!(zeroed, a);
+            assert!((0..24).all(|i| *zeroed.add(i) == 0));
+            heap.dealloc(zeroed, small);
             // The freed block comes back first (LIFO), and only once.
             assert_eq!(heap.alloc(small), a);
             assert_ne!(heap.alloc(small), a);
