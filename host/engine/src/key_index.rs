@@ -13,7 +13,7 @@
 //! A `FileKeys` never changes; a deleted row stays in it and is masked by the file's deleted
 //! positions (the same positions its deletion vector holds).
 //!
-//! In front of the files sits one [`KeyFilter`] over all their keys (2 bytes per key), so a
+//! In front of the files sits one [`KeyFilter`] over all their keys (1.25-2.5 bytes per key), so a
 //! key in no file costs one cache line, not a probe of every file: the files are only searched
 //! (newest first) for keys the filter may hold.
 

@@ -10,10 +10,11 @@
 //! next rebuild, and only make some absent keys probe the files (a false positive never gives
 //! a wrong answer; a false negative would, and cannot happen: every file's keys are inserted).
 
-/// Bits reserved per key of capacity (2 bytes); at capacity the false-positive rate is ~0.1%,
-/// at twice capacity (just before a rebuild) ~2%.
-const BITS_PER_KEY: usize = 16;
-/// The smallest capacity, in keys (a small table's filter: 512 bytes).
+/// Bits reserved per key of capacity. The owner sizes the filter for twice the keys it holds,
+/// so it spends 10-20 bits (1.25-2.5 bytes) per key; the false-positive rate is ~1% when full
+/// and ~0.1% just after a rebuild.
+const BITS_PER_KEY: usize = 10;
+/// The smallest capacity, in keys (a small table's filter: 320 bytes).
 const MIN_CAPACITY: usize = 256;
 /// One odd multiplier per word of a block, picking that word's bit from the key.
 const SALTS: [u32; 8] = [
@@ -122,8 +123,8 @@ mod tests {
         let false_positives = (0..100_000)
             .filter(|_| filter.may_contain(xorshift(&mut state)))
             .count();
-        // ~0.1% expected at capacity; 1% would mean the bits are badly spread.
-        assert!(false_positives < 1_000, "{false_positives} false positives");
+        // ~1% expected at capacity; 2.5% would mean the bits are badly spread.
+        assert!(false_positives < 2_500, "{false_positives} false positives");
         assert!(!filter.would_overflow(0));
         assert!(filter.would_overflow(1));
         assert!(!KeyFilter::default().may_contain(42));
