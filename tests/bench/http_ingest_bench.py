@@ -20,7 +20,8 @@ two float64, bool, timestamp, date32), generated once and sent as the same value
    concurrent clients (keep-alive connections), each on a fresh `moonlink-host` with default
    flags, timed from the first request until `POST /tables/{name}/commit` returns;
 3. the same with Arrow IPC stream bodies (`application/vnd.apache.arrow.stream`), 1 and 4 clients.
-For every host run: rows/s, ratio to the limit, and the host's peak RSS (VmHWM). Prints a
+For every host run: rows/s, ratio to the limit, the host's peak RSS (VmHWM) and its CPU time
+(user + system, all threads) per row — steadier than rows/s on a loaded machine. Prints a
 Markdown table for BENCHMARKS.md.
 """
 import datetime
@@ -110,6 +111,13 @@ def peak_rss_mib(pid):
     return float("nan")
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of process `pid` so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def host_run(binary, bodies, content_type, clients, total_rows, plugin_dir=None, env=None):
     """One fresh host: create the table, post `bodies` from `clients` threads, commit."""
     data_dir = tempfile.mkdtemp(prefix="moonlink-httpbench-")
@@ -142,6 +150,7 @@ def host_run(binary, bodies, content_type, clients, total_rows, plugin_dir=None,
                 errors.append(e)
 
         threads = [threading.Thread(target=client, args=(bodies[i::clients],)) for i in range(clients)]
+        cpu_start = cpu_seconds(proc.pid)
         start = time.perf_counter()
         for t in threads:
             t.start()
@@ -149,12 +158,13 @@ def host_run(binary, bodies, content_type, clients, total_rows, plugin_dir=None,
             t.join()
         request(conn, "POST", f"/tables/{TABLE}/commit")
         elapsed = time.perf_counter() - start
+        cpu = cpu_seconds(proc.pid) - cpu_start
         if errors:
             raise errors[0]
         info = request(conn, "GET", f"/tables/{TABLE}")
         if sum(accepted) != total_rows or info["buffered_rows"] != 0 or info["committed_lsn"] != info["last_lsn"]:
             raise RuntimeError(f"expected {total_rows} rows committed: accepted {sum(accepted)}, table {info}")
-        return total_rows / elapsed, peak_rss_mib(proc.pid)
+        return total_rows / elapsed, peak_rss_mib(proc.pid), cpu / total_rows * 1e6
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -163,7 +173,8 @@ def host_run(binary, bodies, content_type, clients, total_rows, plugin_dir=None,
 
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    # --before-plugins=DIR: also run NDJSON with the plugins in DIR (e.g. an older rest_ingest).
+    # --before-plugins=DIR: also run NDJSON with the plugins in DIR (e.g. an older rest_ingest),
+    # same host binary and flags.
     before = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--before-plugins=")), None)
     profile = "debug" if "--debug" in sys.argv else "release"
     rows = int(args[0]) if args else 1_000_000
@@ -185,29 +196,30 @@ def main():
         del table
         out = subprocess.run([limit_bin, path, "3"], check=True, capture_output=True, text=True).stdout
         limit = json.loads(out)["parquet_zstd1_rows_per_s"]
-    results = [("arrow-rs Parquet zstd(1) write (limit)", limit, None)]
+    results = [("arrow-rs Parquet zstd(1) write (limit)", limit, None, None)]
     if before:
         for clients in (1, 4):
-            rate, rss = host_run(binary, ndjson, "application/x-ndjson", clients, rows, before,
-                                 {"MOONLINK_DECODER_POOL": "0"})
-            results.append((f"before: HTTP NDJSON, {clients} client{'s' if clients > 1 else ''}, no decoder pool "
-                            f"({before})", rate, rss))
+            rate, rss, cpu = host_run(binary, ndjson, "application/x-ndjson", clients, rows, before)
+            results.append((f"before: HTTP NDJSON, {clients} client{'s' if clients > 1 else ''} ({before})",
+                            rate, rss, cpu))
     for clients in () if ndjson_only else (1, 4):
-        rate, rss = host_run(binary, ndjson, "application/x-ndjson", clients, rows, bin_dir,
+        rate, rss, cpu = host_run(binary, ndjson, "application/x-ndjson", clients, rows, bin_dir,
                              {"MOONLINK_DECODER_POOL": "0"})
-        results.append((f"HTTP NDJSON, {clients} client{'s' if clients > 1 else ''}, no decoder pool", rate, rss))
+        results.append((f"HTTP NDJSON, {clients} client{'s' if clients > 1 else ''}, no decoder pool", rate, rss,
+                        cpu))
     kinds = [("NDJSON", ndjson, "application/x-ndjson"), ("Arrow IPC", ipc, "application/vnd.apache.arrow.stream")]
     for label, bodies, ctype in kinds[:1] if ndjson_only else kinds:
         for clients in (1, 4):
-            rate, rss = host_run(binary, bodies, ctype, clients, rows, bin_dir)
+            rate, rss, cpu = host_run(binary, bodies, ctype, clients, rows, bin_dir)
             results.append((f"HTTP {label}, {batch_rows} rows/request, {clients} client{'s' if clients > 1 else ''}",
-                            rate, rss))
+                            rate, rss, cpu))
     print(f"{rows} rows, {batch_rows} rows/request, {profile} build, "
           f"NDJSON body {len(ndjson[0]) / 1024:.0f} KiB, IPC body {len(ipc[0]) / 1024:.0f} KiB")
-    print("| path | rows/s | ratio to limit | host peak RSS (MiB) |")
-    print("|---|---:|---:|---:|")
-    for label, rate, rss in results:
-        print(f"| {label} | {rate:,.0f} | {rate / limit:.2f} | {'—' if rss is None else f'{rss:,.0f}'} |")
+    print("| path | rows/s | ratio to limit | host peak RSS (MiB) | host CPU µs/row |")
+    print("|---|---:|---:|---:|---:|")
+    for label, rate, rss, cpu in results:
+        print(f"| {label} | {rate:,.0f} | {rate / limit:.2f} | {'—' if rss is None else f'{rss:,.0f}'} | "
+              f"{'—' if cpu is None else f'{cpu:.2f}'} |")
 
 
 if __name__ == "__main__":
