@@ -13,6 +13,9 @@ use moonlink_sdk::rest::{IngestRequest, RequestInfo};
 use crate::columns::Columns;
 use crate::{is_ndjson, parse_mode, parse_operation};
 
+/// The most rows columns are sized for up front; beyond, they grow as needed.
+const MAX_ROWS_HINT: usize = 1 << 16;
+
 /// Decodes `body` if every part of it is on the fast path; `None` means "use the general path".
 pub fn decode(info: &RequestInfo, body: &[u8]) -> Option<IngestRequest> {
     let text = std::str::from_utf8(body).ok()?;
@@ -20,9 +23,10 @@ pub fn decode(info: &RequestInfo, body: &[u8]) -> Option<IngestRequest> {
     if is_ndjson(info.content_type.as_deref()) {
         let operation = parse_operation(param("operation").unwrap_or("insert")).ok()?;
         let mode = parse_mode(param("request_mode").unwrap_or("async")).ok()?;
-        // Room for as many rows as the body holds if they are all as long as the first.
+        // Room for as many rows as the body holds if they are all as long as the first, up to
+        // a cap (a short first line must not reserve memory for millions of rows).
         let first_line = body.iter().position(|&b| b == b'\n').unwrap_or(body.len()) + 1;
-        let rows_hint = body.len() / first_line + 1;
+        let rows_hint = (body.len() / first_line + 1).min(MAX_ROWS_HINT);
         let mut rows = Columns::new(&info.table, &info.schema, operation, rows_hint);
         // One pass over the body: a row may not span lines (the general path decodes one
         // line at a time), so inside a row a newline is not whitespace.
