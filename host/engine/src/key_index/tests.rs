@@ -153,3 +153,43 @@ fn buffered_keys_shadow_files_and_seal_into_one() {
     empty.seal_buffer(0, FileKeys::default());
     assert!(empty.has_no_files());
 }
+
+/// What the filter saves a key in no file, printed (no assertion on time): `cargo test -p
+/// moonlink-engine --lib absent_key_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn absent_key_cost() {
+    for files in [1u32, 10, 100] {
+        let mut index = KeyIndex::default();
+        let per_file = 2_000_000 / u64::from(files);
+        for file in 0..files {
+            let rows: Vec<KeyHash> = (0..per_file)
+                .map(|n| key(u64::from(file) * per_file + n))
+                .collect();
+            index.add_file(file, FileKeys::from_row_hashes(&rows), None);
+        }
+        let absent: Vec<KeyHash> = (0..1_000_000).map(|n| key(10_000_000 + n)).collect();
+        let started = std::time::Instant::now();
+        let found = absent.iter().filter(|&&k| index.get(k).is_some()).count();
+        let with_filter = started.elapsed();
+        // The same lookups probing every file, as before the filter.
+        let started = std::time::Instant::now();
+        let probed = absent
+            .iter()
+            .filter(|&&k| {
+                index
+                    .files
+                    .iter()
+                    .rev()
+                    .any(|(_, keys)| keys.positions_of(k).next().is_some())
+            })
+            .count();
+        let every_file = started.elapsed();
+        assert_eq!((found, probed), (0, 0));
+        eprintln!(
+            "{files} files of 2M keys: absent key {:.0} ns with the filter, {:.0} ns probing every file",
+            with_filter.as_nanos() as f64 / 1e6,
+            every_file.as_nanos() as f64 / 1e6
+        );
+    }
+}
