@@ -63,6 +63,8 @@ pub struct Columns {
     keys: Vec<KeyPattern>,
     /// Rows started so far (the current row is number `rows_started - 1`).
     rows_started: usize,
+    /// Columns the current row has set so far.
+    set_in_row: usize,
 }
 
 impl Columns {
@@ -117,6 +119,7 @@ impl Columns {
                 .collect(),
             columns,
             rows_started: 0,
+            set_in_row: 0,
         }
     }
 
@@ -128,6 +131,7 @@ impl Columns {
     /// Starts a row; columns it does not set are filled by [`Columns::finish_row`].
     pub fn start_row(&mut self) {
         self.rows_started += 1;
+        self.set_in_row = 0;
     }
 
     /// The position of the column named `key`, trying `guess` first (keys usually come in the
@@ -157,6 +161,29 @@ impl Columns {
             return None;
         }
         column.set_in = self.rows_started;
+        self.set_in_row += 1;
+        Some(())
+    }
+
+    /// Whether column `index` stores plain integers (int16/32/64), which the scanner parses
+    /// while it reads them.
+    pub fn is_integer(&self, index: usize) -> bool {
+        matches!(
+            self.columns[index].data,
+            Data::I16(_) | Data::I32(_) | Data::I64(_)
+        )
+    }
+
+    /// An integer column of the current row; `None` if `value` does not fit its width.
+    pub fn set_integer(&mut self, index: usize, value: i64) -> Option<()> {
+        let column = &mut self.columns[index];
+        match &mut column.data {
+            Data::I16(v) => v.push(i16::try_from(value).ok()?),
+            Data::I32(v) => v.push(i32::try_from(value).ok()?),
+            Data::I64(v) => v.push(value),
+            _ => return None,
+        }
+        column.validity.push(true);
         Some(())
     }
 
@@ -258,6 +285,9 @@ impl Columns {
 
     /// Ends the current row: columns it did not set are null (refused where not nullable).
     pub fn finish_row(&mut self) -> Option<()> {
+        if self.set_in_row == self.columns.len() {
+            return Some(()); // the usual case: every column was set
+        }
         let row = self.rows_started;
         for index in 0..self.columns.len() {
             if self.columns[index].set_in != row {

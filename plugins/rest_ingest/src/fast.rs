@@ -255,6 +255,35 @@ impl<'a> Scanner<'a> {
         self.slice(start)
     }
 
+    /// A JSON number that is an integer (`-?(0|[1-9][0-9]*)`, no fraction or exponent),
+    /// parsed while scanned; `None` for any other number or one beyond `i64`.
+    fn integer(&mut self) -> Option<i64> {
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.pos += 1;
+        }
+        // Accumulated negatively so that i64::MIN fits.
+        let mut value = match self.next()? {
+            b'0' => 0,
+            d @ b'1'..=b'9' => {
+                let mut value = -((d - b'0') as i64);
+                while let Some(d @ b'0'..=b'9') = self.peek() {
+                    value = value.checked_mul(10)?.checked_sub((d - b'0') as i64)?;
+                    self.pos += 1;
+                }
+                value
+            }
+            _ => return None,
+        };
+        if let Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') = self.peek() {
+            return None; // a fraction, an exponent, or not JSON (`01`)
+        }
+        if !negative {
+            value = value.checked_neg()?;
+        }
+        Some(value)
+    }
+
     fn digit(&mut self) -> Option<()> {
         self.next()?.is_ascii_digit().then_some(())
     }
@@ -365,6 +394,9 @@ impl<'a> Scanner<'a> {
                     b'n' => {
                         self.literal("null")?;
                         rows.set_null(index)?;
+                    }
+                    b'-' | b'0'..=b'9' if rows.is_integer(index) => {
+                        rows.set_integer(index, self.integer()?)?;
                     }
                     _ => {
                         let raw = self.scalar_raw()?;
