@@ -94,8 +94,8 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
 /// the kernel's socket buffer, and a write still in flight (WASI spawns one only when the
 /// socket's send buffer is full) resumes with the next call.
 ///
-/// Calls must come from a thread that is not running a tokio runtime already (a plain
-/// thread, or a `spawn_blocking` one): tokio refuses to nest `block_on`.
+/// A call from a thread inside another tokio runtime's context (an async caller) runs on a
+/// helper thread instead, since tokio refuses to nest `block_on`; the caller blocks either way.
 pub(crate) struct LocalIo {
     /// Always `Some` until dropped (taken by `Drop`).
     runtime: Option<tokio::runtime::Runtime>,
@@ -117,14 +117,27 @@ impl LocalIo {
     }
 
     /// Runs `future` to completion on this thread, driving the runtime's reactor and timers
-    /// while it waits.
-    pub(crate) fn block_on<F: Future>(&self, future: F) -> Result<F::Output, RuntimeError> {
-        match &self.runtime {
-            Some(runtime) => Ok(runtime.block_on(future)),
-            None => Err(RuntimeError::Trap(
+    /// while it waits (on a helper thread when this one is inside another runtime).
+    pub(crate) fn block_on<F>(&self, future: F) -> Result<F::Output, RuntimeError>
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        let Some(runtime) = &self.runtime else {
+            return Err(RuntimeError::Trap(
                 "the plugin's I/O runtime is shut down".into(),
-            )),
+            ));
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Ok(runtime.block_on(future));
         }
+        std::thread::scope(|scope| {
+            match scope.spawn(|| runtime.block_on(future)).join() {
+                Ok(output) => Ok(output),
+                // A panic in the call stays a panic, as on the calling thread.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
     }
 }
 

@@ -563,8 +563,11 @@ impl PluginRuntime {
         io: &LocalIo,
         limit: Duration,
         memory_limit_bytes: u64,
-        call: impl Future<Output = wasmtime::Result<R>>,
-    ) -> Result<R, RuntimeError> {
+        call: impl Future<Output = wasmtime::Result<R>> + Send,
+    ) -> Result<R, RuntimeError>
+    where
+        R: Send,
+    {
         let outcome = io.block_on(async move { tokio::time::timeout(limit, call).await })?;
         self.outcome(outcome, limit, memory_limit_bytes)
     }

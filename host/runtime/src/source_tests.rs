@@ -113,20 +113,23 @@ fn a_source_drives_its_own_sockets_on_the_calling_thread() {
 }
 
 #[test]
-fn a_source_may_be_dropped_inside_an_async_task() {
+fn a_source_may_be_called_and_dropped_inside_an_async_task() {
     let source = load(Capabilities::default());
-    let (mut running, _) = source
-        .start(
-            r#"{"table": "local.t", "rows": 10}"#,
-            &ResumePoint::default(),
-        )
-        .unwrap();
-    let poll = running.poll(100, 100).unwrap();
-    assert!(!poll.events.is_empty());
-    // Dropping a tokio runtime from async code panics unless it is shut down in the
-    // background; the source's own runtime is.
+    // Tokio refuses to nest `block_on` (the source's runtime inside this one) and to drop a
+    // runtime from async code without shutting it down in the background: calls from an
+    // async caller run on a helper thread, and the drop does not wait.
     let outer = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    outer.block_on(async move { drop(running) });
+    outer.block_on(async move {
+        let (mut running, _) = source
+            .start(
+                r#"{"table": "local.t", "rows": 10}"#,
+                &ResumePoint::default(),
+            )
+            .unwrap();
+        let poll = running.poll(100, 100).unwrap();
+        assert!(!poll.events.is_empty());
+        drop(running)
+    });
 }
