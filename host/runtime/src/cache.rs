@@ -1,4 +1,5 @@
-//! The compiled-component cache (`cache/plugins/*.cwasm`), verified before use.
+//! The compiled-component cache (`*.cwasm` under `--plugin-cache-dir`, by default the user's
+//! cache directory shared by every data directory), verified before use.
 //!
 //! Loading a compiled component maps native code into the process, so an entry is used only if
 //! it is provably one this runtime wrote for exactly these component bytes:
@@ -217,14 +218,25 @@ fn load_or_create_key(path: &Path) -> Result<[u8; KEY_LEN], String> {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(&tmp)?;
         file.write_all(&key)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
+        file.sync_all()
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         format!("cannot write the cache key {}: {e}", path.display())
     })?;
-    Ok(key)
+    // Several hosts may share the cache: the first key in place wins and the others adopt it
+    // (a rename over it would leave those that read it earlier with a key nobody else has).
+    // A damaged or foreign key file is replaced.
+    let installed = match std::fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(key),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match read_private_key(path) {
+            Some(theirs) => Ok(theirs),
+            None => std::fs::rename(&tmp, path).map(|()| key),
+        },
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_file(&tmp);
+    installed.map_err(|e| format!("cannot write the cache key {}: {e}", path.display()))
 }
 
 fn read_private_key(path: &Path) -> Option<[u8; KEY_LEN]> {

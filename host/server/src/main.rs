@@ -101,6 +101,13 @@ struct Cli {
     #[command(flatten)]
     storage: storage_args::StorageArgs,
 
+    /// Where compiled plugins are cached (verified by an HMAC under a key kept there), so a
+    /// plugin is compiled once per version rather than at every start. Default: the user's
+    /// cache, `$XDG_CACHE_HOME/moonlink/plugins` or `~/.cache/moonlink/plugins` (shared by
+    /// every data directory), else `<data-dir>/cache/plugins`.
+    #[arg(long, env = "MOONLINK_PLUGIN_CACHE_DIR")]
+    plugin_cache_dir: Option<PathBuf>,
+
     /// Memory limit per plugin instance, in MiB.
     #[arg(long, default_value_t = 256)]
     plugin_memory_mib: u64,
@@ -170,6 +177,22 @@ fn init_logging(format: LogFormat) -> Option<progress::Bars> {
     }
 }
 
+/// The compiled-plugin cache: `--plugin-cache-dir`, else the user's cache directory, else
+/// the data directory's.
+fn plugin_cache_dir(cli: &Cli) -> PathBuf {
+    if let Some(dir) = &cli.plugin_cache_dir {
+        return dir.clone();
+    }
+    let user_cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")));
+    match user_cache {
+        Some(dir) => dir.join("moonlink").join("plugins"),
+        None => cli.data_dir.join("cache").join("plugins"),
+    }
+}
+
 fn default_plugin_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -213,7 +236,7 @@ async fn main() -> anyhow::Result<()> {
     let runtime = PluginRuntime::new(RuntimeConfig {
         memory_limit_bytes: cli.plugin_memory_mib * 1024 * 1024,
         call_timeout: Duration::from_millis(cli.plugin_timeout_ms),
-        cache_dir: Some(cli.data_dir.join("cache").join("plugins")),
+        cache_dir: Some(plugin_cache_dir(&cli)),
         // The rest decoder's memory limit grows with the body, up to what this one needs.
         max_body_bytes: cli.max_body_bytes as u64,
     })
