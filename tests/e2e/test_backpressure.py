@@ -7,6 +7,7 @@ body unread) up to `--backlog-wait-ms` for commits to make room, and is then ref
 `backlogged` and `Retry-After`, having written nothing. The store is made unreachable through
 the fault proxy so commits fail while the local write-ahead log keeps working."""
 import os
+import time
 
 import requests
 from conftest import PLUGIN_DIR, free_port
@@ -75,12 +76,20 @@ def test_async_ingest_is_held_back_then_refused_while_commits_cannot_drain(make_
     buffered = status_table(server, "demo.events")["buffered_bytes"]
     assert buffered <= 2 * BUFFER + 64 * 1024, buffered
 
-    # The store is back: commits drain the buffer and writes are accepted again.
+    # The store is back: commits drain the buffer and writes are accepted again. A client
+    # retries a `backlogged` answer (the failing commit may still be waiting on its timeout);
+    # the retried rows were never written, so sending them again cannot duplicate them.
     proxy.up()
+    deadline = time.time() + 60
     for _ in range(5):
         batch = rows(next_id)
         next_id += len(batch)
-        r = post(server, "demo.events", batch)
+        while True:
+            r = post(server, "demo.events", batch)
+            if r.status_code != 503 or time.time() > deadline:
+                break
+            assert r.json()["error"] == "backlogged", r.text
+            time.sleep(float(r.headers["retry-after"]) / 10)
         assert r.status_code == 200, r.text
         acked.update(row["id"] for row in batch)
     assert ids(server, "demo.events") == acked, "every accepted row once, no refused row"
@@ -130,7 +139,12 @@ def test_a_backlogged_table_refuses_otlp_exports_with_retry_after(make_server, m
     assert refused == 3, "the receiver never reported the backlog"
     assert answered, "nothing was accepted before the buffer filled"
     proxy.up()
-    r = requests.post(otlp, data=span_request(10, "after"), headers=PROTOBUF, timeout=60)
+    deadline = time.time() + 60
+    while True:  # an exporter retries 503 after Retry-After until the commits drain
+        r = requests.post(otlp, data=span_request(10, "after"), headers=PROTOBUF, timeout=60)
+        if r.status_code != 503 or time.time() > deadline:
+            break
+        time.sleep(0.1)
     assert r.status_code == 200, r.text
     server.commit("otel.spans")
     got = query(server, "SELECT attributes['req'] AS req, count(*) AS n FROM otel.spans GROUP BY 1").json()
