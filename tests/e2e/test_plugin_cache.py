@@ -11,7 +11,9 @@ import pytest
 
 
 def entries(cache):
-    return {path: os.stat(path).st_mtime_ns for path in glob.glob(os.path.join(cache, "*.cwasm"))}
+    """Entry path -> inode: an entry is rewritten by write-then-rename (a new inode), while a
+    use only refreshes its modification time (the cache's least-recently-used order)."""
+    return {path: os.stat(path).st_ino for path in glob.glob(os.path.join(cache, "*.cwasm"))}
 
 
 @pytest.mark.parametrize("how", ["flag", "home", "xdg"])

@@ -31,6 +31,9 @@ const MAGIC: &[u8; 8] = b"MLCWASM1";
 const TAG_LEN: usize = 32;
 const KEY_FILE: &str = "cache.key";
 const KEY_LEN: usize = 32;
+/// Compiled entries kept (bytes): past it, the least recently used are deleted when a new one
+/// is written. Every plugin build adds entries, and the directory is shared and long-lived.
+const MAX_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 pub(crate) struct CompiledCache {
     dir: PathBuf,
@@ -157,7 +160,14 @@ impl CompiledCache {
         // component's hash and wasmtime's compatibility hash, was verified just above on this
         // same in-memory buffer.
         match unsafe { Component::deserialize(&self.engine, compiled) } {
-            Ok(component) => Some(component),
+            Ok(component) => {
+                // Recently used, for `trim` (best effort: the entry's bytes are not touched).
+                let _ = std::fs::File::options()
+                    .append(true)
+                    .open(&entry.path)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                Some(component)
+            }
             Err(e) => {
                 self.reject(entry, &format!("cannot be deserialized: {e:#}"));
                 None
@@ -175,6 +185,7 @@ impl CompiledCache {
         if let Err(e) = self.try_store(entry, component) {
             tracing::warn!(path = %entry.path.display(), error = %e, "cannot cache compiled plugin");
         }
+        trim(&self.dir, &entry.path, MAX_CACHE_BYTES);
     }
 
     fn try_store(&self, entry: &Entry, component: &Component) -> Result<(), String> {
@@ -198,6 +209,34 @@ impl CompiledCache {
             let _ = std::fs::remove_file(&tmp);
             e.to_string()
         })
+    }
+}
+
+/// Deletes the least recently used entries (by modification time, which `load` refreshes)
+/// until those left take at most `max_bytes`; `keep` (the entry just written) stays.
+fn trim(dir: &Path, keep: &Path, max_bytes: u64) {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = listing
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm") && p != keep)
+        .filter_map(|p| {
+            let meta = std::fs::symlink_metadata(&p).ok()?;
+            Some((meta.modified().ok()?, meta.len(), p))
+        })
+        .collect();
+    let kept = std::fs::metadata(keep).map(|m| m.len()).unwrap_or(0);
+    let mut total: u64 = kept + entries.iter().map(|e| e.1).sum::<u64>();
+    entries.sort();
+    for (_, len, path) in entries {
+        if total <= max_bytes {
+            break;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            total -= len;
+        }
     }
 }
 
@@ -263,4 +302,36 @@ fn read_private_key(path: &Path) -> Option<[u8; KEY_LEN]> {
     }
     let bytes = std::fs::read(path).ok()?;
     bytes.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trim_deletes_the_least_recently_used_entries_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = std::time::SystemTime::now();
+        let mut paths = Vec::new();
+        for (i, age) in [50u64, 10, 40, 20].into_iter().enumerate() {
+            let path = dir.path().join(format!("p{i}.cwasm"));
+            std::fs::write(&path, vec![0u8; 100]).unwrap();
+            let file = std::fs::File::options().append(true).open(&path).unwrap();
+            file.set_modified(now - std::time::Duration::from_secs(age))
+                .unwrap();
+            paths.push(path);
+        }
+        let key = dir.path().join(KEY_FILE);
+        std::fs::write(&key, [0u8; KEY_LEN]).unwrap();
+        let fresh = dir.path().join("new.cwasm");
+        std::fs::write(&fresh, vec![0u8; 100]).unwrap();
+        // 500 bytes of entries, room for 300: the two oldest go (ages 50 and 40).
+        trim(dir.path(), &fresh, 300);
+        let left: Vec<bool> = paths.iter().map(|p| p.exists()).collect();
+        assert_eq!(left, [false, true, false, true]);
+        assert!(fresh.exists() && key.exists());
+        // Under the limit nothing is deleted.
+        trim(dir.path(), &fresh, 300);
+        assert!(paths[1].exists() && paths[3].exists());
+    }
 }
