@@ -16,9 +16,6 @@ impl Table {
             .trim_end_matches('/')
             .to_string();
         let file_io = self.warehouse.file_io();
-        // Rows stream from the inputs to the outputs one batch at a time: memory holds a
-        // batch, the writers' current row groups and the moved rows' key hashes, never the
-        // rewritten files themselves (which reach the target file size).
         let mut outputs = Outputs {
             file_io: &file_io,
             table_location: &table_location,
