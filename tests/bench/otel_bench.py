@@ -2,7 +2,8 @@
 """otel.wasm against its limit, measured in one run (issue 16).
 
   ~/.cache/moonlink-venv/bin/python tests/bench/otel_bench.py [REQUESTS] [SPANS_PER_REQUEST]
-      [--bin=PATH] [--plugins=DIR]
+      [--bin=PATH] [--plugins=DIR] [--before-bin=PATH --before-plugins=DIR]
+      [--client=raw|requests] [--exporters=1,16] [--runs=N] [--no-native]
 
 Workload: REQUESTS (default 2,000) OTLP/protobuf ExportTraceServiceRequest bodies of
 SPANS_PER_REQUEST (default 100) spans each (8 attributes, one event), made once and sent as
@@ -12,9 +13,18 @@ the same bytes every way:
    native_decode`, best of 3);
 2. HTTP: one exporter, then 16 concurrent exporters (keep-alive connections), each on a fresh
    `moonlink-host` with otel.wasm on its own listener, timed from the first request until
-   `POST /tables/otel.spans/commit` returns (every span committed in Iceberg).
+   `POST /tables/otel.spans/commit` returns (every span committed in Iceberg). With
+   `--before-bin` (and `--before-plugins`) a second build runs right after each run of the
+   first, so both are measured under the same load; `--runs` repeats the whole pass.
 Prints a Markdown table for BENCHMARKS.md, with the host's CPU (user + system) per span next to the
-native rows' time per span on one core. Say which build `--bin` is (debug or release).
+native rows' time per span on one core, and the exporters' own CPU per span. Say which build
+`--bin` is (debug or release).
+
+Exporters (`--client`): `raw` (default since run 6) sends prebuilt HTTP/1.1 requests (headers
+and body in one buffer) on a blocking keep-alive socket per exporter thread and reads only the
+status line and Content-Length of each answer, as light as a fast native exporter: the client
+must not eat the cores it shares with the host. `requests` is the client of runs 1-5 (a
+`requests.Session` per exporter), about ten times the CPU per request, kept for comparison.
 """
 import os
 import shutil
@@ -95,7 +105,62 @@ def host_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def host_run(binary, plugins, bodies, clients):
+def requests_exporter(otlp, failures):
+    """The exporter of runs 1-5: `requests`, one keep-alive session per thread."""
+    def export(part):
+        session = requests.Session()
+        for b in part:
+            r = session.post(f"http://127.0.0.1:{otlp}/v1/traces", data=b,
+                             headers={"Content-Type": "application/x-protobuf"}, timeout=60)
+            if r.status_code != 200:
+                failures.append(r.status_code)
+    return (lambda part: part), export
+
+
+def raw_exporter(otlp, failures):
+    """Prebuilt HTTP/1.1 requests on one blocking keep-alive socket per thread; the answer's
+    status line and Content-Length are all that is parsed."""
+    head = (f"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1:{otlp}\r\n"
+            "Content-Type: application/x-protobuf\r\nContent-Length: ").encode()
+
+    def prepare(part):
+        return [head + str(len(b)).encode() + b"\r\n\r\n" + b for b in part]
+
+    def export(requests_bytes):
+        sock = socket.create_connection(("127.0.0.1", otlp), timeout=60)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pending = b""
+        try:
+            for request in requests_bytes:
+                sock.sendall(request)
+                while b"\r\n\r\n" not in pending:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        raise ConnectionError("the host closed the connection")
+                    pending += chunk
+                header, pending = pending.split(b"\r\n\r\n", 1)
+                status = int(header[9:12])
+                length = 0
+                for line in header.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(pending) < length:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        raise ConnectionError("the host closed the connection")
+                    pending += chunk
+                pending = pending[length:]
+                if status != 200:
+                    failures.append(status)
+        except OSError as e:
+            failures.append(repr(e))
+        finally:
+            sock.close()
+    return prepare, export
+
+
+def host_run(binary, plugins, bodies, clients, client):
     data = tempfile.mkdtemp(prefix="otel-bench-host-")
     port, otlp = free_port(), free_port()
     config = os.path.join(data, "otel.toml")
@@ -115,23 +180,17 @@ def host_run(binary, plugins, bodies, clients):
                 pass
             time.sleep(0.05)
         failures = []
-
-        def export(part):
-            session = requests.Session()
-            for b in part:
-                r = session.post(f"http://127.0.0.1:{otlp}/v1/traces", data=b,
-                                 headers={"Content-Type": "application/x-protobuf"}, timeout=60)
-                if r.status_code != 200:
-                    failures.append(r.status_code)
-
-        parts = [bodies[i::clients] for i in range(clients)]
+        prepare, export = (raw_exporter if client == "raw" else requests_exporter)(otlp, failures)
+        parts = [prepare(bodies[i::clients]) for i in range(clients)]
         threads = [threading.Thread(target=export, args=(p,)) for p in parts]
         cpu_before = host_cpu_seconds(proc.pid)
+        client_before = time.process_time()
         started = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        client_cpu = time.process_time() - client_before
         requests.post(url + "/tables/otel.spans/commit", timeout=600).raise_for_status()
         elapsed = time.perf_counter() - started
         rows = requests.get(url + "/tables/otel.spans", timeout=30).json()["live_rows"]
@@ -140,7 +199,7 @@ def host_run(binary, plugins, bodies, clients):
         with open(f"/proc/{proc.pid}/status") as f:
             rss = next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) // 1024
         cpu = host_cpu_seconds(proc.pid) - cpu_before
-        return elapsed, rows, rss, cpu
+        return elapsed, rows, rss, cpu, client_cpu
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -149,32 +208,52 @@ def host_run(binary, plugins, bodies, clients):
 
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    flags = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+    flags = dict(a[2:].split("=", 1) if "=" in a else (a[2:], "") for a in sys.argv[1:] if a.startswith("--"))
     n_requests = int(args[0]) if args else 2000
     spans = int(args[1]) if len(args) > 1 else 100
     binary = flags.get("bin", os.path.join(TARGET, "release", "moonlink-host"))
     plugins = flags.get("plugins", os.path.join(TARGET, "wasm32-wasip2", "release"))
+    client = flags.get("client", "raw")
+    if client not in ("raw", "requests"):
+        sys.exit(f"--client={client}: use raw or requests")
+    exporters = [int(c) for c in flags.get("exporters", "1,16").split(",")]
+    runs = int(flags.get("runs", "1"))
+    builds = [("", binary, plugins)]
+    if "before-bin" in flags:
+        builds.append(("before, ", flags["before-bin"], flags.get("before-plugins", plugins)))
     bodies = [body(i, spans) for i in range(n_requests)]
     total = n_requests * spans
     mb = sum(map(len, bodies)) / 1e6
-    base = native(bodies)
-    print(f"{n_requests} requests x {spans} spans = {total} spans, {mb:.1f} MB protobuf; host {binary}")
-    rows = [("native prost decode into nothing (baseline)", base["native_decode_spans_per_s"], None, None,
-             1e6 / base["native_decode_spans_per_s"]),
-            ("native plugin logic (decode + rows), no wasm", base["native_plugin_spans_per_s"], None, None,
-             1e6 / base["native_plugin_spans_per_s"])]
-    for clients in (1, 16):
-        elapsed, committed, rss, cpu = host_run(binary, plugins, bodies, clients)
-        assert committed == total, (committed, total)
-        rows.append((f"OTLP/HTTP → committed Iceberg, {clients} exporter{'s' if clients > 1 else ''}",
-                     total / elapsed, n_requests / elapsed, rss, cpu * 1e6 / total))
-    baseline = rows[0][1]
-    print("\n| path | spans/s | × baseline | requests/s | host peak RSS | CPU µs/span |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, rate, rps, rss, us in rows:
+    rows = []
+    if "no-native" not in flags:
+        base = native(bodies)
+        rows += [("native prost decode into nothing (baseline)", base["native_decode_spans_per_s"], None, None,
+                  1e6 / base["native_decode_spans_per_s"], None),
+                 ("native plugin logic (decode + rows), no wasm", base["native_plugin_spans_per_s"], None, None,
+                  1e6 / base["native_plugin_spans_per_s"], None)]
+    print(f"{n_requests} requests x {spans} spans = {total} spans, {mb:.1f} MB protobuf; host {binary}; "
+          f"client {client}" + (f"; before {builds[1][1]}" if len(builds) > 1 else ""))
+    for run in range(runs):
+        for clients in exporters:
+            for label, build_bin, build_plugins in builds:
+                elapsed, committed, rss, cpu, client_cpu = host_run(build_bin, build_plugins, bodies, clients, client)
+                assert committed == total, (committed, total)
+                name = f"{label}OTLP/HTTP → committed Iceberg, {clients} exporter{'s' if clients > 1 else ''}"
+                if runs > 1:
+                    name += f" (run {run + 1})"
+                rows.append((name, total / elapsed, n_requests / elapsed, rss, cpu * 1e6 / total,
+                             client_cpu * 1e6 / total))
+                print(f"  {name}: {total / elapsed:,.0f} spans/s, host {cpu * 1e6 / total:.2f} µs/span, "
+                      f"client {client_cpu * 1e6 / total:.2f} µs/span", flush=True)
+    baseline = rows[0][1] if "no-native" not in flags else None
+    print("\n| path | spans/s | × baseline | requests/s | host peak RSS | host CPU µs/span | client CPU µs/span |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, rate, rps, rss, us, client_us in rows:
         rps_text = f"{rps:,.0f}" if rps else "–"
         rss_text = f"{rss} MiB" if rss else "–"
-        print(f"| {name} | {rate:,.0f} | {rate / baseline:.3f} | {rps_text} | {rss_text} | {us:.2f} |")
+        ratio = f"{rate / baseline:.3f}" if baseline else "–"
+        client_text = f"{client_us:.2f}" if client_us is not None else "–"
+        print(f"| {name} | {rate:,.0f} | {ratio} | {rps_text} | {rss_text} | {us:.2f} | {client_text} |")
 
 
 if __name__ == "__main__":
