@@ -3,6 +3,7 @@
 by DuckDB and PyIceberg; bad input is refused with its 4xx and leaves the table unchanged."""
 import json
 
+import pytest
 import requests
 
 from readers import duckdb_rows, expect, load_json, pyiceberg_rows, pyiceberg_table
@@ -576,3 +577,71 @@ def test_java_iceberg_reads_a_keyed_table_across_partition_specs(server):
         assert ap == sum(1 for m in model.values() if m[1] == "ap")
     finally:
         spark.stop()
+
+
+def codecs_of_live_files(server, namespace, table):
+    """{data file path: its Parquet codec} for every live data file (PyIceberg's plan)."""
+    import pyarrow.parquet as pq
+
+    from readers import local_path
+
+    out = {}
+    for task in pyiceberg_table(server.data_dir, namespace, table).scan().plan_files():
+        meta = pq.ParquetFile(local_path(task.file.file_path)).metadata
+        codecs = {meta.row_group(g).column(c).compression
+                  for g in range(meta.num_row_groups) for c in range(meta.num_columns)}
+        assert len(codecs) == 1, codecs
+        out[task.file.file_path] = codecs.pop()
+    return out
+
+
+def test_data_files_are_compressed_as_the_table_properties_say(make_server):
+    """`write.parquet.compression-codec` / `-level` (Java Iceberg's names), set with Spark's
+    `ALTER TABLE ... SET TBLPROPERTIES` while the host runs, decide how its later commits
+    write; unset means zstd; a value that does not parse is ignored (commits go on in the
+    default) instead of poisoning the table."""
+    pytest.importorskip("pyspark", reason="pyspark missing: pip install -r tests/requirements.txt")
+    from test_external_writers import spark_session, spark_sql
+
+    server = make_server()
+    server.create_table("c.logs", BASE, database="c", table="logs", primary_key=["id"])
+    row = lambda i: {"id": i, "name": f"n{i}" * 20, "n": i, "f": 0.5, "amount": "1.00", "legacy": "x", "req": i}
+    server.ingest("c.logs", [row(i) for i in range(100)])
+    seen = codecs_of_live_files(server, "c", "logs")
+    assert set(seen.values()) == {"ZSTD"}, seen
+
+    def set_properties(props):
+        pairs = ", ".join(f"'{k}'='{v}'" for k, v in props.items())
+        spark = spark_session(server.data_dir)
+        try:
+            spark_sql(spark, f"ALTER TABLE moonlink.c.logs SET TBLPROPERTIES ({pairs})")
+        finally:
+            spark.stop()
+
+    def newest(first, last):
+        """Ingests rows [first, last) in two requests; the codecs of the live files the
+        second one added (the first may still be written before the host sees the change)."""
+        mid = (first + last) // 2
+        server.ingest("c.logs", [row(i) for i in range(first, mid)])
+        before = set(codecs_of_live_files(server, "c", "logs"))
+        server.ingest("c.logs", [row(i) for i in range(mid, last)])
+        return {p: c for p, c in codecs_of_live_files(server, "c", "logs").items() if p not in before}
+
+    set_properties({"write.parquet.compression-codec": "snappy"})
+    new = newest(100, 200)
+    assert new and set(new.values()) == {"SNAPPY"}, new
+    assert server.table("c.logs")["properties"]["write.parquet.compression-codec"] == "snappy"
+
+    set_properties({"write.parquet.compression-codec": "gzip", "write.parquet.compression-level": "9"})
+    server.restart()
+    new = newest(200, 300)
+    assert new and set(new.values()) == {"GZIP"}, new
+
+    # Garbage in the properties: commits keep working, in the default codec.
+    set_properties({"write.parquet.compression-codec": "lzo", "write.parquet.compression-level": "max"})
+    new = newest(300, 400)
+    assert new and set(new.values()) == {"ZSTD"}, new
+    want = expect(*[(r["id"], r["name"]) for r in map(row, range(400))])
+    loc = server.table("c.logs")["metadata_location"]
+    assert duckdb_rows(loc, "id, name") == want
+    assert pyiceberg_rows(server.data_dir, "c", "logs")  # every codec reads back

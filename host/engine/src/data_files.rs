@@ -1,5 +1,6 @@
-//! Parquet data files: writing buffered rows (zstd, with Iceberg column statistics) and reading
-//! small files back when they are merged.
+//! Parquet data files: writing buffered rows (compressed as the table's properties say, see
+//! `compression.rs`; with Iceberg column statistics) and reading small files back when they
+//! are merged.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,10 +14,10 @@ use iceberg::writer::file_writer::{
     FileWriter, FileWriterBuilder, ParquetWriter, ParquetWriterBuilder,
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
+use crate::compression::ParquetCompression;
 use crate::error::Result;
 use crate::partition::FilePartition;
 use crate::schema::PARQUET_FIELD_ID_KEY;
@@ -30,8 +31,10 @@ pub async fn write_data_file(
     location: &str,
     batches: &[RecordBatch],
     partition: &FilePartition,
+    compression: ParquetCompression,
 ) -> Result<DataFile> {
-    let mut writer = DataFileWriter::create(file_io, iceberg_schema, location, batches).await?;
+    let mut writer =
+        DataFileWriter::create(file_io, iceberg_schema, location, batches, compression).await?;
     for batch in batches {
         writer.write(batch).await?;
     }
@@ -54,8 +57,9 @@ impl DataFileWriter {
         iceberg_schema: &Arc<IcebergSchema>,
         location: &str,
         sample: &[RecordBatch],
+        compression: ParquetCompression,
     ) -> Result<Self> {
-        let props = writer_properties(sample)?;
+        let props = writer_properties(sample, compression);
         let writer_schema = iceberg::arrow::schema_to_arrow_schema(iceberg_schema)?;
         let builder = ParquetWriterBuilder::new(props, iceberg_schema.clone());
         let inner = builder.build(file_io.new_output(location)?).await?;
@@ -104,13 +108,12 @@ const SAMPLE_ROWS: usize = 1024;
 /// With fewer non-null values than this in the sample, a column keeps the default.
 const MIN_SAMPLE: usize = 64;
 
-/// zstd, and dictionary encoding off for the top-level string and binary columns whose sampled
-/// values are mostly distinct (ids, e-mails, URLs with ids): their dictionary would hold nearly
-/// every value, so interning each one costs CPU and saves no space. Low-cardinality columns
-/// keep it. Iceberg readers read either encoding.
-fn writer_properties(batches: &[RecordBatch]) -> Result<WriterProperties> {
-    let mut builder =
-        WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?));
+/// The table's compression, and dictionary encoding off for the top-level string and binary
+/// columns whose sampled values are mostly distinct (ids, e-mails, URLs with ids): their
+/// dictionary would hold nearly every value, so interning each one costs CPU and saves no
+/// space. Low-cardinality columns keep it. Iceberg readers read either encoding.
+fn writer_properties(batches: &[RecordBatch], compression: ParquetCompression) -> WriterProperties {
+    let mut builder = WriterProperties::builder().set_compression(compression.codec());
     if let Some(first) = batches.first() {
         for (i, field) in first.schema_ref().fields().iter().enumerate() {
             if mostly_distinct(batches, i) {
@@ -119,7 +122,7 @@ fn writer_properties(batches: &[RecordBatch]) -> Result<WriterProperties> {
             }
         }
     }
-    Ok(builder.build())
+    builder.build()
 }
 
 /// Whether more than half of the first [`SAMPLE_ROWS`] non-null values of byte column

@@ -1,4 +1,5 @@
-//! Data files: dictionary encoding only for the columns where it pays, rows unchanged.
+//! Data files: dictionary encoding only for the columns where it pays, the table's compression,
+//! rows unchanged.
 
 use std::sync::Arc;
 
@@ -6,6 +7,7 @@ use arrow_array::{ArrayRef, BinaryArray, Int64Array, RecordBatch, StringArray};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
 use super::*;
+use crate::compression::ParquetCompression;
 use crate::schema::{ColumnSchema, ColumnType, TableSchema};
 
 fn column(name: &str, data_type: ColumnType) -> ColumnSchema {
@@ -66,6 +68,7 @@ async fn dictionary_only_for_repetitive_columns_and_rows_round_trip() {
         &location,
         &written,
         &FilePartition::unpartitioned(0),
+        ParquetCompression::default(),
     )
     .await
     .unwrap();
@@ -118,4 +121,88 @@ fn sampling_judges_byte_columns_only() {
     assert!(mostly_distinct(&batches, 0));
     assert!(!mostly_distinct(&batches, 1));
     assert!(!mostly_distinct(&batches, 2));
+}
+
+/// Writes `batches` with the compression `properties` ask for; the file's bytes.
+async fn written_with(
+    schema: &TableSchema,
+    batches: &[RecordBatch],
+    properties: &[(&str, &str)],
+) -> bytes::Bytes {
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = Warehouse::local(dir.path()).unwrap();
+    let iceberg = Arc::new(schema.iceberg_schema().unwrap());
+    let location = format!("{}/data/file.parquet", warehouse.root());
+    let properties = properties
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    write_data_file(
+        &warehouse.file_io(),
+        &iceberg,
+        &location,
+        batches,
+        &FilePartition::unpartitioned(0),
+        ParquetCompression::of(&properties),
+    )
+    .await
+    .unwrap();
+    let read = read_data_file(&warehouse, &location, &schema.arrow_schema())
+        .await
+        .unwrap();
+    assert_eq!(
+        arrow_select::concat::concat_batches(&schema.arrow_schema(), &read).unwrap(),
+        arrow_select::concat::concat_batches(&schema.arrow_schema(), batches).unwrap()
+    );
+    warehouse.get(&location).await.unwrap()
+}
+
+#[tokio::test]
+async fn files_are_compressed_as_the_table_properties_say() {
+    use crate::compression::{CODEC, LEVEL};
+    use parquet::basic::Compression as C;
+    let table = TableSchema::new(vec![column("text", ColumnType::Utf8)], vec![]);
+    // Repetitive but not dictionary-friendly text: every value distinct, long shared runs.
+    let text: Vec<String> = (0..20_000)
+        .map(|i| {
+            format!(
+                "GET /api/v1/orders/{i}?expand=customer,items&trace={}",
+                i * 7919 % 1000
+            )
+        })
+        .collect();
+    let batch = RecordBatch::try_new(
+        table.arrow_schema(),
+        vec![Arc::new(StringArray::from(text)) as ArrayRef],
+    )
+    .unwrap();
+    let batches = [batch];
+    let codec_of = |bytes: &bytes::Bytes| {
+        let reader = SerializedFileReader::new(bytes.clone()).unwrap();
+        let codecs: Vec<C> = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .flat_map(|g| g.columns().iter().map(|c| c.compression()))
+            .collect();
+        assert!(!codecs.is_empty());
+        assert!(codecs.iter().all(|c| *c == codecs[0]), "{codecs:?}");
+        codecs[0]
+    };
+
+    let unset = written_with(&table, &batches, &[]).await;
+    assert!(matches!(codec_of(&unset), C::ZSTD(_)));
+    let snappy = written_with(&table, &batches, &[(CODEC, "snappy")]).await;
+    assert_eq!(codec_of(&snappy), C::SNAPPY);
+    let plain = written_with(&table, &batches, &[(CODEC, "uncompressed")]).await;
+    assert_eq!(codec_of(&plain), C::UNCOMPRESSED);
+    let gzip = written_with(&table, &batches, &[(CODEC, "gzip"), (LEVEL, "9")]).await;
+    assert!(matches!(codec_of(&gzip), C::GZIP(_)));
+    // The level reaches the encoder: the same rows at zstd 19 are different bytes.
+    let zstd19 = written_with(&table, &batches, &[(CODEC, "zstd"), (LEVEL, "19")]).await;
+    assert!(matches!(codec_of(&zstd19), C::ZSTD(_)));
+    assert_ne!(zstd19.len(), unset.len());
+    let zstd1 = written_with(&table, &batches, &[(LEVEL, "1")]).await;
+    assert_eq!(zstd1, unset);
+    assert!(unset.len() < plain.len());
 }

@@ -95,6 +95,7 @@
 mod batch;
 mod catalog;
 mod commit;
+mod compression;
 mod data_files;
 mod deletion_vector;
 mod design;

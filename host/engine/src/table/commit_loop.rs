@@ -6,6 +6,7 @@
 //! `moonlink.checkpoint` (`COMMITTED_LSN_SUMMARY_KEY`); what it took stays in `Pending` until a commit succeeds.
 
 use super::*;
+use crate::compression::ParquetCompression;
 
 impl Table {
     pub(super) async fn commit_loop(table: Arc<Table>) {
@@ -384,10 +385,18 @@ impl Table {
     ) -> tokio::task::JoinHandle<Result<DataFile>> {
         let file_io = self.warehouse.file_io();
         let schema = self.iceberg_schema.clone();
+        let compression = ParquetCompression::of(self.committed.borrow().metadata.properties());
         let (path, batches) = (path.to_string(), batches.to_vec());
         tokio::spawn(async move {
-            let file =
-                data_files::write_data_file(&file_io, &schema, &path, &batches, &partition).await?;
+            let file = data_files::write_data_file(
+                &file_io,
+                &schema,
+                &path,
+                &batches,
+                &partition,
+                compression,
+            )
+            .await?;
             if let Some((keys_file, keys, hasher)) = keys {
                 key_index_file::write_key_index_file(&keys_file, &keys, &hasher)?;
             }

@@ -4,6 +4,7 @@
 //! files themselves (which reach the target file size).
 
 use super::*;
+use crate::compression::ParquetCompression;
 
 impl Table {
     /// Writes the planned files' live rows as new files (no lock held).
@@ -20,6 +21,7 @@ impl Table {
             file_io: &file_io,
             table_location: &table_location,
             iceberg_schema: &self.iceberg_schema,
+            compression: ParquetCompression::of(self.committed.borrow().metadata.properties()),
             open: Vec::new(),
             slots: HashMap::new(),
             closed: Vec::new(),
@@ -183,6 +185,7 @@ struct Outputs<'a> {
     file_io: &'a iceberg::io::FileIO,
     table_location: &'a str,
     iceberg_schema: &'a Arc<IcebergSchema>,
+    compression: ParquetCompression,
     /// By slot; `None` once rolled over (slots stay stable: a keyed row's place is its slot).
     open: Vec<Option<Output>>,
     slots: HashMap<FilePartition, usize>,
@@ -215,7 +218,9 @@ impl Outputs<'_> {
         let path = format!("{}/data/{}.parquet", self.table_location, Uuid::now_v7());
         let (file_io, schema) = (self.file_io, self.iceberg_schema);
         let sample = std::slice::from_ref(first);
-        let writer = data_files::DataFileWriter::create(file_io, schema, &path, sample).await?;
+        let writer =
+            data_files::DataFileWriter::create(file_io, schema, &path, sample, self.compression)
+                .await?;
         self.open.push(Some(Output {
             partition: partition.clone(),
             path,
