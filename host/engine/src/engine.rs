@@ -527,6 +527,12 @@ impl Engine {
         Ok(self.table(name)?.committed_source_checkpoint(source))
     }
 
+    /// The last LSN the table committed, read without the buffer's lock (so a caller never
+    /// waits for an apply or a commit's take in progress, as [`Engine::table_info`] may).
+    pub fn committed_lsn(&self, name: &str) -> Result<u64> {
+        Ok(self.table(name)?.committed_lsn())
+    }
+
     /// Waits until everything the table applied up to `lsn` is committed.
     pub async fn committed_through(&self, name: &str, lsn: u64) -> Result<CommitInfo> {
         Ok(self.table(name)?.committed_through(lsn).await.into())

@@ -412,7 +412,7 @@ impl Driver {
                     batch.table = table.clone();
                     let rows = batch.operations.len() as u64;
                     let lsn = self.apply(&table, batch, cp.clone())?;
-                    commit_now.wrote(&table);
+                    commit_now.wrote(&table, rows);
                     if let Some(cp) = cp {
                         lock(unacked).wait_for(table, lsn, cp);
                     }
@@ -463,6 +463,15 @@ impl Driver {
                     if progress.done {
                         let table = progress.table.clone();
                         commit_now.request(&self.engine, &self.handle, Some(&table));
+                    } else {
+                        // The copied prefix commits while the copy runs, so only a tail is
+                        // left to commit when it ends.
+                        commit_now.request_if_large(
+                            &self.engine,
+                            &self.handle,
+                            &progress.table,
+                            progress.rows_copied,
+                        );
                     }
                     self.registry.update(self.name(), |s| {
                         s.copy_progress.insert(progress.table.clone(), progress);
@@ -550,12 +559,11 @@ impl Driver {
     /// told to the plugin.
     fn ack_committed(&self, source: &mut RunningSource, unacked: &Mutex<AckQueue>) -> Result<()> {
         let mut unacked = lock(unacked);
-        let Some(checkpoint) = unacked.take_ackable(|table| {
-            self.engine
-                .table_info(table)
-                .map(|i| i.committed_lsn)
-                .unwrap_or(0)
-        }) else {
+        // Runs on the poll thread after every poll: reads the committed LSN only, never the
+        // buffer's lock (an apply or a commit's take holds it for a batch).
+        let Some(checkpoint) =
+            unacked.take_ackable(|table| self.engine.committed_lsn(table).unwrap_or(0))
+        else {
             return Ok(());
         };
         ack::acknowledge(

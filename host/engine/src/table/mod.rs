@@ -575,6 +575,11 @@ impl Table {
         self.committed.borrow().metadata.clone()
     }
 
+    /// The last LSN committed (no buffer lock).
+    pub fn committed_lsn(&self) -> u64 {
+        self.committed.borrow().committed_lsn
+    }
+
     /// The checkpoint of `source` in the committed snapshot.
     pub fn committed_source_checkpoint(&self, source: &str) -> Option<String> {
         let state = self.committed.borrow();
