@@ -486,6 +486,7 @@ impl BatchBuilder {
         Row {
             batch: self,
             finished: false,
+            next: 0,
         }
     }
 
@@ -528,13 +529,23 @@ impl BatchBuilder {
 pub struct Row<'a> {
     batch: &'a mut BatchBuilder,
     finished: bool,
+    /// The column after the last one set: plugins mostly set columns in schema order, so it
+    /// is tried first and a set costs one name comparison instead of a scan.
+    next: usize,
 }
 
 impl Row<'_> {
-    fn index(&self, column: &str) -> Result<usize, DataError> {
-        self.batch
-            .column_index(column)
-            .ok_or_else(|| self.error(column, "no such column in the table"))
+    fn index(&mut self, column: &str) -> Result<usize, DataError> {
+        let columns = &self.batch.columns;
+        let index = match columns.get(self.next) {
+            Some(c) if c.field.name == column => self.next,
+            _ => self
+                .batch
+                .column_index(column)
+                .ok_or_else(|| self.error(column, "no such column in the table"))?,
+        };
+        self.next = index + 1;
+        Ok(index)
     }
 
     fn error(&self, column: &str, message: impl Into<String>) -> DataError {

@@ -203,3 +203,41 @@ fn a_wrong_call_order_is_an_error_not_a_panic() {
     batch.finish_row().unwrap();
     assert_eq!(batch.finish().row(0).get("name"), Some(Value::Null));
 }
+
+#[test]
+fn columns_set_in_any_order_land_in_their_own_column() {
+    let mut batch = BatchBuilder::new("t", &users());
+    let orders: [&[&str]; 4] = [
+        &["id", "name", "tags"],
+        &["tags", "name", "id"],
+        &["name", "name", "id"],
+        &["id", "id", "tags"],
+    ];
+    for (r, order) in orders.iter().enumerate() {
+        let mut row = batch.row();
+        for column in order.iter() {
+            match *column {
+                "id" => row.set("id", r as i64).unwrap(),
+                "name" => row.set_str("name", &format!("n{r}")).unwrap(),
+                _ => row.set("tags", vec![Value::Int(r as i64)]).unwrap(),
+            }
+        }
+        row.finish(Operation::Insert).unwrap();
+    }
+    let batch = batch.finish();
+    for r in 0..orders.len() {
+        let row = batch.row(r);
+        assert_eq!(row.get("id"), Some(Value::Int(r as i64)));
+        let name = orders[r].contains(&"name").then(|| format!("n{r}"));
+        assert_eq!(row.str("name"), name.as_deref());
+        let tags = orders[r].contains(&"tags");
+        assert_eq!(
+            row.get("tags"),
+            Some(if tags {
+                Value::List(vec![Value::Int(r as i64)])
+            } else {
+                Value::Null
+            })
+        );
+    }
+}
