@@ -109,9 +109,7 @@ pub fn push_json(out: &mut String, value: Option<&Any>) {
         Some(Any::StringValue(s)) => push_json_str(out, s),
         Some(Any::BoolValue(b)) => out.push_str(if *b { "true" } else { "false" }),
         // Writing into a `String` cannot fail.
-        Some(Any::IntValue(i)) => {
-            let _ = write!(out, "{i}");
-        }
+        Some(Any::IntValue(i)) => push_int(out, *i),
         Some(Any::DoubleValue(d)) => match serde_json::Number::from_f64(*d) {
             Some(n) => {
                 let _ = write!(out, "{n}");
@@ -137,10 +135,29 @@ pub fn push_json(out: &mut String, value: Option<&Any>) {
         }
         Some(Any::KvlistValue(kv)) => push_object(out, &kv.values),
         // Profiles' string-table indexes: not used by logs, traces or metrics.
-        Some(Any::StringValueStrindex(i)) => {
-            let _ = write!(out, "{i}");
+        Some(Any::StringValueStrindex(i)) => push_int(out, i64::from(*i)),
+    }
+}
+
+/// An integer's decimal text (what `i64`'s `Display` prints), without the formatting
+/// machinery: integer attributes are common, and `write!` cost more than the digits.
+pub fn push_int(out: &mut String, value: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
         }
     }
+    if value < 0 {
+        out.push('-');
+    }
+    // ASCII digits are UTF-8.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// Key/values as a JSON object: keys sorted, the last of repeated keys winning (as a

@@ -114,3 +114,28 @@ fn list_text_items() {
         vec![Some(r#"{"k":"v"}"#), Some("{}"), Some(r#"{"n":1}"#)]
     );
 }
+
+#[test]
+fn integers_print_as_display_prints_them() {
+    let mut cases = vec![
+        0,
+        1,
+        -1,
+        9,
+        10,
+        -10,
+        99,
+        100,
+        12_345,
+        -987_654_321,
+        i64::MAX,
+        i64::MIN,
+    ];
+    cases.extend((0..64).map(|shift| 1i64 << shift));
+    cases.extend((0..64).map(|shift| -(1i64 << shift)));
+    for value in cases {
+        let mut out = String::from("x");
+        push_int(&mut out, value);
+        assert_eq!(out, format!("x{value}"));
+    }
+}

@@ -71,7 +71,11 @@ pub fn any_text_ref(value: Option<&AnyValue>) -> Option<Cow<'_, str>> {
         Any::StringValue(s) => Some(Cow::Borrowed(s)),
         // The JSON text of the common scalars without building a JSON value.
         Any::BoolValue(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
-        Any::IntValue(i) => Some(Cow::Owned(i.to_string())),
+        Any::IntValue(i) => {
+            let mut text = String::new();
+            crate::render::push_int(&mut text, *i);
+            Some(Cow::Owned(text))
+        }
         other => {
             let mut text = String::new();
             crate::render::push_text(&mut text, other);
