@@ -3,7 +3,7 @@
 
   ~/.cache/moonlink-venv/bin/python tests/bench/otel_bench.py [REQUESTS] [SPANS_PER_REQUEST]
       [--bin=PATH] [--plugins=DIR] [--before-bin=PATH --before-plugins=DIR]
-      [--client=raw|requests] [--exporters=1,16] [--runs=N] [--no-native]
+      [--client=raw|requests] [--exporters=1,16] [--runs=N] [--no-native] [--data-root=DIR]
 
 Workload: REQUESTS (default 2,000) OTLP/protobuf ExportTraceServiceRequest bodies of
 SPANS_PER_REQUEST (default 100) spans each (8 attributes, one event), made once and sent as
@@ -16,6 +16,8 @@ the same bytes every way:
    `POST /tables/otel.spans/commit` returns (every span committed in Iceberg). With
    `--before-bin` (and `--before-plugins`) a second build runs right after each run of the
    first, so both are measured under the same load; `--runs` repeats the whole pass.
+   `--data-root` puts the hosts' data directories there (e.g. /dev/shm: the write-ahead
+   log's fdatasync then costs nothing, which shows how much of the time is the disk's).
 Prints a Markdown table for BENCHMARKS.md, with the host's CPU (user + system) per span next to the
 native rows' time per span on one core, and the exporters' own CPU per span. Say which build
 `--bin` is (debug or release).
@@ -160,8 +162,8 @@ def raw_exporter(otlp, failures):
     return prepare, export
 
 
-def host_run(binary, plugins, bodies, clients, client):
-    data = tempfile.mkdtemp(prefix="otel-bench-host-")
+def host_run(binary, plugins, bodies, clients, client, data_root=None):
+    data = tempfile.mkdtemp(prefix="otel-bench-host-", dir=data_root)
     port, otlp = free_port(), free_port()
     config = os.path.join(data, "otel.toml")
     with open(config, "w") as f:
@@ -236,7 +238,8 @@ def main():
     for run in range(runs):
         for clients in exporters:
             for label, build_bin, build_plugins in builds:
-                elapsed, committed, rss, cpu, client_cpu = host_run(build_bin, build_plugins, bodies, clients, client)
+                elapsed, committed, rss, cpu, client_cpu = host_run(build_bin, build_plugins, bodies, clients, client,
+                                                                  flags.get("data-root"))
                 assert committed == total, (committed, total)
                 name = f"{label}OTLP/HTTP → committed Iceberg, {clients} exporter{'s' if clients > 1 else ''}"
                 if runs > 1:
