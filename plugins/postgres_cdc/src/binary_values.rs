@@ -281,15 +281,16 @@ pub(super) fn numeric_unscaled(
     let digits_at_most = 4 * (weight + 1) + scale;
     let digit = |i: usize| scaled_digit(word(8 + 2 * i), 4 * (weight - i as i32) + scale);
     if digits_at_most <= 18 && scale <= 18 {
+        // All in u64 (no 128-bit multiply): the value, scaled, is below 10^18.
         let mut acc: u64 = 0;
         let mut unit = 0i32;
         for i in 0..ndigits {
             let (value, at) = digit(i)?;
-            acc = acc * POW10[(unit - at).max(0) as usize] as u64 + value as u64;
+            acc = acc * POW10_U64[(unit - at).max(0) as usize] + value as u64;
             unit = at;
         }
-        let acc = acc as u128 * POW10[unit.max(0) as usize];
-        if acc >= limit {
+        let acc = acc * POW10_U64[unit.max(0) as usize];
+        if precision < 19 && acc >= POW10_U64[precision as usize] {
             return Err(overflow());
         }
         let acc = acc as i128;
@@ -337,6 +338,17 @@ pub(super) fn scaled_digit(digit: u16, exponent: i32) -> Result<(u16, i32), Stri
     }
     Ok(((digit as u32 / divisor) as u16, 0))
 }
+
+/// Powers of ten up to 10^19 (the most a u64 holds).
+const POW10_U64: [u64; 20] = {
+    let mut table = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
 
 /// Powers of ten up to 10^38.
 pub(super) const POW10: [u128; 39] = {

@@ -34,6 +34,17 @@ pub struct ConnectOptions {
     pub reply_timeout: Duration,
 }
 
+/// What [`Connection::copy_rows`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyRows {
+    /// Messages taken, with this many rows (0: only other messages of the COPY).
+    Rows(usize),
+    /// The COPY ended: the connection is ready for the next command.
+    End,
+    /// Nothing arrived in time.
+    Waiting,
+}
+
 /// A query's result rows, each column as text (`None` for NULL).
 pub type Rows = Vec<Vec<Option<String>>>;
 
@@ -54,7 +65,7 @@ pub fn span(d: Duration) -> String {
 }
 
 /// The size of one ordinary socket read.
-const SCRATCH_BYTES: usize = 64 * 1024;
+const SCRATCH_BYTES: usize = 256 * 1024;
 
 pub struct Connection {
     stream: TcpStream,
@@ -314,10 +325,6 @@ impl Connection {
         answer_due: Option<&str>,
         take_ready: bool,
     ) -> PgResult<Option<Message>> {
-        let answer_due = match (until, answer_due) {
-            (None, None) => Some("waiting for an answer"),
-            (_, due) => due,
-        };
         // Silence is an error only once a read here found nothing: the host may simply have
         // been slow to call again, with the answer waiting in the socket.
         let mut read_here = false;
@@ -329,43 +336,141 @@ impl Connection {
                 }
                 return Ok(Some(msg));
             }
-            let now = Instant::now();
-            let mut wake = until;
-            let mut stalled = None;
-            if let Some(what) = answer_due {
-                let stall_at = self.last_activity + self.silence_limit();
-                if now >= stall_at {
-                    stalled = Some(self.stalled(what));
-                }
-                wake = Some(wake.map_or(stall_at, |w| w.min(stall_at)));
+            if !self.wait_input(until, answer_due, take_ready, &mut read_here)? {
+                return Ok(None);
             }
-            if let Some(since) = self.reply_due_since {
-                let stall_at = since + self.reply_timeout;
-                if now >= stall_at {
-                    stalled = Some(PgError::Stalled(format!(
-                        "postgres at {} sent nothing for {}, not even the keepalive it was asked for",
-                        self.peer,
-                        span(self.reply_timeout)
-                    )));
-                }
-                wake = Some(wake.map_or(stall_at, |w| w.min(stall_at)));
-            }
-            let timeout = match stalled {
-                Some(e) if read_here => return Err(e),
-                Some(_) => Duration::from_millis(1),
-                None if until.is_some_and(|u| now >= u) => {
-                    if !take_ready || read_here {
-                        return Ok(None);
-                    }
-                    Duration::from_millis(1)
-                }
-                None => wake
-                    .unwrap_or(now + self.silence_limit())
-                    .saturating_duration_since(now),
-            };
-            self.fill(timeout)?;
-            read_here = true;
         }
+    }
+
+    /// One bounded read for [`Connection::next_message`]'s rules; false once `until` has
+    /// passed (and, with `take_ready`, a read here found nothing more at once).
+    fn wait_input(
+        &mut self,
+        until: Option<Instant>,
+        answer_due: Option<&str>,
+        take_ready: bool,
+        read_here: &mut bool,
+    ) -> PgResult<bool> {
+        let answer_due = match (until, answer_due) {
+            (None, None) => Some("waiting for an answer"),
+            (_, due) => due,
+        };
+        let now = Instant::now();
+        let mut wake = until;
+        let mut stalled = None;
+        if let Some(what) = answer_due {
+            let stall_at = self.last_activity + self.silence_limit();
+            if now >= stall_at {
+                stalled = Some(self.stalled(what));
+            }
+            wake = Some(wake.map_or(stall_at, |w| w.min(stall_at)));
+        }
+        if let Some(since) = self.reply_due_since {
+            let stall_at = since + self.reply_timeout;
+            if now >= stall_at {
+                stalled = Some(PgError::Stalled(format!(
+                    "postgres at {} sent nothing for {}, not even the keepalive it was asked for",
+                    self.peer,
+                    span(self.reply_timeout)
+                )));
+            }
+            wake = Some(wake.map_or(stall_at, |w| w.min(stall_at)));
+        }
+        let timeout = match stalled {
+            Some(e) if *read_here => return Err(e),
+            Some(_) => Duration::from_millis(1),
+            None if until.is_some_and(|u| now >= u) => {
+                if !take_ready || *read_here {
+                    return Ok(false);
+                }
+                Duration::from_millis(1)
+            }
+            None => wake
+                .unwrap_or(now + self.silence_limit())
+                .saturating_duration_since(now),
+        };
+        self.fill(timeout)?;
+        *read_here = true;
+        Ok(true)
+    }
+
+    /// Hands the COPY rows already received to `each` (one CopyData body at a time, straight
+    /// from the input buffer; `each` returns the rows it decoded), until `max_rows` or the
+    /// input runs out. With nothing received yet it reads: with `until`, waiting up to then
+    /// (like [`Connection::copy_row`]); without, only what the socket holds at once (so a
+    /// caller can turn to another connection instead of waiting on this one).
+    pub fn copy_rows<E: From<PgError>>(
+        &mut self,
+        until: Option<Instant>,
+        max_rows: usize,
+        mut each: impl FnMut(&[u8]) -> Result<usize, E>,
+    ) -> Result<CopyRows, E> {
+        let mut read_here = false;
+        loop {
+            let mut at = 0;
+            let mut rows = 0;
+            let mut ended = false;
+            while rows < max_rows {
+                let Some(size) = frame_size(&self.input[at..])? else {
+                    break;
+                };
+                if self.input.len() - at < size {
+                    break;
+                }
+                let (tag, body) = (self.input[at], at + 5..at + size);
+                at += size;
+                match tag {
+                    b'd' => rows += each(&self.input[body])?,
+                    b'c' | b'C' | b'N' => {}
+                    b'E' => {
+                        let e = server_error(Bytes::copy_from_slice(&self.input[body]));
+                        let _ = self.input.split_to(at);
+                        self.wait_ready()?;
+                        return Err(e.into());
+                    }
+                    b'Z' => {
+                        ended = true;
+                        break;
+                    }
+                    other => {
+                        let _ = self.input.split_to(at);
+                        return Err(self.unexpected(other, "during a COPY").into());
+                    }
+                }
+            }
+            if at > 0 {
+                // One move for every message taken (no per-message split of the buffer).
+                let _ = self.input.split_to(at);
+                return Ok(if ended {
+                    CopyRows::End
+                } else {
+                    CopyRows::Rows(rows)
+                });
+            }
+            match until {
+                Some(until) => {
+                    if !self.wait_input(Some(until), Some("copying rows"), true, &mut read_here)? {
+                        return Ok(CopyRows::Waiting);
+                    }
+                }
+                None if read_here => return Ok(CopyRows::Waiting),
+                None => {
+                    self.fill_now()?;
+                    read_here = true;
+                }
+            }
+        }
+    }
+
+    /// Reads what the socket holds now, without waiting (a 1 ms wait where the socket
+    /// cannot be made non-blocking).
+    fn fill_now(&mut self) -> PgResult<()> {
+        if self.stream.set_nonblocking(true).is_err() {
+            return self.fill(Duration::from_millis(1));
+        }
+        let read = self.fill(Duration::from_millis(1));
+        self.stream.set_nonblocking(false)?;
+        read
     }
 
     /// Reads what arrives within `timeout` (at least 1 ms: zero means "forever" to sockets).
@@ -487,28 +592,6 @@ impl Connection {
                 }
                 b'Z' => return Err(self.unexpected(b'Z', "instead of a COPY")),
                 _ => {}
-            }
-        }
-    }
-
-    /// The next COPY row (one text line, without the newline): `Some(None)` at the end, and
-    /// `None` once `until` has passed and no row is readable at once (the copy goes on; ask
-    /// again). Rows already there are taken even past `until`: waiting is what is bounded.
-    pub fn copy_row(&mut self, until: Instant) -> PgResult<Option<Option<Bytes>>> {
-        loop {
-            let Some(msg) = self.next_message(Some(until), Some("copying rows"), true)? else {
-                return Ok(None);
-            };
-            match msg.tag {
-                b'd' => return Ok(Some(Some(msg.body))),
-                b'c' | b'C' => {}
-                b'E' => {
-                    let e = server_error(msg.body);
-                    self.wait_ready()?;
-                    return Err(e);
-                }
-                b'Z' => return Ok(Some(None)),
-                other => return Err(self.unexpected(other, "during a COPY")),
             }
         }
     }

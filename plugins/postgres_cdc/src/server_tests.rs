@@ -13,7 +13,7 @@ use moonlink_sdk::source::{ResumePoint, Source};
 use moonlink_sdk::Config;
 use serde_json::json;
 
-use crate::conn::{ConnectOptions, Connection};
+use crate::conn::{ConnectOptions, Connection, CopyRows};
 use crate::stream::Stream;
 use crate::wire::PgError;
 use crate::{PostgresCdc, Settings};
@@ -305,23 +305,38 @@ fn a_copy_returns_at_the_poll_deadline_and_a_stalled_one_is_an_error() {
     // COPY starts, one row arrives, then the server goes silent.
     let answer = [msg(b'H', &[0, 0, 0]), msg(b'd', b"1\tx\n")].concat();
     let port = fake_server(ready(), vec![answer]);
-    let (first, waits, err) = within_10s(move || {
+    let (first, idle, waits, err) = within_10s(move || {
         let mut conn = Connection::connect(&options(port, 2000, 400), false).expect("connect");
         conn.start_copy_out("COPY t TO STDOUT").expect("copy");
-        let first = conn
-            .copy_row(Instant::now() + Duration::from_millis(100))
+        let mut first = Vec::new();
+        let got = conn
+            .copy_rows(
+                Some(Instant::now() + Duration::from_millis(100)),
+                10,
+                |row| {
+                    first.push(row.to_vec());
+                    Ok::<_, PgError>(1)
+                },
+            )
             .expect("row");
+        assert_eq!(got, CopyRows::Rows(1));
+        // Without a deadline only what is there is taken: nothing, so no wait.
+        let idle = conn
+            .copy_rows(None, 10, |_| Ok::<_, PgError>(1))
+            .expect("no row");
         let mut waits = Vec::new();
         loop {
             let started = Instant::now();
-            match conn.copy_row(Instant::now() + Duration::from_millis(100)) {
-                Ok(None) => waits.push(started.elapsed()),
-                Ok(Some(row)) => panic!("unexpected {row:?}"),
-                Err(e) => return (first, waits, e.to_string()),
+            let until = Instant::now() + Duration::from_millis(100);
+            match conn.copy_rows(Some(until), 10, |_| Ok::<_, PgError>(1)) {
+                Ok(CopyRows::Waiting) => waits.push(started.elapsed()),
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(e) => return (first, idle, waits, e.to_string()),
             }
         }
     });
-    assert_eq!(first, Some(Some(bytes::Bytes::from_static(b"1\tx\n"))));
+    assert_eq!(first, vec![b"1\tx\n".to_vec()]);
+    assert_eq!(idle, CopyRows::Waiting);
     // The copy waits no longer than the poll's deadline, then notices the silence.
     assert!(!waits.is_empty());
     assert!(

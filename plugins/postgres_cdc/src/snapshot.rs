@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 use moonlink_sdk::source::{CopyProgress, SourceEvent};
 
 use crate::binary::{BinaryBatch, BinaryPlan};
-use crate::conn::{col, Connection};
+use crate::conn::{col, Connection, CopyRows};
 use crate::copy_point::{copy_hash, CopyPoint};
 use crate::sql::{parse_lsn, quote_ident, quote_literal};
 use crate::stream::Stream;
 use crate::tables::{MirroredTable, Mode};
 use crate::types::split_copy_row;
+use crate::wire::PgError;
 use crate::{pg, Settings};
 
 /// A range of a table's pages: `[first, end)`, open-ended for the last chunk (the table may
@@ -78,6 +79,18 @@ pub struct Snapshot {
     resumed: bool,
     /// A first copy of every table (neither resumed nor an added table's): see `poll`.
     fresh: bool,
+}
+
+/// Why taking copied rows failed: the connection, or a row that does not decode.
+enum Fail {
+    Pg(PgError),
+    Decode(String),
+}
+
+impl From<PgError> for Fail {
+    fn from(e: PgError) -> Self {
+        Fail::Pg(e)
+    }
 }
 
 /// The slot a copy reads the snapshot of.
@@ -533,7 +546,12 @@ impl Snapshot {
         }
         let mut rows = 0;
         let mut touched = vec![false; tables.len()];
+        // Copying connections in a row found with nothing received: rows are taken from
+        // whichever connection has them (so every backend keeps producing while this plugin
+        // decodes), and only once every one is dry is there a (short) wait.
+        let mut dry = 0;
         while rows < max_rows {
+            let all_dry = dry >= self.workers.len();
             let Some(worker) = self.workers.front_mut() else {
                 break;
             };
@@ -544,39 +562,61 @@ impl Snapshot {
                 }
                 continue;
             };
-            // Rows so far go out at the deadline; the copy goes on at the next poll.
-            let Some(row) = worker.conn.copy_row(deadline).map_err(pg("copying"))? else {
+            if all_dry && Instant::now() >= deadline {
+                // Rows so far go out at the deadline; the copy goes on at the next poll.
                 break;
-            };
-            match row {
-                Some(line) => {
-                    let table = &mut tables[chunk.table];
-                    let added = match &self.binary[chunk.table] {
-                        Some(plan) => {
-                            let batch = self.batches[chunk.table]
-                                .get_or_insert_with(|| BinaryBatch::new(plan, table.mode));
-                            let added = batch
-                                .decode(&line, &mut worker.header, &mut self.unrepresentable)
-                                .map_err(|e| format!("table {}: {e}", table.source_name))?;
-                            for (column, what) in self.unrepresentable.drain(..) {
-                                table.report_unrepresentable(column, what);
+            }
+            let until = all_dry.then(|| deadline.min(Instant::now() + Duration::from_millis(1)));
+            let table = &mut tables[chunk.table];
+            let plan = &self.binary[chunk.table];
+            let batch = &mut self.batches[chunk.table];
+            let unrepresentable = &mut self.unrepresentable;
+            let header = &mut worker.header;
+            let got =
+                worker
+                    .conn
+                    .copy_rows(until, max_rows - rows, |body| -> Result<usize, Fail> {
+                        let failed =
+                            |e: String| Fail::Decode(format!("table {}: {e}", table.source_name));
+                        match plan {
+                            Some(plan) => {
+                                let batch =
+                                    batch.get_or_insert_with(|| BinaryBatch::new(plan, table.mode));
+                                let added = batch
+                                    .decode(body, header, unrepresentable)
+                                    .map_err(failed)?;
+                                for (column, what) in unrepresentable.drain(..) {
+                                    table.report_unrepresentable(column, what);
+                                }
+                                Ok(added)
                             }
-                            added
+                            None => {
+                                let fields = split_copy_row(body).map_err(failed)?;
+                                let values: Vec<Option<&str>> =
+                                    fields.iter().map(|f| f.as_deref()).collect();
+                                table.insert(&values).map_err(Fail::Decode)?;
+                                Ok(1)
+                            }
                         }
-                        None => {
-                            let fields = split_copy_row(&line)
-                                .map_err(|e| format!("table {}: {e}", table.source_name))?;
-                            let values: Vec<Option<&str>> =
-                                fields.iter().map(|f| f.as_deref()).collect();
-                            table.insert(&values)?;
-                            1
-                        }
-                    };
+                    });
+            let got = match got {
+                Ok(got) => got,
+                Err(Fail::Pg(e)) => return Err(pg("copying")(e)),
+                Err(Fail::Decode(e)) => return Err(e),
+            };
+            match got {
+                CopyRows::Rows(added) => {
                     self.progress[chunk.table].copied += added as u64;
                     touched[chunk.table] = true;
                     rows += added;
+                    dry = 0;
                 }
-                None => {
+                CopyRows::Waiting => {
+                    dry += 1;
+                    self.workers.rotate_left(1);
+                }
+                CopyRows::End => {
+                    dry = 0;
                     worker.copying = None;
                     self.progress[chunk.table].chunks_left -= 1;
                     let p = &self.progress[chunk.table];
