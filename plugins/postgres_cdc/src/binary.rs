@@ -194,6 +194,8 @@ impl<'a> Reader<'a> {
 /// One column's values and validity.
 struct ColumnData {
     values: Values,
+    /// Kept only from the column's first null on (then it covers every row): a column with
+    /// no null costs no validity push per value.
     validity: Vec<bool>,
     has_null: bool,
 }
@@ -215,7 +217,7 @@ impl BinaryBatch {
                 .iter()
                 .map(|c| ColumnData {
                     values: Values::new(c.kind, c.array.is_some(), capacity),
-                    validity: Vec::with_capacity(capacity),
+                    validity: Vec::new(),
                     has_null: false,
                 })
                 .collect(),
@@ -325,9 +327,14 @@ impl BinaryBatch {
             if field.is_none() {
                 column.values.push_null();
             }
-            column.has_null = true;
+            if !column.has_null {
+                column.has_null = true;
+                column.validity.resize(row, true);
+            }
         }
-        column.validity.push(valid);
+        if column.has_null {
+            column.validity.push(valid);
+        }
         Ok(())
     }
 

@@ -418,6 +418,7 @@ impl Connection {
                     break;
                 }
                 let (tag, body) = (self.input[at], at + 5..at + size);
+                let before = at;
                 at += size;
                 match tag {
                     b'd' => rows += each(&self.input[body])?,
@@ -429,7 +430,12 @@ impl Connection {
                         return Err(e.into());
                     }
                     b'Z' => {
-                        ended = true;
+                        // The end is reported alone: rows taken before it are counted first.
+                        if before > 0 {
+                            at = before;
+                        } else {
+                            ended = true;
+                        }
                         break;
                     }
                     other => {

@@ -348,3 +348,45 @@ fn a_copy_returns_at_the_poll_deadline_and_a_stalled_one_is_an_error() {
         format!("postgres at 127.0.0.1:{port} sent nothing for 400 ms while copying rows")
     );
 }
+
+#[test]
+fn rows_that_arrive_with_the_end_of_a_copy_are_counted_before_it() {
+    // The last rows, CopyDone, CommandComplete and ReadyForQuery in one packet.
+    let answer = [
+        msg(b'H', &[0, 0, 0]),
+        msg(b'd', b"1\n"),
+        msg(b'd', b"2\n"),
+        msg(b'c', b""),
+        msg(b'C', b"COPY 2\0"),
+        msg(b'Z', b"I"),
+    ]
+    .concat();
+    let port = fake_server(ready(), vec![answer]);
+    let (rows, steps) = within_10s(move || {
+        let mut conn = Connection::connect(&options(port, 2000, 400), false).expect("connect");
+        conn.start_copy_out("COPY t TO STDOUT").expect("copy");
+        let (mut rows, mut steps) = (Vec::new(), Vec::new());
+        loop {
+            let until = Instant::now() + Duration::from_millis(100);
+            let step = conn
+                .copy_rows(Some(until), 10, |row| {
+                    rows.push(row.to_vec());
+                    Ok::<_, PgError>(1)
+                })
+                .expect("copy");
+            steps.push(step);
+            if step == CopyRows::End {
+                return (rows, steps);
+            }
+        }
+    });
+    assert_eq!(rows, vec![b"1\n".to_vec(), b"2\n".to_vec()]);
+    let counted: usize = steps
+        .iter()
+        .map(|s| match s {
+            CopyRows::Rows(n) => *n,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(counted, 2, "{steps:?}");
+}

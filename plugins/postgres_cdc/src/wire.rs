@@ -84,6 +84,17 @@ pub const MAX_MESSAGE_LEN: usize = 1 << 30;
 /// The message types a backend sends (protocol 3.0); anything else is garbage.
 const BACKEND_TAGS: &[u8] = b"123ACDEGHIKNRSTVWZcdnstv";
 
+/// [`BACKEND_TAGS`] as a table by byte: one load per message (the copy frames every row).
+const IS_BACKEND_TAG: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < BACKEND_TAGS.len() {
+        table[BACKEND_TAGS[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 /// A message type for error messages: `'R'`, or `0x00` when not printable.
 pub fn tag_name(tag: u8) -> String {
     if tag.is_ascii_graphic() {
@@ -100,7 +111,7 @@ pub fn frame_size(input: &[u8]) -> PgResult<Option<usize>> {
         return Ok(None);
     };
     let len = u32::from_be_bytes([a, b, c, d]);
-    if !BACKEND_TAGS.contains(&tag) {
+    if !IS_BACKEND_TAG[tag as usize] {
         return Err(PgError::Protocol(format!(
             "unknown backend message type {} (length field {len}); is this a Postgres server?",
             tag_name(tag)
