@@ -20,7 +20,9 @@ makes the plugin copy in COPY's text format (default: binary); `--keep-log FILE`
 copying host's log; `--perf FILE` records
 `perf record -g` of the host during the copy into FILE (`--perf-stream FILE`: during the
 streaming drain) (run the host with
-MOONLINK_WASM_PERFMAP=1 for wasm symbols).
+MOONLINK_WASM_PERFMAP=1 for wasm symbols; PERF_EXTRA adds `perf record` options, e.g.
+`-e sched:sched_switch --call-graph dwarf` for where threads wait). PG_BENCH_SETTINGS adds
+lines to the plugin's `[settings]` (e.g. `snapshot_chunk_pages = 1024`).
 """
 import datetime
 import os
@@ -70,6 +72,7 @@ database = "app"
 tables = ["public.t"]
 slot = "{slot}"
 {f'copy_format = "{COPY_FORMAT}"' if COPY_FORMAT else ""}
+{os.environ.get("PG_BENCH_SETTINGS", "")}
 [poll]
 max_rows = {max_rows}
 timeout_ms = 100
@@ -78,6 +81,13 @@ timeout_ms = 100
                                "--commit-interval-ms", str(commit_ms)])
     server.start()
     return server
+
+
+def record_perf(path, server):
+    """`perf record -g` (plus PERF_EXTRA's options) of the host into `path`, until SIGINT."""
+    extra = os.environ.get("PERF_EXTRA", "").split()
+    return subprocess.Popen(["perf", "record", "-g", *extra, "-o", path, "-p", str(server.proc.pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def cpu_seconds(server):
@@ -156,8 +166,7 @@ def streaming(pg, rows, tmp, perf=None):
     host.start()
     recorder = None
     if perf:
-        recorder = subprocess.Popen(["perf", "record", "-g", "-o", perf, "-p", str(host.proc.pid)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        recorder = record_perf(perf, host)
     wait_rows(host, rows)
     moon_s = time.time() - start
     if recorder:
@@ -187,14 +196,14 @@ def initial_copy(pg, rows, tmp, perf=None):
     ready_s = time.time() - start
     recorder = None
     if perf:
-        recorder = subprocess.Popen(["perf", "record", "-g", "-o", perf, "-p", str(host.proc.pid)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        recorder = record_perf(perf, host)
     wait_rows(host, rows)
     moon_s = time.time() - start
+    cpu = cpu_seconds(host)
     if recorder:
         recorder.send_signal(2)
         recorder.wait()
-    phases = (ready_s, log_time(host, "initial copy done") - start, moon_s)
+    phases = (ready_s, log_time(host, "initial copy done") - start, moon_s, cpu)
     return copy_s, moon_s, host, phases
 
 
@@ -290,9 +299,10 @@ def main():
               f"{stream_cpu / stream_rows * 1e6:.1f} µs per row | | |")
         print(f"| freshness, commit → visible in Iceberg (commit interval 500 ms) | | p50 {p50:.0f} ms, "
               f"p99 {p99:.0f} ms | | |")
-    ready_s, copied_s, done_s = phases
+    ready_s, copied_s, done_s, copy_cpu = phases
     print(f"\nInitial copy phases, seconds from host start: healthy {ready_s:.2f}, plugin reports the copy "
-          f"done {copied_s:.2f}, every row committed {done_s:.2f} (COPY binary alone: {copy_s:.2f}).")
+          f"done {copied_s:.2f}, every row committed {done_s:.2f} (COPY binary alone: {copy_s:.2f}). "
+          f"Host CPU until every row was committed: {copy_cpu:.2f} s, {copy_cpu / copy_rows * 1e9:.0f} ns per row.")
 
 
 if __name__ == "__main__":

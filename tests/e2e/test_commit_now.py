@@ -41,3 +41,21 @@ def test_initial_copy_and_idle_stream_commit_at_once(postgres, make_server, tmp_
     # A change followed by silence commits the moment the source finds nothing more.
     pg.execute("INSERT INTO orders VALUES (9001, 'late'); DELETE FROM orders WHERE id <= 10", db="app")
     wait_rows(server, "public.orders", 4991, 20)
+
+
+def test_a_large_copy_commits_its_prefix_while_it_runs(postgres, make_server, tmp_path, monkeypatch):
+    """The copied prefix commits while the copy runs, so the commit at its end writes only a
+    tail: with a one-minute interval, a 1M-row copy lands in more than one appended snapshot
+    (without prefix commits it would be exactly one, at the copy's end)."""
+    pg = postgres
+    pg.execute("CREATE TABLE big (id bigint PRIMARY KEY, note text);"
+               "INSERT INTO big SELECT g, 'n' || g FROM generate_series(1, 1000000) g; ANALYZE big;", db="app")
+    monkeypatch.setenv("MOONLINK_TEST_PGPASSWORD", pg.password)
+    config = write_config(tmp_path, pg, ["public.big"])
+    server = make_server(["--plugin", os.path.join(PLUGIN_DIR, "postgres_cdc.wasm"), "--config", config,
+                          *INTERVAL])
+    wait_rows(server, "public.big", 1_000_000, 120)
+    history = server.table("public.big")["snapshot_history"]
+    added = [int(h["summary"].get("added-records", 0)) for h in history if h["operation"] == "append"]
+    added = [n for n in added if n > 0]
+    assert len(added) >= 2 and sum(added) == 1_000_000, history
