@@ -302,7 +302,8 @@ def main():
     ready_s, copied_s, done_s, copy_cpu = phases
     print(f"\nInitial copy phases, seconds from host start: healthy {ready_s:.2f}, plugin reports the copy "
           f"done {copied_s:.2f}, every row committed {done_s:.2f} (COPY binary alone: {copy_s:.2f}). "
-          f"Host CPU until every row was committed: {copy_cpu:.2f} s, {copy_cpu / copy_rows * 1e9:.0f} ns per row.")
+          f"Host CPU until every row was committed: {copy_cpu:.2f} s"
+          + (f", {copy_cpu / copy_rows * 1e9:.0f} ns per row." if copy_rows else "."))
 
 
 if __name__ == "__main__":

@@ -64,14 +64,21 @@ pub fn span(d: Duration) -> String {
     }
 }
 
-/// The size of one ordinary socket read.
-const SCRATCH_BYTES: usize = 256 * 1024;
+/// The size of one ordinary socket read (a copy connection's: [`COPY_READ_BYTES`]).
+const SCRATCH_BYTES: usize = 64 * 1024;
+
+/// The size of one ordinary read on a connection that copies a table: bulk data, so fewer,
+/// larger reads (a streaming connection's reads are mostly small, and each costs the host a
+/// buffer of the size asked for).
+pub const COPY_READ_BYTES: usize = 256 * 1024;
 
 pub struct Connection {
     stream: TcpStream,
     input: BytesMut,
     /// Where ordinary reads land before joining `input` (allocated at the first read).
     scratch: Option<Box<[u8]>>,
+    /// The size of the scratch buffer, so of one ordinary read.
+    read_bytes: usize,
     output: BytesMut,
     /// `host:port`, for messages.
     peer: String,
@@ -134,6 +141,7 @@ impl Connection {
             stream,
             input: BytesMut::with_capacity(64 * 1024),
             scratch: None,
+            read_bytes: SCRATCH_BYTES,
             output: BytesMut::with_capacity(1024),
             peer,
             connect_timeout: options.connect_timeout.max(Duration::from_millis(1)),
@@ -468,6 +476,12 @@ impl Connection {
         }
     }
 
+    /// Sets the size of one ordinary read (the scratch buffer holds nothing between reads).
+    pub fn set_read_bytes(&mut self, bytes: usize) {
+        self.read_bytes = bytes.max(SCRATCH_BYTES);
+        self.scratch = None;
+    }
+
     /// Reads what the socket holds now, without waiting (a 1 ms wait where the socket
     /// cannot be made non-blocking).
     fn fill_now(&mut self) -> PgResult<()> {
@@ -499,16 +513,14 @@ impl Connection {
             self.input.reserve(want);
         }
         // Large messages arrive in reads of up to 1 MiB; small ones share 64 KiB reads.
-        let room = want.clamp(SCRATCH_BYTES, 1 << 20);
+        let room = want.clamp(self.read_bytes, 1 << 20);
         self.stream
             .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
         let start = self.input.len();
-        let read = if room == SCRATCH_BYTES {
+        let read = if room == self.read_bytes {
             // Into the scratch buffer, zeroed once: a read that brings a few bytes (the usual
             // case while streaming) copies those, instead of zeroing 64 KiB of input first.
-            let scratch = self
-                .scratch
-                .get_or_insert_with(|| vec![0; SCRATCH_BYTES].into());
+            let scratch = self.scratch.get_or_insert_with(|| vec![0; room].into());
             let read = self.stream.read(&mut scratch[..]);
             if let Ok(n) = read {
                 self.input.extend_from_slice(&scratch[..n]);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use moonlink_sdk::source::{CopyProgress, SourceEvent};
 
 use crate::binary::{BinaryBatch, BinaryPlan};
-use crate::conn::{col, Connection, CopyRows};
+use crate::conn::{col, Connection, CopyRows, COPY_READ_BYTES};
 use crate::copy_point::{copy_hash, CopyPoint};
 use crate::sql::{parse_lsn, quote_ident, quote_literal};
 use crate::stream::Stream;
@@ -442,6 +442,9 @@ impl Snapshot {
     }
 
     fn start_workers(&mut self) -> Result<(), String> {
+        for worker in &mut self.workers {
+            worker.conn.set_read_bytes(COPY_READ_BYTES);
+        }
         for i in 0..self.workers.len() {
             self.start_next(i)?;
         }
