@@ -2,11 +2,14 @@
 """HTTP ingest against its limit, measured in one run (issue 12, the HTTP rows).
 
   ~/.cache/moonlink-venv/bin/python tests/bench/http_ingest_bench.py [ROWS] [BATCH_ROWS] [--debug]
-      [--before-plugins=DIR] [--bin-dir=DIR] [--ndjson-only]
+      [--before-plugins=DIR] [--bin-dir=DIR] [--ndjson-only] [--clients=1,4] [--perf=DIR]
 
 `--bin-dir=DIR` takes `moonlink-host`, `parquet_limit` and the plugins from DIR instead of the
 shared target dir (a copy that another build cannot overwrite mid-run); `--ndjson-only` skips
-the "no decoder pool" and Arrow IPC lines.
+the "no decoder pool" and Arrow IPC lines; `--clients=N,...` sets the client counts (default 1,4);
+`--perf=DIR` records each host run's send + commit
+phase with `perf record` (call graphs: `PERF_CALLGRAPH`, default `fp`, e.g. `dwarf`; wasm symbols through `MOONLINK_WASM_PERFMAP=1`) into
+`DIR/run<N>.data`, for `perf report -i`.
 
 Needs the release build (`source scripts/env.sh && cargo build --release -p moonlink-host &&
 cargo build --release -p moonlink-engine --example parquet_limit && build_plugins`); `--debug`
@@ -118,8 +121,33 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+PERF_DIR = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--perf=")), None)
+PERF_RUNS = [0]
+
+
+def start_perf(pid):
+    """`perf record` attached to the host (only with --perf=DIR), or None."""
+    if not PERF_DIR:
+        return None
+    os.makedirs(PERF_DIR, exist_ok=True)
+    PERF_RUNS[0] += 1
+    out = os.path.join(PERF_DIR, f"run{PERF_RUNS[0]}.data")
+    perf = subprocess.Popen(["perf", "record", "-F", "999", "--call-graph", os.environ.get("PERF_CALLGRAPH", "fp"), "-o", out, "-p", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # attached before the first request
+    return perf
+
+
+def stop_perf(perf):
+    if perf is not None:
+        perf.send_signal(2)
+        perf.wait(timeout=120)
+
+
 def host_run(binary, bodies, content_type, clients, total_rows, plugin_dir=None, env=None):
     """One fresh host: create the table, post `bodies` from `clients` threads, commit."""
+    if PERF_DIR:
+        env = {**(env or {}), "MOONLINK_WASM_PERFMAP": "1"}
     data_dir = tempfile.mkdtemp(prefix="moonlink-httpbench-")
     port = free_port()
     proc = subprocess.Popen(
@@ -150,6 +178,7 @@ def host_run(binary, bodies, content_type, clients, total_rows, plugin_dir=None,
                 errors.append(e)
 
         threads = [threading.Thread(target=client, args=(bodies[i::clients],)) for i in range(clients)]
+        perf = start_perf(proc.pid)
         cpu_start = cpu_seconds(proc.pid)
         start = time.perf_counter()
         for t in threads:
@@ -159,6 +188,7 @@ def host_run(binary, bodies, content_type, clients, total_rows, plugin_dir=None,
         request(conn, "POST", f"/tables/{TABLE}/commit")
         elapsed = time.perf_counter() - start
         cpu = cpu_seconds(proc.pid) - cpu_start
+        stop_perf(perf)
         if errors:
             raise errors[0]
         info = request(conn, "GET", f"/tables/{TABLE}")
@@ -181,6 +211,8 @@ def main():
     batch_rows = int(args[1]) if len(args) > 1 else 10_000
     bin_dir = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--bin-dir=")), None)
     ndjson_only = "--ndjson-only" in sys.argv
+    clients_flag = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--clients=")), "1,4")
+    client_counts = [int(c) for c in clients_flag.split(",")]
     binary = os.path.join(bin_dir or os.path.join(TARGET, profile), "moonlink-host")
     limit_bin = os.path.join(bin_dir or os.path.join(TARGET, profile, "examples"), "parquet_limit")
     for path in (binary, limit_bin):
@@ -198,18 +230,18 @@ def main():
         limit = json.loads(out)["parquet_zstd1_rows_per_s"]
     results = [("arrow-rs Parquet zstd(1) write (limit)", limit, None, None)]
     if before:
-        for clients in (1, 4):
+        for clients in client_counts:
             rate, rss, cpu = host_run(binary, ndjson, "application/x-ndjson", clients, rows, before)
             results.append((f"before: HTTP NDJSON, {clients} client{'s' if clients > 1 else ''} ({before})",
                             rate, rss, cpu))
-    for clients in () if ndjson_only else (1, 4):
+    for clients in () if ndjson_only else client_counts:
         rate, rss, cpu = host_run(binary, ndjson, "application/x-ndjson", clients, rows, bin_dir,
                              {"MOONLINK_DECODER_POOL": "0"})
         results.append((f"HTTP NDJSON, {clients} client{'s' if clients > 1 else ''}, no decoder pool", rate, rss,
                         cpu))
     kinds = [("NDJSON", ndjson, "application/x-ndjson"), ("Arrow IPC", ipc, "application/vnd.apache.arrow.stream")]
     for label, bodies, ctype in kinds[:1] if ndjson_only else kinds:
-        for clients in (1, 4):
+        for clients in client_counts:
             rate, rss, cpu = host_run(binary, bodies, ctype, clients, rows, bin_dir)
             results.append((f"HTTP {label}, {batch_rows} rows/request, {clients} client{'s' if clients > 1 else ''}",
                             rate, rss, cpu))

@@ -143,7 +143,7 @@ impl ChangeBatch {
                 Some(default) => Some(fill_default(
                     slot,
                     default,
-                    &schema.arrow_type(index),
+                    arrow_schema.field(index).data_type(),
                     &operations,
                     |row| is_unchanged(index, row),
                 )?),
@@ -151,13 +151,15 @@ impl ChangeBatch {
             };
             let array = match slot {
                 Some(a) => a,
-                None if column.nullable => new_null_array(&schema.arrow_type(index), num_rows),
+                None if column.nullable => {
+                    new_null_array(arrow_schema.field(index).data_type(), num_rows)
+                }
                 None => {
                     // A delete needs only the key: other columns are filled with nulls, which
                     // never reach a data file.
                     let all_deletes = operations.iter().all(|o| *o == Operation::Delete);
                     if all_deletes && !schema.primary_key.contains(&column.name) {
-                        new_null_array(&schema.arrow_type(index), num_rows)
+                        new_null_array(arrow_schema.field(index).data_type(), num_rows)
                     } else {
                         return Err(EngineError::invalid_batch(
                             Some(&column.name),
@@ -226,6 +228,11 @@ impl ChangeBatch {
     /// against its old schema. Nullability is not compared (deletes may carry nulls).
     pub(crate) fn check_shape(&self, table: &str, arrow: &arrow_schema::SchemaRef) -> Result<()> {
         let ours = self.rows.schema();
+        // Batches built against the table's current schema share its `Arc` (see
+        // `TableSchema::arrow_schema`).
+        if Arc::ptr_eq(&ours, arrow) {
+            return Ok(());
+        }
         let same = ours.fields().len() == arrow.fields().len()
             && ours.fields().iter().zip(arrow.fields()).all(|(a, b)| {
                 a.name() == b.name()
@@ -492,5 +499,26 @@ mod tests {
             ],
         );
         assert!(matches!(unknown, Err(EngineError::InvalidBatch { .. })));
+    }
+
+    #[test]
+    fn batches_of_one_schema_share_its_arrow_schema() {
+        let a = ChangeBatch::from_columns(
+            &schema(),
+            vec![Operation::Insert; 2],
+            vec![(
+                "id".into(),
+                Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef,
+            )],
+        )
+        .unwrap();
+        // Built once per schema: the shape check against the table is a pointer comparison.
+        let table = schema().arrow_schema();
+        assert!(Arc::ptr_eq(&a.rows().schema(), &table));
+        assert!(a.check_shape("t", &table).is_ok());
+        // A different schema gets its own.
+        let other = TableSchema::new(schema().columns[..1].to_vec(), vec![]);
+        assert!(!Arc::ptr_eq(&other.arrow_schema(), &table));
+        assert!(a.check_shape("t", &other.arrow_schema()).is_err());
     }
 }

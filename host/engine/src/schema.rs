@@ -538,7 +538,34 @@ impl TableSchema {
     }
 
     /// The Arrow schema of buffers and Parquet files, with Iceberg field ids attached.
+    ///
+    /// Built once per distinct schema and shared: every decoded batch asks for it, and building
+    /// it (a metadata map per field) showed in ingest profiles. Equal schemas get the same `Arc`,
+    /// so a batch's schema can be compared with its table's by pointer first.
     pub fn arrow_schema(&self) -> SchemaRef {
+        /// Recently used schemas, newest last. A handful of tables' current schemas (and their
+        /// decoding variants) fit; a miss only costs a build.
+        const CACHED: usize = 32;
+        static CACHE: std::sync::Mutex<Vec<(TableSchema, SchemaRef)>> =
+            std::sync::Mutex::new(Vec::new());
+        let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = cache.iter().rposition(|(s, _)| s == self) {
+            let arrow = cache[i].1.clone();
+            if i + 1 < cache.len() {
+                let hit = cache.remove(i);
+                cache.push(hit);
+            }
+            return arrow;
+        }
+        let arrow = self.build_arrow_schema();
+        if cache.len() >= CACHED {
+            cache.remove(0);
+        }
+        cache.push((self.clone(), arrow.clone()));
+        arrow
+    }
+
+    fn build_arrow_schema(&self) -> SchemaRef {
         let fields: Vec<Field> = self
             .columns
             .iter()

@@ -8,7 +8,7 @@ use arrow_array::{
     Float32Array, Float64Array, Int32Array, Int64Array, ListArray, StringArray,
     Time64MicrosecondArray, TimestampMicrosecondArray,
 };
-use arrow_buffer::{NullBuffer, OffsetBuffer};
+use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use moonlink_engine::{ChangeBatch, ColumnType, Operation, TableSchema};
 
 use crate::bindings::moonlink::plugin::types as wit;
@@ -207,6 +207,8 @@ pub fn batch_from_wit(
         .collect();
     let mut columns = Vec::with_capacity(batch.columns.len());
     let mut unchanged = Vec::new();
+    // Shared per schema (see `TableSchema::arrow_schema`): no Arrow type is rebuilt per batch.
+    let arrow_schema = schema.arrow_schema();
     for column in batch.columns {
         if let Some(mask) = column.unchanged {
             unchanged.push((column.name.clone(), mask));
@@ -220,7 +222,7 @@ pub fn batch_from_wit(
         let declared = &schema.columns[index];
         let array = column_to_arrow(
             &declared.data_type,
-            &schema.arrow_type(index),
+            arrow_schema.field(index).data_type(),
             column.values,
             column.validity,
             rows,
@@ -373,14 +375,19 @@ fn column_to_arrow(
         (ColumnType::Utf8, V::Utf8Buffer(b)) => {
             // Checked once for the whole column: offsets in bounds and rising, UTF-8 at every
             // boundary.
-            let mut offsets: Vec<i32> = Vec::with_capacity(b.offsets.len().max(1));
-            for o in b.offsets.iter().chain(b.offsets.is_empty().then_some(&0)) {
-                offsets.push(i32::try_from(*o).map_err(|_| "string buffer over 2 GiB")?);
+            let mut offsets = b.offsets;
+            if offsets.is_empty() {
+                offsets.push(0); // an empty batch
             }
             if offsets.windows(2).any(|w| w[1] < w[0]) {
                 return Err("string offsets must never decrease".into());
             }
-            let offsets = OffsetBuffer::new(offsets.into());
+            if offsets.last().is_some_and(|&o| i32::try_from(o).is_err()) {
+                return Err("string buffer over 2 GiB".into());
+            }
+            // Rising and the last within `i32`: every offset is a valid `i32` with the same
+            // bits, so the lifted buffer becomes the Arrow offsets without a copy.
+            let offsets = OffsetBuffer::new(ScalarBuffer::<i32>::from(Buffer::from_vec(offsets)));
             Arc::new(
                 StringArray::try_new(offsets, b.data.into(), nulls).map_err(|e| e.to_string())?,
             )

@@ -21,6 +21,13 @@ use clap::Parser;
 use moonlink_engine::{Engine, EngineConfig, TableConfig, Warehouse};
 use moonlink_runtime::{PluginRuntime, RestDecoder, RuntimeConfig};
 
+/// jemalloc keeps freed pages for reuse a while: each request allocates and frees a few MiB
+/// (body, lifted columns, WAL payload), which glibc's malloc gave back to the kernel and faulted
+/// in again (measured in BENCHMARKS.md, "HTTP ingest (issue 12)"; mimalloc's defaults were
+/// worse than glibc here).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Ingest inserts, updates and deletes into Apache Iceberg v3 tables.
 ///
 /// Starts the HTTP API (`GET /health`, `POST /tables/{name}`, `POST /ingest/{name}`, ...) on
