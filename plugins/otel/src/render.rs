@@ -145,6 +145,14 @@ pub fn push_int(out: &mut String, value: i64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     let mut rest = value.unsigned_abs();
+    // Digits in 32-bit arithmetic once the rest fits: wasm has no 64x64->128 multiply, so a
+    // 64-bit division by 10 stays a division there, a 32-bit one becomes a multiplication.
+    while rest > u64::from(u32::MAX) {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    let mut rest = rest as u32;
     loop {
         at -= 1;
         digits[at] = b'0' + (rest % 10) as u8;

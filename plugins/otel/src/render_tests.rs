@@ -132,7 +132,18 @@ fn integers_print_as_display_prints_them() {
         i64::MIN,
     ];
     cases.extend((0..64).map(|shift| 1i64 << shift));
-    cases.extend((0..64).map(|shift| -(1i64 << shift)));
+    cases.extend((0..64).map(|shift| (1i64 << shift).wrapping_neg()));
+    // Around the switch to 32-bit digits.
+    let edge = i64::from(u32::MAX);
+    cases.extend([
+        edge - 1,
+        edge,
+        edge + 1,
+        -edge,
+        -edge - 1,
+        edge * 10,
+        edge * 10 + 9,
+    ]);
     for value in cases {
         let mut out = String::from("x");
         push_int(&mut out, value);
