@@ -200,6 +200,13 @@ struct ColumnData {
     has_null: bool,
 }
 
+/// How large a batch grew: rows, and the bytes of each packed string column (0 for others).
+#[derive(Debug, Clone, Default)]
+pub struct BatchSize {
+    rows: usize,
+    bytes: Vec<usize>,
+}
+
 /// Rows of one table decoded from binary COPY messages.
 pub struct BinaryBatch {
     plan: BinaryPlan,
@@ -227,6 +234,30 @@ impl BinaryBatch {
                 Mode::AppendOnly => Operation::Insert,
             },
             operations: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// A batch with room for as much as `size` (the last batch of the table, usually the
+    /// size of the next): no regrowth of its vectors while a poll fills it.
+    pub fn with_size(plan: &BinaryPlan, mode: Mode, size: &BatchSize) -> BinaryBatch {
+        let mut batch = BinaryBatch::new(plan, mode);
+        batch.operations.reserve(size.rows);
+        for (i, column) in batch.columns.iter_mut().enumerate() {
+            let bytes = size.bytes.get(i).copied().unwrap_or(0);
+            column.values.reserve(size.rows, bytes);
+        }
+        batch
+    }
+
+    /// How large this batch grew.
+    pub fn size(&self) -> BatchSize {
+        BatchSize {
+            rows: self.operations.len(),
+            bytes: self
+                .columns
+                .iter()
+                .map(|c| c.values.packed_bytes())
+                .collect(),
         }
     }
 

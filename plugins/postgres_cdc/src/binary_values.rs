@@ -65,6 +65,34 @@ impl Values {
         }
     }
 
+    /// Makes room for `rows` more values (and `bytes` more of packed strings).
+    pub(super) fn reserve(&mut self, rows: usize, bytes: usize) {
+        match self {
+            Values::Bool(v) => v.reserve(rows),
+            Values::I16(v) => v.reserve(rows),
+            Values::I32(v) => v.reserve(rows),
+            Values::I64(v) => v.reserve(rows),
+            Values::F32(v) => v.reserve(rows),
+            Values::F64(v) => v.reserve(rows),
+            Values::I128(v) => v.reserve(rows),
+            Values::Packed { offsets, data } => {
+                offsets.reserve(rows);
+                data.reserve(bytes);
+            }
+            Values::Strings(v) => v.reserve(rows),
+            Values::Bytes(v) => v.reserve(rows),
+            Values::List { offsets, .. } => offsets.reserve(rows),
+        }
+    }
+
+    /// The bytes of packed strings held (0 for other columns).
+    pub(super) fn packed_bytes(&self) -> usize {
+        match self {
+            Values::Packed { data, .. } => data.len(),
+            _ => 0,
+        }
+    }
+
     /// Adds a null (a placeholder value; validity says null).
     pub(super) fn push_null(&mut self) {
         match self {

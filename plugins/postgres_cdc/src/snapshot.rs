@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use moonlink_sdk::source::{CopyProgress, SourceEvent};
 
-use crate::binary::{BinaryBatch, BinaryPlan};
+use crate::binary::{BatchSize, BinaryBatch, BinaryPlan};
 use crate::conn::{col, Connection, CopyRows, COPY_READ_BYTES};
 use crate::copy_point::{copy_hash, CopyPoint};
 use crate::sql::{parse_lsn, quote_ident, quote_literal};
@@ -70,6 +70,8 @@ pub struct Snapshot {
     binary: Vec<Option<BinaryPlan>>,
     /// Per table: the binary rows of this poll.
     batches: Vec<Option<BinaryBatch>>,
+    /// Per table: how large its last batch grew (the next one is reserved as large).
+    sizes: Vec<BatchSize>,
     /// Values of the current message stored as null for want of an Iceberg form.
     unrepresentable: Vec<(usize, &'static str)>,
     truncated: bool,
@@ -432,6 +434,7 @@ impl Snapshot {
             progress,
             selects,
             batches: binary.iter().map(|_| None).collect(),
+            sizes: binary.iter().map(|_| BatchSize::default()).collect(),
             binary,
             unrepresentable: Vec::new(),
             truncated: false,
@@ -573,6 +576,7 @@ impl Snapshot {
             let table = &mut tables[chunk.table];
             let plan = &self.binary[chunk.table];
             let batch = &mut self.batches[chunk.table];
+            let size = &self.sizes[chunk.table];
             let unrepresentable = &mut self.unrepresentable;
             let header = &mut worker.header;
             let got =
@@ -583,8 +587,9 @@ impl Snapshot {
                             |e: String| Fail::Decode(format!("table {}: {e}", table.source_name));
                         match plan {
                             Some(plan) => {
-                                let batch =
-                                    batch.get_or_insert_with(|| BinaryBatch::new(plan, table.mode));
+                                let batch = batch.get_or_insert_with(|| {
+                                    BinaryBatch::with_size(plan, table.mode, size)
+                                });
                                 let added = batch
                                     .decode(body, header, unrepresentable)
                                     .map_err(failed)?;
@@ -639,8 +644,13 @@ impl Snapshot {
                 }
             }
         }
-        for (table, batch) in tables.iter_mut().zip(&mut self.batches) {
+        for ((table, batch), size) in tables
+            .iter_mut()
+            .zip(&mut self.batches)
+            .zip(&mut self.sizes)
+        {
             if let Some(batch) = batch.take().filter(|b| !b.is_empty()) {
+                *size = batch.size();
                 events.push(SourceEvent::Changes(batch.finish(&table.target)));
             }
             table.flush(events);
