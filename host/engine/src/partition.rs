@@ -218,21 +218,32 @@ impl Partitioner {
         let values = arrow_struct_to_literal(&calculator.calculate(batch)?, partition_type)?;
         let mut groups: Vec<(FilePartition, Vec<u32>)> = Vec::new();
         let mut index: HashMap<Struct, usize> = HashMap::new();
+        // Neighbouring rows mostly share a partition (a day, a region): compared with the
+        // previous row's first, hashed only on a change, cloned only for a new partition.
+        let mut previous: Option<usize> = None;
         for (row, value) in values.into_iter().enumerate() {
             let value = match value {
                 Some(Literal::Struct(s)) => s,
                 _ => Struct::empty(),
             };
-            let slot = *index.entry(value.clone()).or_insert_with(|| {
-                groups.push((
-                    FilePartition {
-                        spec_id: self.spec_id,
-                        value,
-                    },
-                    Vec::new(),
-                ));
-                groups.len() - 1
-            });
+            let slot = match previous {
+                Some(slot) if groups[slot].0.value == value => slot,
+                _ => match index.get(&value) {
+                    Some(&slot) => slot,
+                    None => {
+                        index.insert(value.clone(), groups.len());
+                        groups.push((
+                            FilePartition {
+                                spec_id: self.spec_id,
+                                value,
+                            },
+                            Vec::new(),
+                        ));
+                        groups.len() - 1
+                    }
+                },
+            };
+            previous = Some(slot);
             groups[slot].1.push(row as u32);
         }
         Ok(groups)
@@ -337,6 +348,64 @@ mod tests {
             .map(|(a, b)| (a.to_string(), b.to_string()))
         );
         assert_eq!(spec.fields()[0].field_id, 1000);
+    }
+
+    #[test]
+    fn rows_group_by_partition_in_order_of_first_appearance() {
+        use arrow_array::{ArrayRef, Int64Array, StringArray};
+        use iceberg::spec::{FormatVersion, SortOrder, TableMetadataBuilder};
+        let table = TableSchema::new(
+            vec![
+                ColumnSchema {
+                    name: "id".into(),
+                    data_type: ColumnType::Int64,
+                    nullable: false,
+                },
+                ColumnSchema {
+                    name: "region".into(),
+                    data_type: ColumnType::Utf8,
+                    nullable: false,
+                },
+            ],
+            vec![],
+        );
+        let iceberg = table.iceberg_schema().unwrap();
+        let spec = partition_spec(&iceberg, &exprs(&["region"])).unwrap();
+        let metadata = TableMetadataBuilder::new(
+            iceberg,
+            spec,
+            SortOrder::unsorted_order(),
+            "/w/t".to_string(),
+            FormatVersion::V3,
+            HashMap::new(),
+        )
+        .unwrap()
+        .build()
+        .unwrap()
+        .metadata;
+        let partitioner = Partitioner::new(&metadata).unwrap();
+        let regions = ["eu", "eu", "us", "eu", "ap", "us", "us"];
+        let batch = RecordBatch::try_new(
+            table.arrow_schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..regions.len() as i64)) as ArrayRef,
+                Arc::new(StringArray::from(regions.to_vec())) as ArrayRef,
+            ],
+        )
+        .unwrap();
+        let groups: Vec<(String, Vec<u32>)> = partitioner
+            .group_rows(&batch)
+            .unwrap()
+            .into_iter()
+            .map(|(p, rows)| (format!("{:?}", p.value), rows))
+            .collect();
+        let rows: Vec<Vec<u32>> = groups.iter().map(|(_, r)| r.clone()).collect();
+        assert_eq!(rows, vec![vec![0, 1, 3], vec![2, 5, 6], vec![4]]);
+        assert!(groups[0].0.contains("eu") && groups[1].0.contains("us"));
+        assert!(groups[2].0.contains("ap"));
+        let split = partitioner.split(&[batch.clone(), batch]).unwrap();
+        assert_eq!(split.len(), 3);
+        assert_eq!(split[0].1.iter().map(|b| b.num_rows()).sum::<usize>(), 6);
     }
 
     #[test]
