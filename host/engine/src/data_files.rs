@@ -2,6 +2,7 @@
 //! `compression.rs`; with Iceberg column statistics) and reading small files back when they
 //! are merged.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -108,9 +109,10 @@ const SAMPLE_ROWS: usize = 1024;
 /// With fewer non-null values than this in the sample, a column keeps the default.
 const MIN_SAMPLE: usize = 64;
 
-/// The table's compression, and dictionary encoding off for the top-level string and binary
-/// columns whose sampled values are mostly distinct (ids, e-mails, URLs with ids): their
-/// dictionary would hold nearly every value, so interning each one costs CPU and saves no
+/// The table's compression, and dictionary encoding off for the top-level columns whose
+/// sampled values are mostly distinct — ids, e-mails, URLs with ids, but also unique integer
+/// keys, measurements and event times: their dictionary would hold nearly every value, so
+/// interning each one costs CPU (the largest single cost of writing such a file) and saves no
 /// space. Low-cardinality columns keep it. Iceberg readers read either encoding.
 fn writer_properties(batches: &[RecordBatch], compression: ParquetCompression) -> WriterProperties {
     let mut builder = WriterProperties::builder().set_compression(compression.codec());
@@ -125,26 +127,27 @@ fn writer_properties(batches: &[RecordBatch], compression: ParquetCompression) -
     builder.build()
 }
 
-/// Whether more than half of the first [`SAMPLE_ROWS`] non-null values of byte column
-/// `column` are distinct (false for other types and for samples under [`MIN_SAMPLE`]).
+/// Whether more than half of the first [`SAMPLE_ROWS`] non-null values of column `column`
+/// are distinct (false for booleans and nested types, whose values are not sampled, and for
+/// samples under [`MIN_SAMPLE`]).
 fn mostly_distinct(batches: &[RecordBatch], column: usize) -> bool {
-    let mut sample: Vec<&[u8]> = Vec::new();
+    let mut sample: Vec<Cow<'_, [u8]>> = Vec::new();
     for batch in batches {
         let room = SAMPLE_ROWS - sample.len();
-        if room == 0 || !sample_bytes(batch.column(column).as_ref(), room, &mut sample) {
+        if room == 0 || !sample_values(batch.column(column).as_ref(), room, &mut sample) {
             break;
         }
     }
     if sample.len() < MIN_SAMPLE {
         return false;
     }
-    let distinct: HashSet<&[u8]> = sample.iter().copied().collect();
+    let distinct: HashSet<&[u8]> = sample.iter().map(AsRef::as_ref).collect();
     distinct.len() * 2 > sample.len()
 }
 
-/// Appends up to `room` non-null values of a string or binary array to `out`; false for
-/// any other type.
-fn sample_bytes<'a>(array: &'a dyn Array, room: usize, out: &mut Vec<&'a [u8]>) -> bool {
+/// Appends up to `room` non-null values of a string, binary or fixed-width primitive array
+/// to `out` (a primitive as its little-endian bytes); false for any other type.
+fn sample_values<'a>(array: &'a dyn Array, room: usize, out: &mut Vec<Cow<'a, [u8]>>) -> bool {
     use arrow_schema::DataType as D;
     let values: Box<dyn Iterator<Item = Option<&'a [u8]>> + 'a> = match array.data_type() {
         D::Utf8 => Box::new(
@@ -162,9 +165,27 @@ fn sample_bytes<'a>(array: &'a dyn Array, room: usize, out: &mut Vec<&'a [u8]>) 
         D::Binary => Box::new(array.as_binary::<i32>().iter()),
         D::LargeBinary => Box::new(array.as_binary::<i64>().iter()),
         D::FixedSizeBinary(_) => Box::new(array.as_fixed_size_binary().iter()),
-        _ => return false,
+        t => {
+            let Some(width) = t.is_primitive().then(|| t.primitive_width()).flatten() else {
+                return false;
+            };
+            let data = array.to_data();
+            let Some(buffer) = data.buffers().first() else {
+                return false;
+            };
+            let bytes = buffer.as_slice();
+            let valid = (0..array.len()).filter(|&i| array.is_valid(i));
+            for i in valid.take(room) {
+                let at = (data.offset() + i) * width;
+                match bytes.get(at..at + width) {
+                    Some(value) => out.push(Cow::Owned(value.to_vec())),
+                    None => return false,
+                }
+            }
+            return true;
+        }
     };
-    out.extend(values.flatten().take(room));
+    out.extend(values.flatten().take(room).map(Cow::Borrowed));
     true
 }
 

@@ -94,7 +94,7 @@ async fn dictionary_only_for_repetitive_columns_and_rows_round_trip() {
                 ("kind".to_string(), true),
                 ("payload".to_string(), false),
                 ("note".to_string(), true),
-                ("n".to_string(), true),
+                ("n".to_string(), false),
             ]
         );
     }
@@ -108,7 +108,8 @@ async fn dictionary_only_for_repetitive_columns_and_rows_round_trip() {
 }
 
 #[test]
-fn sampling_judges_byte_columns_only() {
+fn sampling_judges_byte_and_primitive_columns() {
+    use arrow_array::{BooleanArray, Float64Array, TimestampMicrosecondArray};
     let ids: ArrayRef = Arc::new(StringArray::from_iter_values(
         (0..100).map(|i| i.to_string()),
     ));
@@ -116,11 +117,32 @@ fn sampling_judges_byte_columns_only() {
         (0..100).map(|i| (i % 10).to_string()),
     ));
     let numbers: ArrayRef = Arc::new(Int64Array::from_iter_values(0..100));
-    let batch = RecordBatch::try_from_iter([("a", ids), ("b", repeated), ("c", numbers)]).unwrap();
+    let few_numbers: ArrayRef = Arc::new(Int64Array::from_iter_values((0..100).map(|i| i % 7)));
+    let scores: ArrayRef = Arc::new(Float64Array::from_iter_values(
+        (0..100).map(|i| i as f64 / 3.0),
+    ));
+    let times: ArrayRef = Arc::new(TimestampMicrosecondArray::from_iter_values(
+        (0..100).map(|i| 1_700_000_000_000_000 + i * 1000),
+    ));
+    let flags: ArrayRef = Arc::new(BooleanArray::from_iter((0..100).map(|i| Some(i % 2 == 0))));
+    // Sliced: the sample reads the slice's values, not the buffer's start.
+    let sliced: ArrayRef = Arc::new(
+        Int64Array::from_iter_values((0..300).map(|i| if i < 200 { i } else { 5 })).slice(200, 100),
+    );
+    let batch = RecordBatch::try_from_iter([
+        ("a", ids),
+        ("b", repeated),
+        ("c", numbers),
+        ("d", few_numbers),
+        ("e", scores),
+        ("f", times),
+        ("g", flags),
+        ("h", sliced),
+    ])
+    .unwrap();
     let batches = [batch];
-    assert!(mostly_distinct(&batches, 0));
-    assert!(!mostly_distinct(&batches, 1));
-    assert!(!mostly_distinct(&batches, 2));
+    let judged: Vec<bool> = (0..8).map(|i| mostly_distinct(&batches, i)).collect();
+    assert_eq!(judged, [true, false, true, false, true, true, false, false]);
 }
 
 /// Writes `batches` with the compression `properties` ask for; the file's bytes.
