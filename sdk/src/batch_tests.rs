@@ -225,12 +225,12 @@ fn columns_set_in_any_order_land_in_their_own_column() {
         row.finish(Operation::Insert).unwrap();
     }
     let batch = batch.finish();
-    for r in 0..orders.len() {
+    for (r, order) in orders.iter().enumerate() {
         let row = batch.row(r);
         assert_eq!(row.get("id"), Some(Value::Int(r as i64)));
-        let name = orders[r].contains(&"name").then(|| format!("n{r}"));
+        let name = order.contains(&"name").then(|| format!("n{r}"));
         assert_eq!(row.str("name"), name.as_deref());
-        let tags = orders[r].contains(&"tags");
+        let tags = order.contains(&"tags");
         assert_eq!(
             row.get("tags"),
             Some(if tags {
