@@ -85,7 +85,15 @@ def test_metrics_count_a_known_workload_and_status_matches_tables(make_server):
     server.commit("ops.events")
     server.commit("ops.users")
 
-    m = metrics(server)
+    # Background compaction may commit a `replace` snapshot at any moment: read the metrics
+    # between two listings that agree, so the counters and the tables describe one state.
+    for _ in range(100):
+        before = {t["name"]: t for t in server.tables()}
+        m = metrics(server)
+        tables = {t["name"]: t for t in server.tables()}
+        if tables == before:
+            break
+        time.sleep(0.1)
     assert value(m, "moonlink_ingested_rows_total", table="ops.events", operation="insert") == sent_rows
     assert value(m, "moonlink_ingested_rows_total", table="ops.users", operation="upsert") == 10
     assert value(m, "moonlink_ingested_rows_total", table="ops.users", operation="delete") == 2
@@ -101,7 +109,6 @@ def test_metrics_count_a_known_workload_and_status_matches_tables(make_server):
                  status="200") == 2
     assert not any("ops.nope" in str(ls) or "/no/such" in str(ls) for (_, ls) in m), "raw paths leaked"
     # Commits: one per snapshot (nothing expired yet), all succeeded.
-    tables = {t["name"]: t for t in server.tables()}
     for name in ("ops.events", "ops.users"):
         assert value(m, "moonlink_commits_total", table=name, outcome="ok") == tables[name]["snapshots"] > 0
         assert value(m, "moonlink_commits_total", table=name, outcome="error") == 0
